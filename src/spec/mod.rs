@@ -1,0 +1,260 @@
+//! The spec language: YAML phase machines, loaded, validated and compiled into an arena.
+//!
+//! A spec file describes one hierarchical state machine (see `specs/README.md`). This
+//! module owns reading it (with node positions), checking it (every problem at once, as
+//! [`Diagnostic`]s) and compiling it into a [`Spec`]: a flat arena of states with parent
+//! indices and precomputed ancestor chains, which [`crate::machine`] interprets and
+//! [`crate::plan`] consults for resume rules.
+//!
+//! It is pure: it reads from a `&str` and never touches the file system or the clock.
+//! The closed vocabularies of [`Guard`]s and [`Predicate`]s live here; their meaning on a
+//! real world is implemented by the planner and the phases.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::time::Duration;
+
+mod load;
+
+pub use load::load;
+
+/// The default deployment machine, compiled into the binary.
+pub const DEFAULT_SPEC_SOURCE: &str = include_str!("../../specs/deployment.yaml");
+
+/// The file name shown in diagnostics of the default spec.
+pub const DEFAULT_SPEC_NAME: &str = "specs/deployment.yaml";
+
+/// The default deployment machine.
+pub fn default_spec() -> Spec {
+    match load(DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE) {
+        Ok((spec, _warnings)) => spec,
+        Err(diagnostics) => panic!(
+            "the built-in spec is checked by the test suite, yet it failed: {}",
+            crate::diag::render(DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE, &diagnostics)
+        ),
+    }
+}
+
+/// The index of a state in its [`Spec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct StateId(pub(crate) u16);
+
+impl StateId {
+    /// The position of the state in [`Spec::states`].
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// What a state is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateKind {
+    /// A leaf the machine can rest in.
+    Atomic,
+    /// A superstate: entering it enters `initial`; `children` in document order.
+    Compound {
+        /// The child entered when the compound state is the target.
+        initial: StateId,
+        /// The direct children, in document order.
+        children: Vec<StateId>,
+    },
+    /// A leaf the machine never leaves.
+    Final,
+}
+
+/// One transition of a state, in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionDef {
+    /// The event that triggers it.
+    pub event: String,
+    /// The state it leads to (possibly compound: the machine then enters its initial).
+    pub target: StateId,
+    /// Fires only when this guard holds; `None` always fires.
+    pub guard: Option<Guard>,
+}
+
+/// How a stuck deployment in this phase is recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// What to do.
+    pub rule: ResumeRule,
+    /// Facts about the world that must hold, or the deployment fails instead.
+    pub requires: Vec<Predicate>,
+    /// Why this rule is right for the phase, one line.
+    pub description: Option<String>,
+}
+
+/// The three resume rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeRule {
+    /// Run the phase again from its start; the phase is idempotent.
+    RestartPhase,
+    /// If `check` holds, the phase's work is done: continue with its `done` transition.
+    /// If it does not, run the phase again.
+    VerifyThenContinue {
+        /// The predicate that tells the phase's work is done.
+        check: Predicate,
+    },
+    /// Mark the deployment failed.
+    Fail {
+        /// The reason recorded on the deployment.
+        reason: String,
+    },
+}
+
+/// One state of the arena.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// The state's unique name, e.g. `BUILDING`.
+    pub name: String,
+    /// The enclosing compound state; `None` at the top level.
+    pub parent: Option<StateId>,
+    /// Atomic, compound or final.
+    pub kind: StateKind,
+    /// One line for people.
+    pub description: Option<String>,
+    /// Own transitions, in document order.
+    pub on: Vec<TransitionDef>,
+    /// Effective `stuck_after`: own, else the nearest ancestor's, else the spec's.
+    pub stuck_after: Option<Duration>,
+    /// Effective `max_attempts`: own, else inherited.
+    pub max_attempts: Option<u32>,
+    /// The resume rule (atomic non-final states only).
+    pub resume: Option<Resume>,
+    /// Proper ancestors, innermost first.
+    pub ancestors: Vec<StateId>,
+}
+
+/// A validated, compiled machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// The spec's `version` (1).
+    pub version: u32,
+    /// The spec's own description.
+    pub description: Option<String>,
+    /// All states, parents before children, in document order.
+    pub states: Vec<State>,
+    /// The top-level `initial` state.
+    pub initial: StateId,
+}
+
+impl Spec {
+    /// The state with this name.
+    pub fn find(&self, name: &str) -> Option<StateId> {
+        self.states.iter().position(|s| s.name == name).map(|i| StateId(i as u16))
+    }
+
+    /// The state behind an id.
+    pub fn state(&self, id: StateId) -> &State {
+        &self.states[id.index()]
+    }
+
+    /// Every state id, in arena order.
+    pub fn ids(&self) -> impl Iterator<Item = StateId> + '_ {
+        (0..self.states.len()).map(|i| StateId(i as u16))
+    }
+
+    /// True for final states.
+    pub fn is_final(&self, id: StateId) -> bool {
+        self.state(id).kind == StateKind::Final
+    }
+
+    /// The atomic state entered when `id` is the target: `id` itself, or the initial
+    /// leaf of a compound state.
+    pub fn leaf_of(&self, mut id: StateId) -> StateId {
+        while let StateKind::Compound { initial, .. } = &self.state(id).kind {
+            id = *initial;
+        }
+        id
+    }
+}
+
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident { $($(#[doc = $doc:literal])+ $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl $name {
+            /// Every member, in documentation order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name used in spec files.
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+
+            /// What it means, for `--help` and the docs.
+            pub fn doc(self) -> &'static str {
+                match self { $($name::$variant => concat!($($doc),+).trim_ascii(),)+ }
+            }
+
+            /// The member with this spec name.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// A fact about the world that a resume rule requires or checks.
+    Predicate {
+        /// The deployment's source is still there: the upload file or folder for
+        /// `upload`, the repository for `git`, the image for `image`.
+        SourcePresent = "source_present",
+        /// The release folder `ROOT/PROJECT/deployments/ID` exists.
+        ReleaseDirPresent = "release_dir_present",
+        /// The deployment's image is known to the container engine.
+        ImagePresent = "image_present",
+        /// `ROOT/PROJECT/current` points at the deployment's release folder, and the
+        /// webroot link at `current/public`.
+        CurrentLinksRelease = "current_links_release",
+        /// The project's route file targets this deployment.
+        RouteTargetsDeployment = "route_targets_deployment",
+    }
+}
+
+vocabulary! {
+    /// A condition on a transition, evaluated by whoever drives the machine.
+    Guard {
+        /// The deployment has attempts left before `max_attempts`.
+        AttemptsRemaining = "attempts_remaining",
+        /// The project has an earlier ACTIVE release to roll back to.
+        HasPreviousRelease = "has_previous_release",
+        /// The deployment's type is `image` (nothing to build or copy).
+        IsImageDeployment = "is_image_deployment",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabularies_round_trip_their_names() {
+        for p in Predicate::ALL {
+            assert_eq!(Predicate::from_name(p.name()), Some(*p));
+            assert!(!p.doc().is_empty());
+        }
+        for g in Guard::ALL {
+            assert_eq!(Guard::from_name(g.name()), Some(*g));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Fixture worlds: one YAML file, one case (placeholder, being written).

@@ -1,0 +1,1 @@
+//! The one integration test binary: every test that runs the crate from outside.
