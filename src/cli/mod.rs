@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::spec::{self, Spec};
 use crate::time::Timestamp;
 
+mod plan_cmds;
 mod spec_cmds;
 
 /// trueup resumes PaaS deployments that a crash left stuck, and heals what they broke.
@@ -68,6 +69,15 @@ pub enum Command {
     ///
     /// Example: trueup graph --format dot | dot -Tsvg > deployment.svg
     Graph(spec_cmds::GraphArgs),
+
+    /// Print the plan for a fixture world, with no side effects
+    ///
+    /// A fixture is one YAML file describing projects, deployments, files, containers and
+    /// routes, and the instant to plan at (see fixtures/README.md). Nothing on this
+    /// machine is read or changed: use it to ask "what would trueup do if...".
+    ///
+    /// Example: trueup simulate fixtures/plan/0006_building_upload_gone.yaml --json
+    Simulate(plan_cmds::SimulateArgs),
 }
 
 /// Runs one parsed command line.
@@ -79,6 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &args.command {
         Command::Validate(cmd) => spec_cmds::validate(&args, cmd),
         Command::Graph(cmd) => spec_cmds::graph(&args, cmd),
+        Command::Simulate(cmd) => plan_cmds::simulate(&args, cmd),
     }
 }
 

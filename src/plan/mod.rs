@@ -11,14 +11,19 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+mod render;
+mod rules;
 
-use crate::spec::Spec;
+pub use render::{Summary, render_json, render_text};
+pub use rules::{ACTIVE_PHASE, FAIL_EVENT, HELPER_MAX_AGE, plan};
+
+use serde::{Deserialize, Serialize};
+
 use crate::time::Timestamp;
 use crate::world::World;
 
 /// The repairs for one world, in the order they are applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// What to change, in order: deployments, links, containers, routes.
     pub actions: Vec<Action>,
@@ -29,18 +34,19 @@ pub struct Plan {
 }
 
 /// One repair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     /// The project it belongs to.
     pub project: String,
     /// What changes.
+    #[serde(flatten)]
     pub change: Change,
     /// Why, in one line.
     pub reason: String,
 }
 
 /// The closed set of changes the engine knows how to apply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// Claim a stuck deployment, log the resume, and put it in `to_phase` (the same
@@ -131,7 +137,7 @@ pub enum Change {
 }
 
 /// How much a finding matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Needs a person: the engine will not repair it.
@@ -141,7 +147,7 @@ pub enum Level {
 }
 
 /// Something seen that the plan does not change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// The project it concerns; empty for the whole world.
     pub project: String,
@@ -149,12 +155,6 @@ pub struct Finding {
     pub level: Level,
     /// What, in one line.
     pub message: String,
-}
-
-/// Computes the plan that makes `world` true at `now` under `spec`.
-pub fn plan(spec: &Spec, world: &World, now: Timestamp) -> Plan {
-    let _ = (spec, now);
-    Plan { actions: Vec::new(), findings: Vec::new(), fingerprint: fingerprint(world) }
 }
 
 /// A stable digest of a world: 64-bit FNV-1a over its canonical JSON, in hex.

@@ -1,1 +1,162 @@
-//! Fixture worlds: one YAML file, one case (placeholder, being written).
+//! Fixture worlds: one YAML file, one case.
+//!
+//! A fixture describes a [`World`] and the instant to plan at, so that `trueup simulate`
+//! and the snapshot tests can show the plan for a case without any real machine. The
+//! format is documented field by field in `fixtures/README.md`. A malformed fixture
+//! gets [`Diagnostic`]s with line and column, rendered like spec diagnostics.
+//!
+//! Loading is pure: it reads a `&str`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::{Container, Deployment, Node, Project, Route, World};
+use crate::diag::{Diagnostic, Pos};
+use crate::time::Timestamp;
+
+/// A loaded fixture: the case's description, its clock and its world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixture {
+    /// What the case shows, one line.
+    pub description: String,
+    /// The instant to plan at.
+    pub now: Timestamp,
+    /// The world.
+    pub world: World,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FixtureFile {
+    description: String,
+    now: Timestamp,
+    root: PathBuf,
+    #[serde(default)]
+    projects: Vec<Project>,
+    #[serde(default)]
+    deployments: Vec<Deployment>,
+    #[serde(default)]
+    files: IndexMap<PathBuf, FileEntry>,
+    #[serde(default = "engine_present")]
+    container_engine: bool,
+    #[serde(default)]
+    images: Vec<String>,
+    #[serde(default)]
+    containers: Vec<Container>,
+    #[serde(default)]
+    routes: BTreeMap<String, Route>,
+}
+
+fn engine_present() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum FileEntry {
+    Kind(FileKind),
+    Link { symlink: PathBuf },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FileKind {
+    File,
+    Dir,
+}
+
+/// Reads a fixture.
+///
+/// `file` is the name shown in diagnostics; `source` is the YAML text.
+///
+/// # Errors
+///
+/// The problems found, each with its position: YAML syntax, unknown or missing keys,
+/// values of the wrong kind, bad timestamps, relative paths.
+pub fn load(file: &str, source: &str) -> Result<Fixture, Vec<Diagnostic>> {
+    let _ = file;
+    let parsed: FixtureFile = serde_saphyr::from_str(source).map_err(|e| vec![yaml_diagnostic(&e)])?;
+    let mut problems = Vec::new();
+    if !parsed.root.is_absolute() {
+        problems.push(Diagnostic::error(find_key(source, "root"), "`root` must be an absolute path"));
+    }
+    let mut files = BTreeMap::new();
+    for (path, entry) in parsed.files {
+        if !path.is_absolute() {
+            problems.push(Diagnostic::error(
+                find_key(source, &path.display().to_string()),
+                format!("file path `{}` must be absolute", path.display()),
+            ));
+            continue;
+        }
+        let node = match entry {
+            FileEntry::Kind(FileKind::File) => Node::File,
+            FileEntry::Kind(FileKind::Dir) => Node::Dir,
+            FileEntry::Link { symlink } => Node::Symlink(symlink),
+        };
+        add_parents(&mut files, &path);
+        files.insert(path, node);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut projects = parsed.projects;
+    projects.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut deployments = parsed.deployments;
+    deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
+    let mut containers = parsed.containers;
+    containers.sort_by(|a, b| a.id.cmp(&b.id));
+    let (containers, images) = if parsed.container_engine {
+        let mut images = parsed.images;
+        images.sort();
+        images.dedup();
+        (Some(containers), Some(images))
+    } else {
+        (None, None)
+    };
+    let world = World { root: parsed.root, projects, deployments, files, containers, images, routes: parsed.routes };
+    Ok(Fixture { description: parsed.description, now: parsed.now, world })
+}
+
+/// Every proper ancestor of a declared path exists as a folder, unless declared otherwise.
+fn add_parents(files: &mut BTreeMap<PathBuf, Node>, path: &Path) {
+    for parent in path.ancestors().skip(1) {
+        files.entry(parent.to_path_buf()).or_insert(Node::Dir);
+    }
+}
+
+/// A serde-saphyr error as a diagnostic at its location.
+pub(crate) fn yaml_diagnostic(err: &serde_saphyr::Error) -> Diagnostic {
+    let pos = err
+        .location()
+        .map(|l| Pos { line: u32::try_from(l.line()).unwrap_or(0), column: u32::try_from(l.column()).unwrap_or(0) })
+        .unwrap_or_default();
+    let text = err.without_snippet().to_string();
+    // serde-saphyr appends the position to its message; the renderer shows it already.
+    let message = text.split(" at line ").next().unwrap_or(&text).trim().to_owned();
+    let diagnostic = Diagnostic::error(pos, message.clone());
+    // serde names the expected keys or variants; point at the nearest one.
+    let Some((found, expected)) = unknown_name(&message) else { return diagnostic };
+    diagnostic.suggest(found, expected.split(", ").map(|e| e.trim_matches('`')))
+}
+
+/// `(found, expected list)` from serde's "unknown field `x`, expected one of a, b".
+fn unknown_name(message: &str) -> Option<(&str, &str)> {
+    let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (found, rest) = rest.split_once('`')?;
+    let expected = rest.strip_prefix(", expected one of ").or_else(|| rest.strip_prefix(", expected "))?;
+    Some((found, expected))
+}
+
+/// The position of the first `key:` in the source, for checks made after parsing.
+fn find_key(source: &str, key: &str) -> Pos {
+    for (i, line) in source.lines().enumerate() {
+        if let Some(col) = line.find(&format!("{key}:")) {
+            return Pos { line: i as u32 + 1, column: col as u32 + 1 };
+        }
+    }
+    Pos::default()
+}

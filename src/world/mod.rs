@@ -35,6 +35,9 @@ pub struct World {
     pub files: BTreeMap<PathBuf, Node>,
     /// Containers, or `None` when no container engine is configured.
     pub containers: Option<Vec<Container>>,
+    /// Image references the container engine holds, sorted, or `None` when no container
+    /// engine is configured.
+    pub images: Option<Vec<String>>,
     /// Route files by project id.
     pub routes: BTreeMap<String, Route>,
 }
