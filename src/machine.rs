@@ -1,32 +1,231 @@
-//! Placeholder interpreter until the real one lands (taken from the `spec` branch).
+//! The interpreter: one event applied to one active state of a compiled [`Spec`].
+//!
+//! [`step`] follows the W3C SCXML algorithm for the subset of the spec language (atomic,
+//! compound and final states, no parallel regions, no history):
+//! - the innermost active state handles an event first, then its ancestors; within a
+//!   state, transitions are tried in document order and the first whose guard holds is
+//!   taken;
+//! - every transition is external: the states exited are the active states below the
+//!   transition's domain (the least compound ancestor proper to its source that also
+//!   contains its target), innermost first, and the states entered run from just below
+//!   that domain down to the target, then through `initial` children to a leaf.
+//!
+//! It is pure: guards are answered by the caller, and nothing here knows what a phase
+//! does. [`render_trace`] prints a run of steps for snapshots and for people.
 
-use crate::spec::{Guard, Spec, StateId};
+use std::fmt::Write as _;
 
-/// A transition taken.
+use crate::spec::{Guard, Spec, StateId, StateKind};
+
+/// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
-    /// The resolved atomic target.
+    /// The state whose transition fired: the active leaf or one of its ancestors.
+    pub source: StateId,
+    /// The atomic (or final) state the machine rests in afterwards: the declared target,
+    /// or, when that is compound, its initial leaf.
     pub target: StateId,
+    /// States exited, innermost first.
+    pub exits: Vec<StateId>,
+    /// States entered, outermost first; the last one is `target`.
+    pub entries: Vec<StateId>,
 }
 
-/// No transition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepError;
+/// Why an event could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// No active state has a transition for the event.
+    #[error("state `{state}` does not accept event `{event}`; {}", accepted_list(.accepted))]
+    Unhandled {
+        /// The active state's name.
+        state: String,
+        /// The event.
+        event: String,
+        /// The events the state or its ancestors accept, innermost and in document order
+        /// first.
+        accepted: Vec<String>,
+    },
+    /// Transitions exist for the event, but the guard of each one is false.
+    #[error("state `{state}` accepts event `{event}`, but none of its guards holds ({})", guard_list(.guards))]
+    Blocked {
+        /// The active state's name.
+        state: String,
+        /// The event.
+        event: String,
+        /// The guards that were tried, in order.
+        guards: Vec<Guard>,
+    },
+    /// The state is compound: the machine only rests in atomic or final states.
+    #[error("state `{state}` is compound; the machine rests in one of its atomic descendants")]
+    NotAtomic {
+        /// The compound state's name.
+        state: String,
+    },
+    /// The id does not belong to this spec.
+    #[error("state #{index} is not in this spec, which has {len} states")]
+    UnknownState {
+        /// The id's index.
+        index: usize,
+        /// How many states the spec has.
+        len: usize,
+    },
+}
 
-/// Takes `event` in `state`.
+fn accepted_list(accepted: &[String]) -> String {
+    if accepted.is_empty() {
+        return "it accepts no event".to_owned();
+    }
+    let names: Vec<String> = accepted.iter().map(|e| format!("`{e}`")).collect();
+    format!("it accepts {}", names.join(", "))
+}
+
+fn guard_list(guards: &[Guard]) -> String {
+    guards.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Applies `event` to the machine resting in `state`.
+///
+/// `guards` answers each guard the chosen candidates carry; it is called in priority
+/// order and only as far as needed.
 ///
 /// # Errors
 ///
-/// When no active state accepts the event.
+/// [`StepError::Unhandled`] when no active state accepts the event (a final state
+/// accepts none), [`StepError::Blocked`] when every candidate's guard is false,
+/// [`StepError::NotAtomic`] for a compound `state`, [`StepError::UnknownState`] for an id
+/// from another spec.
 pub fn step(spec: &Spec, state: StateId, event: &str, guards: &dyn Fn(Guard) -> bool) -> Result<Transition, StepError> {
-    let mut chain = vec![state];
-    chain.extend(spec.state(state).ancestors.iter().copied());
-    for s in chain {
-        for t in &spec.state(s).on {
-            if t.event == event && t.guard.is_none_or(guards) {
-                return Ok(Transition { target: spec.leaf_of(t.target) });
+    let Some(active) = spec.states.get(state.index()) else {
+        return Err(StepError::UnknownState { index: state.index(), len: spec.states.len() });
+    };
+    if matches!(active.kind, StateKind::Compound { .. }) {
+        return Err(StepError::NotAtomic { state: active.name.clone() });
+    }
+    let mut tried = Vec::new();
+    for source in std::iter::once(state).chain(active.ancestors.iter().copied()) {
+        for t in spec.state(source).on.iter().filter(|t| t.event == event) {
+            match t.guard {
+                Some(g) if !guards(g) => tried.push(g),
+                _ => return Ok(transition(spec, state, source, t.target)),
             }
         }
     }
-    Err(StepError)
+    if tried.is_empty() {
+        Err(StepError::Unhandled {
+            state: active.name.clone(),
+            event: event.to_owned(),
+            accepted: accepted(spec, state),
+        })
+    } else {
+        Err(StepError::Blocked { state: active.name.clone(), event: event.to_owned(), guards: tried })
+    }
+}
+
+/// The events the machine accepts while resting in `state`: its own, then its
+/// ancestors', each once, in priority order.
+pub fn accepted(spec: &Spec, state: StateId) -> Vec<String> {
+    let Some(active) = spec.states.get(state.index()) else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for s in std::iter::once(state).chain(active.ancestors.iter().copied()) {
+        for t in &spec.state(s).on {
+            if !out.contains(&t.event) {
+                out.push(t.event.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The exit and entry sets of the transition from `source` (with `leaf` active) to
+/// `declared`.
+fn transition(spec: &Spec, leaf: StateId, source: StateId, declared: StateId) -> Transition {
+    // The domain: the innermost proper ancestor of the source that is also a proper
+    // ancestor of the target. All ancestors are compound, so this is the SCXML LCCA;
+    // `None` is the document root.
+    let target_ancestors = &spec.state(declared).ancestors;
+    let domain = spec.state(source).ancestors.iter().copied().find(|a| target_ancestors.contains(a));
+    let below_domain = |s: StateId| match domain {
+        None => true,
+        Some(d) => spec.state(s).ancestors.contains(&d),
+    };
+    let exits: Vec<StateId> = std::iter::once(leaf)
+        .chain(spec.state(leaf).ancestors.iter().copied())
+        .take_while(|&s| below_domain(s))
+        .collect();
+    let mut entries: Vec<StateId> =
+        std::iter::once(declared).chain(target_ancestors.iter().copied()).take_while(|&s| below_domain(s)).collect();
+    entries.reverse();
+    let mut at = declared;
+    while let StateKind::Compound { initial, .. } = &spec.state(at).kind {
+        at = *initial;
+        entries.push(at);
+    }
+    Transition { source, target: at, exits, entries }
+}
+
+/// Runs `events` from `start`, answering every guard with `guards`, and renders each
+/// step as text: the event, the states exited and entered, and where the machine rests.
+/// A step that fails is rendered with its error and ends the run.
+///
+/// ```text
+/// QUEUED --start--> PULLING_SOURCE  (via QUEUED)
+///   exit:  QUEUED
+///   enter: IN_PROGRESS, PULLING_SOURCE
+/// ```
+pub fn render_trace(spec: &Spec, start: StateId, events: &[&str], guards: &dyn Fn(Guard) -> bool) -> String {
+    let name = |id: StateId| spec.state(id).name.as_str();
+    let list = |ids: &[StateId]| ids.iter().map(|&i| name(i)).collect::<Vec<_>>().join(", ");
+    let mut out = String::new();
+    let mut state = start;
+    for event in events {
+        match step(spec, state, event, guards) {
+            Ok(t) => {
+                let _ = writeln!(out, "{} --{event}--> {}  (via {})", name(state), name(t.target), name(t.source));
+                let _ = writeln!(out, "  exit:  {}", list(&t.exits));
+                let _ = writeln!(out, "  enter: {}", list(&t.entries));
+                state = t.target;
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{} --{event}--> error: {e}", name(state));
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::default_spec;
+
+    #[test]
+    fn fail_from_a_phase_exits_through_the_superstate() {
+        let spec = default_spec();
+        let building = spec.find("BUILDING").unwrap();
+        let t = step(&spec, building, "fail", &|_| true).unwrap();
+        assert_eq!(t.source, spec.find("IN_PROGRESS").unwrap());
+        assert_eq!(t.exits, vec![building, spec.find("IN_PROGRESS").unwrap()]);
+        assert_eq!(t.entries, vec![spec.find("FAILED").unwrap()]);
+    }
+
+    #[test]
+    fn self_transition_exits_and_reenters() {
+        let spec = default_spec();
+        let building = spec.find("BUILDING").unwrap();
+        let t = step(&spec, building, "retry", &|_| true).unwrap();
+        assert_eq!((t.exits.clone(), t.entries.clone()), (vec![building], vec![building]));
+    }
+
+    #[test]
+    fn errors_name_the_state_and_what_it_accepts() {
+        let spec = default_spec();
+        let e = step(&spec, spec.find("BUILDING").unwrap(), "nope", &|_| true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "state `BUILDING` does not accept event `nope`; it accepts `done`, `retry`, `fail`, `cancel`"
+        );
+        let e = step(&spec, spec.find("ACTIVE").unwrap(), "done", &|_| true).unwrap_err();
+        assert_eq!(e.to_string(), "state `ACTIVE` does not accept event `done`; it accepts no event");
+    }
 }

@@ -1,16 +1,850 @@
 //! Reading a spec file: YAML with positions, validation, compilation into the arena.
+//!
+//! [`load`] runs in three passes, so that one run reports every problem:
+//! 1. [`super::yaml`] reads the text into nodes with positions (a syntax error stops here);
+//! 2. the schema pass walks the nodes into [`RawState`]s, reporting unknown keys, wrong
+//!    types, bad durations and counts, unknown guards and predicates, and malformed
+//!    resume rules, and going on after each;
+//! 3. the structure pass resolves names (duplicates, targets, `initial`s), then, when the
+//!    names are sound, checks the graph: reachability from the initial state and a path
+//!    to a final state from every reachable phase.
+//!
+//! Only a spec with no error is compiled into a [`Spec`].
 
-use super::Spec;
+use indexmap::IndexMap;
+
+use super::yaml::{self, Key, Node, NodeKind};
+use super::{Guard, Predicate, Resume, ResumeRule, Spec, State, StateId, StateKind, TransitionDef};
 use crate::diag::{Diagnostic, Pos};
+use crate::time::Duration;
+
+/// The keys of the top level of a spec file.
+const TOP_KEYS: &[&str] = &["version", "description", "initial", "states", "stuck_after", "max_attempts"];
+/// The keys of a state.
+const STATE_KEYS: &[&str] =
+    &["description", "initial", "states", "on", "final", "stuck_after", "max_attempts", "resume"];
+/// The keys of one entry in a list of transitions.
+const TRANSITION_KEYS: &[&str] = &["target", "guard"];
+/// The keys of a `resume` map.
+const RESUME_KEYS: &[&str] = &["rule", "requires", "check", "reason", "description"];
+/// The names of the resume rules.
+const RULES: &[&str] = &["restart_phase", "verify_then_continue", "fail"];
+
+/// The spec version this loader reads.
+const VERSION: u32 = 1;
 
 /// Loads, validates and compiles one spec.
 ///
-/// `file` is the name shown in diagnostics; `source` is the YAML text.
+/// `file` is the name shown in diagnostics; `source` is the YAML text. Diagnostics carry
+/// positions only, so `file` is not needed to find them: pass the same name to
+/// [`crate::diag::render`] to show them.
 ///
 /// # Errors
 ///
-/// Every error found, each with its position. On success, the warnings.
+/// Every error found, each with its position, followed by the warnings. On success, the
+/// warnings.
 pub fn load(file: &str, source: &str) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let _ = (file, source);
-    Err(vec![Diagnostic::error(Pos::default(), "the spec loader is being written")])
+    let _ = file;
+    let root = yaml::parse(source).map_err(|d| vec![d])?;
+    let mut cx = Cx::default();
+    let top = cx.top(&root);
+    let resolved = top.as_ref().and_then(|top| cx.structure(top));
+    let (errors, warnings): (Vec<_>, Vec<_>) = cx.diags.into_iter().partition(Diagnostic::is_error);
+    match (top, resolved) {
+        (Some(top), Some(resolved)) if errors.is_empty() => match compile(&top, &resolved) {
+            Ok(spec) => Ok((spec, warnings)),
+            Err(d) => Err(vec![d]),
+        },
+        _ => Err(errors.into_iter().chain(warnings).collect()),
+    }
+}
+
+/// A name and where it is written.
+type Named = (String, Pos);
+
+/// A transition's guard as written: `None` when absent, `Some(None)` when its name is
+/// unknown (already reported).
+type RawGuard = Option<Option<Guard>>;
+
+/// A state as written, before names are resolved.
+#[derive(Debug, Default)]
+struct RawState {
+    name: String,
+    name_pos: Pos,
+    parent: Option<usize>,
+    description: Option<String>,
+    initial: Option<(String, Pos)>,
+    /// Present when the state has a `states:` key, even an empty one.
+    children: Option<Vec<usize>>,
+    is_final: bool,
+    on: Vec<RawTransition>,
+    stuck_after: Option<Duration>,
+    max_attempts: Option<u32>,
+    resume: Option<(Resume, Pos)>,
+    /// A `resume` key is present, valid or not (so a bad one is not also "missing").
+    resume_written: bool,
+    /// A `stuck_after` key is present, valid or not.
+    stuck_written: bool,
+}
+
+#[derive(Debug)]
+struct RawTransition {
+    event: String,
+    event_pos: Pos,
+    target: String,
+    target_pos: Pos,
+    guard: RawGuard,
+}
+
+/// The top level as written.
+#[derive(Debug, Default)]
+struct Top {
+    version: u32,
+    description: Option<String>,
+    initial: Option<(String, Pos)>,
+    states: Vec<RawState>,
+    top_level: Vec<usize>,
+    stuck_after: Option<Duration>,
+    max_attempts: Option<u32>,
+    stuck_written: bool,
+}
+
+/// Names resolved to indices into [`Top::states`].
+struct Resolved {
+    initial: usize,
+    /// Per state: the index of its `initial` child.
+    initials: Vec<Option<usize>>,
+    /// Per state, per transition: the target index.
+    targets: Vec<Vec<usize>>,
+}
+
+#[derive(Default)]
+struct Cx {
+    diags: Vec<Diagnostic>,
+}
+
+fn plural_keys(keys: &[&str]) -> String {
+    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn valid_event(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl Cx {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::error(pos, message));
+        self.diags.last_mut().expect("a diagnostic was just pushed")
+    }
+
+    fn help(&mut self, help: impl Into<String>) {
+        if let Some(last) = self.diags.last_mut() {
+            last.help = Some(help.into());
+        }
+    }
+
+    fn unknown_key(&mut self, key: &Key, context: &str, allowed: &[&str]) {
+        let d = Diagnostic::error(key.pos, format!("unknown key `{}` in {context}", key.text));
+        let d = match crate::diag::did_you_mean(&key.text, allowed.iter().copied()) {
+            Some(best) => d.with_help(format!("did you mean `{best}`?")),
+            None => d.with_help(format!("expected one of {}", plural_keys(allowed))),
+        };
+        self.diags.push(d);
+    }
+
+    /// The entries of a map node, or an error naming what was expected.
+    fn map<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n [(Key, Node)]> {
+        match &node.kind {
+            NodeKind::Map(entries) => Some(entries),
+            _ if node.is_null() => Some(&[]),
+            _ => {
+                self.error(node.pos, format!("{what} must be a map, not {}", node.what()));
+                None
+            }
+        }
+    }
+
+    /// The text of a scalar node, or an error.
+    fn text<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {
+        match &node.kind {
+            NodeKind::Scalar { text, .. } if !node.is_null() => Some(text),
+            _ => {
+                self.error(node.pos, format!("{what} must be a string, not {}", node.what()));
+                None
+            }
+        }
+    }
+
+    fn state_name(&mut self, node: &Node, what: &str) -> Option<(String, Pos)> {
+        let text = self.text(node, what)?;
+        if !valid_name(text) {
+            self.error(node.pos, format!("{what} `{text}` is not a valid state name")).help =
+                Some("state names are letters, digits and `_`".into());
+            return None;
+        }
+        Some((text.to_owned(), node.pos))
+    }
+
+    fn duration(&mut self, node: &Node) -> Option<Duration> {
+        let text = self.text(node, "`stuck_after`")?;
+        match text.parse::<Duration>() {
+            Ok(d) if d.secs() == 0 => {
+                self.error(node.pos, "`stuck_after` must be longer than `0s`");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.error(node.pos, format!("invalid duration `{text}`"));
+                self.help("write durations like `90s`, `5m`, `2h` or `1h30m`");
+                None
+            }
+        }
+    }
+
+    fn max_attempts(&mut self, node: &Node) -> Option<u32> {
+        let text = self.text(node, "`max_attempts`")?;
+        match text.parse::<u32>() {
+            Ok(0) => {
+                self.error(node.pos, "`max_attempts` must be at least 1");
+                self.help("a deployment always gets its first attempt; `1` means no retry");
+                None
+            }
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.error(node.pos, format!("`max_attempts` must be a whole number, not `{text}`"));
+                None
+            }
+        }
+    }
+
+    fn description(&mut self, node: &Node) -> Option<String> {
+        self.text(node, "`description`").map(str::to_owned)
+    }
+
+    fn predicate(&mut self, node: &Node) -> Option<Predicate> {
+        let text = self.text(node, "a predicate")?;
+        let found = Predicate::from_name(text);
+        if found.is_none() {
+            let d = Diagnostic::error(node.pos, format!("unknown predicate `{text}`"))
+                .suggest(text, Predicate::ALL.iter().map(|p| p.name()));
+            let d = if d.help.is_none() {
+                d.with_help(format!(
+                    "predicates are {}",
+                    plural_keys(&Predicate::ALL.iter().map(|p| p.name()).collect::<Vec<_>>())
+                ))
+            } else {
+                d
+            };
+            self.diags.push(d);
+        }
+        found
+    }
+
+    fn guard(&mut self, node: &Node) -> Option<Guard> {
+        let text = self.text(node, "a guard")?;
+        let found = Guard::from_name(text);
+        if found.is_none() {
+            let d = Diagnostic::error(node.pos, format!("unknown guard `{text}`"))
+                .suggest(text, Guard::ALL.iter().map(|g| g.name()));
+            let d = if d.help.is_none() {
+                d.with_help(format!(
+                    "guards are {}",
+                    plural_keys(&Guard::ALL.iter().map(|g| g.name()).collect::<Vec<_>>())
+                ))
+            } else {
+                d
+            };
+            self.diags.push(d);
+        }
+        found
+    }
+
+    /// Pass 2, the top level.
+    fn top(&mut self, root: &Node) -> Option<Top> {
+        let NodeKind::Map(entries) = &root.kind else {
+            self.error(
+                root.pos,
+                format!("a spec must be a map with `version`, `initial` and `states`, not {}", root.what()),
+            );
+            return None;
+        };
+        let mut top = Top::default();
+        let (mut version, mut states) = (None, None);
+        for (key, value) in entries {
+            match key.text.as_str() {
+                "version" => version = Some(value),
+                "description" => top.description = self.description(value),
+                "initial" => top.initial = self.state_name(value, "`initial`"),
+                "states" => states = Some(value),
+                "stuck_after" => {
+                    top.stuck_written = true;
+                    top.stuck_after = self.duration(value);
+                }
+                "max_attempts" => top.max_attempts = self.max_attempts(value),
+                _ => self.unknown_key(key, "the spec", TOP_KEYS),
+            }
+        }
+        match version {
+            None => {
+                self.error(root.pos, "missing `version`");
+                self.help("start the file with `version: 1`");
+            }
+            Some(v) => match v.as_str() {
+                Some("1") => top.version = VERSION,
+                Some(other) => {
+                    self.error(v.pos, format!("unsupported spec version `{other}`"));
+                    self.help("this trueup reads `version: 1`");
+                }
+                None => {
+                    self.error(v.pos, format!("`version` must be `1`, not {}", v.what()));
+                }
+            },
+        }
+        if top.initial.is_none() && !entries.iter().any(|(k, _)| k.text == "initial") {
+            self.error(root.pos, "missing top-level `initial`");
+            self.help("name the state a new deployment starts in, e.g. `initial: QUEUED`");
+        }
+        match states {
+            None => {
+                self.error(root.pos, "missing `states`");
+            }
+            Some(node) => {
+                let children = self.states(node, None, &mut top.states);
+                if children.as_ref().is_some_and(Vec::is_empty) {
+                    self.error(node.pos, "the spec has no states");
+                }
+                top.top_level = children.unwrap_or_default();
+            }
+        }
+        Some(top)
+    }
+
+    /// Reads a `states:` map into `out`, parents before children; returns the indices of
+    /// its direct children.
+    fn states(&mut self, node: &Node, parent: Option<usize>, out: &mut Vec<RawState>) -> Option<Vec<usize>> {
+        let entries = self.map(node, "`states`")?;
+        let mut children = Vec::new();
+        for (key, body) in entries {
+            if !valid_name(&key.text) {
+                self.error(key.pos, format!("`{}` is not a valid state name", key.text));
+                self.help("state names are letters, digits and `_`");
+                continue;
+            }
+            let index = out.len();
+            children.push(index);
+            out.push(RawState { name: key.text.clone(), name_pos: key.pos, parent, ..RawState::default() });
+            self.state(body, index, out);
+        }
+        Some(children)
+    }
+
+    fn state(&mut self, node: &Node, index: usize, out: &mut Vec<RawState>) {
+        let Some(entries) = self.map(node, "a state") else { return };
+        let mut s = RawState::default();
+        let mut final_node = None;
+        for (key, value) in entries {
+            match key.text.as_str() {
+                "description" => s.description = self.description(value),
+                "initial" => s.initial = self.state_name(value, "`initial`"),
+                "states" => {
+                    s.children = Some(self.states(value, Some(index), out).unwrap_or_default());
+                    if s.children.as_ref().is_some_and(Vec::is_empty) {
+                        self.error(value.pos, format!("`states` of `{}` is empty", out[index].name));
+                        self.help("remove `states` to make it an atomic state");
+                    }
+                }
+                "on" => s.on = self.transitions(value),
+                "final" => {
+                    final_node = Some(value);
+                    match value.as_str() {
+                        Some("true") => s.is_final = true,
+                        Some("false") => {}
+                        _ => {
+                            self.error(value.pos, "`final` must be `true` or `false`");
+                        }
+                    }
+                }
+                "stuck_after" => {
+                    s.stuck_written = true;
+                    s.stuck_after = self.duration(value);
+                }
+                "max_attempts" => s.max_attempts = self.max_attempts(value),
+                "resume" => {
+                    s.resume_written = true;
+                    s.resume = self.resume(value).map(|r| (r, value.pos));
+                }
+                _ => self.unknown_key(key, "a state", STATE_KEYS),
+            }
+        }
+        let name = out[index].name.clone();
+        if s.is_final {
+            let at = final_node.map_or(out[index].name_pos, |n| n.pos);
+            if s.children.is_some() {
+                self.error(at, format!("final state `{name}` cannot have child states"));
+            }
+            if let Some((_, pos)) = &s.resume {
+                self.error(*pos, format!("final state `{name}` cannot have a resume rule"));
+                self.help("a final state is never left, so there is nothing to resume");
+            }
+            for t in &s.on {
+                self.error(t.event_pos, format!("final state `{name}` handles event `{}`", t.event));
+                self.help("a final state is never left; remove its `on`");
+            }
+            s.on.clear();
+        }
+        let slot = &mut out[index];
+        *slot = RawState { name: std::mem::take(&mut slot.name), name_pos: slot.name_pos, parent: slot.parent, ..s };
+    }
+
+    fn transitions(&mut self, node: &Node) -> Vec<RawTransition> {
+        let Some(entries) = self.map(node, "`on`") else { return Vec::new() };
+        let mut out = Vec::new();
+        for (event, value) in entries {
+            if !valid_event(&event.text) {
+                self.error(event.pos, format!("`{}` is not a valid event name", event.text));
+                self.help("event names are letters, digits, `_`, `-` and `.`");
+                continue;
+            }
+            let mut push = |target: (String, Pos), guard| {
+                out.push(RawTransition {
+                    event: event.text.clone(),
+                    event_pos: event.pos,
+                    target: target.0,
+                    target_pos: target.1,
+                    guard,
+                });
+            };
+            match &value.kind {
+                NodeKind::Scalar { .. } => {
+                    if let Some(target) = self.state_name(value, "a target") {
+                        push(target, None);
+                    }
+                }
+                NodeKind::Seq(items) => {
+                    if items.is_empty() {
+                        self.error(value.pos, format!("event `{}` has an empty list of transitions", event.text));
+                    }
+                    for item in items {
+                        if let Some((target, guard)) = self.guarded(item) {
+                            push(target, guard);
+                        }
+                    }
+                }
+                NodeKind::Map(_) => {
+                    if let Some((target, guard)) = self.guarded(value) {
+                        push(target, guard);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One `{ target, guard }` entry.
+    fn guarded(&mut self, node: &Node) -> Option<(Named, RawGuard)> {
+        let NodeKind::Map(entries) = &node.kind else {
+            self.error(
+                node.pos,
+                format!("a transition in a list must be a map `{{ target, guard }}`, not {}", node.what()),
+            );
+            return None;
+        };
+        let (mut target, mut guard, mut target_seen) = (None, None, false);
+        for (key, value) in entries {
+            match key.text.as_str() {
+                "target" => {
+                    target_seen = true;
+                    target = self.state_name(value, "a target");
+                }
+                "guard" => guard = Some(self.guard(value)),
+                _ => self.unknown_key(key, "a transition", TRANSITION_KEYS),
+            }
+        }
+        if !target_seen {
+            self.error(node.pos, "a transition needs a `target`");
+        }
+        Some((target?, guard))
+    }
+
+    fn resume(&mut self, node: &Node) -> Option<Resume> {
+        let (mut rule, mut requires, mut check, mut reason, mut description) = (None, Vec::new(), None, None, None);
+        let mut ok = true;
+        match &node.kind {
+            NodeKind::Scalar { .. } => rule = Some(node),
+            NodeKind::Map(entries) => {
+                for (key, value) in entries {
+                    match key.text.as_str() {
+                        "rule" => rule = Some(value),
+                        "requires" => {
+                            let items = match &value.kind {
+                                NodeKind::Seq(items) => items.as_slice(),
+                                _ => std::slice::from_ref(value),
+                            };
+                            for item in items {
+                                match self.predicate(item) {
+                                    Some(p) => requires.push(p),
+                                    None => ok = false,
+                                }
+                            }
+                        }
+                        "check" => check = Some((self.predicate(value), value.pos)),
+                        "reason" => reason = Some((self.text(value, "`reason`").map(str::to_owned), value.pos)),
+                        "description" => description = self.description(value),
+                        _ => self.unknown_key(key, "`resume`", RESUME_KEYS),
+                    }
+                }
+            }
+            NodeKind::Seq(_) => {
+                self.error(node.pos, "`resume` must be a rule name or a map with `rule`, not a list");
+                return None;
+            }
+        }
+        let Some(rule_node) = rule else {
+            self.error(node.pos, "`resume` needs a `rule`");
+            self.help(format!("rules are {}", plural_keys(RULES)));
+            return None;
+        };
+        let name = self.text(rule_node, "a resume rule")?;
+        let rule = match name {
+            "restart_phase" => Some(ResumeRule::RestartPhase),
+            "verify_then_continue" => match check {
+                Some((Some(check), _)) => Some(ResumeRule::VerifyThenContinue { check }),
+                Some((None, _)) => None,
+                None => {
+                    self.error(rule_node.pos, "`verify_then_continue` needs a `check` predicate");
+                    self.help("add e.g. `check: current_links_release`");
+                    None
+                }
+            },
+            "fail" => match &reason {
+                Some((Some(reason), _)) => Some(ResumeRule::Fail { reason: reason.clone() }),
+                Some((None, _)) => None,
+                None => {
+                    self.error(rule_node.pos, "the `fail` rule needs a `reason`");
+                    self.help("add e.g. `reason: the build cannot be resumed`");
+                    None
+                }
+            },
+            _ => {
+                let d = Diagnostic::error(rule_node.pos, format!("unknown resume rule `{name}`"))
+                    .suggest(name, RULES.iter().copied());
+                let d = if d.help.is_none() { d.with_help(format!("rules are {}", plural_keys(RULES))) } else { d };
+                self.diags.push(d);
+                return None;
+            }
+        };
+        if let Some((_, pos)) = check
+            && name != "verify_then_continue"
+        {
+            self.error(pos, format!("`check` does not apply to the `{name}` rule"));
+            self.help("only `verify_then_continue` checks a predicate");
+        }
+        if let Some((_, pos)) = reason
+            && name != "fail"
+        {
+            self.error(pos, format!("`reason` does not apply to the `{name}` rule"));
+            self.help("only `fail` records a reason");
+        }
+        if !ok {
+            return None;
+        }
+        Some(Resume { rule: rule?, requires, description })
+    }
+
+    /// Pass 3: names, then the graph.
+    fn structure(&mut self, top: &Top) -> Option<Resolved> {
+        let states = &top.states;
+        let mut sound = true;
+        let mut by_name: IndexMap<&str, usize> = IndexMap::new();
+        for (i, s) in states.iter().enumerate() {
+            if let Some(&first) = by_name.get(s.name.as_str()) {
+                self.error(s.name_pos, format!("duplicate state name `{}`", s.name));
+                self.help(format!("`{}` is first defined on line {}", s.name, states[first].name_pos.line));
+                sound = false;
+            } else {
+                by_name.insert(&s.name, i);
+            }
+        }
+        let names: Vec<&str> = by_name.keys().copied().collect();
+
+        let initial = match &top.initial {
+            Some((name, pos)) => match by_name.get(name.as_str()) {
+                Some(&i) if states[i].parent.is_none() => Some(i),
+                Some(_) => {
+                    self.error(*pos, format!("initial state `{name}` is not a top-level state"));
+                    let top_names: Vec<&str> = top.top_level.iter().map(|&i| states[i].name.as_str()).collect();
+                    self.help(format!("the top-level states are {}", plural_keys(&top_names)));
+                    None
+                }
+                None => {
+                    let top_names = top.top_level.iter().map(|&i| states[i].name.as_str());
+                    self.diags.push(
+                        Diagnostic::error(*pos, format!("unknown initial state `{name}`")).suggest(name, top_names),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        sound &= initial.is_some();
+
+        let mut initials = vec![None; states.len()];
+        for (i, s) in states.iter().enumerate() {
+            match (&s.children, &s.initial) {
+                (Some(children), None) if !children.is_empty() => {
+                    self.error(s.name_pos, format!("compound state `{}` has no `initial`", s.name));
+                    self.help(format!(
+                        "add `initial: {}` to say which child is entered first",
+                        states[children[0]].name
+                    ));
+                    sound = false;
+                }
+                (Some(children), Some((name, pos))) => {
+                    match children.iter().copied().find(|&c| states[c].name == *name) {
+                        Some(c) => initials[i] = Some(c),
+                        None => {
+                            let child_names = children.iter().map(|&c| states[c].name.as_str());
+                            self.diags.push(
+                                Diagnostic::error(
+                                    *pos,
+                                    format!("initial state `{name}` is not a child of `{}`", s.name),
+                                )
+                                .suggest(name, child_names),
+                            );
+                            sound = false;
+                        }
+                    }
+                }
+                (None, Some((_, pos))) => {
+                    self.error(*pos, format!("atomic state `{}` has an `initial` but no `states`", s.name));
+                }
+                _ => {}
+            }
+        }
+
+        let mut targets = Vec::with_capacity(states.len());
+        for s in states {
+            let mut row = Vec::with_capacity(s.on.len());
+            for t in &s.on {
+                match by_name.get(t.target.as_str()) {
+                    Some(&i) => row.push(i),
+                    None => {
+                        self.diags.push(
+                            Diagnostic::error(t.target_pos, format!("unknown target state `{}`", t.target))
+                                .suggest(&t.target, names.iter().copied()),
+                        );
+                        sound = false;
+                        row.push(usize::MAX);
+                    }
+                }
+            }
+            targets.push(row);
+        }
+
+        // Phases need a resume rule and a stuck timeout, own or inherited.
+        for (i, s) in states.iter().enumerate() {
+            if s.is_final || s.children.is_some() {
+                if let (Some(_), Some((_, pos))) = (&s.children, &s.resume) {
+                    self.error(*pos, format!("resume rule on compound state `{}`", s.name));
+                    self.help("resume rules belong to atomic phases; move it to each child");
+                }
+                continue;
+            }
+            if !s.resume_written {
+                self.error(s.name_pos, format!("phase `{}` has no resume rule", s.name));
+                self.help(
+                    "add `resume: restart_phase`, `verify_then_continue` (with `check`) or `fail` (with `reason`)",
+                );
+            }
+            let inherited = ancestors(states, i).any(|a| states[a].stuck_written) || top.stuck_written;
+            if !s.stuck_written && !inherited {
+                self.error(s.name_pos, format!("phase `{}` has no `stuck_after`, own or inherited", s.name));
+                self.help("add e.g. `stuck_after: 5m` to it, to an enclosing state or to the top level");
+            }
+        }
+
+        self.shadowed(states);
+
+        let initial = initial?;
+        if sound {
+            self.graph(states, initial, &initials, &targets);
+            return Some(Resolved { initial, initials, targets });
+        }
+        None
+    }
+
+    /// Warns about transitions that an earlier unguarded one of the same state and event
+    /// always pre-empts.
+    fn shadowed(&mut self, states: &[RawState]) {
+        for s in states {
+            for (j, t) in s.on.iter().enumerate() {
+                let earlier = s.on[..j].iter().find(|e| e.event == t.event && e.guard.is_none());
+                if let Some(e) = earlier {
+                    self.diags.push(
+                        Diagnostic::warning(
+                            t.target_pos,
+                            format!("transition on `{}` to `{}` can never fire", t.event, t.target),
+                        )
+                        .with_help(format!(
+                            "the transition to `{}` on line {} has no guard and always fires first",
+                            e.target, e.target_pos.line
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reachability from the initial state, and a path to a final state from every
+    /// reachable phase, over the active leaf states.
+    fn graph(&mut self, states: &[RawState], initial: usize, initials: &[Option<usize>], targets: &[Vec<usize>]) {
+        let leaf = |mut i: usize| {
+            while let Some(c) = initials[i] {
+                i = c;
+            }
+            i
+        };
+        // The leaves each leaf can step to: per event, the candidates in priority order up
+        // to and including the first unguarded one, which always fires.
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); states.len()];
+        for (i, s) in states.iter().enumerate() {
+            if s.children.is_some() || s.is_final {
+                continue;
+            }
+            let mut closed: Vec<&str> = Vec::new();
+            for a in std::iter::once(i).chain(ancestors(states, i)) {
+                for (t, &target) in states[a].on.iter().zip(&targets[a]) {
+                    if closed.contains(&t.event.as_str()) {
+                        continue;
+                    }
+                    edges[i].push(leaf(target));
+                    if t.guard.is_none() {
+                        closed.push(&t.event);
+                    }
+                }
+            }
+        }
+        let start = leaf(initial);
+        let mut reached = vec![false; states.len()];
+        let mut queue = vec![start];
+        reached[start] = true;
+        while let Some(i) = queue.pop() {
+            for &j in &edges[i] {
+                if !reached[j] {
+                    reached[j] = true;
+                    queue.push(j);
+                }
+            }
+        }
+        let mut active = reached.clone();
+        for (i, r) in reached.iter().enumerate() {
+            if *r {
+                for a in ancestors(states, i) {
+                    active[a] = true;
+                }
+            }
+        }
+        for (i, s) in states.iter().enumerate() {
+            let parent_active = s.parent.is_none_or(|p| active[p]);
+            if !active[i] && parent_active {
+                self.error(
+                    s.name_pos,
+                    format!("state `{}` is unreachable from the initial state `{}`", s.name, states[start].name),
+                );
+                self.help("add a transition that leads to it, or remove it");
+            }
+        }
+        // Backwards from the final states.
+        let mut finishes = vec![false; states.len()];
+        let mut changed = true;
+        for (i, s) in states.iter().enumerate() {
+            finishes[i] = s.is_final;
+        }
+        while changed {
+            changed = false;
+            for i in 0..states.len() {
+                if !finishes[i] && edges[i].iter().any(|&j| finishes[j]) {
+                    finishes[i] = true;
+                    changed = true;
+                }
+            }
+        }
+        for (i, s) in states.iter().enumerate() {
+            if reached[i] && !finishes[i] {
+                self.error(s.name_pos, format!("state `{}` has no path to a final state", s.name));
+                self.help("a deployment that enters it could never finish; add a transition towards a final state");
+            }
+        }
+    }
+}
+
+/// Proper ancestors of a raw state, innermost first.
+fn ancestors(states: &[RawState], i: usize) -> impl Iterator<Item = usize> + '_ {
+    std::iter::successors(states[i].parent, |&p| states[p].parent)
+}
+
+/// Builds the arena from a spec with no errors.
+fn compile(top: &Top, resolved: &Resolved) -> Result<Spec, Diagnostic> {
+    let id = |i: usize| -> Result<StateId, Diagnostic> {
+        u16::try_from(i)
+            .map(StateId)
+            .map_err(|_| Diagnostic::error(Pos::default(), format!("a spec may hold at most {} states", u16::MAX)))
+    };
+    let mut states = Vec::with_capacity(top.states.len());
+    for (i, raw) in top.states.iter().enumerate() {
+        let kind = match (&raw.children, resolved.initials[i]) {
+            (Some(children), Some(initial)) => StateKind::Compound {
+                initial: id(initial)?,
+                children: children.iter().map(|&c| id(c)).collect::<Result<_, _>>()?,
+            },
+            _ if raw.is_final => StateKind::Final,
+            _ => StateKind::Atomic,
+        };
+        let chain: Vec<usize> = ancestors(&top.states, i).collect();
+        let inherit = |own: Option<Duration>| {
+            own.or_else(|| chain.iter().find_map(|&a| top.states[a].stuck_after)).or(top.stuck_after)
+        };
+        let max_attempts =
+            raw.max_attempts.or_else(|| chain.iter().find_map(|&a| top.states[a].max_attempts)).or(top.max_attempts);
+        let mut on = Vec::with_capacity(raw.on.len());
+        for (t, &target) in raw.on.iter().zip(&resolved.targets[i]) {
+            on.push(TransitionDef { event: t.event.clone(), target: id(target)?, guard: t.guard.flatten() });
+        }
+        states.push(State {
+            name: raw.name.clone(),
+            parent: raw.parent.map(id).transpose()?,
+            kind,
+            description: raw.description.clone(),
+            on,
+            stuck_after: inherit(raw.stuck_after),
+            max_attempts,
+            resume: raw.resume.as_ref().map(|(r, _)| r.clone()),
+            ancestors: chain.iter().map(|&a| id(a)).collect::<Result<_, _>>()?,
+        });
+    }
+    Ok(Spec { version: top.version, description: top.description.clone(), states, initial: id(resolved.initial)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE};
+
+    #[test]
+    fn the_default_spec_compiles() {
+        let (spec, warnings) = load(DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(spec.state(spec.initial).name, "QUEUED");
+        let building = spec.find("BUILDING").unwrap();
+        let s = spec.state(building);
+        assert_eq!(s.stuck_after, Some(Duration::from_secs(1800)));
+        assert_eq!(s.max_attempts, Some(3));
+        assert_eq!(s.ancestors, vec![spec.find("IN_PROGRESS").unwrap()]);
+        assert_eq!(spec.state(spec.find("PULLING_SOURCE").unwrap()).stuck_after, Some(Duration::from_secs(300)));
+        assert_eq!(spec.leaf_of(spec.find("IN_PROGRESS").unwrap()), spec.find("PULLING_SOURCE").unwrap());
+    }
 }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::time::Duration;
 
 mod load;
+mod yaml;
 
 pub use load::load;
 
