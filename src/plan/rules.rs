@@ -30,7 +30,8 @@ pub const HELPER_MAX_AGE: Duration = Duration::from_secs(3600);
 /// The order of the actions is the order of the rules (deployments, links, containers,
 /// routes) within each project, projects sorted by id; findings follow the same order.
 pub fn plan(spec: &Spec, world: &World, now: Timestamp) -> Plan {
-    let mut planner = Planner { spec, world, now, actions: Vec::new(), findings: Vec::new() };
+    let mut planner =
+        Planner { skipped: Default::default(), spec, world, now, actions: Vec::new(), findings: Vec::new() };
     planner.run();
     let Planner { mut actions, mut findings, .. } = planner;
     actions.sort_by(|a, b| a.project.cmp(&b.project));
@@ -49,6 +50,8 @@ enum Fate {
 }
 
 struct Planner<'a> {
+    /// Known projects that are left alone as a whole (their folder is a symlink).
+    skipped: std::collections::BTreeSet<&'a str>,
     spec: &'a Spec,
     world: &'a World,
     now: Timestamp,
@@ -108,6 +111,20 @@ impl<'a> Planner<'a> {
                 );
                 continue;
             }
+            let dir = Layout::new(&world.root, &project.id).project_dir();
+            if let Some(Node::Symlink(t)) = world.files.get(&dir) {
+                self.find(
+                    &project.id,
+                    Level::Warning,
+                    format!(
+                        "`{}` is a symlink to `{}`: it is never followed, and the project is left alone",
+                        dir.display(),
+                        t.display()
+                    ),
+                );
+                self.skipped.insert(&project.id);
+                continue;
+            }
             views.insert(&project.id, ProjectView { project, live: None, fates: BTreeMap::new() });
         }
         for d in &world.deployments {
@@ -120,7 +137,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let Some(view) = views.get(d.project.as_str()) else {
-                if valid_id(&d.project) {
+                if valid_id(&d.project) && !self.skipped.contains(d.project.as_str()) {
                     self.find(
                         &d.project,
                         Level::Warning,
@@ -163,12 +180,12 @@ impl<'a> Planner<'a> {
             );
             return Some(Fate::InFlight);
         };
-        if self.spec.is_final(state) {
-            return None;
-        }
         if let Some(claim) = d.owner.as_ref().filter(|_| d.held_at(self.now)) {
             self.find(project, Level::Note, format!("deployment `{}` in {} is held by `{}` until {}: it and the project's links and routes are left alone", d.id, d.phase, claim.owner, claim.until));
             return Some(Fate::InFlight);
+        }
+        if self.spec.is_final(state) {
+            return None;
         }
         let s = self.spec.state(state);
         let last = d.last_progress();
@@ -206,22 +223,23 @@ impl<'a> Planner<'a> {
         }
         let why = resume.description.as_deref().map(|t| format!("; {}", lowercase_first(t))).unwrap_or_default();
         let attempt = d.attempts + 1;
-        let of_max = max.map(|m| format!(" of {m}")).unwrap_or_default();
-        let (to, verdict) = match &resume.rule {
+        let (to, reason) = match &resume.rule {
             ResumeRule::Fail { reason } => {
                 self.fail(project, d, state, format!("{stuck}: {reason}"));
                 return Some(Fate::Failing);
             }
-            ResumeRule::RestartPhase => (state, format!("restart {} (attempt {attempt}{of_max})", d.phase)),
+            ResumeRule::RestartPhase => (state, format!("{stuck}{why}")),
             ResumeRule::VerifyThenContinue { check } => match self.holds(*check, view, d) {
-                Ok(()) => match self.next(view, d, state, DONE_EVENT) {
-                    Some(next) => (next, format!("`{check}` holds, so continue with {}", self.spec.state(next).name)),
-                    None => (state, format!("`{check}` holds but {} has no `{DONE_EVENT}`: restart it", d.phase)),
+                Ok(()) => match self.next(d, state, DONE_EVENT) {
+                    Some(next) => {
+                        (next, format!("{stuck}; `{check}` holds, so it continues with {}", self.spec.state(next).name))
+                    }
+                    None => (
+                        state,
+                        format!("{stuck}; `{check}` holds, but {} has no `{DONE_EVENT}`, so it is re-run", d.phase),
+                    ),
                 },
-                Err(not) => (
-                    state,
-                    format!("`{check}` does not hold ({not}), so restart {} (attempt {attempt}{of_max})", d.phase),
-                ),
+                Err(not) => (state, format!("{stuck}; `{check}` does not hold ({not}), so the phase is re-run")),
             },
         };
         let change = Change::Resume {
@@ -231,7 +249,7 @@ impl<'a> Planner<'a> {
             attempt,
             stuck_since: last,
         };
-        self.act(project, change, format!("{stuck}: {verdict}{why}"));
+        self.act(project, change, reason);
         Some(Fate::InFlight)
     }
 
@@ -257,8 +275,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Where `event` leads from `state`, if the machine accepts it there.
-    fn next(&self, view: &ProjectView<'_>, d: &Deployment, state: StateId, event: &str) -> Option<StateId> {
-        let _ = view;
+    fn next(&self, d: &Deployment, state: StateId, event: &str) -> Option<StateId> {
         let guards = |g: Guard| self.guard(g, d);
         machine::step(self.spec, state, event, &guards).ok().map(|t| t.target)
     }
@@ -410,7 +427,7 @@ impl<'a> Planner<'a> {
         }
         let release = layout.release(&live.id);
         let why = format!("the live release is `{}`", live.id);
-        self.link(&project.id, &layout.current(), &release, &why);
+        self.link(&project.id, "`current`", &layout.current(), &release, &why);
         let webroot_dir = self.world.root.join("webroot");
         if let Some(Node::Symlink(_) | Node::File) = self.world.files.get(&webroot_dir) {
             self.find(
@@ -427,12 +444,17 @@ impl<'a> Planner<'a> {
                 format!("release `{}` has no `public` folder: the webroot link resolves to nothing", live.id),
             );
         }
-        self.link(&project.id, &layout.webroot(), &layout.webroot_target(), "the webroot follows `current/public`");
+        self.link(
+            &project.id,
+            "the webroot link",
+            &layout.webroot(),
+            &layout.webroot_target(),
+            "the webroot follows `current/public`",
+        );
     }
 
     /// Plans the link at `path` to point at `target`, moving a real file aside.
-    fn link(&mut self, project: &str, path: &Path, target: &Path, why: &str) {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    fn link(&mut self, project: &str, name: &str, path: &Path, target: &Path, why: &str) {
         let before = match self.world.files.get(path) {
             Some(Node::Symlink(old)) => {
                 let resolved = resolve_link(path, old);
@@ -449,7 +471,7 @@ impl<'a> Planner<'a> {
                 self.act(
                     project,
                     Change::Link { path: path.to_owned(), before: Some(old.clone()), target: target.to_owned() },
-                    format!("`{name}` {state}; {why}"),
+                    format!("{name} {state}; {why}"),
                 );
                 return;
             }
@@ -462,18 +484,18 @@ impl<'a> Planner<'a> {
             self.act(
                 project,
                 Change::MoveAside { path: path.to_owned(), to },
-                format!("`{name}` is {what}, not a link: it is moved aside, never deleted"),
+                format!("{name} is {what}, not a link: it is moved aside, never deleted"),
             );
             self.act(
                 project,
                 Change::Link { path: path.to_owned(), before: None, target: target.to_owned() },
-                format!("`{name}` must be a link; {why}"),
+                format!("{name} must be a link; {why}"),
             );
         } else {
             self.act(
                 project,
                 Change::Link { path: path.to_owned(), before: None, target: target.to_owned() },
-                format!("`{name}` is missing; {why}"),
+                format!("{name} is missing; {why}"),
             );
         }
     }
@@ -509,6 +531,9 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let Some(view) = views.get(project_id) else {
+                if self.skipped.contains(project_id) {
+                    continue;
+                }
                 self.remove(project_id, c, format!("its project `{project_id}` no longer exists"));
                 continue;
             };
@@ -651,8 +676,9 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let why = match views.get(id.as_str()) {
+                None if self.skipped.contains(id.as_str()) => continue,
                 None => format!("project `{id}` no longer exists"),
-                Some(v) if !v.project.active => format!("project `{id}` is inactive"),
+                Some(v) if !v.project.active && !v.busy() => format!("project `{id}` is inactive"),
                 Some(_) => continue,
             };
             self.act(id, Change::RemoveRoute { deployment: route.deployment.clone() }, format!("stale route: {why}"));

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Container, Deployment, Node, Project, Route, World};
 use crate::diag::{Diagnostic, Pos};
@@ -28,7 +28,7 @@ pub struct Fixture {
     pub world: World,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FixtureFile {
     description: String,
@@ -54,14 +54,14 @@ fn engine_present() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged, deny_unknown_fields)]
 enum FileEntry {
     Kind(FileKind),
     Link { symlink: PathBuf },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum FileKind {
     File,
@@ -119,6 +119,47 @@ pub fn load(file: &str, source: &str) -> Result<Fixture, Vec<Diagnostic>> {
     };
     let world = World { root: parsed.root, projects, deployments, files, containers, images, routes: parsed.routes };
     Ok(Fixture { description: parsed.description, now: parsed.now, world })
+}
+
+/// Writes a fixture that [`load`] reads back to the same description, instant and world
+/// (given a world whose listed paths have their parent folders listed too, as
+/// [`add_parents`] makes them). Property tests print their inputs this way, so a failing
+/// case can be pasted into `fixtures/plan/` as it is.
+pub fn to_yaml(fixture: &Fixture) -> String {
+    let w = &fixture.world;
+    let files = w
+        .files
+        .iter()
+        .map(|(path, node)| {
+            let entry = match node {
+                Node::Dir => FileEntry::Kind(FileKind::Dir),
+                Node::File => FileEntry::Kind(FileKind::File),
+                Node::Symlink(target) => FileEntry::Link { symlink: target.clone() },
+            };
+            (path.clone(), entry)
+        })
+        .collect();
+    let out = FixtureFile {
+        description: fixture.description.clone(),
+        now: fixture.now,
+        root: w.root.clone(),
+        projects: w.projects.clone(),
+        deployments: w.deployments.clone(),
+        files,
+        container_engine: w.containers.is_some(),
+        images: w.images.clone().unwrap_or_default(),
+        containers: w.containers.clone().unwrap_or_default(),
+        routes: w.routes.clone(),
+    };
+    serde_saphyr::to_string(&out).expect("a fixture is plain data and always serializes")
+}
+
+/// Adds every proper ancestor of every listed path as a folder, unless listed otherwise.
+pub fn close_parents(files: &mut BTreeMap<PathBuf, Node>) {
+    let paths: Vec<PathBuf> = files.keys().cloned().collect();
+    for path in paths {
+        add_parents(files, &path);
+    }
 }
 
 /// Every proper ancestor of a declared path exists as a folder, unless declared otherwise.
