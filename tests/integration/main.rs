@@ -1,4 +1,5 @@
 //! The one integration test binary: every test that runs the crate from outside.
 
 mod plan;
+mod tidy;
 mod worlds;
