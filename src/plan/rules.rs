@@ -30,8 +30,12 @@ pub const HELPER_MAX_AGE: Duration = Duration::from_secs(3600);
 /// The order of the actions is the order of the rules (deployments, links, containers,
 /// routes) within each project, projects sorted by id; findings follow the same order.
 pub fn plan(spec: &Spec, world: &World, now: Timestamp) -> Plan {
-    let mut planner =
-        Planner { skipped: Default::default(), spec, world, now, actions: Vec::new(), findings: Vec::new() };
+    let mut by_project: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
+    for d in &world.deployments {
+        by_project.entry(d.project.as_str()).or_default().push(d);
+    }
+    let skipped = std::collections::BTreeSet::new();
+    let mut planner = Planner { by_project, skipped, spec, world, now, actions: Vec::new(), findings: Vec::new() };
     planner.run();
     let Planner { mut actions, mut findings, .. } = planner;
     actions.sort_by(|a, b| a.project.cmp(&b.project));
@@ -50,6 +54,8 @@ enum Fate {
 }
 
 struct Planner<'a> {
+    /// Deployments by project, in world order, so no rule scans all deployments per project.
+    by_project: BTreeMap<&'a str, Vec<&'a Deployment>>,
     /// Known projects that are left alone as a whole (their folder is a symlink).
     skipped: std::collections::BTreeSet<&'a str>,
     spec: &'a Spec,
@@ -345,6 +351,11 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The deployments of one project.
+    fn project_deployments(&self, project: &str) -> impl Iterator<Item = &'a Deployment> + '_ {
+        self.by_project.get(project).into_iter().flatten().copied()
+    }
+
     fn exists(&self, path: &Path) -> bool {
         self.world.files.contains_key(path)
     }
@@ -369,12 +380,8 @@ impl<'a> Planner<'a> {
         if !project.active {
             return None;
         }
-        let mut actives: Vec<&'a Deployment> = self
-            .world
-            .deployments
-            .iter()
-            .filter(|d| d.project == project.id && d.phase == ACTIVE_PHASE && valid_id(&d.id))
-            .collect();
+        let mut actives: Vec<&'a Deployment> =
+            self.project_deployments(&project.id).filter(|d| d.phase == ACTIVE_PHASE && valid_id(&d.id)).collect();
         actives.sort_by(|a, b| (b.finished_at, &b.id).cmp(&(a.finished_at, &a.id)));
         let live = actives.iter().copied().find(|d| self.release_exists(&project.id, &d.id));
         match (actives.first(), live) {
@@ -568,7 +575,7 @@ impl<'a> Planner<'a> {
                 return;
             }
             let live = view.live.map(|l| format!(" (live is `{}`)", l.id)).unwrap_or_default();
-            let known = self.world.deployments.iter().any(|d| d.project == project && d.id == dep_id);
+            let known = self.project_deployments(project).any(|d| d.id == dep_id);
             let what = if known { "is not live" } else { "is unknown" };
             self.remove(project, c, format!("zombie: its deployment `{dep_id}` {what}{live}"));
             return;
@@ -618,7 +625,7 @@ impl<'a> Planner<'a> {
     }
 
     fn held(&self, deployment: &str, project: &str) -> bool {
-        self.world.deployments.iter().any(|d| d.project == project && d.id == deployment && d.held_at(self.now))
+        self.project_deployments(project).any(|d| d.id == deployment && d.held_at(self.now))
     }
 
     fn remove(&mut self, project: &str, c: &Container, reason: String) {

@@ -69,7 +69,8 @@ fn snapshots_have_their_fixture_or_test_and_none_is_pending() {
             continue;
         }
         let text = fs::read_to_string(&file).unwrap();
-        let header = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().trim_matches('"').to_owned());
+        let header =
+            |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().trim_matches('"').to_owned());
         if let Some(input) = header("input_file:") {
             if !top().join(&input).exists() {
                 problems.push(format!("{name}: its fixture {input} is gone"));
