@@ -8,8 +8,8 @@ use crate::machine;
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, StateId};
 use crate::time::{Duration, Timestamp};
 use crate::world::{
-    Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, World, inside, labels, resolve_link,
-    valid_id,
+    Claim, Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, World, inside, labels,
+    resolve_link, valid_id,
 };
 
 /// The phase of a deployment that is live. Among a project's deployments in this phase,
@@ -41,6 +41,79 @@ pub fn plan(spec: &Spec, world: &World, now: Timestamp) -> Plan {
     actions.sort_by(|a, b| a.project.cmp(&b.project));
     findings.sort_by(|a, b| a.project.cmp(&b.project));
     Plan { actions, findings, fingerprint: fingerprint(world) }
+}
+
+/// Where a deployment stands at an instant, before any resume rule is consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// Its phase is not a state of the spec.
+    UnknownPhase,
+    /// A worker holds a claim that has not lapsed.
+    Held(&'a Claim),
+    /// It is in a final state.
+    Finished,
+    /// Its last progress is later than now: the clock is not to be trusted.
+    Future(Timestamp),
+    /// It progressed within its phase's `stuck_after`.
+    Running {
+        /// Its phase.
+        state: StateId,
+        /// How long since its last progress.
+        age: Duration,
+        /// Its phase's `stuck_after`.
+        limit: Duration,
+    },
+    /// Its deadline passed: the resume rule applies.
+    Stuck {
+        /// Its phase.
+        state: StateId,
+        /// Its last progress, if it ever recorded one.
+        since: Option<Timestamp>,
+        /// Its phase's `stuck_after`.
+        limit: Duration,
+        /// How long since its last progress, if known.
+        age: Option<Duration>,
+    },
+}
+
+/// Classifies a deployment at `now`: the first step of rule 1, shared with `status`.
+pub fn progress<'a>(spec: &Spec, d: &'a Deployment, now: Timestamp) -> Progress<'a> {
+    let Some(state) = spec.find(&d.phase) else { return Progress::UnknownPhase };
+    if let Some(claim) = d.owner.as_ref().filter(|_| d.held_at(now)) {
+        return Progress::Held(claim);
+    }
+    if spec.is_final(state) {
+        return Progress::Finished;
+    }
+    let last = d.last_progress();
+    if let Some(last) = last.filter(|t| *t > now) {
+        return Progress::Future(last);
+    }
+    let limit = spec.state(state).stuck_after.unwrap_or_default();
+    let age = last.and_then(|t| now.since(t));
+    match age {
+        Some(age) if age < limit => Progress::Running { state, age, limit },
+        _ => Progress::Stuck { state, since: last, limit, age },
+    }
+}
+
+/// The latest ACTIVE deployment of a project, and the live one: the latest whose
+/// release folder exists. They differ when the latest lost its folder.
+pub fn releases<'a>(
+    world: &World,
+    project: &str,
+    deployments: impl Iterator<Item = &'a Deployment>,
+) -> (Option<&'a Deployment>, Option<&'a Deployment>) {
+    let mut actives: Vec<&'a Deployment> = deployments.filter(|d| d.phase == ACTIVE_PHASE && valid_id(&d.id)).collect();
+    actives.sort_by(|a, b| (b.finished_at, &b.id).cmp(&(a.finished_at, &a.id)));
+    let live = actives.iter().copied().find(|d| release_exists(world, project, &d.id));
+    (actives.first().copied(), live)
+}
+
+/// True when `ROOT/PROJECT/deployments/ID` is a folder.
+pub fn release_exists(world: &World, project: &str, deployment: &str) -> bool {
+    let path = Layout::new(&world.root, project).release(deployment);
+    world.files.get(&path) == Some(&Node::Dir)
 }
 
 /// What the deployment rule decided about one unfinished deployment.
@@ -171,40 +244,47 @@ impl<'a> Planner<'a> {
     /// Resumes or fails a stuck deployment; `None` for finished ones.
     fn deployment(&mut self, view: &ProjectView<'a>, d: &'a Deployment) -> Option<Fate> {
         let project = view.project.id.as_str();
-        let Some(state) = self.spec.find(&d.phase) else {
-            let names: Vec<&str> = self.spec.states.iter().map(|s| s.name.as_str()).collect();
-            let hint = crate::diag::did_you_mean(&d.phase, names)
-                .map(|n| format!(" (did you mean `{n}`?)"))
-                .unwrap_or_default();
-            self.find(
-                project,
-                Level::Warning,
-                format!(
+        let (state, last, limit, age) = match progress(self.spec, d, self.now) {
+            Progress::UnknownPhase => {
+                let names: Vec<&str> = self.spec.states.iter().map(|s| s.name.as_str()).collect();
+                let hint = crate::diag::did_you_mean(&d.phase, names)
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                let message = format!(
                     "deployment `{}` is in phase `{}`, which the spec does not declare{hint}: it is left alone",
                     d.id, d.phase
-                ),
-            );
-            return Some(Fate::InFlight);
+                );
+                self.find(project, Level::Warning, message);
+                return Some(Fate::InFlight);
+            }
+            Progress::Held(claim) => {
+                let message = format!(
+                    "deployment `{}` in {} is held by `{}` until {}: it and the project's links and routes are left alone",
+                    d.id, d.phase, claim.owner, claim.until
+                );
+                self.find(project, Level::Note, message);
+                return Some(Fate::InFlight);
+            }
+            Progress::Finished => return None,
+            Progress::Future(last) => {
+                let message = format!(
+                    "deployment `{}` last progressed at {last}, which is in the future (clock skew?): it is not treated as stuck",
+                    d.id
+                );
+                self.find(project, Level::Warning, message);
+                return Some(Fate::InFlight);
+            }
+            Progress::Running { age, limit, .. } => {
+                let message = format!(
+                    "deployment `{}` is in {} and progressed {age} ago (stuck after {limit}): the project's links and routes are left to it",
+                    d.id, d.phase
+                );
+                self.find(project, Level::Note, message);
+                return Some(Fate::InFlight);
+            }
+            Progress::Stuck { state, since, limit, age } => (state, since, limit, age),
         };
-        if let Some(claim) = d.owner.as_ref().filter(|_| d.held_at(self.now)) {
-            self.find(project, Level::Note, format!("deployment `{}` in {} is held by `{}` until {}: it and the project's links and routes are left alone", d.id, d.phase, claim.owner, claim.until));
-            return Some(Fate::InFlight);
-        }
-        if self.spec.is_final(state) {
-            return None;
-        }
         let s = self.spec.state(state);
-        let last = d.last_progress();
-        if let Some(last) = last.filter(|t| *t > self.now) {
-            self.find(project, Level::Warning, format!("deployment `{}` last progressed at {last}, which is in the future (clock skew?): it is not treated as stuck", d.id));
-            return Some(Fate::InFlight);
-        }
-        let limit = s.stuck_after.unwrap_or_default();
-        let age = last.and_then(|t| self.now.since(t));
-        if let Some(age) = age.filter(|a| *a < limit) {
-            self.find(project, Level::Note, format!("deployment `{}` is in {} and progressed {age} ago (stuck after {limit}): the project's links and routes are left to it", d.id, d.phase));
-            return Some(Fate::InFlight);
-        }
         let stuck = match (last, age) {
             (Some(last), Some(age)) => {
                 format!("stuck in {} since {last} ({age} without progress, limit {limit})", d.phase)
@@ -361,8 +441,7 @@ impl<'a> Planner<'a> {
     }
 
     fn release_exists(&self, project: &str, deployment: &str) -> bool {
-        let path = Layout::new(&self.world.root, project).release(deployment);
-        self.world.files.get(&path) == Some(&Node::Dir)
+        release_exists(self.world, project, deployment)
     }
 
     /// Where the link at `path` resolves to, or `None` when it is not a link.
@@ -380,11 +459,8 @@ impl<'a> Planner<'a> {
         if !project.active {
             return None;
         }
-        let mut actives: Vec<&'a Deployment> =
-            self.project_deployments(&project.id).filter(|d| d.phase == ACTIVE_PHASE && valid_id(&d.id)).collect();
-        actives.sort_by(|a, b| (b.finished_at, &b.id).cmp(&(a.finished_at, &a.id)));
-        let live = actives.iter().copied().find(|d| self.release_exists(&project.id, &d.id));
-        match (actives.first(), live) {
+        let (latest, live) = releases(self.world, &project.id, self.project_deployments(&project.id));
+        match (latest, live) {
             (Some(latest), Some(live)) if latest.id != live.id => {
                 let missing = Layout::new(&self.world.root, &project.id).release(&latest.id);
                 self.find(

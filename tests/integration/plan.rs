@@ -36,6 +36,27 @@ fn fixtures_plan_as_snapshotted() {
 }
 
 #[test]
+fn status_reads_like_the_plan() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../snapshots/status");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| {
+        for name in [
+            "0017_live_owner",
+            "0019_clock_skew",
+            "0028_current_real_directory",
+            "0044_current_outside_root",
+            "0045_many_stuck_after_reboot",
+        ] {
+            let (fixture, _) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/plan/{name}.yaml")));
+            let status = plan::status(&spec::default_spec(), &fixture.world, fixture.now);
+            insta::assert_snapshot!(name, plan::render_status(&status));
+        }
+    });
+}
+
+#[test]
 fn planning_is_deterministic_and_stable_under_reload() {
     insta::glob!("../../fixtures/plan", "*.yaml", |path| {
         let (fixture, first) = check(path);
