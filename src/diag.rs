@@ -155,38 +155,34 @@ fn render_one(out: &mut String, file: &str, source: &str, d: &Diagnostic) {
     }
 }
 
-/// The width of the YAML token that starts here: a quoted string, or a plain run up to
-/// a space or flow punctuation, or the rest of a `key:` up to its colon.
-fn token_width(mut chars: impl Iterator<Item = char>) -> usize {
-    let Some(first) = chars.next() else { return 1 };
+/// The width of the YAML token that starts here: a quoted string; or a plain scalar or
+/// key, which runs (spaces included) up to a `: `, a flow delimiter `,` `]` `}`, a
+/// comment or the end of the line.
+fn token_width(chars: impl Iterator<Item = char>) -> usize {
+    let chars: Vec<char> = chars.collect();
+    let Some(&first) = chars.first() else { return 1 };
     if first == '"' || first == '\'' {
-        let mut n = 1;
-        for c in chars {
-            n += 1;
-            if c == first {
-                break;
-            }
-        }
-        return n;
+        let close = chars.iter().skip(1).position(|&c| c == first);
+        return close.map_or(chars.len(), |i| i + 2);
     }
-    let mut n = 1;
-    let mut prev = first;
-    for c in chars {
-        if c.is_whitespace() && prev == ':' {
-            return n - 1;
-        }
-        if matches!(c, ',' | '}' | ']' | '#') || (c.is_whitespace() && prev != ':') {
+    let mut end = 0;
+    for (i, &c) in chars.iter().enumerate() {
+        let next = chars.get(i + 1).copied();
+        if i > 0 && matches!(c, ',' | ']' | '}') {
             break;
         }
-        if c == ':' {
-            prev = c;
-            n += 1;
-            continue;
+        if c == ':' && next.is_none_or(char::is_whitespace) {
+            break;
         }
-        prev = c;
-        n += 1;
+        if c.is_whitespace() {
+            if next == Some('#') {
+                break;
+            }
+        } else {
+            end = i + 1;
+        }
     }
-    if prev == ':' { (n - 1).max(1) } else { n }
+    end.max(1)
 }
 
 #[cfg(test)]
@@ -210,6 +206,16 @@ mod tests {
         let src = "foo: 1\nstuk_after: 5m\n";
         let d = Diagnostic::error(Pos { line: 2, column: 1 }, "unknown key");
         assert!(render("x", src, &[d]).contains("2 | stuk_after: 5m\n  | ^^^^^^^^^^\n"));
+    }
+
+    #[test]
+    fn caret_spans_a_plain_value_with_spaces_but_not_a_comment() {
+        let src = "stuck_after: 5 minutes  # too long\n";
+        let d = Diagnostic::error(Pos { line: 1, column: 14 }, "invalid duration");
+        assert!(render("x", src, &[d]).contains("  |              ^^^^^^^^^\n"));
+        let src = "a: { b: \"x y\", c: d }\n";
+        let d = Diagnostic::error(Pos { line: 1, column: 9 }, "quoted");
+        assert!(render("x", src, &[d]).contains("  |         ^^^^^\n"));
     }
 
     #[test]

@@ -41,21 +41,45 @@ const VERSION: u32 = 1;
 ///
 /// # Errors
 ///
-/// Every error found, each with its position, followed by the warnings. On success, the
-/// warnings.
+/// Every error and warning found, each with its position, in the order of the file. On
+/// success, the warnings.
 pub fn load(file: &str, source: &str) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
     let _ = file;
     let root = yaml::parse(source).map_err(|d| vec![d])?;
     let mut cx = Cx::default();
     let top = cx.top(&root);
     let resolved = top.as_ref().and_then(|top| cx.structure(top));
-    let (errors, warnings): (Vec<_>, Vec<_>) = cx.diags.into_iter().partition(Diagnostic::is_error);
+    // Diagnostics are found pass by pass; people read them top to bottom.
+    let mut diags = cx.diags;
+    diags.sort_by_key(|d| d.pos);
     match (top, resolved) {
-        (Some(top), Some(resolved)) if errors.is_empty() => match compile(&top, &resolved) {
-            Ok(spec) => Ok((spec, warnings)),
+        (Some(top), Some(resolved)) if !diags.iter().any(Diagnostic::is_error) => match compile(&top, &resolved) {
+            Ok(spec) => Ok((spec, diags)),
             Err(d) => Err(vec![d]),
         },
-        _ => Err(errors.into_iter().chain(warnings).collect()),
+        _ => Err(diags),
+    }
+}
+
+/// Like [`load`], for raw bytes: text that is not UTF-8 is one diagnostic pointing at the
+/// first bad byte.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn load_bytes(file: &str, bytes: &[u8]) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
+    match std::str::from_utf8(bytes) {
+        Ok(source) => load(file, source),
+        Err(e) => {
+            let valid = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
+            let line = valid.matches('\n').count() + 1;
+            let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let pos = Pos {
+                line: u32::try_from(line).unwrap_or(u32::MAX),
+                column: u32::try_from(column).unwrap_or(u32::MAX),
+            };
+            Err(vec![Diagnostic::error(pos, "the file is not valid UTF-8")])
+        }
     }
 }
 
@@ -121,6 +145,9 @@ struct Resolved {
 #[derive(Default)]
 struct Cx {
     diags: Vec<Diagnostic>,
+    /// A transition was dropped for an error: the graph checks would then report
+    /// consequences of that error, so they are skipped.
+    dropped: bool,
 }
 
 fn plural_keys(keys: &[&str]) -> String {
@@ -401,10 +428,14 @@ impl Cx {
     }
 
     fn transitions(&mut self, node: &Node) -> Vec<RawTransition> {
-        let Some(entries) = self.map(node, "`on`") else { return Vec::new() };
+        let Some(entries) = self.map(node, "`on`") else {
+            self.dropped = true;
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for (event, value) in entries {
             if !valid_event(&event.text) {
+                self.dropped = true;
                 self.error(event.pos, format!("`{}` is not a valid event name", event.text));
                 self.help("event names are letters, digits, `_`, `-` and `.`");
                 continue;
@@ -419,26 +450,25 @@ impl Cx {
                 });
             };
             match &value.kind {
-                NodeKind::Scalar { .. } => {
-                    if let Some(target) = self.state_name(value, "a target") {
-                        push(target, None);
-                    }
-                }
+                NodeKind::Scalar { .. } => match self.state_name(value, "a target") {
+                    Some(target) => push(target, None),
+                    None => self.dropped = true,
+                },
                 NodeKind::Seq(items) => {
                     if items.is_empty() {
                         self.error(value.pos, format!("event `{}` has an empty list of transitions", event.text));
                     }
                     for item in items {
-                        if let Some((target, guard)) = self.guarded(item) {
-                            push(target, guard);
+                        match self.guarded(item) {
+                            Some((target, guard)) => push(target, guard),
+                            None => self.dropped = true,
                         }
                     }
                 }
-                NodeKind::Map(_) => {
-                    if let Some((target, guard)) = self.guarded(value) {
-                        push(target, guard);
-                    }
-                }
+                NodeKind::Map(_) => match self.guarded(value) {
+                    Some((target, guard)) => push(target, guard),
+                    None => self.dropped = true,
+                },
             }
         }
         out
@@ -590,10 +620,14 @@ impl Cx {
             },
             None => None,
         };
-        sound &= initial.is_some();
+        sound &= initial.is_some() && !self.dropped;
 
         let mut initials = vec![None; states.len()];
         for (i, s) in states.iter().enumerate() {
+            if s.is_final {
+                // Its children were reported already; they make no compound state.
+                continue;
+            }
             match (&s.children, &s.initial) {
                 (Some(children), None) if !children.is_empty() => {
                     self.error(s.name_pos, format!("compound state `{}` has no `initial`", s.name));

@@ -19,7 +19,7 @@ use crate::time::Duration;
 mod load;
 mod yaml;
 
-pub use load::load;
+pub use load::{load, load_bytes};
 
 /// The default deployment machine, compiled into the binary.
 pub const DEFAULT_SPEC_SOURCE: &str = include_str!("../../specs/deployment.yaml");

@@ -1,5 +1,6 @@
 //! The one integration test binary: every test that runs the crate from outside.
 
 mod plan;
+mod spec;
 mod tidy;
 mod worlds;
