@@ -79,7 +79,9 @@ fn snapshots_have_their_fixture_or_test_and_none_is_pending() {
         }
         let source = header("source:").expect("insta writes a source header");
         let test = fs::read_to_string(top().join(&source)).unwrap_or_default();
+        // insta names a snapshot `module__path__name` or `name@suffix`.
         let stem = name.trim_end_matches(".snap");
+        let stem = stem.rsplit_once("__").map_or(stem, |(_, s)| s);
         let snapshot = stem.split_once('@').map_or(stem, |(_, s)| s);
         let function = stem.split_once('@').map_or(stem, |(f, _)| f);
         if !test.contains(snapshot) && !test.contains(function) {
