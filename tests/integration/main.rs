@@ -1,3 +1,4 @@
 //! The one integration test binary: every test that runs the crate from outside.
 
+mod apply_props;
 mod atomic_switch;
