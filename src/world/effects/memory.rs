@@ -250,23 +250,26 @@ impl Effects for MemoryWorld {
         now: Timestamp,
     ) -> Result<(), EffectError> {
         let containers = self.containers(name)?;
+        // A container other than the old one that holds the name is ours from a
+        // previous (maybe crashed) run when it matches, else someone else's: checked
+        // before anything changes.
         let holder = containers.iter().find(|c| c.name == name && c.id != id).cloned();
-        if let Some(holder) = holder {
-            // A container other than the old one holds the name: it is ours from a
-            // previous (maybe crashed) run when it matches, else someone else's.
-            if !holder.managed() || holder.image != image || holder.labels != *labels {
-                return Err(EffectError::NameTaken { name: name.to_owned(), id: holder.id });
-            }
-            return self.start_container(&holder.id, name);
+        if let Some(h) = &holder
+            && (!h.managed() || h.image != image || h.labels != *labels)
+        {
+            return Err(EffectError::NameTaken { name: name.to_owned(), id: h.id.clone() });
         }
         if let Some(old) = containers.iter().find(|c| c.id == id) {
             managed_or_refuse(old)?;
             self.step()?;
             self.containers(name)?.retain(|c| c.id != id);
         }
+        if let Some(h) = holder {
+            return self.start_container(&h.id, name);
+        }
         let new_id = format!("mem-{name}");
         self.step()?;
-        self.containers(name)?.push(crate::world::Container {
+        self.containers(name)?.push(Container {
             id: new_id.clone(),
             name: name.to_owned(),
             image: image.to_owned(),
