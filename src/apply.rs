@@ -1,1 +1,416 @@
-//! Placeholder, being written.
+//! The executor: carries a [`Plan`] out through [`Effects`], action by action.
+//!
+//! [`apply`] is the only caller of effects. It runs the actions in plan order and never
+//! stops at a failed one: a broken project does not block the others. Within a project,
+//! an action is skipped when an earlier action of the same project that touches the
+//! same thing failed or was skipped, since it would build on a change that did not
+//! happen. "The same thing" is a path (a link's path, a move-aside's source or
+//! destination), a container (by id or name) or a deployment (a resume, a failure, a
+//! recreated container's deployment, a route's deployment). So a `current` that could
+//! not be moved aside is not linked over, but the project's routes are still written.
+//!
+//! The store is reached through [`Hooks`]: the journal (every action planned before
+//! anything changes, then done, failed or skipped) and the lease fence, checked before
+//! each action. A hook error stops the apply: the remaining actions are skipped, and
+//! [`Report::stopped`] says why.
+//!
+//! It reads no clock (`now` is a parameter) and prints nothing.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::plan::{Action, Change, Plan};
+use crate::time::Timestamp;
+use crate::world::effects::{BoxError, EffectError, Effects};
+
+/// What happened to one action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "why", rename_all = "lowercase")]
+pub enum Status {
+    /// It was made (or the machine already was so).
+    Done,
+    /// It failed; the error, with its causes.
+    Failed(String),
+    /// It was not tried; why.
+    Skipped(String),
+}
+
+/// One action and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The action, as planned.
+    pub action: Action,
+    /// Done, failed or skipped.
+    pub status: Status,
+}
+
+/// How many actions of each kind ended how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Counts {
+    /// Deployments resumed.
+    pub deployments_resumed: usize,
+    /// Deployments marked failed.
+    pub deployments_failed: usize,
+    /// Deployment actions (resume or fail) skipped.
+    pub deployments_skipped: usize,
+    /// Symlinks switched.
+    pub symlinks_fixed: usize,
+    /// Real files or folders moved out of a link's way.
+    pub moved_aside: usize,
+    /// Containers started.
+    pub containers_started: usize,
+    /// Containers recreated.
+    pub containers_recreated: usize,
+    /// Containers removed.
+    pub containers_removed: usize,
+    /// Route files written.
+    pub routes_written: usize,
+    /// Route files removed.
+    pub routes_removed: usize,
+    /// Actions that failed, of any kind.
+    pub errors: usize,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Report {
+    /// One outcome per action, in plan order.
+    pub outcomes: Vec<Outcome>,
+    /// The totals.
+    pub counts: Counts,
+    /// Why the apply stopped early (a lost lease, a journal that cannot be written).
+    pub stopped: Option<String>,
+}
+
+impl Report {
+    /// True when every action was done.
+    pub fn all_done(&self) -> bool {
+        self.outcomes.iter().all(|o| o.status == Status::Done)
+    }
+}
+
+/// Why a hook stopped the apply.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The apply lease expired or was taken over: nothing more may change.
+    #[error("the apply lease is no longer held")]
+    LeaseLost(#[source] BoxError),
+    /// The journal could not record an action.
+    #[error("cannot write the journal")]
+    Journal(#[source] BoxError),
+}
+
+/// Where [`apply`] reports to the store. Every method defaults to doing nothing.
+pub trait Hooks {
+    /// Checks, before each action, that this apply still holds the lease.
+    ///
+    /// # Errors
+    ///
+    /// [`HookError::LeaseLost`] stops the apply.
+    fn fence(&mut self) -> Result<(), HookError> {
+        Ok(())
+    }
+
+    /// Records that action `index` is planned; called for every action before any runs.
+    ///
+    /// # Errors
+    ///
+    /// [`HookError::Journal`] stops the apply before anything changes.
+    fn planned(&mut self, index: usize, action: &Action) -> Result<(), HookError> {
+        let _ = (index, action);
+        Ok(())
+    }
+
+    /// Records that action `index` ended with `status`.
+    ///
+    /// # Errors
+    ///
+    /// [`HookError::Journal`] stops the apply after this action.
+    fn finished(&mut self, index: usize, action: &Action, status: &Status) -> Result<(), HookError> {
+        let _ = (index, action, status);
+        Ok(())
+    }
+}
+
+/// Hooks that record nothing and never fence: for dry worlds and tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+/// Carries out `plan` through `effects` at `now`, reporting to `hooks`.
+pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut dyn Hooks) -> Report {
+    let mut report = Report::default();
+    for (index, action) in plan.actions.iter().enumerate() {
+        if let Err(e) = hooks.planned(index, action) {
+            report.stopped = Some(chain(&e));
+            break;
+        }
+    }
+    // Subjects of actions that failed or were skipped, with their project.
+    let mut blocked: BTreeSet<(&str, Subject<'_>)> = BTreeSet::new();
+    for (index, action) in plan.actions.iter().enumerate() {
+        let subjects = subjects(&action.change);
+        let status = if let Some(why) = &report.stopped {
+            Status::Skipped(format!("the apply stopped: {why}"))
+        } else if let Err(e) = hooks.fence() {
+            let why = chain(&e);
+            report.stopped = Some(why.clone());
+            Status::Skipped(format!("the apply stopped: {why}"))
+        } else if let Some(s) = subjects.iter().find(|s| blocked.contains(&(action.project.as_str(), **s))) {
+            Status::Skipped(format!("an earlier action on {s} did not succeed"))
+        } else {
+            match run(action, effects, now) {
+                Ok(()) => Status::Done,
+                Err(e) => Status::Failed(chain(&e)),
+            }
+        };
+        if status != Status::Done {
+            blocked.extend(subjects.into_iter().map(|s| (action.project.as_str(), s)));
+        }
+        if report.stopped.is_none()
+            && let Err(e) = hooks.finished(index, action, &status)
+        {
+            report.stopped = Some(chain(&e));
+        }
+        count(&mut report.counts, &action.change, &status);
+        report.outcomes.push(Outcome { action: action.clone(), status });
+    }
+    report
+}
+
+/// Makes one change.
+fn run(action: &Action, effects: &mut dyn Effects, now: Timestamp) -> Result<(), EffectError> {
+    match &action.change {
+        Change::Resume { deployment, from_phase, to_phase, attempt, .. } => {
+            effects.resume(deployment, from_phase, to_phase, *attempt, now, &action.reason)
+        }
+        Change::Fail { deployment, from_phase, to_phase, reason, .. } => {
+            effects.fail(deployment, from_phase, to_phase, reason, now)
+        }
+        Change::Link { path, target, .. } => effects.link(path, target),
+        Change::MoveAside { path, to } => effects.move_aside(path, to),
+        Change::StartContainer { id, name } => effects.start_container(id, name),
+        Change::RecreateContainer { id, name, image, labels, .. } => {
+            effects.recreate_container(id, name, image, labels, now)
+        }
+        Change::RemoveContainer { id, name } => effects.remove_container(id, name),
+        Change::WriteRoute { deployment, upstream, domain } => {
+            effects.write_route(&action.project, deployment, upstream, domain)
+        }
+        Change::RemoveRoute { .. } => effects.remove_route(&action.project),
+    }
+}
+
+/// A thing an action touches; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Subject<'a> {
+    Path(&'a Path),
+    Container(&'a str),
+    Deployment(&'a str),
+}
+
+impl std::fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Path(p) => write!(f, "`{}`", p.display()),
+            Subject::Container(c) => write!(f, "container `{c}`"),
+            Subject::Deployment(d) => write!(f, "deployment `{d}`"),
+        }
+    }
+}
+
+fn subjects(change: &Change) -> Vec<Subject<'_>> {
+    match change {
+        Change::Resume { deployment, .. } | Change::Fail { deployment, .. } => vec![Subject::Deployment(deployment)],
+        Change::Link { path, .. } => vec![Subject::Path(path)],
+        Change::MoveAside { path, to } => vec![Subject::Path(path), Subject::Path(to)],
+        Change::StartContainer { id, name } | Change::RemoveContainer { id, name } => {
+            vec![Subject::Container(id), Subject::Container(name)]
+        }
+        Change::RecreateContainer { id, name, deployment, .. } => {
+            vec![Subject::Container(id), Subject::Container(name), Subject::Deployment(deployment)]
+        }
+        Change::WriteRoute { deployment, .. } => vec![Subject::Deployment(deployment)],
+        Change::RemoveRoute { deployment } => deployment.as_deref().map(Subject::Deployment).into_iter().collect(),
+    }
+}
+
+fn count(counts: &mut Counts, change: &Change, status: &Status) {
+    match status {
+        Status::Failed(_) => counts.errors += 1,
+        Status::Skipped(_) => {
+            if matches!(change, Change::Resume { .. } | Change::Fail { .. }) {
+                counts.deployments_skipped += 1;
+            }
+        }
+        Status::Done => {
+            let n = match change {
+                Change::Resume { .. } => &mut counts.deployments_resumed,
+                Change::Fail { .. } => &mut counts.deployments_failed,
+                Change::Link { .. } => &mut counts.symlinks_fixed,
+                Change::MoveAside { .. } => &mut counts.moved_aside,
+                Change::StartContainer { .. } => &mut counts.containers_started,
+                Change::RecreateContainer { .. } => &mut counts.containers_recreated,
+                Change::RemoveContainer { .. } => &mut counts.containers_removed,
+                Change::WriteRoute { .. } => &mut counts.routes_written,
+                Change::RemoveRoute { .. } => &mut counts.routes_removed,
+            };
+            *n += 1;
+        }
+    }
+}
+
+/// An error and its causes, joined with `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::world::effects::MemoryWorld;
+    use crate::world::{Node, World};
+
+    fn now() -> Timestamp {
+        "2025-10-02T12:00:00Z".parse().unwrap()
+    }
+
+    fn action(project: &str, change: Change) -> Action {
+        Action { project: project.into(), change, reason: "test".into() }
+    }
+
+    fn link(path: &str, target: &str) -> Change {
+        Change::Link { path: path.into(), before: None, target: target.into() }
+    }
+
+    fn plan(actions: Vec<Action>) -> Plan {
+        Plan { actions, findings: Vec::new(), fingerprint: String::new() }
+    }
+
+    fn world() -> World {
+        let mut w = World { root: "/r".into(), ..World::default() };
+        for p in ["p1", "p2"] {
+            w.files.insert(PathBuf::from(format!("/r/{p}/deployments/d1/public/index.html")), Node::File);
+        }
+        // p1's `current` is a real file in the way, so its link cannot be made.
+        w.files.insert("/r/p1/current".into(), Node::File);
+        w
+    }
+
+    #[test]
+    fn a_failure_skips_what_builds_on_it_and_nothing_else() {
+        let plan = plan(vec![
+            action("p1", link("/r/p1/current", "/r/p1/deployments/d1")),
+            action("p1", link("/r/p1/current", "/r/p1/deployments/d1")),
+            action("p1", link("/r/webroot/p1", "/r/p1/current/public")),
+            action("p2", link("/r/p2/current", "/r/p2/deployments/d1")),
+            action("p2", Change::StartContainer { id: "c1".into(), name: "web".into() }),
+            action("p2", Change::WriteRoute { deployment: "d1".into(), upstream: "u".into(), domain: "p2".into() }),
+        ]);
+        let mut m = MemoryWorld::new(world());
+        let report = apply(&plan, &mut m, now(), &mut NoHooks);
+        let statuses: Vec<_> = report.outcomes.iter().map(|o| o.status.clone()).collect();
+        assert_eq!(
+            statuses,
+            [
+                Status::Failed("`/r/p1/current` is a real file, not a symlink: it must be moved aside first".into()),
+                Status::Skipped("an earlier action on `/r/p1/current` did not succeed".into()),
+                Status::Done,
+                Status::Done,
+                Status::Failed("cannot change container `web`: no container engine is configured".into()),
+                Status::Done,
+            ]
+        );
+        let c = report.counts;
+        assert_eq!((c.symlinks_fixed, c.errors, c.routes_written, c.containers_started), (2, 2, 1, 0));
+        assert!(!report.all_done());
+        assert_eq!(report.stopped, None);
+    }
+
+    /// Records the journal calls, and loses the lease before action `lose_at`.
+    struct Recorder {
+        calls: Vec<String>,
+        fences: usize,
+        lose_at: usize,
+    }
+
+    impl Hooks for Recorder {
+        fn fence(&mut self) -> Result<(), HookError> {
+            self.fences += 1;
+            if self.fences > self.lose_at { Err(HookError::LeaseLost("taken by `host-b`".into())) } else { Ok(()) }
+        }
+        fn planned(&mut self, index: usize, _: &Action) -> Result<(), HookError> {
+            self.calls.push(format!("planned {index}"));
+            Ok(())
+        }
+        fn finished(&mut self, index: usize, _: &Action, status: &Status) -> Result<(), HookError> {
+            let word = match status {
+                Status::Done => "done",
+                Status::Failed(_) => "failed",
+                Status::Skipped(_) => "skipped",
+            };
+            self.calls.push(format!("{word} {index}"));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_journal_sees_every_action_and_a_lost_lease_stops_the_rest() {
+        let plan = plan(vec![
+            action("p2", link("/r/p2/current", "/r/p2/deployments/d1")),
+            action("p1", link("/r/p1/current", "/r/p1/deployments/d1")),
+            action("p2", link("/r/webroot/p2", "/r/p2/current/public")),
+        ]);
+        let mut hooks = Recorder { calls: Vec::new(), fences: 0, lose_at: 2 };
+        let mut m = MemoryWorld::new(world());
+        let report = apply(&plan, &mut m, now(), &mut hooks);
+        assert_eq!(hooks.calls, ["planned 0", "planned 1", "planned 2", "done 0", "failed 1"]);
+        assert_eq!(report.stopped.as_deref(), Some("the apply lease is no longer held: taken by `host-b`"));
+        assert_eq!(
+            report.outcomes[2].status,
+            Status::Skipped("the apply stopped: the apply lease is no longer held: taken by `host-b`".into())
+        );
+        assert!(!m.world.files.contains_key(&PathBuf::from("/r/webroot/p2")), "nothing changed after the stop");
+    }
+
+    #[test]
+    fn later_changes_to_a_deployment_whose_resume_failed_are_skipped() {
+        let plan = plan(vec![
+            action(
+                "p1",
+                Change::Resume {
+                    deployment: "d1".into(),
+                    from_phase: "BUILDING".into(),
+                    to_phase: "BUILDING".into(),
+                    attempt: 1,
+                    stuck_since: None,
+                },
+            ),
+            action(
+                "p1",
+                Change::Fail {
+                    deployment: "d1".into(),
+                    from_phase: "BUILDING".into(),
+                    to_phase: "FAILED".into(),
+                    reason: "r".into(),
+                    stuck_since: None,
+                },
+            ),
+        ]);
+        let report = apply(&plan, &mut MemoryWorld::new(world()), now(), &mut NoHooks);
+        assert_eq!(report.outcomes[0].status, Status::Failed("deployment `d1` does not exist".into()));
+        assert_eq!((report.counts.errors, report.counts.deployments_skipped), (1, 1));
+    }
+}

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
+pub mod effects;
 pub mod fixture;
 
 /// Everything the reconciler looks at, at one instant.

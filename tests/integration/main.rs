@@ -1,5 +1,7 @@
 //! The one integration test binary: every test that runs the crate from outside.
 
+mod apply_props;
+mod atomic_switch;
 mod plan;
 mod spec;
 mod tidy;

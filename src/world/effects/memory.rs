@@ -1,0 +1,607 @@
+//! [`MemoryWorld`]: the effects on a [`World`] snapshot, with crash injection.
+//!
+//! Each effect is made of the sub-steps the real machine takes, and a crash can land
+//! after any of them:
+//!
+//! | effect | sub-steps |
+//! |---|---|
+//! | link | create missing parents (if any), create `.trueup-tmp-NAME`, rename it over `NAME`, fsync the folder |
+//! | link, already right | remove a leftover `.trueup-tmp-NAME` (if any) |
+//! | move aside | rename, fsync the folder |
+//! | write route | write and sync the temporary file (invisible), rename over, fsync the folder |
+//! | remove route | unlink, fsync the folder |
+//! | start container | start |
+//! | recreate container | remove the old one (if present), create, start |
+//! | remove container | stop (if running), remove |
+//! | resume, fail | one store transaction (claim, log, set phase) |
+//!
+//! [`MemoryWorld::crash_after`]`(k)` lets `k` sub-steps complete; the next one, and every
+//! one after it, fails with [`EffectError::Crashed`] and changes nothing: the process is
+//! dead. By default a crash is a process crash (`kill -9`): completed sub-steps stay.
+//! With [`MemoryWorld::power_loss`] a crash that lands between a rename and the fsync of
+//! its folder undoes the rename (the folder entry never reached the disk), leaving the
+//! temporary link behind, as a reboot may.
+//!
+//! Fixtures list files without their folders, so a path with entries below it counts as
+//! a folder; a link's missing parents are added as explicit [`Node::Dir`] entries.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::time::Timestamp;
+use crate::world::{Container, ContainerState, Node, Route, World, valid_id};
+
+use super::{EffectError, Effects, check_link, check_path, free_aside, parents_below, tmp_path};
+
+/// A [`World`] that effects change in memory, as the real machine would change.
+#[derive(Debug, Clone)]
+pub struct MemoryWorld {
+    /// The world as it is now.
+    pub world: World,
+    /// The deployment log the store would keep: `(deployment, line)`.
+    pub log: Vec<(String, String)>,
+    crash_after: Option<usize>,
+    power_loss: bool,
+    steps: usize,
+    crashed: bool,
+}
+
+/// What stands at a path: an explicit node, or a folder implied by entries below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Link(PathBuf),
+}
+
+impl MemoryWorld {
+    /// A world that never crashes.
+    pub fn new(world: World) -> Self {
+        MemoryWorld { world, log: Vec::new(), crash_after: None, power_loss: false, steps: 0, crashed: false }
+    }
+
+    /// Lets `k` more sub-steps complete, then crashes (see the module docs).
+    pub fn crash_after(mut self, k: usize) -> Self {
+        self.crash_after = Some(k);
+        self
+    }
+
+    /// Makes a crash between a rename and its folder's fsync undo the rename.
+    pub fn power_loss(mut self, on: bool) -> Self {
+        self.power_loss = on;
+        self
+    }
+
+    /// How many sub-steps completed so far.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// True once the injected crash happened.
+    pub fn crashed(&self) -> bool {
+        self.crashed
+    }
+
+    /// The world, consumed.
+    pub fn into_world(self) -> World {
+        self.world
+    }
+
+    /// Takes one sub-step, or crashes.
+    fn step(&mut self) -> Result<(), EffectError> {
+        match &mut self.crash_after {
+            Some(0) => {
+                self.crashed = true;
+                return Err(EffectError::Crashed);
+            }
+            Some(k) => *k -= 1,
+            None => {}
+        }
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// The fsync after a rename: on a crash with power loss, `undo` runs.
+    fn fsync(&mut self, undo: impl FnOnce(&mut World)) -> Result<(), EffectError> {
+        let result = self.step();
+        if result.is_err() && self.power_loss {
+            undo(&mut self.world);
+        }
+        result
+    }
+
+    fn kind(&self, path: &Path) -> Option<Kind> {
+        match self.world.files.get(path) {
+            Some(Node::Dir) => Some(Kind::Dir),
+            Some(Node::File) => Some(Kind::File),
+            Some(Node::Symlink(t)) => Some(Kind::Link(t.clone())),
+            None => self.subtree(path).next().map(|_| Kind::Dir),
+        }
+    }
+
+    /// `path` and every path below it, in order (paths sort component by component, so
+    /// a subtree is one contiguous range).
+    fn subtree<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
+        self.world.files.range(path.to_path_buf()..).map(|(k, _)| k).take_while(move |k| k.starts_with(path))
+    }
+
+    /// The parents of `path` below the root that are missing, after checking that the
+    /// present ones are folders.
+    fn missing_parents(&self, path: &Path) -> Result<Vec<PathBuf>, EffectError> {
+        let mut missing = Vec::new();
+        for parent in parents_below(&self.world.root, path) {
+            match self.kind(parent) {
+                Some(Kind::Dir) => {}
+                Some(_) => return Err(EffectError::ParentNotDir { path: parent.to_owned() }),
+                None => missing.push(parent.to_owned()),
+            }
+        }
+        Ok(missing)
+    }
+
+    fn containers(&mut self, name: &str) -> Result<&mut Vec<Container>, EffectError> {
+        self.world.containers.as_mut().ok_or_else(|| EffectError::NoContainerEngine { name: name.to_owned() })
+    }
+
+    fn deployment_index(&self, deployment: &str) -> Result<usize, EffectError> {
+        self.world
+            .deployments
+            .iter()
+            .position(|d| d.id == deployment)
+            .ok_or_else(|| EffectError::NoSuchDeployment(deployment.to_owned()))
+    }
+}
+
+fn in_the_way(path: &Path, kind: &Kind) -> EffectError {
+    let what = if *kind == Kind::Dir { "folder" } else { "file" };
+    EffectError::InTheWay { path: path.to_owned(), what }
+}
+
+fn managed_or_refuse(c: &Container) -> Result<(), EffectError> {
+    if c.managed() { Ok(()) } else { Err(EffectError::Unmanaged { id: c.id.clone(), name: c.name.clone() }) }
+}
+
+impl Effects for MemoryWorld {
+    fn link(&mut self, path: &Path, target: &Path) -> Result<(), EffectError> {
+        check_link(&self.world.root, path, target)?;
+        let missing = self.missing_parents(path)?;
+        let tmp = tmp_path(path);
+        let leftover = match self.kind(&tmp) {
+            Some(Kind::Link(_)) => true,
+            Some(kind) => return Err(in_the_way(&tmp, &kind)),
+            None => false,
+        };
+        match self.kind(path) {
+            Some(Kind::Link(t)) if t == target => {
+                if leftover {
+                    self.step()?;
+                    self.world.files.remove(&tmp);
+                }
+                return Ok(());
+            }
+            Some(Kind::Link(_)) | None => {}
+            Some(kind) => return Err(in_the_way(path, &kind)),
+        }
+        if !missing.is_empty() {
+            self.step()?;
+            self.world.files.extend(missing.into_iter().map(|p| (p, Node::Dir)));
+        }
+        self.step()?;
+        self.world.files.insert(tmp.clone(), Node::Symlink(target.to_owned()));
+        self.step()?;
+        let node = self.world.files.remove(&tmp).expect("the temporary link was inserted just above");
+        let before = self.world.files.insert(path.to_owned(), node.clone());
+        self.fsync(|w| {
+            match before {
+                Some(old) => w.files.insert(path.to_owned(), old),
+                None => w.files.remove(path),
+            };
+            w.files.insert(tmp, node);
+        })
+    }
+
+    fn move_aside(&mut self, path: &Path, to: &Path) -> Result<(), EffectError> {
+        check_path(&self.world.root, path)?;
+        check_path(&self.world.root, to)?;
+        match self.kind(path) {
+            None | Some(Kind::Link(_)) => return Ok(()),
+            Some(_) => {}
+        }
+        let to = free_aside(path, to, |c| Ok(self.kind(c).is_some()))?;
+        if !self.missing_parents(&to)?.is_empty() {
+            let source = std::io::Error::from(std::io::ErrorKind::NotFound);
+            return Err(EffectError::Io { op: "move aside", path: to, source });
+        }
+        self.step()?;
+        let moved: Vec<PathBuf> = self.subtree(path).cloned().collect();
+        let rekey = |w: &mut World, from: &Path, into: &Path, keys: &[PathBuf]| {
+            for key in keys {
+                let rest = key.strip_prefix(from).expect("subtree keys start with their root");
+                let node = w.files.remove(&from.join(rest)).expect("the key was just listed");
+                w.files.insert(into.join(rest), node);
+            }
+        };
+        rekey(&mut self.world, path, &to, &moved);
+        let moved_back: Vec<PathBuf> = moved.iter().map(|k| to.join(k.strip_prefix(path).unwrap_or(k))).collect();
+        self.fsync(|w| rekey(w, &to, path, &moved_back))
+    }
+
+    fn start_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
+        let containers = self.containers(name)?;
+        let Some(c) = containers.iter().find(|c| c.id == id) else {
+            return Err(EffectError::NoSuchContainer { id: id.to_owned(), name: name.to_owned() });
+        };
+        managed_or_refuse(c)?;
+        if c.state == ContainerState::Running {
+            return Ok(());
+        }
+        self.step()?;
+        let c = self.containers(name)?.iter_mut().find(|c| c.id == id).expect("found just above");
+        c.state = ContainerState::Running;
+        Ok(())
+    }
+
+    fn recreate_container(
+        &mut self,
+        id: &str,
+        name: &str,
+        image: &str,
+        labels: &BTreeMap<String, String>,
+        now: Timestamp,
+    ) -> Result<(), EffectError> {
+        let containers = self.containers(name)?;
+        // A container other than the old one that holds the name is ours from a
+        // previous (maybe crashed) run when it matches, else someone else's: checked
+        // before anything changes.
+        let holder = containers.iter().find(|c| c.name == name && c.id != id).cloned();
+        if let Some(h) = &holder
+            && (!h.managed() || h.image != image || h.labels != *labels)
+        {
+            return Err(EffectError::NameTaken { name: name.to_owned(), id: h.id.clone() });
+        }
+        if let Some(old) = containers.iter().find(|c| c.id == id) {
+            managed_or_refuse(old)?;
+            self.step()?;
+            self.containers(name)?.retain(|c| c.id != id);
+        }
+        if let Some(h) = holder {
+            return self.start_container(&h.id, name);
+        }
+        let new_id = format!("mem-{name}");
+        self.step()?;
+        self.containers(name)?.push(Container {
+            id: new_id.clone(),
+            name: name.to_owned(),
+            image: image.to_owned(),
+            state: ContainerState::Created,
+            labels: labels.clone(),
+            created_at: Some(now),
+        });
+        self.start_container(&new_id, name)
+    }
+
+    fn remove_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
+        let containers = self.containers(name)?;
+        let Some(c) = containers.iter().find(|c| c.id == id) else { return Ok(()) };
+        managed_or_refuse(c)?;
+        if c.state == ContainerState::Running {
+            self.step()?;
+            let c = self.containers(name)?.iter_mut().find(|c| c.id == id).expect("found just above");
+            c.state = ContainerState::Exited;
+        }
+        self.step()?;
+        self.containers(name)?.retain(|c| c.id != id);
+        Ok(())
+    }
+
+    fn write_route(
+        &mut self,
+        project: &str,
+        deployment: &str,
+        upstream: &str,
+        _domain: &str,
+    ) -> Result<(), EffectError> {
+        if !valid_id(project) {
+            return Err(EffectError::InvalidId(project.to_owned()));
+        }
+        let route = Route { deployment: Some(deployment.to_owned()), upstream: upstream.to_owned(), problem: None };
+        if self.world.routes.get(project) == Some(&route) {
+            return Ok(());
+        }
+        self.step()?; // the temporary file, written and synced: no reader sees it
+        self.step()?;
+        let before = self.world.routes.insert(project.to_owned(), route);
+        self.fsync(|w| match before {
+            Some(old) => drop(w.routes.insert(project.to_owned(), old)),
+            None => drop(w.routes.remove(project)),
+        })
+    }
+
+    fn remove_route(&mut self, project: &str) -> Result<(), EffectError> {
+        if !valid_id(project) {
+            return Err(EffectError::InvalidId(project.to_owned()));
+        }
+        if !self.world.routes.contains_key(project) {
+            return Ok(());
+        }
+        self.step()?;
+        let before = self.world.routes.remove(project).expect("checked just above");
+        self.fsync(|w| drop(w.routes.insert(project.to_owned(), before)))
+    }
+
+    fn resume(
+        &mut self,
+        deployment: &str,
+        from_phase: &str,
+        to_phase: &str,
+        attempt: u32,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), EffectError> {
+        let i = self.deployment_index(deployment)?;
+        let d = &self.world.deployments[i];
+        if d.phase == to_phase && d.attempts == attempt {
+            return Ok(());
+        }
+        if d.phase != from_phase || d.attempts >= attempt {
+            return Err(EffectError::PhaseMoved {
+                deployment: deployment.to_owned(),
+                expected: from_phase.to_owned(),
+                actual: d.phase.clone(),
+                attempts: d.attempts,
+            });
+        }
+        self.step()?;
+        let d = &mut self.world.deployments[i];
+        d.phase = to_phase.to_owned();
+        d.attempts = attempt;
+        d.phase_updated_at = Some(now);
+        let line = format!("resumed in {to_phase} from {from_phase} (attempt {attempt}): {reason}");
+        self.log.push((deployment.to_owned(), line));
+        Ok(())
+    }
+
+    fn fail(
+        &mut self,
+        deployment: &str,
+        from_phase: &str,
+        to_phase: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), EffectError> {
+        let i = self.deployment_index(deployment)?;
+        let d = &self.world.deployments[i];
+        if d.phase == to_phase {
+            return Ok(());
+        }
+        if d.phase != from_phase {
+            return Err(EffectError::PhaseMoved {
+                deployment: deployment.to_owned(),
+                expected: from_phase.to_owned(),
+                actual: d.phase.clone(),
+                attempts: d.attempts,
+            });
+        }
+        self.step()?;
+        let d = &mut self.world.deployments[i];
+        d.phase = to_phase.to_owned();
+        d.phase_updated_at = Some(now);
+        d.finished_at = Some(now);
+        self.log.push((deployment.to_owned(), format!("failed in {from_phase}: {reason}")));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::{Deployment, DeploymentType, labels};
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    fn now() -> Timestamp {
+        "2025-10-02T12:00:00Z".parse().unwrap()
+    }
+
+    fn world() -> World {
+        let mut w = World { root: p("/r"), containers: Some(Vec::new()), ..World::default() };
+        w.files.insert(p("/r/p1/deployments/d0/public/index.html"), Node::File);
+        w.files.insert(p("/r/p1/deployments/d1/public/index.html"), Node::File);
+        w.files.insert(p("/r/p1/current"), Node::Symlink(p("/r/p1/deployments/d0")));
+        w
+    }
+
+    fn sym(target: &str) -> Node {
+        Node::Symlink(p(target))
+    }
+
+    #[test]
+    fn link_switches_once_and_twice_alike() {
+        let mut m = MemoryWorld::new(world());
+        m.link(&p("/r/p1/current"), &p("/r/p1/deployments/d1")).unwrap();
+        assert_eq!(m.world.files[&p("/r/p1/current")], sym("/r/p1/deployments/d1"));
+        assert_eq!(m.steps(), 3, "temporary link, rename, fsync");
+        let once = m.world.clone();
+        m.link(&p("/r/p1/current"), &p("/r/p1/deployments/d1")).unwrap();
+        assert_eq!(m.world, once);
+        assert_eq!(m.steps(), 3, "an applied link takes no step");
+    }
+
+    #[test]
+    fn link_creates_missing_parents_but_not_implied_ones() {
+        let mut m = MemoryWorld::new(world());
+        m.link(&p("/r/webroot/p1"), &p("/r/p1/current/public")).unwrap();
+        assert_eq!(m.world.files.get(&p("/r/webroot")), Some(&Node::Dir));
+        // `/r/p1` is implied by the files below it, so linking in it adds no entry.
+        m.link(&p("/r/p1/other"), &p("/r/p1/deployments/d0")).unwrap();
+        assert_eq!(m.world.files.get(&p("/r/p1")), None);
+    }
+
+    #[test]
+    fn link_refuses_what_it_must_not_touch() {
+        let mut w = world();
+        w.files.insert(p("/r/p2/current/index.html"), Node::File);
+        w.files.insert(p("/r/p3"), Node::Symlink(p("/elsewhere")));
+        let mut m = MemoryWorld::new(w);
+        let before = m.world.clone();
+        let err = m.link(&p("/r/p2/current"), &p("/r/p2/deployments/d0")).unwrap_err();
+        assert_eq!(err.to_string(), "`/r/p2/current` is a real folder, not a symlink: it must be moved aside first");
+        let err = m.link(&p("/r/p3/current"), &p("/r/p3/deployments/d0")).unwrap_err();
+        assert_eq!(err.to_string(), "`/r/p3` is not a real folder");
+        let err = m.link(&p("/etc/current"), &p("/r/p1/deployments/d0")).unwrap_err();
+        assert!(matches!(err, EffectError::OutsideRoot { .. }));
+        let err = m.link(&p("/r/p1/current"), &p("/etc")).unwrap_err();
+        assert!(matches!(err, EffectError::OutsideRoot { .. }));
+        assert_eq!(m.world, before);
+        assert_eq!(m.steps(), 0);
+    }
+
+    #[test]
+    fn a_crash_before_the_rename_leaves_a_temporary_link_the_next_run_removes() {
+        let target = p("/r/p1/deployments/d1");
+        let mut m = MemoryWorld::new(world()).crash_after(1);
+        assert!(matches!(m.link(&p("/r/p1/current"), &target), Err(EffectError::Crashed)));
+        assert!(m.crashed());
+        assert_eq!(m.world.files[&p("/r/p1/.trueup-tmp-current")], Node::Symlink(target.clone()));
+        assert_eq!(m.world.files[&p("/r/p1/current")], sym("/r/p1/deployments/d0"), "old link intact");
+        let mut m = MemoryWorld::new(m.into_world());
+        m.link(&p("/r/p1/current"), &target).unwrap();
+        let mut clean = MemoryWorld::new(world());
+        clean.link(&p("/r/p1/current"), &target).unwrap();
+        assert_eq!(m.world, clean.world);
+    }
+
+    #[test]
+    fn a_crash_between_rename_and_fsync_keeps_or_loses_the_rename() {
+        let target = p("/r/p1/deployments/d1");
+        let mut m = MemoryWorld::new(world()).crash_after(2);
+        assert!(m.link(&p("/r/p1/current"), &target).is_err());
+        assert_eq!(m.world.files[&p("/r/p1/current")], Node::Symlink(target.clone()), "kill -9: rename kept");
+        assert!(!m.world.files.contains_key(&p("/r/p1/.trueup-tmp-current")));
+
+        let mut m = MemoryWorld::new(world()).crash_after(2).power_loss(true);
+        assert!(m.link(&p("/r/p1/current"), &target).is_err());
+        assert_eq!(m.world.files[&p("/r/p1/current")], sym("/r/p1/deployments/d0"), "power loss: rename lost");
+        assert!(m.world.files.contains_key(&p("/r/p1/.trueup-tmp-current")));
+        let mut m = MemoryWorld::new(m.into_world());
+        m.link(&p("/r/p1/current"), &target).unwrap();
+        assert!(!m.world.files.contains_key(&p("/r/p1/.trueup-tmp-current")));
+    }
+
+    #[test]
+    fn move_aside_moves_a_whole_folder_and_numbers_taken_names() {
+        let mut w = world();
+        w.files.insert(p("/r/p1/current"), Node::Dir);
+        w.files.insert(p("/r/p1/current/a/b.txt"), Node::File);
+        w.files.insert(p("/r/p1/current/a/l"), Node::Symlink(p("b.txt")));
+        w.files.insert(p("/r/p1/current-x"), Node::File);
+        w.files.insert(p("/r/p1/aside"), Node::File);
+        let mut m = MemoryWorld::new(w);
+        m.move_aside(&p("/r/p1/current"), &p("/r/p1/aside")).unwrap();
+        let got: Vec<_> = m.world.files.keys().filter(|k| k.starts_with("/r/p1/aside.1")).cloned().collect();
+        assert_eq!(got, [p("/r/p1/aside.1"), p("/r/p1/aside.1/a/b.txt"), p("/r/p1/aside.1/a/l")]);
+        assert_eq!(m.world.files[&p("/r/p1/aside.1/a/l")], Node::Symlink(p("b.txt")));
+        assert!(m.world.files.contains_key(&p("/r/p1/current-x")), "a sibling with a longer name stays");
+        assert!(!m.world.files.keys().any(|k| k.starts_with("/r/p1/current")));
+        let once = m.world.clone();
+        m.move_aside(&p("/r/p1/current"), &p("/r/p1/aside")).unwrap();
+        assert_eq!(m.world, once);
+    }
+
+    fn container(id: &str, state: ContainerState, managed: bool) -> Container {
+        let mut labels = BTreeMap::new();
+        if managed {
+            labels.insert(labels::PROJECT.to_owned(), "p1".to_owned());
+        }
+        Container { id: id.into(), name: format!("n-{id}"), image: "img".into(), state, labels, created_at: None }
+    }
+
+    #[test]
+    fn containers_change_idempotently_and_unlabelled_ones_are_refused() {
+        let mut w = world();
+        w.containers = Some(vec![
+            container("c1", ContainerState::Exited, true),
+            container("c2", ContainerState::Running, true),
+            container("c3", ContainerState::Exited, false),
+        ]);
+        let mut m = MemoryWorld::new(w);
+        for _ in 0..2 {
+            m.start_container("c1", "n-c1").unwrap();
+            m.remove_container("c2", "n-c2").unwrap();
+        }
+        let ids: Vec<_> = m.world.containers.iter().flatten().map(|c| (c.id.as_str(), c.state)).collect();
+        assert_eq!(ids, [("c1", ContainerState::Running), ("c3", ContainerState::Exited)]);
+        let err = m.start_container("c3", "n-c3").unwrap_err();
+        assert_eq!(err.to_string(), "container `n-c3` (`c3`) is not managed by trueup");
+        assert!(m.remove_container("c3", "n-c3").is_err());
+        let err = m.start_container("c9", "n-c9").unwrap_err();
+        assert_eq!(err.to_string(), "container `n-c9` (`c9`) does not exist");
+
+        let labels: BTreeMap<_, _> = [(labels::PROJECT.to_owned(), "p1".to_owned())].into();
+        m.recreate_container("c1", "n-c1", "img2", &labels, now()).unwrap();
+        let once = m.world.clone();
+        m.recreate_container("c1", "n-c1", "img2", &labels, now()).unwrap();
+        assert_eq!(m.world, once);
+        let c = m.world.containers.iter().flatten().find(|c| c.name == "n-c1").unwrap();
+        assert_eq!((c.id.as_str(), c.image.as_str(), c.state), ("mem-n-c1", "img2", ContainerState::Running));
+        let err = m.recreate_container("c0", "n-c3", "img", &labels, now()).unwrap_err();
+        assert_eq!(err.to_string(), "container name `n-c3` is held by `c3`, which is not managed by trueup");
+
+        let mut m = MemoryWorld::new(World { containers: None, ..world() });
+        let err = m.start_container("c1", "web").unwrap_err();
+        assert_eq!(err.to_string(), "cannot change container `web`: no container engine is configured");
+    }
+
+    fn deployment(id: &str, phase: &str, attempts: u32) -> Deployment {
+        Deployment {
+            id: id.into(),
+            project: "p1".into(),
+            service: None,
+            kind: DeploymentType::Upload,
+            phase: phase.into(),
+            phase_updated_at: None,
+            heartbeat_at: None,
+            attempts,
+            finished_at: None,
+            source: Default::default(),
+            metadata: BTreeMap::new(),
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn resume_and_fail_are_compare_and_set() {
+        let mut w = world();
+        w.deployments = vec![deployment("d1", "BUILDING", 1), deployment("d2", "PULLING_SOURCE", 0)];
+        let mut m = MemoryWorld::new(w);
+        for _ in 0..2 {
+            m.resume("d1", "BUILDING", "BUILDING", 2, now(), "stuck 10m").unwrap();
+            m.fail("d2", "PULLING_SOURCE", "FAILED", "source is gone", now()).unwrap();
+        }
+        let d1 = &m.world.deployments[0];
+        assert_eq!((d1.phase.as_str(), d1.attempts, d1.phase_updated_at), ("BUILDING", 2, Some(now())));
+        let d2 = &m.world.deployments[1];
+        assert_eq!((d2.phase.as_str(), d2.finished_at), ("FAILED", Some(now())));
+        assert_eq!(m.log.len(), 2, "a repeated change logs nothing more");
+        let err = m.resume("d1", "COPYING_FILES", "COPYING_FILES", 3, now(), "x").unwrap_err();
+        assert_eq!(err.to_string(), "deployment `d1` is in `BUILDING` (attempts 2), not `COPYING_FILES`");
+        assert!(matches!(m.fail("d9", "A", "FAILED", "x", now()), Err(EffectError::NoSuchDeployment(_))));
+    }
+
+    #[test]
+    fn routes_are_written_and_removed_idempotently() {
+        let mut m = MemoryWorld::new(world());
+        for _ in 0..2 {
+            m.write_route("p1", "d1", "http://127.0.0.1:8080", "p1.localhost").unwrap();
+        }
+        assert_eq!(m.steps(), 3);
+        assert_eq!(m.world.routes["p1"].deployment.as_deref(), Some("d1"));
+        for _ in 0..2 {
+            m.remove_route("p1").unwrap();
+        }
+        assert!(m.world.routes.is_empty());
+        assert!(matches!(m.remove_route("../x"), Err(EffectError::InvalidId(_))));
+    }
+}

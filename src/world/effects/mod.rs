@@ -1,0 +1,363 @@
+//! Effect adapters: the only code that changes the machine.
+//!
+//! [`Effects`] has one method per [`crate::plan::Change`] kind, each taking plain data and
+//! each idempotent: applying it twice leaves the machine as applying it once. Two
+//! implementations live here:
+//!
+//! - [`MemoryWorld`] changes a [`World`](super::World) snapshot exactly as the real machine
+//!   would change, sub-step by sub-step, and can crash after any number of sub-steps, so
+//!   property tests can check that a fresh run repairs every interrupted one.
+//! - [`RealFs`] changes the real file system under the managed root and the route files
+//!   (atomic symlink switch, move-aside, atomic route write). Containers and the store are
+//!   not wired yet: it answers those with [`EffectError::NoContainerEngine`] and
+//!   [`EffectError::NoStore`].
+//!
+//! Nothing here decides *what* to change ([`crate::plan`] does) or in which order
+//! ([`crate::apply`] does).
+//!
+//! # Names trueup leaves behind
+//!
+//! - `.trueup-tmp-NAME` ([`tmp_path`]): the temporary link or route file written next to
+//!   `NAME` before it is renamed over it. Its name is fixed, so the next switch of the
+//!   same path removes a leftover from a crashed run before writing its own. Observers and
+//!   the planner ignore these names.
+//! - `NAME.trueup-aside-20251002T120000Z` ([`aside_path`]), then `.1`, `.2`, ... when
+//!   taken: a real file or folder that stood where a link must go, moved, never deleted.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+
+use crate::time::Timestamp;
+
+use super::{inside, normalize, resolve_link};
+
+mod memory;
+mod real;
+
+pub use memory::MemoryWorld;
+pub use real::{RealFs, RenderRoute, move_aside, remove_route_file, route_file, switch_link, write_route_file};
+
+/// Any error, boxed, for sources that come from another module (a route renderer).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The prefix of temporary names (see the module docs).
+pub const TMP_PREFIX: &str = ".trueup-tmp-";
+
+/// The mark in the name of a moved-aside file or folder (see the module docs).
+pub const ASIDE_MARK: &str = ".trueup-aside-";
+
+/// How many numbered aside names are tried before giving up.
+const MAX_ASIDE: u32 = 1000;
+
+/// The changes trueup can make, one method per [`crate::plan::Change`] kind.
+///
+/// Every method is idempotent: when the machine already is as asked, it does nothing and
+/// returns `Ok`. A method that returns an error has changed nothing, except where a
+/// crash cut it short (a process killed mid-way), which the next run repairs.
+pub trait Effects {
+    /// Makes `path` a symlink to `target`, atomically: readers see the old link or the
+    /// new one, never nothing. Missing parent folders inside the root are created.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::OutsideRoot`] when `path` or the resolved `target` leaves the root,
+    /// [`EffectError::InTheWay`] when a real file or folder stands at `path` (move it
+    /// aside first), [`EffectError::ParentNotDir`] when a parent is a file or a symlink,
+    /// [`EffectError::Io`] when the file system refuses.
+    fn link(&mut self, path: &Path, target: &Path) -> Result<(), EffectError>;
+
+    /// Moves the real file or folder at `path` to `to` (or `to.1`, `to.2`, ... when
+    /// taken), whole. A missing `path` or a symlink there is left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::OutsideRoot`], [`EffectError::ParentNotDir`] or [`EffectError::Io`].
+    fn move_aside(&mut self, path: &Path, to: &Path) -> Result<(), EffectError>;
+
+    /// Starts container `id` (named `name`) unless it runs already.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::NoContainerEngine`], [`EffectError::NoSuchContainer`] or
+    /// [`EffectError::Unmanaged`] for a container trueup did not create.
+    fn start_container(&mut self, id: &str, name: &str) -> Result<(), EffectError>;
+
+    /// Removes container `id` and runs a new one named `name` from `image` with
+    /// `labels`. Done when a container named `name` with that image and labels runs.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::NoContainerEngine`], [`EffectError::Unmanaged`], or
+    /// [`EffectError::NameTaken`] when a container trueup does not manage holds `name`.
+    fn recreate_container(
+        &mut self,
+        id: &str,
+        name: &str,
+        image: &str,
+        labels: &BTreeMap<String, String>,
+        now: Timestamp,
+    ) -> Result<(), EffectError>;
+
+    /// Stops and removes container `id`; a missing one is fine.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::NoContainerEngine`] or [`EffectError::Unmanaged`].
+    fn remove_container(&mut self, id: &str, name: &str) -> Result<(), EffectError>;
+
+    /// Writes `project`'s route file, atomically, pointing `domain` at `upstream`.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::InvalidId`], [`EffectError::Render`] or [`EffectError::Io`].
+    fn write_route(&mut self, project: &str, deployment: &str, upstream: &str, domain: &str)
+    -> Result<(), EffectError>;
+
+    /// Removes `project`'s route file; a missing one is fine.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::InvalidId`] or [`EffectError::Io`].
+    fn remove_route(&mut self, project: &str) -> Result<(), EffectError>;
+
+    /// Claims `deployment`, logs `reason`, and moves it from `from_phase` to `to_phase`
+    /// with `attempts = attempt` and `phase_updated_at = now`, as one transaction. Done
+    /// when it is already in `to_phase` with that attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::NoSuchDeployment`], [`EffectError::PhaseMoved`] when it is no
+    /// longer in `from_phase` (someone else moved it), or [`EffectError::NoStore`].
+    fn resume(
+        &mut self,
+        deployment: &str,
+        from_phase: &str,
+        to_phase: &str,
+        attempt: u32,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), EffectError>;
+
+    /// Logs `reason` and moves `deployment` from `from_phase` to the final `to_phase`
+    /// with `phase_updated_at = finished_at = now`. Done when it is already in `to_phase`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Effects::resume`].
+    fn fail(
+        &mut self,
+        deployment: &str,
+        from_phase: &str,
+        to_phase: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), EffectError>;
+}
+
+/// Why an effect could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    /// A path is not a plain path (no `.` or `..`) strictly below the managed root.
+    #[error("`{}` is not a plain path inside the managed root `{}`", path.display(), root.display())]
+    OutsideRoot {
+        /// The path refused.
+        path: PathBuf,
+        /// The managed root.
+        root: PathBuf,
+    },
+    /// A real file or folder stands where a symlink must go; it is never replaced.
+    #[error("`{}` is a real {what}, not a symlink: it must be moved aside first", path.display())]
+    InTheWay {
+        /// Its path.
+        path: PathBuf,
+        /// `file` or `folder`.
+        what: &'static str,
+    },
+    /// A parent of a path is a file or a symlink, so the path cannot be reached safely.
+    #[error("`{}` is not a real folder", path.display())]
+    ParentNotDir {
+        /// The parent.
+        path: PathBuf,
+    },
+    /// A file-system call failed.
+    #[error("cannot {op} `{}`", path.display())]
+    Io {
+        /// What was being done (`rename`, `create link`, ...).
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every numbered aside name was taken.
+    #[error("no free aside name for `{}` (tried {MAX_ASIDE})", path.display())]
+    NoAsideName {
+        /// What was to be moved.
+        path: PathBuf,
+    },
+    /// A project id is not a plain name (see [`crate::world::valid_id`]).
+    #[error("`{0}` is not a valid project id")]
+    InvalidId(String),
+    /// The route renderer refused the route.
+    #[error("cannot render the route of project `{project}`")]
+    Render {
+        /// The project.
+        project: String,
+        /// The renderer's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Container changes need a container engine, and none is configured.
+    #[error("cannot change container `{name}`: no container engine is configured")]
+    NoContainerEngine {
+        /// The container's name.
+        name: String,
+    },
+    /// The container does not exist.
+    #[error("container `{name}` (`{id}`) does not exist")]
+    NoSuchContainer {
+        /// The engine's id.
+        id: String,
+        /// Its name.
+        name: String,
+    },
+    /// The container has no trueup labels: trueup never touches it.
+    #[error("container `{name}` (`{id}`) is not managed by trueup")]
+    Unmanaged {
+        /// The engine's id.
+        id: String,
+        /// Its name.
+        name: String,
+    },
+    /// The name of a container to create is held by a container trueup does not manage.
+    #[error("container name `{name}` is held by `{id}`, which is not managed by trueup")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The container holding it.
+        id: String,
+    },
+    /// Deployment changes need the store, and it is not connected.
+    #[error("cannot change deployment `{0}`: no store is connected")]
+    NoStore(String),
+    /// The deployment does not exist.
+    #[error("deployment `{0}` does not exist")]
+    NoSuchDeployment(String),
+    /// The deployment is not in the phase the plan saw: someone else moved it.
+    #[error("deployment `{deployment}` is in `{actual}` (attempts {attempts}), not `{expected}`")]
+    PhaseMoved {
+        /// The deployment.
+        deployment: String,
+        /// The phase the plan expected.
+        expected: String,
+        /// The phase it is in.
+        actual: String,
+        /// Its attempts so far.
+        attempts: u32,
+    },
+    /// [`MemoryWorld`]'s injected crash: the simulated process is dead.
+    #[error("crash injected")]
+    Crashed,
+}
+
+/// `DIR/.trueup-tmp-NAME` for `DIR/NAME`: where a link or file is written before it is
+/// renamed over `path`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(TMP_PREFIX);
+    name.push(path.file_name().unwrap_or_default());
+    path.with_file_name(name)
+}
+
+/// `DIR/NAME.trueup-aside-20251002T120000Z`: where a real `DIR/NAME` in a link's way goes.
+pub fn aside_path(path: &Path, now: Timestamp) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(ASIDE_MARK);
+    name.push(now.compact());
+    path.with_file_name(name)
+}
+
+/// `to` for `n == 0`, else `to.n`.
+fn numbered(to: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return to.to_owned();
+    }
+    let mut name = to.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{n}"));
+    to.with_file_name(name)
+}
+
+/// The first of `to`, `to.1`, `to.2`, ... for which `taken` is false.
+fn free_aside(
+    path: &Path,
+    to: &Path,
+    mut taken: impl FnMut(&Path) -> Result<bool, EffectError>,
+) -> Result<PathBuf, EffectError> {
+    for n in 0..MAX_ASIDE {
+        let candidate = numbered(to, n);
+        if !taken(&candidate)? {
+            return Ok(candidate);
+        }
+    }
+    Err(EffectError::NoAsideName { path: path.to_owned() })
+}
+
+/// Checks that `path` is a plain path (no `.` or `..`) strictly below `root`.
+fn check_path(root: &Path, path: &Path) -> Result<(), EffectError> {
+    let root_n = normalize(root);
+    let plain = path.components().all(|c| !matches!(c, Component::CurDir | Component::ParentDir));
+    if plain && path.starts_with(&root_n) && path != root_n {
+        Ok(())
+    } else {
+        Err(EffectError::OutsideRoot { path: path.to_owned(), root: root.to_owned() })
+    }
+}
+
+/// Checks a link at `path` and what it will point at: both stay inside `root`.
+fn check_link(root: &Path, path: &Path, target: &Path) -> Result<(), EffectError> {
+    check_path(root, path)?;
+    let resolved = resolve_link(path, target);
+    if inside(root, &resolved) {
+        Ok(())
+    } else {
+        Err(EffectError::OutsideRoot { path: resolved, root: root.to_owned() })
+    }
+}
+
+/// The folders between `root` (excluded) and `path` (excluded), outermost first.
+/// `path` has passed [`check_path`].
+fn parents_below<'p>(root: &Path, path: &'p Path) -> Vec<&'p Path> {
+    let root_n = normalize(root);
+    let mut out: Vec<&Path> = path.ancestors().skip(1).take_while(|a| a.starts_with(&root_n) && *a != root_n).collect();
+    out.reverse();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_left_behind() {
+        let now: Timestamp = "2025-10-02T12:00:00Z".parse().unwrap();
+        let p = Path::new("/r/p1/current");
+        assert_eq!(tmp_path(p), Path::new("/r/p1/.trueup-tmp-current"));
+        assert_eq!(aside_path(p, now), Path::new("/r/p1/current.trueup-aside-20251002T120000Z"));
+        assert_eq!(numbered(&aside_path(p, now), 2), Path::new("/r/p1/current.trueup-aside-20251002T120000Z.2"));
+    }
+
+    #[test]
+    fn paths_must_stay_below_the_root() {
+        let root = Path::new("/r");
+        check_path(root, Path::new("/r/p1/current")).unwrap();
+        for bad in ["/r", "/etc/passwd", "/r/../etc", "/r/p1/../../etc", "/rx/p1", "r/p1"] {
+            let err = check_path(root, Path::new(bad)).unwrap_err();
+            assert!(matches!(err, EffectError::OutsideRoot { .. }), "{bad}");
+        }
+        check_link(root, Path::new("/r/p1/current"), Path::new("deployments/d1")).unwrap();
+        let err = check_link(root, Path::new("/r/p1/current"), Path::new("../../etc")).unwrap_err();
+        assert_eq!(err.to_string(), "`/etc` is not a plain path inside the managed root `/r`");
+        assert_eq!(parents_below(root, Path::new("/r/a/b/c")), [Path::new("/r/a"), Path::new("/r/a/b")]);
+    }
+}

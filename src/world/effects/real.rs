@@ -1,0 +1,443 @@
+//! [`RealFs`]: the effects on the real file system, and the functions it is made of.
+//!
+//! Links are switched atomically: the new link is created as `.trueup-tmp-NAME` in the
+//! same folder, `rename(2)`d over the old one, and the folder is fsynced, so a reader
+//! following the path sees the old target or the new one, never nothing (never
+//! unlink-then-create). Route files are written the same way: a temporary file, synced,
+//! renamed over, and the folder fsynced. No path below the root is followed through a
+//! symlink: every parent must be a real folder.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::time::Timestamp;
+use crate::world::valid_id;
+
+use super::{BoxError, EffectError, Effects, TMP_PREFIX, check_link, check_path, free_aside, parents_below, tmp_path};
+
+/// Renders a route file from `(project, deployment, upstream, domain)`; see
+/// `world::routes`.
+pub type RenderRoute = Box<dyn Fn(&str, &str, &str, &str) -> Result<String, BoxError> + Send>;
+
+/// The real file system under `root`, and the route files in `routes_dir`.
+///
+/// Container and deployment changes are not wired here: they fail with
+/// [`EffectError::NoContainerEngine`] and [`EffectError::NoStore`].
+pub struct RealFs {
+    root: PathBuf,
+    routes_dir: PathBuf,
+    render: RenderRoute,
+}
+
+impl std::fmt::Debug for RealFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealFs").field("root", &self.root).field("routes_dir", &self.routes_dir).finish_non_exhaustive()
+    }
+}
+
+impl RealFs {
+    /// Effects on `root` and the route files in `routes_dir`, rendered by `render`.
+    pub fn new(root: impl Into<PathBuf>, routes_dir: impl Into<PathBuf>, render: RenderRoute) -> Self {
+        RealFs { root: root.into(), routes_dir: routes_dir.into(), render }
+    }
+
+    /// The managed root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> EffectError + 'a {
+    move |source| EffectError::Io { op, path: path.to_owned(), source }
+}
+
+fn in_the_way(path: &Path, meta: &fs::Metadata) -> EffectError {
+    EffectError::InTheWay { path: path.to_owned(), what: if meta.is_dir() { "folder" } else { "file" } }
+}
+
+/// `lstat`, with a missing path as `None`.
+fn lstat(path: &Path) -> Result<Option<fs::Metadata>, EffectError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("inspect", path)(e)),
+    }
+}
+
+/// Makes the folder entries of `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), EffectError> {
+    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err("sync folder", dir))
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().expect("a checked path lies strictly below the root, so it has a parent")
+}
+
+/// Checks that every parent of `path` below `root` is a real folder (not a symlink);
+/// with `create`, creates the missing ones and syncs the folder holding each.
+fn real_parents(root: &Path, path: &Path, create: bool) -> Result<(), EffectError> {
+    for dir in parents_below(root, path) {
+        match lstat(dir)? {
+            Some(m) if m.is_dir() => {}
+            Some(_) => return Err(EffectError::ParentNotDir { path: dir.to_owned() }),
+            None if create => {
+                match fs::create_dir(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if !lstat(dir)?.is_some_and(|m| m.is_dir()) {
+                            return Err(EffectError::ParentNotDir { path: dir.to_owned() });
+                        }
+                    }
+                    Err(e) => return Err(io_err("create folder", dir)(e)),
+                }
+                sync_dir(parent(dir))?;
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes a leftover temporary link or file at `tmp`, if any.
+fn remove_leftover(tmp: &Path) -> Result<(), EffectError> {
+    match lstat(tmp)? {
+        Some(m) if m.is_dir() => Err(in_the_way(tmp, &m)),
+        Some(_) => fs::remove_file(tmp).map_err(io_err("remove", tmp)),
+        None => Ok(()),
+    }
+}
+
+/// Makes `path` a symlink to `target` atomically: a temporary link in the same folder,
+/// `rename(2)` over `path`, fsync of the folder. Missing parents inside `root` are
+/// created; a leftover `.trueup-tmp-NAME` from a crashed run is removed. Does nothing
+/// more when `path` already points at `target`.
+///
+/// # Errors
+///
+/// [`EffectError::OutsideRoot`] when `path` or the resolved `target` leaves `root`,
+/// [`EffectError::InTheWay`] when a real file or folder stands at `path`,
+/// [`EffectError::ParentNotDir`] when a parent is a file or a symlink,
+/// [`EffectError::Io`] when a file-system call fails.
+pub fn switch_link(root: &Path, path: &Path, target: &Path) -> Result<(), EffectError> {
+    check_link(root, path, target)?;
+    real_parents(root, path, true)?;
+    let tmp = tmp_path(path);
+    remove_leftover(&tmp)?;
+    if let Some(m) = lstat(path)? {
+        if !m.file_type().is_symlink() {
+            return Err(in_the_way(path, &m));
+        }
+        if fs::read_link(path).map_err(io_err("read link", path))? == target {
+            return Ok(());
+        }
+    }
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create link", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("rename link over", path))?;
+    sync_dir(parent(path))
+}
+
+/// Moves the real file or folder at `path` to `to`, or to `to.1`, `to.2`, ... when
+/// taken, with one `rename(2)`; fsyncs the folders. A missing `path`, or a symlink
+/// there, is left alone. Returns where it went.
+///
+/// There is no "rename unless the target exists" in `std`, so a name taken between the
+/// check and the rename would be lost; the apply lease makes trueup the only writer.
+///
+/// # Errors
+///
+/// [`EffectError::OutsideRoot`], [`EffectError::ParentNotDir`],
+/// [`EffectError::NoAsideName`] or [`EffectError::Io`].
+pub fn move_aside(root: &Path, path: &Path, to: &Path) -> Result<Option<PathBuf>, EffectError> {
+    check_path(root, path)?;
+    check_path(root, to)?;
+    real_parents(root, path, false)?;
+    real_parents(root, to, false)?;
+    match lstat(path)? {
+        Some(m) if !m.file_type().is_symlink() => {}
+        _ => return Ok(None),
+    }
+    let to = free_aside(path, to, |c| Ok(lstat(c)?.is_some()))?;
+    fs::rename(path, &to).map_err(io_err("move aside", path))?;
+    sync_dir(parent(path))?;
+    if parent(&to) != parent(path) {
+        sync_dir(parent(&to))?;
+    }
+    Ok(Some(to))
+}
+
+/// `DIR/PROJECT.yml`: a project's route file.
+pub fn route_file(dir: &Path, project: &str) -> PathBuf {
+    dir.join(format!("{project}.yml"))
+}
+
+/// `DIR/.trueup-tmp-PROJECT`: no `.yml`, so the proxy never loads a half-written file.
+fn route_tmp(dir: &Path, project: &str) -> PathBuf {
+    dir.join(format!("{TMP_PREFIX}{project}"))
+}
+
+/// Writes `text` as `project`'s route file in `dir`, atomically: a temporary file,
+/// synced, renamed over, and the folder fsynced. Does nothing when the file already
+/// holds `text`.
+///
+/// # Errors
+///
+/// [`EffectError::InvalidId`] for a project id that is not a plain name, or
+/// [`EffectError::Io`].
+pub fn write_route_file(dir: &Path, project: &str, text: &str) -> Result<(), EffectError> {
+    if !valid_id(project) {
+        return Err(EffectError::InvalidId(project.to_owned()));
+    }
+    let file = route_file(dir, project);
+    let tmp = route_tmp(dir, project);
+    remove_leftover(&tmp)?;
+    match fs::read(&file) {
+        Ok(old) if old == text.as_bytes() => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("read", &file)(e)),
+    }
+    let mut f = fs::File::create_new(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io_err("write", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, &file).map_err(io_err("rename route file over", &file))?;
+    sync_dir(dir)
+}
+
+/// Removes `project`'s route file from `dir` (and a leftover temporary file); a missing
+/// one is fine.
+///
+/// # Errors
+///
+/// [`EffectError::InvalidId`] or [`EffectError::Io`].
+pub fn remove_route_file(dir: &Path, project: &str) -> Result<(), EffectError> {
+    if !valid_id(project) {
+        return Err(EffectError::InvalidId(project.to_owned()));
+    }
+    remove_leftover(&route_tmp(dir, project))?;
+    let file = route_file(dir, project);
+    match fs::remove_file(&file) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", &file)(e)),
+    }
+}
+
+impl Effects for RealFs {
+    fn link(&mut self, path: &Path, target: &Path) -> Result<(), EffectError> {
+        switch_link(&self.root, path, target)
+    }
+
+    fn move_aside(&mut self, path: &Path, to: &Path) -> Result<(), EffectError> {
+        move_aside(&self.root, path, to).map(drop)
+    }
+
+    fn start_container(&mut self, _id: &str, name: &str) -> Result<(), EffectError> {
+        Err(EffectError::NoContainerEngine { name: name.to_owned() })
+    }
+
+    fn recreate_container(
+        &mut self,
+        _id: &str,
+        name: &str,
+        _image: &str,
+        _labels: &std::collections::BTreeMap<String, String>,
+        _now: Timestamp,
+    ) -> Result<(), EffectError> {
+        Err(EffectError::NoContainerEngine { name: name.to_owned() })
+    }
+
+    fn remove_container(&mut self, _id: &str, name: &str) -> Result<(), EffectError> {
+        Err(EffectError::NoContainerEngine { name: name.to_owned() })
+    }
+
+    fn write_route(
+        &mut self,
+        project: &str,
+        deployment: &str,
+        upstream: &str,
+        domain: &str,
+    ) -> Result<(), EffectError> {
+        let text = (self.render)(project, deployment, upstream, domain)
+            .map_err(|source| EffectError::Render { project: project.to_owned(), source })?;
+        write_route_file(&self.routes_dir, project, &text)
+    }
+
+    fn remove_route(&mut self, project: &str) -> Result<(), EffectError> {
+        remove_route_file(&self.routes_dir, project)
+    }
+
+    fn resume(
+        &mut self,
+        deployment: &str,
+        _from_phase: &str,
+        _to_phase: &str,
+        _attempt: u32,
+        _now: Timestamp,
+        _reason: &str,
+    ) -> Result<(), EffectError> {
+        Err(EffectError::NoStore(deployment.to_owned()))
+    }
+
+    fn fail(
+        &mut self,
+        deployment: &str,
+        _from_phase: &str,
+        _to_phase: &str,
+        _reason: &str,
+        _now: Timestamp,
+    ) -> Result<(), EffectError> {
+        Err(EffectError::NoStore(deployment.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, symlink};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A fresh folder under the system temp dir, removed on drop.
+    struct TempRoot(PathBuf);
+
+    impl TempRoot {
+        fn new(name: &str) -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("trueup-real-{}-{name}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempRoot(dir)
+        }
+    }
+
+    impl Drop for TempRoot {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn release(root: &Path, id: &str) -> PathBuf {
+        let dir = root.join("p1/deployments").join(id);
+        fs::create_dir_all(dir.join("public")).unwrap();
+        fs::write(dir.join("public/index.html"), id).unwrap();
+        dir
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn switch_link_creates_switches_and_cleans_leftovers() {
+        let t = TempRoot::new("switch");
+        let root = &t.0;
+        let (d0, d1) = (release(root, "d0"), release(root, "d1"));
+        let current = root.join("p1/current");
+        switch_link(root, &current, &d0).unwrap();
+        assert_eq!(fs::read_to_string(current.join("public/index.html")).unwrap(), "d0");
+        // A crashed run left its temporary link behind.
+        symlink(&d0, root.join("p1/.trueup-tmp-current")).unwrap();
+        switch_link(root, &current, &d1).unwrap();
+        switch_link(root, &current, &d1).unwrap();
+        assert_eq!(fs::read_link(&current).unwrap(), d1);
+        assert_eq!(names(&root.join("p1")), ["current", "deployments"]);
+        // Missing parents inside the root are created.
+        let webroot = root.join("webroot/p1");
+        switch_link(root, &webroot, &current.join("public")).unwrap();
+        assert_eq!(fs::read_to_string(webroot.join("index.html")).unwrap(), "d1");
+    }
+
+    #[test]
+    fn paths_escaping_the_root_are_refused() {
+        let t = TempRoot::new("escape");
+        let outside = TempRoot::new("outside");
+        let root = &t.0;
+        let d0 = release(root, "d0");
+        let err = switch_link(root, &outside.0.join("current"), &d0).unwrap_err();
+        assert!(matches!(err, EffectError::OutsideRoot { .. }), "{err}");
+        let err = switch_link(root, &root.join("p1/current"), &outside.0).unwrap_err();
+        assert!(matches!(err, EffectError::OutsideRoot { .. }), "{err}");
+        let err = switch_link(root, &root.join("p1/../../x"), &d0).unwrap_err();
+        assert!(matches!(err, EffectError::OutsideRoot { .. }), "{err}");
+        // A symlinked folder below the root would lead outside: not followed.
+        symlink(&outside.0, root.join("p2")).unwrap();
+        let err = switch_link(root, &root.join("p2/current"), &d0).unwrap_err();
+        assert_eq!(err.to_string(), format!("`{}` is not a real folder", root.join("p2").display()));
+        let err = move_aside(root, &root.join("p2/x"), &root.join("p2/y")).unwrap_err();
+        assert!(matches!(err, EffectError::ParentNotDir { .. }), "{err}");
+        assert!(names(&outside.0).is_empty());
+    }
+
+    #[test]
+    fn a_real_current_folder_is_moved_aside_whole_never_replaced() {
+        let t = TempRoot::new("aside");
+        let root = &t.0;
+        let d1 = release(root, "d1");
+        let current = root.join("p1/current");
+        fs::create_dir_all(current.join("uploads")).unwrap();
+        fs::write(current.join("uploads/photo.jpg"), "precious").unwrap();
+        let err = switch_link(root, &current, &d1).unwrap_err();
+        assert!(matches!(err, EffectError::InTheWay { what: "folder", .. }), "{err}");
+        assert_eq!(fs::read_to_string(current.join("uploads/photo.jpg")).unwrap(), "precious");
+
+        let now: Timestamp = "2025-10-02T12:00:00Z".parse().unwrap();
+        let to = super::super::aside_path(&current, now);
+        fs::create_dir(&to).unwrap(); // the name is taken: a counter is added
+        let went = move_aside(root, &current, &to).unwrap().unwrap();
+        assert_eq!(went, root.join("p1/current.trueup-aside-20251002T120000Z.1"));
+        assert_eq!(fs::read_to_string(went.join("uploads/photo.jpg")).unwrap(), "precious");
+        assert_eq!(move_aside(root, &current, &to).unwrap(), None, "nothing left to move");
+        switch_link(root, &current, &d1).unwrap();
+        assert_eq!(move_aside(root, &current, &to).unwrap(), None, "a symlink is never moved");
+        assert_eq!(fs::read_to_string(current.join("public/index.html")).unwrap(), "d1");
+    }
+
+    #[test]
+    fn route_files_are_replaced_whole_and_idempotently() {
+        let t = TempRoot::new("routes");
+        let dir = &t.0;
+        // A crashed run left a half-written temporary file.
+        fs::write(dir.join(".trueup-tmp-p1"), "half").unwrap();
+        write_route_file(dir, "p1", "one\n").unwrap();
+        let file = route_file(dir, "p1");
+        let first = fs::metadata(&file).unwrap().ino();
+        write_route_file(dir, "p1", "one\n").unwrap();
+        assert_eq!(fs::metadata(&file).unwrap().ino(), first, "same text: the file is left alone");
+        write_route_file(dir, "p1", "two\n").unwrap();
+        assert_ne!(fs::metadata(&file).unwrap().ino(), first, "new text: a new file renamed over");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "two\n");
+        assert_eq!(names(dir), ["p1.yml"]);
+        remove_route_file(dir, "p1").unwrap();
+        remove_route_file(dir, "p1").unwrap();
+        assert!(names(dir).is_empty());
+        assert!(matches!(write_route_file(dir, "../p1", "x"), Err(EffectError::InvalidId(_))));
+    }
+
+    #[test]
+    fn the_real_adapter_renders_routes_and_refuses_what_is_not_wired() {
+        let t = TempRoot::new("adapter");
+        let render: RenderRoute =
+            Box::new(
+                |p, d, u, dom| {
+                    if dom.is_empty() { Err("empty domain".into()) } else { Ok(format!("{p} {d} {u} {dom}\n")) }
+                },
+            );
+        let mut fs_ = RealFs::new(t.0.clone(), t.0.join("routes"), render);
+        fs::create_dir(t.0.join("routes")).unwrap();
+        fs_.write_route("p1", "d1", "http://127.0.0.1:8080", "p1.localhost").unwrap();
+        assert_eq!(
+            fs::read_to_string(t.0.join("routes/p1.yml")).unwrap(),
+            "p1 d1 http://127.0.0.1:8080 p1.localhost\n"
+        );
+        let err = fs_.write_route("p1", "d1", "u", "").unwrap_err();
+        assert_eq!(err.to_string(), "cannot render the route of project `p1`");
+        let err = fs_.start_container("c1", "web").unwrap_err();
+        assert!(matches!(err, EffectError::NoContainerEngine { .. }));
+        let err = fs_.resume("d1", "A", "A", 1, Timestamp::from_unix(0), "r").unwrap_err();
+        assert_eq!(err.to_string(), "cannot change deployment `d1`: no store is connected");
+    }
+}

@@ -1,0 +1,296 @@
+//! Properties of [`trueup::apply::apply`] over [`MemoryWorld`]: every effect is
+//! idempotent, applying a plan twice equals applying it once, and a crash after any
+//! number of sub-steps followed by a fresh run of the same plan reaches the world of an
+//! uninterrupted run. Nothing outside the root, and no unlabelled container, changes.
+//!
+//! Plans here are plan-shaped (per project: deployment, move-aside, links, containers,
+//! route; each thing touched once) but random, including actions that must fail. Once
+//! the planner lands, the same `check` runs on `plan(spec, world, now)`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use trueup::apply::{NoHooks, Report, apply};
+use trueup::plan::{Action, Change, Plan};
+use trueup::time::Timestamp;
+use trueup::world::effects::{MemoryWorld, aside_path};
+use trueup::world::{Container, ContainerState, Deployment, DeploymentType, Node, Route, World, labels};
+
+const PHASES: [&str; 4] = ["PULLING_SOURCE", "BUILDING", "COPYING_FILES", "CREATING_SYMLINKS"];
+const STATES: [ContainerState; 3] = [ContainerState::Running, ContainerState::Exited, ContainerState::Created];
+
+fn now() -> Timestamp {
+    "2025-10-02T12:00:00Z".parse().expect("a valid timestamp")
+}
+
+/// A world and a plan for it, printed as YAML when a property fails.
+#[derive(Clone)]
+struct Case {
+    world: World,
+    plan: Plan,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let world = serde_saphyr::to_string(&self.world).map_err(|_| fmt::Error)?;
+        let plan = serde_saphyr::to_string(&self.plan.actions).map_err(|_| fmt::Error)?;
+        write!(f, "\n# world\n{world}\n# actions\n{plan}")
+    }
+}
+
+/// One project's damage and the plan-shaped actions drawn for it.
+#[derive(Debug, Clone)]
+struct Draw {
+    current: u8,
+    webroot: u8,
+    release_1_present: bool,
+    phase: usize,
+    attempts: u32,
+    containers: Vec<(usize, bool)>,
+    route: u8,
+    deploy_op: u8,
+    wrong_phase: bool,
+    aside: bool,
+    link_current: u8,
+    link_webroot: bool,
+    container_ops: Vec<u8>,
+    route_op: u8,
+}
+
+fn draw() -> impl Strategy<Value = Draw> {
+    let world = (
+        0..5u8,
+        0..3u8,
+        any::<bool>(),
+        0..3usize,
+        0..3u32,
+        prop::collection::vec((0..3usize, any::<bool>()), 0..3),
+        0..3u8,
+    );
+    let plan = (
+        0..4u8,
+        prop::bool::weighted(0.1),
+        any::<bool>(),
+        0..3u8,
+        any::<bool>(),
+        prop::collection::vec(0..4u8, 3),
+        0..3u8,
+    );
+    (world, plan).prop_map(|((current, webroot, release_1_present, phase, attempts, containers, route), plan)| {
+        let (deploy_op, wrong_phase, aside, link_current, link_webroot, container_ops, route_op) = plan;
+        Draw {
+            current,
+            webroot,
+            release_1_present,
+            phase,
+            attempts,
+            containers,
+            route,
+            deploy_op,
+            wrong_phase,
+            aside,
+            link_current,
+            link_webroot,
+            container_ops,
+            route_op,
+        }
+    })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (prop::collection::vec(draw(), 1..4), prop::bool::weighted(0.9)).prop_map(|(draws, engine)| build(&draws, engine))
+}
+
+fn build(draws: &[Draw], engine: bool) -> Case {
+    let root = PathBuf::from("/r");
+    let mut world = World { root: root.clone(), containers: engine.then(Vec::new), ..World::default() };
+    // A source outside the root: it must never change.
+    world.files.insert("/uploads/d.tar.gz".into(), Node::File);
+    let mut actions = Vec::new();
+    for (i, d) in draws.iter().enumerate() {
+        let p = format!("p{i}");
+        let act = |change| Action { project: p.clone(), change, reason: "drawn".into() };
+        let releases = root.join(&p).join("deployments");
+        let release = |n: u8| releases.join(format!("{p}d{n}"));
+        world.files.insert(release(0).join("public/index.html"), Node::File);
+        if d.release_1_present {
+            world.files.insert(release(1).join("public/index.html"), Node::File);
+        }
+        let current = root.join(&p).join("current");
+        match d.current {
+            0 => {}
+            1 => drop(world.files.insert(current.clone(), Node::Symlink(release(0)))),
+            2 => drop(world.files.insert(current.clone(), Node::Symlink(release(1)))),
+            3 => {
+                world.files.insert(current.clone(), Node::Dir);
+                world.files.insert(current.join("uploads/kept.jpg"), Node::File);
+            }
+            _ => drop(world.files.insert(current.clone(), Node::File)),
+        }
+        let webroot = root.join("webroot").join(&p);
+        match d.webroot {
+            0 => {}
+            1 => drop(world.files.insert(webroot.clone(), Node::Symlink(current.join("public")))),
+            _ => drop(world.files.insert(webroot.clone(), Node::Symlink(release(0)))),
+        }
+        let dep = format!("{p}d1");
+        world.deployments.push(Deployment {
+            id: dep.clone(),
+            project: p.clone(),
+            service: None,
+            kind: DeploymentType::Upload,
+            phase: PHASES[d.phase].into(),
+            phase_updated_at: None,
+            heartbeat_at: None,
+            attempts: d.attempts,
+            finished_at: None,
+            source: Default::default(),
+            metadata: BTreeMap::new(),
+            owner: None,
+        });
+        let route =
+            |dep: &str| Route { deployment: Some(dep.into()), upstream: format!("http://{dep}"), problem: None };
+        match d.route {
+            0 => {}
+            1 => drop(world.routes.insert(p.clone(), route(&dep))),
+            _ => drop(world.routes.insert(p.clone(), route("old"))),
+        }
+        let mut cs = Vec::new();
+        for (j, &(state, managed)) in d.containers.iter().enumerate() {
+            let labels: BTreeMap<_, _> =
+                if managed { [(labels::PROJECT.to_owned(), p.clone())].into() } else { BTreeMap::new() };
+            let (id, name) = (format!("{p}c{j}"), format!("{p}-web-{j}"));
+            cs.push(Container { id, name, image: "img:1".into(), state: STATES[state], labels, created_at: None });
+        }
+
+        // The actions, in the planner's order.
+        let from = if d.wrong_phase { "QUEUED".to_owned() } else { PHASES[d.phase].to_owned() };
+        let (attempt, stuck_since) = (d.attempts + 1, None);
+        match d.deploy_op {
+            1 => actions.push(act(Change::Resume {
+                deployment: dep.clone(),
+                from_phase: from,
+                to_phase: PHASES[d.phase].into(),
+                attempt,
+                stuck_since,
+            })),
+            2 => actions.push(act(Change::Resume {
+                deployment: dep.clone(),
+                from_phase: from,
+                to_phase: PHASES[d.phase + 1].into(),
+                attempt,
+                stuck_since,
+            })),
+            3 => actions.push(act(Change::Fail {
+                deployment: dep.clone(),
+                from_phase: from,
+                to_phase: "FAILED".into(),
+                reason: "drawn".into(),
+                stuck_since,
+            })),
+            _ => {}
+        }
+        if d.aside {
+            actions.push(act(Change::MoveAside { path: current.clone(), to: aside_path(&current, now()) }));
+        }
+        if d.link_current > 0 {
+            let target = release(d.link_current - 1);
+            actions.push(act(Change::Link { path: current.clone(), before: None, target }));
+        }
+        if d.link_webroot {
+            actions.push(act(Change::Link { path: webroot, before: None, target: current.join("public") }));
+        }
+        for (c, op) in cs.iter().zip(&d.container_ops) {
+            let (id, name) = (c.id.clone(), c.name.clone());
+            match op {
+                1 => actions.push(act(Change::StartContainer { id, name })),
+                2 => actions.push(act(Change::RemoveContainer { id, name })),
+                3 => actions.push(act(Change::RecreateContainer {
+                    id,
+                    name,
+                    image: "img:2".into(),
+                    deployment: dep.clone(),
+                    labels: [(labels::PROJECT.to_owned(), p.clone()), (labels::DEPLOYMENT.to_owned(), dep.clone())]
+                        .into(),
+                })),
+                _ => {}
+            }
+        }
+        match d.route_op {
+            1 => actions.push(act(Change::WriteRoute {
+                deployment: dep.clone(),
+                upstream: format!("http://{dep}"),
+                domain: format!("{p}.localhost"),
+            })),
+            2 => actions.push(act(Change::RemoveRoute { deployment: None })),
+            _ => {}
+        }
+        if let Some(all) = world.containers.as_mut() {
+            all.extend(cs);
+        }
+    }
+    Case { world, plan: Plan { actions, findings: Vec::new(), fingerprint: String::new() } }
+}
+
+/// The one caller of the API under test: applies `plan` to `memory`.
+#[track_caller]
+fn check(memory: &mut MemoryWorld, plan: &Plan) -> Report {
+    apply(plan, memory, now(), &mut NoHooks)
+}
+
+fn run(world: &World, plan: &Plan) -> MemoryWorld {
+    let mut m = MemoryWorld::new(world.clone());
+    check(&mut m, plan);
+    m
+}
+
+/// Paths outside the root and unlabelled containers, which must never change.
+fn untouchable(w: &World) -> (Vec<(PathBuf, Node)>, Vec<Container>) {
+    let files = w.files.iter().filter(|(k, _)| !k.starts_with(&w.root)).map(|(k, v)| (k.clone(), v.clone()));
+    let containers = w.containers.iter().flatten().filter(|c| !c.managed()).cloned();
+    (files.collect(), containers.collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn each_effect_twice_equals_once(case in case()) {
+        let once = run(&case.world, &case.plan);
+        let doubled = Plan {
+            actions: case.plan.actions.iter().flat_map(|a| [a.clone(), a.clone()]).collect(),
+            ..case.plan.clone()
+        };
+        let twice = run(&case.world, &doubled);
+        prop_assert_eq!(&twice.world, &once.world);
+        prop_assert_eq!(&twice.log, &once.log);
+    }
+
+    #[test]
+    fn a_plan_applied_twice_equals_once_and_touches_nothing_foreign(case in case()) {
+        let mut m = run(&case.world, &case.plan);
+        let once = m.world.clone();
+        let steps = m.steps();
+        let second = check(&mut m, &case.plan);
+        prop_assert_eq!(&m.world, &once);
+        prop_assert_eq!(m.steps(), steps, "a second apply takes no step");
+        prop_assert_eq!(second.counts.errors, second.outcomes.iter().filter(|o| matches!(o.status, trueup::apply::Status::Failed(_))).count());
+        prop_assert_eq!(untouchable(&once), untouchable(&case.world));
+        let leftovers: Vec<_> = once.files.keys().filter(|k| k.to_string_lossy().contains(".trueup-tmp-")).collect();
+        prop_assert!(leftovers.is_empty(), "{:?}", leftovers);
+    }
+
+    #[test]
+    fn a_crash_after_any_sub_step_then_a_fresh_run_converges(case in case(), power_loss in any::<bool>()) {
+        let full = run(&case.world, &case.plan);
+        for k in 0..=full.steps() {
+            let mut crashed = MemoryWorld::new(case.world.clone()).crash_after(k).power_loss(power_loss);
+            check(&mut crashed, &case.plan);
+            prop_assert_eq!(crashed.crashed(), k < full.steps(), "k = {}", k);
+            let rerun = run(&crashed.into_world(), &case.plan);
+            prop_assert_eq!(&rerun.world, &full.world, "crash after {} of {} sub-steps", k, full.steps());
+        }
+    }
+}
