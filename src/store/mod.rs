@@ -427,7 +427,7 @@ fn inspect(conn: &Connection, path: &Path, was_empty: bool) -> Result<Found, Sto
         let reason = format!("expected versions 1 to {found} without gaps, found {versions:?}");
         return Err(StoreError::BrokenHistory { path: path.to_owned(), reason });
     }
-    Ok(Found::At(u32::try_from(found).expect("checked to be at most SCHEMA_VERSION")))
+    Ok(Found::At(u32::try_from(found).expect("the gap check above makes versions exactly 1..=found")))
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::time::Timestamp;
 
 pub mod fixture;
+pub mod observe;
+pub mod routes;
 
 /// Everything the reconciler looks at, at one instant.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]

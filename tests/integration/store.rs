@@ -370,3 +370,175 @@ fn stuck_candidates_are_open_and_unclaimed_or_lapsed() {
     assert_eq!(store.statements() - before, 1, "one query");
     assert_eq!(ids, vec!["d-free", "c-lapsed"]);
 }
+
+mod observe {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::symlink;
+    use std::path::{Path, PathBuf};
+
+    use trueup::store::Store;
+    use trueup::world::observe::{ObserveConfig, ObserveStats, observe, observe_with_stats};
+    use trueup::world::routes::render_route;
+    use trueup::world::{Node, Route, World};
+
+    use super::{Scratch, deployment, project, t};
+
+    fn mkdir(p: &Path) {
+        std::fs::create_dir_all(p).unwrap();
+    }
+
+    fn touch(p: &Path) {
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn observe_builds_the_world_of_a_real_tree() {
+        let dir = Scratch::new("observe");
+        let (root, routes, uploads) = (dir.join("www"), dir.join("routes"), dir.join("uploads"));
+        for d in [&root, &routes, &uploads] {
+            mkdir(d);
+        }
+        let outside = dir.join("outside");
+        mkdir(&outside.join("secret"));
+        touch(&outside.join("secret/key"));
+
+        // p1: two releases and a temporary copy, a dangling `current`, a webroot link.
+        mkdir(&root.join("p1/deployments/d0/public"));
+        touch(&root.join("p1/deployments/d0/public/index.html"));
+        mkdir(&root.join("p1/deployments/d1"));
+        mkdir(&root.join("p1/deployments/.d2.tmp/public"));
+        touch(&root.join("p1/deployments/stray.txt"));
+        symlink("deployments/d9", root.join("p1/current")).unwrap();
+        mkdir(&root.join("webroot"));
+        symlink("../p1/current/public", root.join("webroot/p1")).unwrap();
+        // p2: `current` is a real folder.
+        mkdir(&root.join("p2/current"));
+        touch(&root.join("p2/current/index.html"));
+        // p3's folder and p4's links point outside the root.
+        symlink(&outside, root.join("p3")).unwrap();
+        mkdir(&root.join("p4"));
+        symlink(&outside, root.join("p4/current")).unwrap();
+        symlink(&outside, root.join("p4/deployments")).unwrap();
+        symlink(&outside, root.join("webroot/p4")).unwrap();
+        touch(&uploads.join("d5.tar.gz"));
+
+        std::fs::write(
+            routes.join("p1.yaml"),
+            render_route("p1", "d0", "http://127.0.0.1:8080", "p1.localhost").unwrap(),
+        )
+        .unwrap();
+        std::fs::write(routes.join("p2.yaml"), "http: [not, a, route\n").unwrap();
+        std::fs::write(routes.join(".p3.yaml.tmp"), "partial").unwrap();
+        std::fs::write(routes.join("README.md"), "not a route").unwrap();
+
+        let store = Store::open(&dir.join("state.db")).unwrap().0;
+        store.upsert_projects(&[project("p1"), project("p2"), project("p3"), project("p4"), project("..")]).unwrap();
+        let mut d0 = deployment("d0", "p1", "ACTIVE");
+        d0.finished_at = Some(t("2025-10-01T09:00:00Z"));
+        d0.source.file_path = Some(uploads.join("d0.tar.gz"));
+        let mut d5 = deployment("d5", "p1", "BUILDING");
+        d5.source.file_path = Some(uploads.join("d5.tar.gz"));
+        let mut d6 = deployment("d6", "p2", "PULLING_SOURCE");
+        d6.source.file_path = Some(uploads.join("d6.tar.gz"));
+        let evil = deployment("e1", "..", "QUEUED");
+        store.insert_deployments(&[d0, d5, d6, evil], t("2025-10-01T00:00:00Z")).unwrap();
+
+        let cfg = ObserveConfig { root: root.clone(), routes_dir: routes.clone() };
+        let world = observe(&store, &cfg).unwrap();
+
+        let (projects, deployments) = store.load().unwrap();
+        let link = |p: &Path| Node::Symlink(p.to_owned());
+        let expected_files: BTreeMap<PathBuf, Node> = [
+            (root.clone(), Node::Dir),
+            (root.join("webroot"), Node::Dir),
+            (root.join("p1"), Node::Dir),
+            (root.join("p1/current"), link(Path::new("deployments/d9"))),
+            (root.join("p1/deployments"), Node::Dir),
+            (root.join("p1/deployments/d0"), Node::Dir),
+            (root.join("p1/deployments/d0/public"), Node::Dir),
+            (root.join("p1/deployments/d1"), Node::Dir),
+            (root.join("p1/deployments/.d2.tmp"), Node::Dir),
+            (root.join("p1/deployments/stray.txt"), Node::File),
+            (root.join("webroot/p1"), link(Path::new("../p1/current/public"))),
+            (root.join("p2"), Node::Dir),
+            (root.join("p2/current"), Node::Dir),
+            (root.join("p3"), link(&outside)),
+            (root.join("p4"), Node::Dir),
+            (root.join("p4/current"), link(&outside)),
+            (root.join("p4/deployments"), link(&outside)),
+            (root.join("webroot/p4"), link(&outside)),
+            (uploads.join("d5.tar.gz"), Node::File),
+        ]
+        .into_iter()
+        .collect();
+        let expected = World {
+            root: root.clone(),
+            projects,
+            deployments,
+            files: expected_files,
+            containers: None,
+            routes: [
+                (
+                    "p1".to_owned(),
+                    Route { deployment: Some("d0".into()), upstream: "http://127.0.0.1:8080".into(), problem: None },
+                ),
+                (
+                    "p2".to_owned(),
+                    Route {
+                        deployment: None,
+                        upstream: String::new(),
+                        problem: Some("it has no `# Managed by trueup:` header".into()),
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(world, expected);
+        assert!(world.files.keys().all(|p| !p.starts_with(&outside)), "links out of the root are never followed");
+        assert_eq!(world.projects.iter().filter(|p| p.id == "..").count(), 1, "invalid ids stay in the world");
+    }
+
+    /// Builds `n` projects, each with one release, `current`, and a webroot link, and
+    /// observes them.
+    fn observe_projects(n: usize) -> ObserveStats {
+        let dir = Scratch::new(&format!("scale-{n}"));
+        let root = dir.join("www");
+        mkdir(&root.join("webroot"));
+        let ids: Vec<String> = (0..n).map(|i| format!("p{i:05}")).collect();
+        for id in &ids {
+            mkdir(&root.join(format!("{id}/deployments/d-{id}/public")));
+            symlink(format!("deployments/d-{id}"), root.join(format!("{id}/current"))).unwrap();
+            symlink(format!("../{id}/current/public"), root.join(format!("webroot/{id}"))).unwrap();
+        }
+        let store = Store::open(&dir.join("state.db")).unwrap().0;
+        store.upsert_projects(&ids.iter().map(|id| project(id)).collect::<Vec<_>>()).unwrap();
+        let mut deployments: Vec<_> = ids.iter().map(|id| deployment(&format!("d-{id}"), id, "ACTIVE")).collect();
+        deployments.iter_mut().for_each(|d| d.finished_at = Some(t("2025-10-01T00:00:00Z")));
+        store.insert_deployments(&deployments, t("2025-10-01T00:00:00Z")).unwrap();
+        let cfg = ObserveConfig { root, routes_dir: dir.join("routes") };
+        let (world, stats) = observe_with_stats(&store, &cfg).unwrap();
+        assert_eq!((world.projects.len(), world.deployments.len()), (n, n));
+        // Per project: the folder, `current`, `deployments`, one release and its `public`,
+        // and the webroot link; plus the root and `ROOT/webroot`.
+        assert_eq!(world.files.len(), 2 + 6 * n);
+        stats
+    }
+
+    /// Run `TRUEUP_SCALE_PROJECTS=10000 cargo test --test integration observe_cost -- --nocapture`
+    /// for the full-size figure.
+    #[test]
+    fn observe_cost_is_bounded_per_project_and_constant_in_queries() {
+        let n: usize = std::env::var("TRUEUP_SCALE_PROJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+        let small = observe_projects(10);
+        let large = observe_projects(n);
+        eprintln!("observe of 10 projects: {small:?}");
+        eprintln!("observe of {n} projects: {large:?}");
+        assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
+        assert_eq!(large.statements, 5);
+        let n = n as u64;
+        assert_eq!(large.lstat, 2 + 5 * n, "root, webroot, then P, current, deployments, public, webroot/P");
+        assert_eq!(large.read_link, 2 * n, "current and webroot/P");
+        assert_eq!(large.read_dir, n, "one listing of P/deployments");
+    }
+}
