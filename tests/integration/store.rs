@@ -225,6 +225,11 @@ fn a_project_has_exactly_one_primary_service() {
     assert_eq!(primary, vec!["api"]);
     let raw = rusqlite::Connection::open(store.path()).unwrap();
     assert!(raw.execute("UPDATE services SET \"primary\" = 1 WHERE project = 'p1'", []).is_err());
+
+    // Services left out of an update are removed.
+    p.services.remove(0);
+    store.upsert_project(&p).unwrap();
+    assert_eq!(store.load().unwrap().0[0].services, vec![Service { id: "api".into(), primary: true }]);
 }
 
 #[test]
@@ -430,6 +435,7 @@ mod observe {
         std::fs::write(routes.join("p2.yaml"), "http: [not, a, route\n").unwrap();
         std::fs::write(routes.join(".p3.yaml.tmp"), "partial").unwrap();
         std::fs::write(routes.join("README.md"), "not a route").unwrap();
+        symlink(outside.join("secret/key"), routes.join("p4.yaml")).unwrap();
 
         let store = Store::open(&dir.join("state.db")).unwrap().0;
         store.upsert_projects(&[project("p1"), project("p2"), project("p3"), project("p4"), project("..")]).unwrap();
@@ -490,6 +496,14 @@ mod observe {
                         problem: Some("it has no `# Managed by trueup:` header".into()),
                     },
                 ),
+                (
+                    "p4".to_owned(),
+                    Route {
+                        deployment: None,
+                        upstream: String::new(),
+                        problem: Some("`p4.yaml` is not a regular file".into()),
+                    },
+                ),
             ]
             .into_iter()
             .collect(),
@@ -529,7 +543,7 @@ mod observe {
     /// for the full-size figure.
     #[test]
     fn observe_cost_is_bounded_per_project_and_constant_in_queries() {
-        let n: usize = std::env::var("TRUEUP_SCALE_PROJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+        let n: usize = std::env::var("TRUEUP_SCALE_PROJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
         let small = observe_projects(10);
         let large = observe_projects(n);
         eprintln!("observe of 10 projects: {small:?}");
