@@ -20,6 +20,8 @@ use crate::time::Timestamp;
 
 pub mod effects;
 pub mod fixture;
+pub mod observe;
+pub mod routes;
 
 /// Everything the reconciler looks at, at one instant.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]

@@ -4,5 +4,6 @@ mod apply_props;
 mod atomic_switch;
 mod plan;
 mod spec;
+mod store;
 mod tidy;
 mod worlds;

@@ -1,0 +1,371 @@
+//! Reading the store: the snapshot [`crate::world::observe`] builds a world from, the stuck
+//! scan, deployment logs and the journal.
+//!
+//! Every reader runs a fixed number of statements, inside one read transaction so that
+//! they see one consistent snapshot, whatever the number of rows.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Row, TransactionBehavior};
+
+use super::{Store, StoreError, sql};
+use crate::time::Timestamp;
+use crate::world::{Claim, Deployment, DeploymentType, Project, Service, Source};
+
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Detail.
+    Debug,
+    /// Progress.
+    Info,
+    /// Something odd that did not stop the deployment.
+    Warn,
+    /// Something that failed.
+    Error,
+}
+
+impl LogLevel {
+    /// Its name in the `deployment_logs.level` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error].into_iter().find(|l| l.as_str() == text)
+    }
+}
+
+/// One line of a deployment's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The deployment.
+    pub deployment: String,
+    /// When it was written.
+    pub at: Timestamp,
+    /// How much it matters.
+    pub level: LogLevel,
+    /// The phase the deployment was in, if any.
+    pub phase: Option<String>,
+    /// What happened, for a person.
+    pub message: String,
+    /// Structured details.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Where a journaled action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalStatus {
+    /// Written before the action ran: a crash leaves it here.
+    Planned,
+    /// The action completed.
+    Done,
+    /// The action failed; `error` says why.
+    Failed,
+}
+
+impl JournalStatus {
+    /// Its name in the `journal.status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalStatus::Planned => "planned",
+            JournalStatus::Done => "done",
+            JournalStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [JournalStatus::Planned, JournalStatus::Done, JournalStatus::Failed].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One action of an apply run, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// The run id.
+    pub run: String,
+    /// The action's position in the plan.
+    pub seq: u32,
+    /// The action, as JSON.
+    pub action: serde_json::Value,
+    /// Planned, done or failed.
+    pub status: JournalStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When the status was last written.
+    pub at: Timestamp,
+    /// The fencing token of the writer.
+    pub token: i64,
+}
+
+/// The columns a [`Deployment`] is read from, in [`RawDeployment`]'s order.
+const DEPLOYMENT_COLUMNS: &str = "id, project, service, type, phase, phase_updated_at, heartbeat_at, attempts, \
+                                  finished_at, source, metadata, owner, lease_until";
+
+/// The stuck scan's filter: not finished, and unclaimed or lapsed at `?1`. The literal
+/// `finished_at IS NULL` lets SQLite use the `deployments_open` partial index.
+const STUCK_FILTER: &str = "WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until <= ?1)";
+
+/// A `deployments` row as stored, before its text columns are parsed.
+struct RawDeployment {
+    id: String,
+    project: String,
+    service: Option<String>,
+    kind: String,
+    phase: String,
+    phase_updated_at: Option<String>,
+    heartbeat_at: Option<String>,
+    attempts: u32,
+    finished_at: Option<String>,
+    source: String,
+    metadata: String,
+    owner: Option<String>,
+    lease_until: Option<String>,
+}
+
+impl RawDeployment {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RawDeployment {
+            id: r.get(0)?,
+            project: r.get(1)?,
+            service: r.get(2)?,
+            kind: r.get(3)?,
+            phase: r.get(4)?,
+            phase_updated_at: r.get(5)?,
+            heartbeat_at: r.get(6)?,
+            attempts: r.get(7)?,
+            finished_at: r.get(8)?,
+            source: r.get(9)?,
+            metadata: r.get(10)?,
+            owner: r.get(11)?,
+            lease_until: r.get(12)?,
+        })
+    }
+
+    fn parse(self) -> Result<Deployment, StoreError> {
+        let key = self.id.as_str();
+        let corrupt =
+            |column, reason: String| StoreError::Corrupt { table: "deployments", key: key.to_owned(), column, reason };
+        let kind = match self.kind.as_str() {
+            "upload" => DeploymentType::Upload,
+            "git" => DeploymentType::Git,
+            "image" => DeploymentType::Image,
+            other => return Err(corrupt("type", format!("unknown type `{other}`"))),
+        };
+        let source: Source = serde_json::from_str(&self.source).map_err(|e| corrupt("source", e.to_string()))?;
+        let metadata = serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e.to_string()))?;
+        let owner = match (self.owner, timestamp("deployments", key, "lease_until", self.lease_until)?) {
+            (Some(owner), Some(until)) => Some(Claim { owner, until }),
+            _ => None,
+        };
+        Ok(Deployment {
+            phase_updated_at: timestamp("deployments", key, "phase_updated_at", self.phase_updated_at)?,
+            heartbeat_at: timestamp("deployments", key, "heartbeat_at", self.heartbeat_at)?,
+            finished_at: timestamp("deployments", key, "finished_at", self.finished_at)?,
+            id: self.id,
+            project: self.project,
+            service: self.service,
+            kind,
+            phase: self.phase,
+            attempts: self.attempts,
+            source,
+            metadata,
+            owner,
+        })
+    }
+}
+
+/// Parses an optional RFC 3339 column.
+fn timestamp(
+    table: &'static str,
+    key: &str,
+    column: &'static str,
+    text: Option<String>,
+) -> Result<Option<Timestamp>, StoreError> {
+    text.map(|t| {
+        t.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
+            table,
+            key: key.to_owned(),
+            column,
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+impl Store {
+    /// Every project (with its services) and every deployment, sorted: projects by id,
+    /// services by id, deployments by project then id. Runs five statements whatever the
+    /// number of rows.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sql`] when the database fails; [`StoreError::Corrupt`] naming the row
+    /// and column of a value that cannot be read back.
+    pub fn load(&self) -> Result<(Vec<Project>, Vec<Deployment>), StoreError> {
+        self.transaction(TransactionBehavior::Deferred, "load the state", || {
+            Ok((self.projects()?, self.deployments_where("", &[])?))
+        })
+    }
+
+    /// Deployments that may be stuck at `now`: not finished (no `finished_at`, so not in a
+    /// final phase) and unclaimed or with a lapsed claim, sorted by project then id. One
+    /// query over the `deployments_open` partial index. Whether each is really stuck
+    /// depends on its phase's `stuck_after`, which the planner knows.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::load`].
+    pub fn stuck_candidates(&self, now: Timestamp) -> Result<Vec<Deployment>, StoreError> {
+        self.deployments_where(STUCK_FILTER, &[&now.to_string()])
+    }
+
+    /// The log of `deployment`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::load`].
+    pub fn logs(&self, deployment: &str) -> Result<Vec<LogEntry>, StoreError> {
+        let what = format!("read `deployment_logs` of `{deployment}`");
+        let mut stmt = self.stmt(
+            &what,
+            "SELECT at, level, phase, message, metadata FROM deployment_logs WHERE deployment = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([deployment], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(sql(&what))?;
+        rows.into_iter()
+            .map(|(at, level, phase, message, metadata)| {
+                let corrupt = |column, reason: String| StoreError::Corrupt {
+                    table: "deployment_logs",
+                    key: deployment.to_owned(),
+                    column,
+                    reason,
+                };
+                Ok(LogEntry {
+                    deployment: deployment.to_owned(),
+                    at: at.parse().map_err(|e: crate::time::TimeError| corrupt("at", e.to_string()))?,
+                    level: LogLevel::parse(&level)
+                        .ok_or_else(|| corrupt("level", format!("unknown level `{level}`")))?,
+                    phase,
+                    message,
+                    metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The journal of apply run `run`, by sequence number.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::load`].
+    pub fn journal(&self, run: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        let what = format!("read the `journal` of run `{run}`");
+        let mut stmt =
+            self.stmt(&what, "SELECT seq, action, status, error, at, token FROM journal WHERE run = ?1 ORDER BY seq")?;
+        let rows = stmt
+            .query_map([run], |r| {
+                let row: (u32, String, String, Option<String>, String, i64) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+                Ok(row)
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(sql(&what))?;
+        rows.into_iter()
+            .map(|(seq, action, status, error, at, token)| {
+                let corrupt = |column, reason: String| StoreError::Corrupt {
+                    table: "journal",
+                    key: format!("{run}/{seq}"),
+                    column,
+                    reason,
+                };
+                Ok(JournalEntry {
+                    run: run.to_owned(),
+                    seq,
+                    action: serde_json::from_str(&action).map_err(|e| corrupt("action", e.to_string()))?,
+                    status: JournalStatus::parse(&status)
+                        .ok_or_else(|| corrupt("status", format!("unknown status `{status}`")))?,
+                    error,
+                    at: at.parse().map_err(|e: crate::time::TimeError| corrupt("at", e.to_string()))?,
+                    token,
+                })
+            })
+            .collect()
+    }
+
+    /// Projects with their services: two statements.
+    fn projects(&self) -> Result<Vec<Project>, StoreError> {
+        const WHAT: &str = "read `projects`";
+        let mut projects = self
+            .stmt(WHAT, "SELECT id, active, domain FROM projects ORDER BY id")?
+            .query_map([], |r| {
+                Ok(Project { id: r.get(0)?, active: r.get(1)?, domain: r.get(2)?, services: Vec::new() })
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(sql(WHAT))?;
+        const SERVICES: &str = "read `services`";
+        let services = self
+            .stmt(SERVICES, "SELECT project, id, \"primary\" FROM services ORDER BY project, id")?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, Service { id: r.get(1)?, primary: r.get(2)? })))
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(sql(SERVICES))?;
+        for (project, service) in services {
+            let i = projects.binary_search_by(|p| p.id.as_str().cmp(&project)).map_err(|_| StoreError::Corrupt {
+                table: "services",
+                key: format!("{project}/{}", service.id),
+                column: "project",
+                reason: format!("no project `{project}`"),
+            })?;
+            projects[i].services.push(service);
+        }
+        Ok(projects)
+    }
+
+    /// Deployments matching `filter` (empty, or a `WHERE` clause over `params`), sorted by
+    /// project then id: one statement.
+    fn deployments_where(&self, filter: &str, params: &[&str]) -> Result<Vec<Deployment>, StoreError> {
+        const WHAT: &str = "read `deployments`";
+        let text = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY project, id");
+        let raw = self
+            .stmt(WHAT, &text)?
+            .query_map(rusqlite::params_from_iter(params), RawDeployment::from_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(sql(WHAT))?;
+        raw.into_iter().map(RawDeployment::parse).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stuck_scan_uses_the_open_deployments_index() {
+        let path = std::env::temp_dir().join(format!("trueup-unit-{}-stuck-plan.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let (store, _) = Store::open(&path).unwrap();
+        let text = format!(
+            "EXPLAIN QUERY PLAN SELECT {DEPLOYMENT_COLUMNS} FROM deployments {STUCK_FILTER} ORDER BY project, id"
+        );
+        let plan: Vec<String> = store
+            .conn
+            .prepare(&text)
+            .unwrap()
+            .query_map(["2025-10-02T12:00:00Z"], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(plan, vec!["SCAN deployments USING INDEX deployments_open"]);
+    }
+}

@@ -1,0 +1,192 @@
+//! Builds a [`World`] from the real machine: the state store, the managed root and the
+//! route files.
+//!
+//! It only looks. Under the root it reads exactly the paths the planner reasons about,
+//! for each project with a valid id: `ROOT/P`, `ROOT/P/current`, `ROOT/P/deployments`
+//! (one entry per release, plus `ROOT/P/deployments/ID/public`) and `ROOT/webroot/P`. It
+//! never walks a release's tree, never follows a symbolic link (links are recorded with
+//! their target, as `readlink` gives it), and only descends through real directories,
+//! so nothing outside the root is reached through a link. Ids that are not plain names
+//! stay in the world for the planner to report, but never become paths.
+//!
+//! The sources of unfinished deployments (`source.file_path`) are looked at too, wherever
+//! they are, so the planner knows whether an upload still exists.
+
+use std::collections::BTreeMap;
+use std::fs::FileType;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::routes::{RouteError, observe_routes};
+use super::{Deployment, Layout, Node, Project, World, valid_id};
+use crate::store::{Store, StoreError};
+
+/// Where to observe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObserveConfig {
+    /// The managed root.
+    pub root: PathBuf,
+    /// The folder of route files (`--routes-dir`).
+    pub routes_dir: PathBuf,
+}
+
+/// How much one observation cost, for tests that check it stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ObserveStats {
+    /// SQL statements run against the store.
+    pub statements: u64,
+    /// `lstat` calls.
+    pub lstat: u64,
+    /// `readlink` calls.
+    pub read_link: u64,
+    /// Folders listed.
+    pub read_dir: u64,
+}
+
+/// Why the world could not be observed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A path exists but could not be looked at (for example permission denied).
+    #[error("cannot observe `{path}`")]
+    Fs {
+        /// The path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The routes folder could not be listed.
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+}
+
+/// Observes the world: the store's projects and deployments, the paths under the root,
+/// the sources of unfinished deployments and the route files. Containers are `None`: no
+/// container engine adapter exists yet.
+///
+/// # Errors
+///
+/// [`ObserveError::Store`], [`ObserveError::Fs`] for a path that exists but cannot be
+/// looked at, [`ObserveError::Routes`].
+pub fn observe(store: &Store, cfg: &ObserveConfig) -> Result<World, ObserveError> {
+    observe_with_stats(store, cfg).map(|(world, _)| world)
+}
+
+/// [`observe`], also counting the statements and file system calls it made.
+///
+/// # Errors
+///
+/// As [`observe`].
+pub fn observe_with_stats(store: &Store, cfg: &ObserveConfig) -> Result<(World, ObserveStats), ObserveError> {
+    let before = store.statements();
+    let (projects, deployments) = store.load()?;
+    let mut scan = Scan::default();
+    scan.root(&cfg.root, &projects)?;
+    scan.sources(&deployments)?;
+    let routes = observe_routes(&cfg.routes_dir)?;
+    scan.stats.statements = store.statements() - before;
+    let world = World { root: cfg.root.clone(), projects, deployments, files: scan.files, containers: None, routes };
+    Ok((world, scan.stats))
+}
+
+/// The paths seen so far and what seeing them cost.
+#[derive(Default)]
+struct Scan {
+    files: BTreeMap<PathBuf, Node>,
+    stats: ObserveStats,
+}
+
+impl Scan {
+    /// The root, `ROOT/webroot` and each valid project's paths.
+    fn root(&mut self, root: &Path, projects: &[Project]) -> Result<(), ObserveError> {
+        if self.lstat(root)? != Some(Kind::Dir) {
+            return Ok(());
+        }
+        let webroot_dir = self.lstat(&root.join("webroot"))? == Some(Kind::Dir);
+        for project in projects.iter().filter(|p| valid_id(&p.id)) {
+            let layout = Layout::new(root, &project.id);
+            if self.lstat(&layout.project_dir())? == Some(Kind::Dir) {
+                self.lstat(&layout.current())?;
+                self.releases(&layout)?;
+            }
+            if webroot_dir {
+                self.lstat(&layout.webroot())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ROOT/P/deployments`, one entry per release, and each release's `public`.
+    fn releases(&mut self, layout: &Layout<'_>) -> Result<(), ObserveError> {
+        let dir = layout.releases_dir();
+        if self.lstat(&dir)? != Some(Kind::Dir) {
+            return Ok(());
+        }
+        self.stats.read_dir += 1;
+        let fail = |source| ObserveError::Fs { path: dir.clone(), source };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(fail)? {
+            let entry = entry.map_err(fail)?;
+            entries.push((entry.path(), entry.file_type().map_err(fail)?));
+        }
+        for (path, file_type) in entries {
+            // The entry's type came with the listing: no extra call unless it is a link.
+            let kind = self.record(&path, file_type)?;
+            let plain = path.file_name().and_then(|n| n.to_str()).is_some_and(valid_id);
+            if kind == Kind::Dir && plain {
+                self.lstat(&path.join("public"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The uploads of unfinished deployments, wherever they are. Relative paths are not
+    /// looked up: they would depend on the current directory.
+    fn sources(&mut self, deployments: &[Deployment]) -> Result<(), ObserveError> {
+        for d in deployments.iter().filter(|d| d.finished_at.is_none()) {
+            if let Some(path) = d.source.file_path.as_deref().filter(|p| p.is_absolute())
+                && !self.files.contains_key(path)
+            {
+                self.lstat(path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what is at `path` without following a final link; `None` when absent.
+    fn lstat(&mut self, path: &Path) -> Result<Option<Kind>, ObserveError> {
+        self.stats.lstat += 1;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => self.record(path, meta.file_type()).map(Some),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(source) => Err(ObserveError::Fs { path: path.to_owned(), source }),
+        }
+    }
+
+    /// Records a path of a known type, reading a link's target.
+    fn record(&mut self, path: &Path, file_type: FileType) -> Result<Kind, ObserveError> {
+        let (node, kind) = if file_type.is_symlink() {
+            self.stats.read_link += 1;
+            let target =
+                std::fs::read_link(path).map_err(|source| ObserveError::Fs { path: path.to_owned(), source })?;
+            (Node::Symlink(target), Kind::Symlink)
+        } else if file_type.is_dir() {
+            (Node::Dir, Kind::Dir)
+        } else {
+            (Node::File, Kind::File)
+        };
+        self.files.insert(path.to_owned(), node);
+        Ok(kind)
+    }
+}
+
+/// What a path is, without its link target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+}

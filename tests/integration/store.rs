@@ -1,0 +1,558 @@
+//! The SQLite store against real database files in a temp dir, and the real-machine
+//! observer against real folders and symlinks.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use trueup::store::{Fence, JournalStatus, LogEntry, LogLevel, Opened, PhaseUpdate, SCHEMA_VERSION, Store, StoreError};
+use trueup::time::{Duration, Timestamp};
+use trueup::world::{Claim, Deployment, DeploymentType, Project, Service, Source};
+
+/// A fresh, empty folder for one test, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("trueup-it-{}-{n}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn t(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+pub fn project(id: &str) -> Project {
+    Project { id: id.into(), active: true, domain: None, services: vec![Service { id: "web".into(), primary: true }] }
+}
+
+pub fn deployment(id: &str, project: &str, phase: &str) -> Deployment {
+    Deployment {
+        id: id.into(),
+        project: project.into(),
+        service: None,
+        kind: DeploymentType::Upload,
+        phase: phase.into(),
+        phase_updated_at: None,
+        heartbeat_at: None,
+        attempts: 0,
+        finished_at: None,
+        source: Source::default(),
+        metadata: BTreeMap::new(),
+        owner: None,
+    }
+}
+
+fn open(path: &Path) -> Store {
+    Store::open(path).unwrap().0
+}
+
+/// Every file in `dir` with its length and a digest of its bytes: a database and its
+/// `-wal`/`-shm` side files.
+fn snapshot(dir: &Path) -> BTreeMap<String, (usize, u64)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap();
+            let digest =
+                bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            (e.file_name().to_string_lossy().into_owned(), (bytes.len(), digest))
+        })
+        .collect()
+}
+
+#[track_caller]
+fn check_refused(path: &Path, want: impl Fn(&StoreError) -> bool) {
+    let dir = path.parent().unwrap();
+    let before = snapshot(dir);
+    let err = Store::open(path).expect_err("must be refused");
+    assert!(want(&err), "unexpected error: {err}");
+    assert_eq!(snapshot(dir), before, "a refused file must be left byte for byte as it was");
+}
+
+#[test]
+fn migrations_apply_once_and_reopening_is_a_no_op() {
+    let dir = Scratch::new("migrate");
+    let db = dir.join("state.db");
+    let (store, opened) = Store::open(&db).unwrap();
+    assert_eq!(opened, Opened::Created);
+    drop(store);
+    let (_store, opened) = Store::open(&db).unwrap();
+    assert_eq!(opened, Opened::Existing);
+
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    let versions: Vec<(u32, String)> = raw
+        .prepare("SELECT version, name FROM schema_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(versions, vec![(1, "init".to_owned())]);
+    assert_eq!(SCHEMA_VERSION, 1);
+    let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+    assert_eq!(app, trueup::store::APPLICATION_ID);
+}
+
+#[test]
+fn an_empty_file_becomes_a_database() {
+    let dir = Scratch::new("empty");
+    let db = dir.join("state.db");
+    std::fs::write(&db, b"").unwrap();
+    assert_eq!(Store::open(&db).unwrap().1, Opened::Created);
+}
+
+#[test]
+fn a_database_from_a_newer_trueup_is_refused_untouched() {
+    let dir = Scratch::new("newer");
+    let db = dir.join("state.db");
+    drop(open(&db));
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    raw.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (42, 'future', 'x')", []).unwrap();
+    drop(raw);
+    check_refused(&db, |e| matches!(e, StoreError::NewerSchema { found: 42, known: 1, .. }));
+
+    // A newer trueup also stamps `user_version`: refused from the header alone.
+    let db = dir.join("stamped.db");
+    drop(open(&db));
+    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 9).unwrap();
+    check_refused(&db, |e| matches!(e, StoreError::NewerSchema { found: 9, known: 1, .. }));
+}
+
+#[test]
+fn a_text_file_is_refused_untouched() {
+    let dir = Scratch::new("text");
+    let db = dir.join("notes.txt");
+    std::fs::write(&db, "shopping list: eggs, milk, and a great deal more text than a header\n".repeat(20)).unwrap();
+    check_refused(&db, |e| matches!(e, StoreError::NotTrueup { reason, .. } if reason == "not an SQLite database"));
+}
+
+#[test]
+fn someone_elses_sqlite_database_is_refused_untouched() {
+    let dir = Scratch::new("foreign");
+    let db = dir.join("app.db");
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    raw.execute_batch(
+        "PRAGMA journal_mode = WAL; CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO users VALUES (1, 'ada');",
+    )
+    .unwrap();
+    drop(raw);
+    check_refused(&db, |e| matches!(e, StoreError::NotTrueup { .. }));
+    let err = Store::open(&db).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "`{}` is not a trueup state database (its application_id is 0x0, not trueup's 0x54525550); \
+             it was left untouched",
+            db.display()
+        )
+    );
+}
+
+#[test]
+fn load_returns_the_world_types_sorted_in_a_bounded_number_of_statements() {
+    let dir = Scratch::new("load");
+    let store = open(&dir.join("state.db"));
+    let mut p2 = project("p2");
+    p2.active = false;
+    p2.domain = Some("example.org".into());
+    p2.services = vec![Service { id: "worker".into(), primary: false }, Service { id: "api".into(), primary: true }];
+    // Invalid ids are stored and read back: the planner reports them.
+    store.upsert_projects(&[p2.clone(), project("p1"), project("../evil")]).unwrap();
+
+    let mut d1 = deployment("d1", "p1", "BUILDING");
+    d1.phase_updated_at = Some(t("2025-10-02T11:50:00Z"));
+    d1.heartbeat_at = Some(t("2025-10-02T11:55:00Z"));
+    d1.attempts = 2;
+    d1.source.file_path = Some("/uploads/d1.tar.gz".into());
+    d1.metadata.insert("upstream".into(), "http://127.0.0.1:8080".into());
+    d1.owner = Some(Claim { owner: "worker-1".into(), until: t("2025-10-02T12:05:00Z") });
+    let mut d0 = deployment("d0", "p1", "ACTIVE");
+    d0.finished_at = Some(t("2025-10-01T09:00:00Z"));
+    d0.service = Some("web".into());
+    let mut g = deployment("g1", "p2", "QUEUED");
+    g.kind = DeploymentType::Git;
+    g.source.repo = Some("/srv/git/p2".into());
+    g.source.git_ref = Some("main".into());
+    store.insert_deployments(&[g.clone(), d1.clone(), d0.clone()], t("2025-10-01T00:00:00Z")).unwrap();
+
+    let before = store.statements();
+    let (projects, deployments) = store.load().unwrap();
+    assert_eq!(store.statements() - before, 5, "BEGIN, projects, services, deployments, COMMIT");
+    p2.services.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(projects, vec![project("../evil"), project("p1"), p2]);
+    assert_eq!(deployments, vec![d0, d1, g]);
+}
+
+#[test]
+fn a_project_has_exactly_one_primary_service() {
+    let dir = Scratch::new("primary");
+    let store = open(&dir.join("state.db"));
+    let mut p = project("p1");
+    p.services.push(Service { id: "api".into(), primary: true });
+    let err = store.upsert_project(&p).unwrap_err();
+    assert_eq!(err.to_string(), "project `p1`: needs exactly one primary service, has 2");
+    p.services.iter_mut().for_each(|s| s.primary = false);
+    assert!(matches!(store.upsert_project(&p), Err(StoreError::InvalidProject { .. })));
+
+    // Switching the primary in an update works; the database itself refuses a second one.
+    p.services[0].primary = true;
+    store.upsert_project(&p).unwrap();
+    p.services[0].primary = false;
+    p.services[1].primary = true;
+    store.upsert_project(&p).unwrap();
+    let primary: Vec<_> =
+        store.load().unwrap().0[0].services.iter().filter(|s| s.primary).map(|s| s.id.clone()).collect();
+    assert_eq!(primary, vec!["api"]);
+    let raw = rusqlite::Connection::open(store.path()).unwrap();
+    assert!(raw.execute("UPDATE services SET \"primary\" = 1 WHERE project = 'p1'", []).is_err());
+
+    // Services left out of an update are removed.
+    p.services.remove(0);
+    store.upsert_project(&p).unwrap();
+    assert_eq!(store.load().unwrap().0[0].services, vec![Service { id: "api".into(), primary: true }]);
+}
+
+#[test]
+fn a_claim_is_exclusive_and_a_lapsed_one_can_be_retaken() {
+    let dir = Scratch::new("claim");
+    let db = dir.join("state.db");
+    let store = open(&db);
+    store.upsert_project(&project("p1")).unwrap();
+    store.insert_deployment(&deployment("d1", "p1", "BUILDING"), t("2025-10-02T11:00:00Z")).unwrap();
+    let now = t("2025-10-02T12:00:00Z");
+    let until = t("2025-10-02T12:01:00Z");
+
+    // Two workers, two connections, racing: exactly one wins.
+    let barrier = std::sync::Barrier::new(2);
+    let wins: Vec<bool> = std::thread::scope(|s| {
+        let racers: Vec<_> = ["w1", "w2"]
+            .map(|who| {
+                let (db, barrier) = (&db, &barrier);
+                s.spawn(move || {
+                    let store = open(db);
+                    barrier.wait();
+                    store.claim("d1", who, now, until).unwrap()
+                })
+            })
+            .into_iter()
+            .collect();
+        racers.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{wins:?}");
+    let winner = if wins[0] { "w1" } else { "w2" };
+
+    assert!(!store.claim("d1", "w3", now, until).unwrap(), "held until 12:01");
+    assert!(!store.release_claim("d1", "w3").unwrap(), "only the holder releases");
+    let later = t("2025-10-02T12:01:00Z");
+    assert!(store.claim("d1", "w3", later, t("2025-10-02T12:02:00Z")).unwrap(), "lapsed at 12:01");
+    let owner = store.load().unwrap().1[0].owner.clone().unwrap();
+    assert_eq!(owner, Claim { owner: "w3".into(), until: t("2025-10-02T12:02:00Z") });
+
+    // The first winner's writes are now fenced off.
+    let update = PhaseUpdate { phase: "COPYING_FILES", at: later, attempts: 1, finished: false, metadata: None };
+    let err = store.set_phase(Fence::Claim { owner: winner }, "d1", &update).unwrap_err();
+    assert_eq!(err.to_string(), format!("deployment `d1` is not claimed by `{winner}`"));
+    store.set_phase(Fence::Claim { owner: "w3" }, "d1", &update).unwrap();
+    assert!(store.release_claim("d1", "w3").unwrap());
+    assert!(matches!(store.claim("nope", "w3", now, until), Err(StoreError::UnknownDeployment(d)) if d == "nope"));
+}
+
+#[test]
+fn a_stale_lease_cannot_write() {
+    let dir = Scratch::new("lease");
+    let store = open(&dir.join("state.db"));
+    store.upsert_project(&project("p1")).unwrap();
+    store.insert_deployment(&deployment("d1", "p1", "BUILDING"), t("2025-10-02T11:00:00Z")).unwrap();
+    let now = t("2025-10-02T12:00:00Z");
+    let ttl = Duration::from_secs(60);
+
+    let a = store.acquire_lease("apply-a", now, ttl).unwrap();
+    let err = store.acquire_lease("apply-b", now, ttl).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the state database is being changed by `apply-a` (lease held until 2025-10-02T12:01:00Z)"
+    );
+    let a = store.renew_lease(&a, t("2025-10-02T12:00:30Z"), ttl).unwrap();
+    assert_eq!(a.until, t("2025-10-02T12:01:30Z"));
+
+    // A stalls past its lease; B takes over with a newer token.
+    let b = store.acquire_lease("apply-b", t("2025-10-02T12:01:30Z"), ttl).unwrap();
+    assert_eq!(b.token, a.token + 1);
+    let update = PhaseUpdate { phase: "FAILED", at: now, attempts: 1, finished: true, metadata: None };
+    let err = store.set_phase(Fence::Lease(&a), "d1", &update).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("lease token {} is stale (current token {}): another writer took over", a.token, b.token)
+    );
+    assert!(matches!(store.journal_planned(&a, "run-a", 0, &"x", now), Err(StoreError::StaleLease { .. })));
+    let log = LogEntry {
+        deployment: "d1".into(),
+        at: now,
+        level: LogLevel::Warn,
+        phase: Some("BUILDING".into()),
+        message: "resumed".into(),
+        metadata: BTreeMap::new(),
+    };
+    assert!(matches!(store.append_log(Fence::Lease(&a), &log), Err(StoreError::StaleLease { .. })));
+    assert!(matches!(store.renew_lease(&a, now, ttl), Err(StoreError::StaleLease { .. })));
+    assert!(matches!(store.release_lease(&a), Err(StoreError::StaleLease { .. })));
+    assert_eq!(store.load().unwrap().1[0].phase, "BUILDING", "nothing A tried was written");
+
+    // B's writes go through, and nothing is written once B released.
+    store.set_phase(Fence::Lease(&b), "d1", &update).unwrap();
+    store.append_log(Fence::Lease(&b), &log).unwrap();
+    assert_eq!(store.logs("d1").unwrap(), vec![log.clone()]);
+    let d1 = store.load().unwrap().1.remove(0);
+    assert_eq!((d1.phase.as_str(), d1.finished_at), ("FAILED", Some(now)));
+    assert!(store.stuck_candidates(now).unwrap().is_empty(), "a finished deployment is never a candidate");
+    store.release_lease(&b).unwrap();
+    assert!(matches!(store.append_log(Fence::Lease(&b), &log), Err(StoreError::StaleLease { .. })));
+    let c = store.acquire_lease("apply-c", now, ttl).unwrap();
+    assert_eq!(c.token, b.token + 1, "a released lease is free at once");
+}
+
+#[test]
+fn the_journal_records_each_action() {
+    let dir = Scratch::new("journal");
+    let store = open(&dir.join("state.db"));
+    let now = t("2025-10-02T12:00:00Z");
+    let lease = store.acquire_lease("apply", now, Duration::from_secs(60)).unwrap();
+    let action = serde_json::json!({ "kind": "link", "path": "/var/www/p1/current" });
+    store.journal_planned(&lease, "r1", 0, &action, now).unwrap();
+    store.journal_planned(&lease, "r1", 1, &action, now).unwrap();
+    store.journal_done(&lease, "r1", 0, t("2025-10-02T12:00:01Z")).unwrap();
+    store.journal_failed(&lease, "r1", 1, "permission denied", t("2025-10-02T12:00:02Z")).unwrap();
+    assert!(matches!(store.journal_done(&lease, "r1", 7, now), Err(StoreError::UnknownJournalEntry { seq: 7, .. })));
+    let entries = store.journal("r1").unwrap();
+    let got: Vec<_> = entries.iter().map(|e| (e.seq, e.status, e.error.as_deref(), e.at)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, JournalStatus::Done, None, t("2025-10-02T12:00:01Z")),
+            (1, JournalStatus::Failed, Some("permission denied"), t("2025-10-02T12:00:02Z")),
+        ]
+    );
+    assert_eq!(entries[0].action, action);
+    assert_eq!(entries[0].token, lease.token);
+}
+
+#[test]
+fn stuck_candidates_are_open_and_unclaimed_or_lapsed() {
+    let dir = Scratch::new("stuck");
+    let store = open(&dir.join("state.db"));
+    store.upsert_projects(&[project("p1"), project("p2")]).unwrap();
+    let now = t("2025-10-02T12:00:00Z");
+    let mut done = deployment("a-done", "p1", "ACTIVE");
+    done.finished_at = Some(now);
+    let mut held = deployment("b-held", "p1", "BUILDING");
+    held.owner = Some(Claim { owner: "w".into(), until: t("2025-10-02T12:00:01Z") });
+    let mut lapsed = deployment("c-lapsed", "p2", "BUILDING");
+    lapsed.owner = Some(Claim { owner: "w".into(), until: now });
+    let free = deployment("d-free", "p1", "QUEUED");
+    store.insert_deployments(&[done, held, lapsed, free], now).unwrap();
+    let before = store.statements();
+    let ids: Vec<_> = store.stuck_candidates(now).unwrap().into_iter().map(|d| d.id).collect();
+    assert_eq!(store.statements() - before, 1, "one query");
+    assert_eq!(ids, vec!["d-free", "c-lapsed"]);
+}
+
+mod observe {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::symlink;
+    use std::path::{Path, PathBuf};
+
+    use trueup::store::Store;
+    use trueup::world::observe::{ObserveConfig, ObserveStats, observe, observe_with_stats};
+    use trueup::world::routes::render_route;
+    use trueup::world::{Node, Route, World};
+
+    use super::{Scratch, deployment, project, t};
+
+    fn mkdir(p: &Path) {
+        std::fs::create_dir_all(p).unwrap();
+    }
+
+    fn touch(p: &Path) {
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn observe_builds_the_world_of_a_real_tree() {
+        let dir = Scratch::new("observe");
+        let (root, routes, uploads) = (dir.join("www"), dir.join("routes"), dir.join("uploads"));
+        for d in [&root, &routes, &uploads] {
+            mkdir(d);
+        }
+        let outside = dir.join("outside");
+        mkdir(&outside.join("secret"));
+        touch(&outside.join("secret/key"));
+
+        // p1: two releases and a temporary copy, a dangling `current`, a webroot link.
+        mkdir(&root.join("p1/deployments/d0/public"));
+        touch(&root.join("p1/deployments/d0/public/index.html"));
+        mkdir(&root.join("p1/deployments/d1"));
+        mkdir(&root.join("p1/deployments/.d2.tmp/public"));
+        touch(&root.join("p1/deployments/stray.txt"));
+        symlink("deployments/d9", root.join("p1/current")).unwrap();
+        mkdir(&root.join("webroot"));
+        symlink("../p1/current/public", root.join("webroot/p1")).unwrap();
+        // p2: `current` is a real folder.
+        mkdir(&root.join("p2/current"));
+        touch(&root.join("p2/current/index.html"));
+        // p3's folder and p4's links point outside the root.
+        symlink(&outside, root.join("p3")).unwrap();
+        mkdir(&root.join("p4"));
+        symlink(&outside, root.join("p4/current")).unwrap();
+        symlink(&outside, root.join("p4/deployments")).unwrap();
+        symlink(&outside, root.join("webroot/p4")).unwrap();
+        touch(&uploads.join("d5.tar.gz"));
+
+        std::fs::write(
+            routes.join("p1.yaml"),
+            render_route("p1", "d0", "http://127.0.0.1:8080", "p1.localhost").unwrap(),
+        )
+        .unwrap();
+        std::fs::write(routes.join("p2.yaml"), "http: [not, a, route\n").unwrap();
+        std::fs::write(routes.join(".p3.yaml.tmp"), "partial").unwrap();
+        std::fs::write(routes.join("README.md"), "not a route").unwrap();
+        symlink(outside.join("secret/key"), routes.join("p4.yaml")).unwrap();
+
+        let store = Store::open(&dir.join("state.db")).unwrap().0;
+        store.upsert_projects(&[project("p1"), project("p2"), project("p3"), project("p4"), project("..")]).unwrap();
+        let mut d0 = deployment("d0", "p1", "ACTIVE");
+        d0.finished_at = Some(t("2025-10-01T09:00:00Z"));
+        d0.source.file_path = Some(uploads.join("d0.tar.gz"));
+        let mut d5 = deployment("d5", "p1", "BUILDING");
+        d5.source.file_path = Some(uploads.join("d5.tar.gz"));
+        let mut d6 = deployment("d6", "p2", "PULLING_SOURCE");
+        d6.source.file_path = Some(uploads.join("d6.tar.gz"));
+        let evil = deployment("e1", "..", "QUEUED");
+        store.insert_deployments(&[d0, d5, d6, evil], t("2025-10-01T00:00:00Z")).unwrap();
+
+        let cfg = ObserveConfig { root: root.clone(), routes_dir: routes.clone() };
+        let world = observe(&store, &cfg).unwrap();
+
+        let (projects, deployments) = store.load().unwrap();
+        let link = |p: &Path| Node::Symlink(p.to_owned());
+        let expected_files: BTreeMap<PathBuf, Node> = [
+            (root.clone(), Node::Dir),
+            (root.join("webroot"), Node::Dir),
+            (root.join("p1"), Node::Dir),
+            (root.join("p1/current"), link(Path::new("deployments/d9"))),
+            (root.join("p1/deployments"), Node::Dir),
+            (root.join("p1/deployments/d0"), Node::Dir),
+            (root.join("p1/deployments/d0/public"), Node::Dir),
+            (root.join("p1/deployments/d1"), Node::Dir),
+            (root.join("p1/deployments/.d2.tmp"), Node::Dir),
+            (root.join("p1/deployments/stray.txt"), Node::File),
+            (root.join("webroot/p1"), link(Path::new("../p1/current/public"))),
+            (root.join("p2"), Node::Dir),
+            (root.join("p2/current"), Node::Dir),
+            (root.join("p3"), link(&outside)),
+            (root.join("p4"), Node::Dir),
+            (root.join("p4/current"), link(&outside)),
+            (root.join("p4/deployments"), link(&outside)),
+            (root.join("webroot/p4"), link(&outside)),
+            (uploads.join("d5.tar.gz"), Node::File),
+        ]
+        .into_iter()
+        .collect();
+        let expected = World {
+            root: root.clone(),
+            projects,
+            deployments,
+            files: expected_files,
+            containers: None,
+            routes: [
+                (
+                    "p1".to_owned(),
+                    Route { deployment: Some("d0".into()), upstream: "http://127.0.0.1:8080".into(), problem: None },
+                ),
+                (
+                    "p2".to_owned(),
+                    Route {
+                        deployment: None,
+                        upstream: String::new(),
+                        problem: Some("it has no `# Managed by trueup:` header".into()),
+                    },
+                ),
+                (
+                    "p4".to_owned(),
+                    Route {
+                        deployment: None,
+                        upstream: String::new(),
+                        problem: Some("`p4.yaml` is not a regular file".into()),
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(world, expected);
+        assert!(world.files.keys().all(|p| !p.starts_with(&outside)), "links out of the root are never followed");
+        assert_eq!(world.projects.iter().filter(|p| p.id == "..").count(), 1, "invalid ids stay in the world");
+    }
+
+    /// Builds `n` projects, each with one release, `current`, and a webroot link, and
+    /// observes them.
+    fn observe_projects(n: usize) -> ObserveStats {
+        let dir = Scratch::new(&format!("scale-{n}"));
+        let root = dir.join("www");
+        mkdir(&root.join("webroot"));
+        let ids: Vec<String> = (0..n).map(|i| format!("p{i:05}")).collect();
+        for id in &ids {
+            mkdir(&root.join(format!("{id}/deployments/d-{id}/public")));
+            symlink(format!("deployments/d-{id}"), root.join(format!("{id}/current"))).unwrap();
+            symlink(format!("../{id}/current/public"), root.join(format!("webroot/{id}"))).unwrap();
+        }
+        let store = Store::open(&dir.join("state.db")).unwrap().0;
+        store.upsert_projects(&ids.iter().map(|id| project(id)).collect::<Vec<_>>()).unwrap();
+        let mut deployments: Vec<_> = ids.iter().map(|id| deployment(&format!("d-{id}"), id, "ACTIVE")).collect();
+        deployments.iter_mut().for_each(|d| d.finished_at = Some(t("2025-10-01T00:00:00Z")));
+        store.insert_deployments(&deployments, t("2025-10-01T00:00:00Z")).unwrap();
+        let cfg = ObserveConfig { root, routes_dir: dir.join("routes") };
+        let (world, stats) = observe_with_stats(&store, &cfg).unwrap();
+        assert_eq!((world.projects.len(), world.deployments.len()), (n, n));
+        // Per project: the folder, `current`, `deployments`, one release and its `public`,
+        // and the webroot link; plus the root and `ROOT/webroot`.
+        assert_eq!(world.files.len(), 2 + 6 * n);
+        stats
+    }
+
+    /// Run `TRUEUP_SCALE_PROJECTS=10000 cargo test --test integration observe_cost -- --nocapture`
+    /// for the full-size figure.
+    #[test]
+    fn observe_cost_is_bounded_per_project_and_constant_in_queries() {
+        let n: usize = std::env::var("TRUEUP_SCALE_PROJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+        let small = observe_projects(10);
+        let large = observe_projects(n);
+        eprintln!("observe of 10 projects: {small:?}");
+        eprintln!("observe of {n} projects: {large:?}");
+        assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
+        assert_eq!(large.statements, 5);
+        let n = n as u64;
+        assert_eq!(large.lstat, 2 + 5 * n, "root, webroot, then P, current, deployments, public, webroot/P");
+        assert_eq!(large.read_link, 2 * n, "current and webroot/P");
+        assert_eq!(large.read_dir, n, "one listing of P/deployments");
+    }
+}
