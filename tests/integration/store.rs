@@ -483,6 +483,7 @@ mod observe {
             deployments,
             files: expected_files,
             containers: None,
+            images: None,
             routes: [
                 (
                     "p1".to_owned(),

@@ -166,12 +166,12 @@ pub fn move_aside(root: &Path, path: &Path, to: &Path) -> Result<Option<PathBuf>
     Ok(Some(to))
 }
 
-/// `DIR/PROJECT.yml`: a project's route file.
+/// `DIR/PROJECT.yaml`: a project's route file.
 pub fn route_file(dir: &Path, project: &str) -> PathBuf {
-    dir.join(format!("{project}.yml"))
+    crate::world::routes::route_path(dir, project)
 }
 
-/// `DIR/.trueup-tmp-PROJECT`: no `.yml`, so the proxy never loads a half-written file.
+/// `DIR/.trueup-tmp-PROJECT`: no `.yaml`, so the proxy never loads a half-written file.
 fn route_tmp(dir: &Path, project: &str) -> PathBuf {
     dir.join(format!("{TMP_PREFIX}{project}"))
 }
@@ -410,7 +410,7 @@ mod tests {
         write_route_file(dir, "p1", "two\n").unwrap();
         assert_ne!(fs::metadata(&file).unwrap().ino(), first, "new text: a new file renamed over");
         assert_eq!(fs::read_to_string(&file).unwrap(), "two\n");
-        assert_eq!(names(dir), ["p1.yml"]);
+        assert_eq!(names(dir), ["p1.yaml"]);
         remove_route_file(dir, "p1").unwrap();
         remove_route_file(dir, "p1").unwrap();
         assert!(names(dir).is_empty());
@@ -430,7 +430,7 @@ mod tests {
         fs::create_dir(t.0.join("routes")).unwrap();
         fs_.write_route("p1", "d1", "http://127.0.0.1:8080", "p1.localhost").unwrap();
         assert_eq!(
-            fs::read_to_string(t.0.join("routes/p1.yml")).unwrap(),
+            fs::read_to_string(t.0.join("routes/p1.yaml")).unwrap(),
             "p1 d1 http://127.0.0.1:8080 p1.localhost\n"
         );
         let err = fs_.write_route("p1", "d1", "u", "").unwrap_err();
