@@ -1,6 +1,6 @@
 //! The reconcile rules: a pure function from (spec, world, now) to a [`Plan`].
 //!
-//! [`plan`] reads a [`World`] snapshot and the [`Spec`]'s resume rules and lists the
+//! [`plan`] reads a [`World`] snapshot and the [`Spec`](crate::spec::Spec)'s resume rules and lists the
 //! repairs that would make the world true again, each with a one-line reason: resume or
 //! fail stuck deployments, heal `current` and webroot links, start, recreate or remove
 //! containers, write or remove route files. Problems it must not repair itself (an

@@ -7,6 +7,7 @@ use super::{Action, Change, Finding, Level, Plan, fingerprint};
 use crate::machine;
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, StateId};
 use crate::time::{Duration, Timestamp};
+use crate::world::effects::aside_path;
 use crate::world::{
     Claim, Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, World, inside, labels,
     resolve_link, valid_id,
@@ -583,11 +584,11 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// `PATH.trueup-aside-STAMP`, with a counter when that name is taken.
+    /// `PATH.trueup-aside-STAMP` ([`aside_path`]), with a counter when that name is taken.
     fn aside_name(&self, path: &Path) -> PathBuf {
-        let base = format!("{}.trueup-aside-{}", path.display(), self.now.compact());
+        let base = aside_path(path, self.now);
         (1..)
-            .map(|n| if n == 1 { PathBuf::from(&base) } else { PathBuf::from(format!("{base}-{n}")) })
+            .map(|n| if n == 1 { base.clone() } else { PathBuf::from(format!("{}.{n}", base.display())) })
             .find(|p| !self.exists(p))
             .expect("an unbounded counter always finds a free name")
     }

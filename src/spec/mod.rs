@@ -2,7 +2,7 @@
 //!
 //! A spec file describes one hierarchical state machine (see `specs/README.md`). This
 //! module owns reading it (with node positions), checking it (every problem at once, as
-//! [`Diagnostic`]s) and compiling it into a [`Spec`]: a flat arena of states with parent
+//! [`Diagnostic`](crate::diag::Diagnostic)s) and compiling it into a [`Spec`]: a flat arena of states with parent
 //! indices and precomputed ancestor chains, which [`crate::machine`] interprets and
 //! [`crate::plan`] consults for resume rules.
 //!

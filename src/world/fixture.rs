@@ -123,7 +123,7 @@ pub fn load(file: &str, source: &str) -> Result<Fixture, Vec<Diagnostic>> {
 
 /// Writes a fixture that [`load`] reads back to the same description, instant and world
 /// (given a world whose listed paths have their parent folders listed too, as
-/// [`add_parents`] makes them). Property tests print their inputs this way, so a failing
+/// [`close_parents`] makes them). Property tests print their inputs this way, so a failing
 /// case can be pasted into `fixtures/plan/` as it is.
 pub fn to_yaml(fixture: &Fixture) -> String {
     let w = &fixture.world;
