@@ -131,6 +131,21 @@ fn trace_rejected_events() {
     settings().bind(|| insta::assert_snapshot!(text));
 }
 
+#[test]
+fn step_errors_display() {
+    let default = spec::default_spec();
+    let guarded = "version: 1\ninitial: A\nstuck_after: 5m\nstates:\n  A:\n    resume: restart_phase\n    on:\n      go:\n        - { target: B, guard: attempts_remaining }\n        - { target: B, guard: has_previous_release }\n      stop: B\n  B: { final: true }\n";
+    let (small, _) = spec::load("guarded.yaml", guarded).unwrap();
+    let errors = [
+        machine::step(&default, default.find("BUILDING").unwrap(), "deploy", &|_| true),
+        machine::step(&small, small.find("A").unwrap(), "go", &|_| false),
+        machine::step(&default, default.find("IN_PROGRESS").unwrap(), "done", &|_| true),
+        machine::step(&small, default.find("CANCELLED").unwrap(), "go", &|_| true),
+    ];
+    let text: String = errors.into_iter().map(|e| format!("{}\n", e.unwrap_err())).collect();
+    settings().bind(|| insta::assert_snapshot!(text));
+}
+
 // ---------------------------------------------------------------------------------------
 // Property tests
 
