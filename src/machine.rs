@@ -173,7 +173,7 @@ fn transition(spec: &Spec, leaf: StateId, source: StateId, declared: StateId) ->
 ///   enter: IN_PROGRESS, PULLING_SOURCE
 /// ```
 pub fn render_trace(spec: &Spec, start: StateId, events: &[&str], guards: &dyn Fn(Guard) -> bool) -> String {
-    let name = |id: StateId| spec.state(id).name.as_str();
+    let name = |id: StateId| spec.states.get(id.index()).map_or("?", |s| s.name.as_str());
     let list = |ids: &[StateId]| ids.iter().map(|&i| name(i)).collect::<Vec<_>>().join(", ");
     let mut out = String::new();
     let mut state = start;

@@ -56,18 +56,32 @@ pub struct Args {
 pub enum Command {
     /// Check spec files and report every problem with its line and column
     ///
-    /// With no file, checks the built-in deployment spec. Exits 0 when every file is
-    /// valid, 1 otherwise; diagnostics go to stderr.
+    /// Every problem in a file is reported in one run, each as `error: MESSAGE`, then
+    /// ` --> FILE:LINE:COL`, the source line with a caret under the offending node, and a
+    /// `help:` with the nearest valid name when one is close. Transitions that can never
+    /// fire are warnings. With no file, checks the built-in deployment spec. Exits 0 when
+    /// every file is valid (warnings allowed), 1 otherwise. The language is described in
+    /// specs/README.md.
     ///
-    /// Example: trueup validate specs/deployment.yaml my-spec.yaml
+    /// Examples:
+    ///   trueup validate
+    ///   trueup validate specs/deployment.yaml my-spec.yaml
+    ///   trueup validate --json my-spec.yaml | jq '.[].diagnostics[].message'
+    #[command(verbatim_doc_comment)]
     Validate(spec_cmds::ValidateArgs),
 
     /// Draw a spec as a Mermaid or Graphviz diagram
     ///
     /// Superstates are drawn as nested states (Mermaid) or clusters (dot), final states
-    /// are marked, and each phase's resume rule is shown.
+    /// are marked (`--> [*]`, or a double border), guards are shown in brackets on the
+    /// edges, and each phase's resume rule is a note beside it. With no file, draws
+    /// `--spec` or else the built-in deployment spec.
     ///
-    /// Example: trueup graph --format dot | dot -Tsvg > deployment.svg
+    /// Examples:
+    ///   trueup graph > deployment.mmd
+    ///   trueup graph --format dot | dot -Tsvg > deployment.svg
+    ///   trueup graph my-spec.yaml --format mermaid
+    #[command(verbatim_doc_comment)]
     Graph(spec_cmds::GraphArgs),
 
     /// Print the plan for a fixture world, with no side effects

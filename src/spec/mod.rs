@@ -6,6 +6,8 @@
 //! indices and precomputed ancestor chains, which [`crate::machine`] interprets and
 //! [`crate::plan`] consults for resume rules.
 //!
+//! [`Diagnostic`]: crate::diag::Diagnostic
+//!
 //! It is pure: it reads from a `&str` and never touches the file system or the clock.
 //! The closed vocabularies of [`Guard`]s and [`Predicate`]s live here; their meaning on a
 //! real world is implemented by the planner and the phases.

@@ -142,6 +142,11 @@ pub(crate) fn parse(source: &str) -> Result<Node, Diagnostic> {
                 let Some((_, target)) = anchors.iter().rev().find(|(a, _)| *a == id) else {
                     return Err(Diagnostic::error(at, "alias to an anchor that is not defined before it"));
                 };
+                // Every tree built so far obeys the depth limit, so these recursions are
+                // bounded; the copy must obey it too where it lands.
+                if stack.len() + height(target) > MAX_DEPTH {
+                    return Err(Diagnostic::error(at, format!("nesting deeper than {MAX_DEPTH} levels")));
+                }
                 nodes = nodes.saturating_add(count(target));
                 let mut copy = target.clone();
                 copy.pos = at;
@@ -184,7 +189,16 @@ pub(crate) fn parse(source: &str) -> Result<Node, Diagnostic> {
     }))
 }
 
-/// The number of nodes in a tree, without recursion limits beyond [`MAX_DEPTH`].
+/// How many levels of collections a tree has (a scalar has none).
+fn height(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Scalar { .. } => 0,
+        NodeKind::Seq(items) => 1 + items.iter().map(height).max().unwrap_or(0),
+        NodeKind::Map(entries) => 1 + entries.iter().map(|(_, v)| height(v)).max().unwrap_or(0),
+    }
+}
+
+/// The number of nodes in a tree.
 fn count(node: &Node) -> usize {
     match &node.kind {
         NodeKind::Scalar { .. } => 1,
@@ -227,6 +241,11 @@ mod tests {
         assert!(parse(&deep).is_err());
         let laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n";
         assert!(parse(laughs).unwrap_err().message.contains("more than"));
+        let mut tower = String::from("a0: &a0 [x]\n");
+        for i in 1..100 {
+            tower += &format!("a{i}: &a{i} [*a{}]\n", i - 1);
+        }
+        assert!(parse(&tower).unwrap_err().message.contains("nesting deeper"));
         assert!(parse("").unwrap().is_null());
     }
 }

@@ -131,6 +131,21 @@ fn trace_rejected_events() {
     settings().bind(|| insta::assert_snapshot!(text));
 }
 
+#[test]
+fn step_errors_display() {
+    let default = spec::default_spec();
+    let guarded = "version: 1\ninitial: A\nstuck_after: 5m\nstates:\n  A:\n    resume: restart_phase\n    on:\n      go:\n        - { target: B, guard: attempts_remaining }\n        - { target: B, guard: has_previous_release }\n      stop: B\n  B: { final: true }\n";
+    let (small, _) = spec::load("guarded.yaml", guarded).unwrap();
+    let errors = [
+        machine::step(&default, default.find("BUILDING").unwrap(), "deploy", &|_| true),
+        machine::step(&small, small.find("A").unwrap(), "go", &|_| false),
+        machine::step(&default, default.find("IN_PROGRESS").unwrap(), "done", &|_| true),
+        machine::step(&small, default.find("CANCELLED").unwrap(), "go", &|_| true),
+    ];
+    let text: String = errors.into_iter().map(|e| format!("{}\n", e.unwrap_err())).collect();
+    settings().bind(|| insta::assert_snapshot!(text));
+}
+
 // ---------------------------------------------------------------------------------------
 // Property tests
 
@@ -249,10 +264,66 @@ fn emit(tree: &Tree, indent: usize, raw: bool, out: &mut String) {
     }
 }
 
+/// A map whose keys are unique (keeping the first of each), as YAML requires.
+fn unique(entries: Vec<(String, Tree)>) -> Tree {
+    let mut out: Vec<(String, Tree)> = Vec::new();
+    for (k, v) in entries {
+        if !out.iter().any(|(seen, _)| *seen == k) {
+            out.push((k, v));
+        }
+    }
+    Tree::Map(out)
+}
+
+fn entry(key: &'static str, value: impl Strategy<Value = Tree>) -> impl Strategy<Value = Option<(String, Tree)>> {
+    prop::option::weighted(0.7, value.prop_map(move |v| (key.to_owned(), v)))
+}
+
+/// A `states:` map of spec-shaped states, nested a few levels, with random noise.
+fn states_tree() -> impl Strategy<Value = Tree> {
+    let name = prop::sample::select(&["A", "B", "C", "BUILDING", "S_1", "bad name", ""][..]).prop_map(str::to_owned);
+    let leaf = Just(Tree::Map(Vec::new()));
+    leaf.prop_recursive(3, 24, 4, move |inner| {
+        let on =
+            prop::collection::vec((word(), prop_oneof![word().prop_map(Tree::Scalar), tree()]), 0..3).prop_map(unique);
+        let resume = prop_oneof![
+            word().prop_map(Tree::Scalar),
+            prop::collection::vec(
+                (
+                    prop::sample::select(&["rule", "requires", "check", "reason", "x"][..]).prop_map(str::to_owned),
+                    tree()
+                ),
+                0..4
+            )
+            .prop_map(unique),
+        ];
+        let body = (
+            entry("initial", word().prop_map(Tree::Scalar)),
+            entry("final", word().prop_map(Tree::Scalar)),
+            entry("stuck_after", word().prop_map(Tree::Scalar)),
+            entry("on", on),
+            entry("resume", resume),
+            entry("states", inner),
+            prop::option::of((word(), tree())),
+        )
+            .prop_map(|(a, b, c, d, e, f, g)| unique([a, b, c, d, e, f, g].into_iter().flatten().collect()));
+        prop::collection::vec((name.clone(), body), 1..4).prop_map(unique)
+    })
+}
+
 fn yaml_tree() -> impl Strategy<Value = Yaml> {
-    (prop::collection::vec((word(), tree()), 0..6), any::<bool>()).prop_map(|(entries, raw)| {
+    let top = (
+        entry("version", prop_oneof![3 => Just("1".to_owned()), 1 => word()].prop_map(Tree::Scalar)),
+        entry("initial", prop_oneof![Just("A".to_owned()), word()].prop_map(Tree::Scalar)),
+        entry("stuck_after", word().prop_map(Tree::Scalar)),
+        entry("states", states_tree()),
+        prop::collection::vec((word(), tree()), 0..3),
+    )
+        .prop_map(|(a, b, c, d, noise)| [a, b, c, d].into_iter().flatten().chain(noise).collect::<Vec<_>>());
+    (top, any::<bool>(), any::<bool>()).prop_map(|(entries, dedup, raw)| {
+        let tree = if dedup { unique(entries) } else { Tree::Map(entries) };
         let mut out = String::new();
-        emit(&Tree::Map(entries), 0, raw, &mut out);
+        emit(&tree, 0, raw, &mut out);
         Yaml(out.trim_start().to_owned())
     })
 }
@@ -332,8 +403,13 @@ fn valid_spec() -> impl Strategy<Value = Yaml> {
                         }
                     }
                     for e in events {
+                        let these: Vec<_> = on[i].iter().filter(|t| t.0 == e).collect();
+                        if let [(_, target, None)] = these.as_slice() {
+                            let _ = writeln!(out, "{pad}    {e}: {target}");
+                            continue;
+                        }
                         let _ = writeln!(out, "{pad}    {e}:");
-                        for (_, target, guard) in on[i].iter().filter(|t| t.0 == e) {
+                        for (_, target, guard) in these {
                             match guard {
                                 Some(g) => {
                                     let _ = writeln!(out, "{pad}      - {{ target: {target}, guard: {g} }}");
@@ -542,4 +618,36 @@ fn cli_help_teaches_with_examples() {
         assert_eq!(code, 0);
         assert!(stdout.contains("Example"), "`trueup {cmd} --help` has no example:\n{stdout}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The language documentation
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/README.md")).unwrap()
+}
+
+#[test]
+fn readme_documents_every_guard_and_predicate() {
+    let text = readme();
+    let names = spec::Predicate::ALL.iter().map(|p| p.name()).chain(spec::Guard::ALL.iter().map(|g| g.name()));
+    for name in names {
+        assert!(text.contains(&format!("| `{name}` ")), "specs/README.md does not document `{name}`");
+    }
+}
+
+#[test]
+fn readme_examples_of_whole_specs_validate() {
+    let text = readme();
+    let mut count = 0;
+    for block in text.split("```yaml\n").skip(1) {
+        let yaml = block.split("```").next().unwrap();
+        if yaml.starts_with("version: 1") {
+            count += 1;
+            if let Err(d) = spec::load("README.md", yaml) {
+                panic!("{}", diag::render("README.md", yaml, &d));
+            }
+        }
+    }
+    assert!(count >= 2);
 }
