@@ -22,6 +22,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::plan::{Action, Change, Plan};
+use crate::store::Verdict;
 use crate::time::Timestamp;
 use crate::world::effects::{BoxError, EffectError, Effects};
 
@@ -184,12 +185,24 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
 /// Makes one change.
 fn run(action: &Action, effects: &mut dyn Effects, now: Timestamp) -> Result<(), EffectError> {
     match &action.change {
-        Change::Resume { deployment, from_phase, to_phase, attempt, .. } => {
-            effects.resume(deployment, from_phase, to_phase, *attempt, now, &action.reason)
-        }
-        Change::Fail { deployment, from_phase, to_phase, reason, .. } => {
-            effects.fail(deployment, from_phase, to_phase, reason, now)
-        }
+        Change::Resume { deployment, from_phase, to_phase, attempt, stuck_since } => effects.verdict(&Verdict {
+            deployment,
+            from_phase,
+            to_phase,
+            attempt: Some(*attempt),
+            stuck_since: *stuck_since,
+            reason: &action.reason,
+            now,
+        }),
+        Change::Fail { deployment, from_phase, to_phase, reason, stuck_since } => effects.verdict(&Verdict {
+            deployment,
+            from_phase,
+            to_phase,
+            attempt: None,
+            stuck_since: *stuck_since,
+            reason,
+            now,
+        }),
         Change::Link { path, target, .. } => effects.link(path, target),
         Change::MoveAside { path, to } => effects.move_aside(path, to),
         Change::StartContainer { id, name } => effects.start_container(id, name),

@@ -29,10 +29,12 @@ use crate::time::Timestamp;
 
 mod lease;
 mod read;
+mod recover;
 mod write;
 
 pub use lease::{Fence, Lease};
 pub use read::{JournalEntry, JournalStatus, LogEntry, LogLevel};
+pub use recover::{Recorded, Verdict};
 pub use write::PhaseUpdate;
 
 /// The `PRAGMA application_id` of every trueup database: `TRUP` in ASCII.
@@ -194,6 +196,28 @@ pub enum StoreError {
         token: i64,
         /// The token in the database.
         current: i64,
+    },
+    /// Another owner holds a live claim on the deployment.
+    #[error("deployment `{deployment}` is held by `{owner}` until {until}")]
+    Claimed {
+        /// The deployment.
+        deployment: String,
+        /// Who holds it.
+        owner: String,
+        /// Until when.
+        until: Timestamp,
+    },
+    /// The deployment is no longer where the plan saw it: someone moved it since.
+    #[error("deployment `{deployment}` is in `{actual}` (attempts {attempts}), not `{expected}` as planned")]
+    PhaseMoved {
+        /// The deployment.
+        deployment: String,
+        /// The phase the plan saw.
+        expected: String,
+        /// The phase it is in.
+        actual: String,
+        /// Its attempts.
+        attempts: u32,
     },
     /// A worker wrote to a deployment it no longer holds.
     #[error("deployment `{deployment}` is not claimed by `{owner}`")]

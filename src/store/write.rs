@@ -236,17 +236,22 @@ impl Store {
     /// As [`Store::set_phase`].
     pub fn append_log(&self, fence: Fence<'_>, entry: &LogEntry) -> Result<(), StoreError> {
         let what = format!("append to the log of deployment `{}`", entry.deployment);
-        let metadata = json(|| format!("log metadata of `{}`", entry.deployment), &entry.metadata)?;
         self.write(&what, || {
             self.check_fence(fence, &entry.deployment)?;
-            self.exec(
-                &what,
-                "INSERT INTO deployment_logs (deployment, at, level, phase, message, metadata)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                (&entry.deployment, entry.at.to_string(), entry.level.as_str(), &entry.phase, &entry.message, metadata),
-            )?;
-            Ok(())
+            self.insert_log(&what, entry)
         })
+    }
+
+    /// Inserts a log line, inside the caller's transaction.
+    pub(super) fn insert_log(&self, what: &str, entry: &LogEntry) -> Result<(), StoreError> {
+        let metadata = json(|| format!("log metadata of `{}`", entry.deployment), &entry.metadata)?;
+        self.exec(
+            what,
+            "INSERT INTO deployment_logs (deployment, at, level, phase, message, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            (&entry.deployment, entry.at.to_string(), entry.level.as_str(), &entry.phase, &entry.message, metadata),
+        )?;
+        Ok(())
     }
 
     /// Journals action `seq` of apply run `run` as planned, before it runs. Writing the

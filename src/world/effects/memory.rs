@@ -28,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::store::Verdict;
 use crate::time::Timestamp;
 use crate::world::{Container, ContainerState, Node, Route, World, valid_id};
 
@@ -329,65 +330,42 @@ impl Effects for MemoryWorld {
         self.fsync(|w| drop(w.routes.insert(project.to_owned(), before)))
     }
 
-    fn resume(
-        &mut self,
-        deployment: &str,
-        from_phase: &str,
-        to_phase: &str,
-        attempt: u32,
-        now: Timestamp,
-        reason: &str,
-    ) -> Result<(), EffectError> {
-        let i = self.deployment_index(deployment)?;
+    fn verdict(&mut self, v: &Verdict<'_>) -> Result<(), EffectError> {
+        let i = self.deployment_index(v.deployment)?;
         let d = &self.world.deployments[i];
-        if d.phase == to_phase && d.attempts == attempt {
+        let there = match v.attempt {
+            Some(attempt) => d.phase == v.to_phase && d.attempts == attempt,
+            None => d.phase == v.to_phase,
+        };
+        if there {
             return Ok(());
         }
-        if d.phase != from_phase || d.attempts >= attempt {
+        if d.phase != v.from_phase || v.attempt.is_some_and(|a| d.attempts >= a) {
             return Err(EffectError::PhaseMoved {
-                deployment: deployment.to_owned(),
-                expected: from_phase.to_owned(),
+                deployment: v.deployment.to_owned(),
+                expected: v.from_phase.to_owned(),
                 actual: d.phase.clone(),
                 attempts: d.attempts,
             });
         }
         self.step()?;
         let d = &mut self.world.deployments[i];
-        d.phase = to_phase.to_owned();
-        d.attempts = attempt;
-        d.phase_updated_at = Some(now);
-        let line = format!("resumed in {to_phase} from {from_phase} (attempt {attempt}): {reason}");
-        self.log.push((deployment.to_owned(), line));
-        Ok(())
-    }
-
-    fn fail(
-        &mut self,
-        deployment: &str,
-        from_phase: &str,
-        to_phase: &str,
-        reason: &str,
-        now: Timestamp,
-    ) -> Result<(), EffectError> {
-        let i = self.deployment_index(deployment)?;
-        let d = &self.world.deployments[i];
-        if d.phase == to_phase {
-            return Ok(());
-        }
-        if d.phase != from_phase {
-            return Err(EffectError::PhaseMoved {
-                deployment: deployment.to_owned(),
-                expected: from_phase.to_owned(),
-                actual: d.phase.clone(),
-                attempts: d.attempts,
-            });
-        }
-        self.step()?;
-        let d = &mut self.world.deployments[i];
-        d.phase = to_phase.to_owned();
-        d.phase_updated_at = Some(now);
-        d.finished_at = Some(now);
-        self.log.push((deployment.to_owned(), format!("failed in {from_phase}: {reason}")));
+        d.phase = v.to_phase.to_owned();
+        d.phase_updated_at = Some(v.now);
+        // The claim taken for the verdict is given back in the same transaction; a lapsed
+        // claim left by a dead worker goes with it, as in the store.
+        d.owner = None;
+        let line = match v.attempt {
+            Some(attempt) => {
+                d.attempts = attempt;
+                format!("resumed in {} from {} (attempt {attempt}): {}", v.to_phase, v.from_phase, v.reason)
+            }
+            None => {
+                d.finished_at = Some(v.now);
+                format!("failed in {}: {}", v.from_phase, v.reason)
+            }
+        };
+        self.log.push((v.deployment.to_owned(), line));
         Ok(())
     }
 }
@@ -571,23 +549,47 @@ mod tests {
         }
     }
 
+    fn resume<'a>(d: &'a str, from: &'a str, to: &'a str, attempt: u32, reason: &'a str) -> Verdict<'a> {
+        Verdict {
+            deployment: d,
+            from_phase: from,
+            to_phase: to,
+            attempt: Some(attempt),
+            stuck_since: None,
+            reason,
+            now: now(),
+        }
+    }
+
+    fn fail<'a>(d: &'a str, from: &'a str, reason: &'a str) -> Verdict<'a> {
+        Verdict {
+            deployment: d,
+            from_phase: from,
+            to_phase: "FAILED",
+            attempt: None,
+            stuck_since: None,
+            reason,
+            now: now(),
+        }
+    }
+
     #[test]
     fn resume_and_fail_are_compare_and_set() {
         let mut w = world();
         w.deployments = vec![deployment("d1", "BUILDING", 1), deployment("d2", "PULLING_SOURCE", 0)];
         let mut m = MemoryWorld::new(w);
         for _ in 0..2 {
-            m.resume("d1", "BUILDING", "BUILDING", 2, now(), "stuck 10m").unwrap();
-            m.fail("d2", "PULLING_SOURCE", "FAILED", "source is gone", now()).unwrap();
+            m.verdict(&resume("d1", "BUILDING", "BUILDING", 2, "stuck 10m")).unwrap();
+            m.verdict(&fail("d2", "PULLING_SOURCE", "source is gone")).unwrap();
         }
         let d1 = &m.world.deployments[0];
         assert_eq!((d1.phase.as_str(), d1.attempts, d1.phase_updated_at), ("BUILDING", 2, Some(now())));
         let d2 = &m.world.deployments[1];
         assert_eq!((d2.phase.as_str(), d2.finished_at), ("FAILED", Some(now())));
         assert_eq!(m.log.len(), 2, "a repeated change logs nothing more");
-        let err = m.resume("d1", "COPYING_FILES", "COPYING_FILES", 3, now(), "x").unwrap_err();
+        let err = m.verdict(&resume("d1", "COPYING_FILES", "COPYING_FILES", 3, "x")).unwrap_err();
         assert_eq!(err.to_string(), "deployment `d1` is in `BUILDING` (attempts 2), not `COPYING_FILES`");
-        assert!(matches!(m.fail("d9", "A", "FAILED", "x", now()), Err(EffectError::NoSuchDeployment(_))));
+        assert!(matches!(m.verdict(&fail("d9", "A", "x")), Err(EffectError::NoSuchDeployment(_))));
     }
 
     #[test]

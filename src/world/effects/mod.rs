@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
+use crate::store::Verdict;
 use crate::time::Timestamp;
 
 use super::{inside, normalize, resolve_link};
@@ -35,8 +36,11 @@ use super::{inside, normalize, resolve_link};
 mod memory;
 mod real;
 
+mod host;
+
+pub use host::Host;
 pub use memory::MemoryWorld;
-pub use real::{RealFs, RenderRoute, move_aside, remove_route_file, route_file, switch_link, write_route_file};
+pub use real::{RealFs, move_aside, remove_route_file, route_file, switch_link, write_route_file};
 
 /// Any error, boxed, for sources that come from another module (a route renderer).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -121,38 +125,18 @@ pub trait Effects {
     /// [`EffectError::InvalidId`] or [`EffectError::Io`].
     fn remove_route(&mut self, project: &str) -> Result<(), EffectError>;
 
-    /// Claims `deployment`, logs `reason`, and moves it from `from_phase` to `to_phase`
-    /// with `attempts = attempt` and `phase_updated_at = now`, as one transaction. Done
-    /// when it is already in `to_phase` with that attempt.
+    /// Records the reconciler's verdict on a stuck deployment: claims it, moves it from
+    /// `from_phase` to `to_phase` (with `attempts = attempt` and `phase_updated_at = now`
+    /// for a resume; with `finished_at = now` as well for a failure, `attempt: None`),
+    /// logs why, and gives the claim back, as one transaction. Done when it already is
+    /// where the verdict puts it.
     ///
     /// # Errors
     ///
     /// [`EffectError::NoSuchDeployment`], [`EffectError::PhaseMoved`] when it is no
-    /// longer in `from_phase` (someone else moved it), or [`EffectError::NoStore`].
-    fn resume(
-        &mut self,
-        deployment: &str,
-        from_phase: &str,
-        to_phase: &str,
-        attempt: u32,
-        now: Timestamp,
-        reason: &str,
-    ) -> Result<(), EffectError>;
-
-    /// Logs `reason` and moves `deployment` from `from_phase` to the final `to_phase`
-    /// with `phase_updated_at = finished_at = now`. Done when it is already in `to_phase`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Effects::resume`].
-    fn fail(
-        &mut self,
-        deployment: &str,
-        from_phase: &str,
-        to_phase: &str,
-        reason: &str,
-        now: Timestamp,
-    ) -> Result<(), EffectError>;
+    /// longer in `from_phase` (someone else moved it), [`EffectError::Store`], or
+    /// [`EffectError::NoStore`].
+    fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError>;
 }
 
 /// Why an effect could not be made.
@@ -243,6 +227,15 @@ pub enum EffectError {
     #[error("cannot change deployment `{0}`: no store is connected")]
     NoStore(String),
     /// The deployment does not exist.
+    #[error("cannot record the verdict on deployment `{deployment}`")]
+    /// The store refused the verdict (a lost lease, another owner's live claim).
+    Store {
+        /// The deployment.
+        deployment: String,
+        /// What the store said.
+        #[source]
+        source: BoxError,
+    },
     #[error("deployment `{0}` does not exist")]
     NoSuchDeployment(String),
     /// The deployment is not in the phase the plan saw: someone else moved it.

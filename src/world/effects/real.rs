@@ -11,14 +11,11 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::store::Verdict;
 use crate::time::Timestamp;
 use crate::world::valid_id;
 
-use super::{BoxError, EffectError, Effects, TMP_PREFIX, check_link, check_path, free_aside, parents_below, tmp_path};
-
-/// Renders a route file from `(project, deployment, upstream, domain)`; see
-/// `world::routes`.
-pub type RenderRoute = Box<dyn Fn(&str, &str, &str, &str) -> Result<String, BoxError> + Send>;
+use super::{EffectError, Effects, TMP_PREFIX, check_link, check_path, free_aside, parents_below, tmp_path};
 
 /// The real file system under `root`, and the route files in `routes_dir`.
 ///
@@ -27,7 +24,6 @@ pub type RenderRoute = Box<dyn Fn(&str, &str, &str, &str) -> Result<String, BoxE
 pub struct RealFs {
     root: PathBuf,
     routes_dir: PathBuf,
-    render: RenderRoute,
 }
 
 impl std::fmt::Debug for RealFs {
@@ -37,9 +33,14 @@ impl std::fmt::Debug for RealFs {
 }
 
 impl RealFs {
-    /// Effects on `root` and the route files in `routes_dir`, rendered by `render`.
-    pub fn new(root: impl Into<PathBuf>, routes_dir: impl Into<PathBuf>, render: RenderRoute) -> Self {
-        RealFs { root: root.into(), routes_dir: routes_dir.into(), render }
+    /// Effects on `root` and the route files in `routes_dir`.
+    pub fn new(root: impl Into<PathBuf>, routes_dir: impl Into<PathBuf>) -> Self {
+        RealFs { root: root.into(), routes_dir: routes_dir.into() }
+    }
+
+    /// The folder of route files.
+    pub fn routes_dir(&self) -> &Path {
+        &self.routes_dir
     }
 
     /// The managed root.
@@ -258,8 +259,8 @@ impl Effects for RealFs {
         upstream: &str,
         domain: &str,
     ) -> Result<(), EffectError> {
-        let text = (self.render)(project, deployment, upstream, domain)
-            .map_err(|source| EffectError::Render { project: project.to_owned(), source })?;
+        let text = crate::world::routes::render_route(project, deployment, upstream, domain)
+            .map_err(|source| EffectError::Render { project: project.to_owned(), source: Box::new(source) })?;
         write_route_file(&self.routes_dir, project, &text)
     }
 
@@ -267,27 +268,8 @@ impl Effects for RealFs {
         remove_route_file(&self.routes_dir, project)
     }
 
-    fn resume(
-        &mut self,
-        deployment: &str,
-        _from_phase: &str,
-        _to_phase: &str,
-        _attempt: u32,
-        _now: Timestamp,
-        _reason: &str,
-    ) -> Result<(), EffectError> {
-        Err(EffectError::NoStore(deployment.to_owned()))
-    }
-
-    fn fail(
-        &mut self,
-        deployment: &str,
-        _from_phase: &str,
-        _to_phase: &str,
-        _reason: &str,
-        _now: Timestamp,
-    ) -> Result<(), EffectError> {
-        Err(EffectError::NoStore(deployment.to_owned()))
+    fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError> {
+        Err(EffectError::NoStore(verdict.deployment.to_owned()))
     }
 }
 
@@ -420,24 +402,25 @@ mod tests {
     #[test]
     fn the_real_adapter_renders_routes_and_refuses_what_is_not_wired() {
         let t = TempRoot::new("adapter");
-        let render: RenderRoute =
-            Box::new(
-                |p, d, u, dom| {
-                    if dom.is_empty() { Err("empty domain".into()) } else { Ok(format!("{p} {d} {u} {dom}\n")) }
-                },
-            );
-        let mut fs_ = RealFs::new(t.0.clone(), t.0.join("routes"), render);
+        let mut fs_ = RealFs::new(t.0.clone(), t.0.join("routes"));
         fs::create_dir(t.0.join("routes")).unwrap();
         fs_.write_route("p1", "d1", "http://127.0.0.1:8080", "p1.localhost").unwrap();
-        assert_eq!(
-            fs::read_to_string(t.0.join("routes/p1.yaml")).unwrap(),
-            "p1 d1 http://127.0.0.1:8080 p1.localhost\n"
-        );
-        let err = fs_.write_route("p1", "d1", "u", "").unwrap_err();
+        let route = crate::world::routes::read_route(&t.0.join("routes/p1.yaml"));
+        assert_eq!((route.deployment.as_deref(), route.upstream.as_str()), (Some("d1"), "http://127.0.0.1:8080"));
+        let err = fs_.write_route("p1", "d1", "ftp://x", "p1.localhost").unwrap_err();
         assert_eq!(err.to_string(), "cannot render the route of project `p1`");
         let err = fs_.start_container("c1", "web").unwrap_err();
         assert!(matches!(err, EffectError::NoContainerEngine { .. }));
-        let err = fs_.resume("d1", "A", "A", 1, Timestamp::from_unix(0), "r").unwrap_err();
+        let verdict = Verdict {
+            deployment: "d1",
+            from_phase: "A",
+            to_phase: "A",
+            attempt: Some(1),
+            stuck_since: None,
+            reason: "r",
+            now: Timestamp::from_unix(0),
+        };
+        let err = fs_.verdict(&verdict).unwrap_err();
         assert_eq!(err.to_string(), "cannot change deployment `d1`: no store is connected");
     }
 }

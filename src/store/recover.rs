@@ -1,0 +1,144 @@
+//! Recording the reconciler's verdict on a stuck deployment: resume it, or fail it.
+//!
+//! Each verdict is one write transaction under the apply lease: claim the deployment
+//! (refused while another owner's claim is live), check that it is still where the plan
+//! saw it (compare-and-set on phase and attempts), move it, log why with the details an
+//! operator needs, and give the claim back. Two reconcilers can therefore never process
+//! the same deployment twice, and a repeated verdict is a no-op.
+
+use std::collections::BTreeMap;
+
+use rusqlite::OptionalExtension;
+
+use super::{Fence, Lease, LogEntry, LogLevel, Store, StoreError, sql};
+use crate::time::Timestamp;
+
+/// What to do with one stuck deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict<'a> {
+    /// The deployment.
+    pub deployment: &'a str,
+    /// The phase the plan saw it stuck in.
+    pub from_phase: &'a str,
+    /// The phase it moves to.
+    pub to_phase: &'a str,
+    /// `Some(attempt)` to resume it as that attempt; `None` to fail it (`to_phase` is final).
+    pub attempt: Option<u32>,
+    /// Its last progress, as the plan saw it.
+    pub stuck_since: Option<Timestamp>,
+    /// Why, one line.
+    pub reason: &'a str,
+    /// When.
+    pub now: Timestamp,
+}
+
+/// How a verdict ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The deployment was moved and the move logged.
+    Moved,
+    /// The deployment already was where the verdict puts it: nothing was written.
+    AlreadyThere,
+}
+
+impl Store {
+    /// Records `verdict` in one transaction fenced by `lease`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::StaleLease`] when the lease was lost; [`StoreError::Claimed`] while
+    /// another owner's claim on the deployment is live; [`StoreError::PhaseMoved`] when
+    /// the deployment is no longer where the plan saw it; [`StoreError::UnknownDeployment`];
+    /// [`StoreError::Sql`].
+    pub fn record_verdict(&self, lease: &Lease, verdict: &Verdict<'_>) -> Result<Recorded, StoreError> {
+        let id = verdict.deployment;
+        let what = format!("record the verdict on deployment `{id}`");
+        self.write(&what, || {
+            self.check_fence(Fence::Lease(lease), id)?;
+            let row: Option<(String, u32, Option<String>, Option<String>)> = self
+                .stmt(&what, "SELECT phase, attempts, owner, lease_until FROM deployments WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+                .map_err(sql(&what))?;
+            let Some((phase, attempts, owner, until)) = row else {
+                return Err(StoreError::UnknownDeployment(id.to_owned()));
+            };
+            let done = match verdict.attempt {
+                Some(attempt) => phase == verdict.to_phase && attempts == attempt,
+                None => phase == verdict.to_phase,
+            };
+            if done {
+                return Ok(Recorded::AlreadyThere);
+            }
+            // The claim: refused while someone else holds a live one.
+            if let (Some(owner), Some(until)) = (owner, until)
+                && owner != lease.owner
+            {
+                let until: Timestamp = until.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
+                    table: "deployments",
+                    key: id.to_owned(),
+                    column: "lease_until",
+                    reason: e.to_string(),
+                })?;
+                if until > verdict.now {
+                    return Err(StoreError::Claimed { deployment: id.to_owned(), owner, until });
+                }
+            }
+            let moved = phase != verdict.from_phase || verdict.attempt.is_some_and(|a| attempts >= a);
+            if moved {
+                return Err(StoreError::PhaseMoved {
+                    deployment: id.to_owned(),
+                    expected: verdict.from_phase.to_owned(),
+                    actual: phase,
+                    attempts,
+                });
+            }
+            let now = verdict.now.to_string();
+            let finished = verdict.attempt.is_none();
+            self.exec(
+                &what,
+                "UPDATE deployments SET phase = ?2, attempts = ?3, phase_updated_at = ?4,
+                        finished_at = CASE WHEN ?5 THEN ?4 ELSE finished_at END,
+                        owner = NULL, lease_until = NULL
+                 WHERE id = ?1",
+                (id, verdict.to_phase, verdict.attempt.unwrap_or(attempts), &now, finished),
+            )?;
+            let (level, message) = match verdict.attempt {
+                Some(a) if verdict.to_phase == verdict.from_phase => (
+                    LogLevel::Warn,
+                    format!("resumed: restarting {} (attempt {a}): {}", verdict.to_phase, verdict.reason),
+                ),
+                Some(a) => (
+                    LogLevel::Warn,
+                    format!(
+                        "resumed: {} verified, continuing in {} (attempt {a}): {}",
+                        verdict.from_phase, verdict.to_phase, verdict.reason
+                    ),
+                ),
+                None => (LogLevel::Error, format!("failed in {}: {}", verdict.from_phase, verdict.reason)),
+            };
+            let mut metadata = BTreeMap::from([
+                ("original_phase".to_owned(), verdict.from_phase.to_owned()),
+                ("new_phase".to_owned(), verdict.to_phase.to_owned()),
+                // The reconciler tried to resume it either way; a failure is that try's outcome.
+                ("resume_attempted".to_owned(), "true".to_owned()),
+                ("reason".to_owned(), verdict.reason.to_owned()),
+                ("attempt".to_owned(), verdict.attempt.unwrap_or(attempts).to_string()),
+                ("reconciler".to_owned(), lease.owner.clone()),
+            ]);
+            if let Some(since) = verdict.stuck_since {
+                metadata.insert("stuck_since".to_owned(), since.to_string());
+            }
+            let entry = LogEntry {
+                deployment: id.to_owned(),
+                at: verdict.now,
+                level,
+                phase: Some(verdict.from_phase.to_owned()),
+                message,
+                metadata,
+            };
+            self.insert_log(&what, &entry)?;
+            Ok(Recorded::Moved)
+        })
+    }
+}

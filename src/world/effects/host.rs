@@ -1,0 +1,81 @@
+//! [`Host`]: the effects on the real machine, as `trueup apply` makes them.
+//!
+//! File system and route changes go through [`RealFs`]; resumes and failures are
+//! recorded in the [`Store`] under the apply lease, each in one transaction
+//! ([`Store::record_verdict`]). Containers need an engine, which is not configured yet:
+//! their changes fail with [`EffectError::NoContainerEngine`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{EffectError, Effects, RealFs};
+use crate::store::{Lease, Store, StoreError, Verdict};
+use crate::time::Timestamp;
+
+/// The real machine: files under the root, route files, and the state store.
+#[derive(Debug)]
+pub struct Host<'a> {
+    fs: RealFs,
+    store: &'a Store,
+    lease: Lease,
+}
+
+impl<'a> Host<'a> {
+    /// Effects through `fs` and `store`, writing to the store under `lease`.
+    pub fn new(fs: RealFs, store: &'a Store, lease: Lease) -> Self {
+        Host { fs, store, lease }
+    }
+}
+
+impl Effects for Host<'_> {
+    fn link(&mut self, path: &Path, target: &Path) -> Result<(), EffectError> {
+        self.fs.link(path, target)
+    }
+
+    fn move_aside(&mut self, path: &Path, to: &Path) -> Result<(), EffectError> {
+        self.fs.move_aside(path, to)
+    }
+
+    fn start_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
+        self.fs.start_container(id, name)
+    }
+
+    fn recreate_container(
+        &mut self,
+        id: &str,
+        name: &str,
+        image: &str,
+        labels: &BTreeMap<String, String>,
+        now: Timestamp,
+    ) -> Result<(), EffectError> {
+        self.fs.recreate_container(id, name, image, labels, now)
+    }
+
+    fn remove_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
+        self.fs.remove_container(id, name)
+    }
+
+    fn write_route(
+        &mut self,
+        project: &str,
+        deployment: &str,
+        upstream: &str,
+        domain: &str,
+    ) -> Result<(), EffectError> {
+        self.fs.write_route(project, deployment, upstream, domain)
+    }
+
+    fn remove_route(&mut self, project: &str) -> Result<(), EffectError> {
+        self.fs.remove_route(project)
+    }
+
+    fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError> {
+        self.store.record_verdict(&self.lease, verdict).map(|_| ()).map_err(|e| match e {
+            StoreError::UnknownDeployment(d) => EffectError::NoSuchDeployment(d),
+            StoreError::PhaseMoved { deployment, expected, actual, attempts } => {
+                EffectError::PhaseMoved { deployment, expected, actual, attempts }
+            }
+            other => EffectError::Store { deployment: verdict.deployment.to_owned(), source: Box::new(other) },
+        })
+    }
+}
