@@ -182,6 +182,28 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
     report
 }
 
+/// The outcome of each action, one line each (two for a failure or a skip, with why).
+pub fn render_report(report: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("Results:\n");
+    for o in &report.outcomes {
+        let (_, verb, target) = crate::plan::describe(&o.action.change, &o.action.project);
+        let (mark, why) = match &o.status {
+            Status::Done => ("done   ", None),
+            Status::Failed(why) => ("FAILED ", Some(why)),
+            Status::Skipped(why) => ("skipped", Some(why)),
+        };
+        let _ = writeln!(out, "  {mark} {}: {verb} {target}", o.action.project);
+        if let Some(why) = why {
+            let _ = writeln!(out, "          {why}");
+        }
+    }
+    if let Some(why) = &report.stopped {
+        let _ = writeln!(out, "The apply stopped early: {why}");
+    }
+    out
+}
+
 /// Makes one change.
 fn run(action: &Action, effects: &mut dyn Effects, now: Timestamp) -> Result<(), EffectError> {
     match &action.change {

@@ -35,6 +35,7 @@ pub mod diag;
 pub mod graph;
 pub mod machine;
 pub mod plan;
+pub mod reconcile;
 pub mod spec;
 pub mod store;
 pub mod time;

@@ -92,6 +92,47 @@ pub enum Command {
     ///
     /// Example: trueup simulate fixtures/plan/0006_building_upload_gone.yaml --json
     Simulate(plan_cmds::SimulateArgs),
+
+    /// Observe this machine and show the plan of repairs, changing nothing
+    ///
+    /// Reads the state database (--db), the managed root (--root) and the route files
+    /// (--routes-dir), and prints what `trueup apply` would do, grouped by project, with
+    /// the reason for each change. A first run with no database creates an empty one.
+    ///
+    /// Exit codes: 0 done, 1 error; with --detailed-exitcode, 2 when changes are pending.
+    ///
+    /// Examples:
+    ///   trueup plan
+    ///   trueup plan --now 2025-10-02T03:00:00Z      # what would happen at 3 a.m.?
+    ///   trueup plan --out repairs.json && trueup apply repairs.json
+    Plan(plan_cmds::PlanArgs),
+
+    /// Make the repairs: resume or fail stuck deployments, heal links, fix routes
+    ///
+    /// Takes the apply lease (one writer at a time; a second apply waits up to
+    /// --lock-timeout, then exits 1 naming the holder), observes, plans, shows the plan,
+    /// applies it action by action, and prints each result and a summary. Every action
+    /// is idempotent and journaled, so an apply killed halfway is repaired by running it
+    /// again. One failing action never stops the others; the exit code is then 1.
+    ///
+    /// With a FILE saved by `trueup plan --out`, applies exactly that plan, and refuses
+    /// it if the world changed since, naming what changed.
+    ///
+    /// Examples:
+    ///   trueup apply
+    ///   trueup apply --dry-run
+    ///   trueup apply repairs.json --lock-timeout 2m
+    Apply(plan_cmds::ApplyArgs),
+
+    /// Show each project's live release and link health, and every unfinished deployment
+    ///
+    /// For each project: the live deployment, whether `current` and the webroot link
+    /// point where they should, and the deployment its route targets. For each
+    /// deployment not in a final phase: its phase, how long since its last progress,
+    /// whether it counts as stuck, and who holds it.
+    ///
+    /// Example: trueup status --json
+    Status(plan_cmds::StatusArgs),
 }
 
 /// Runs one parsed command line.
@@ -104,6 +145,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Validate(cmd) => spec_cmds::validate(&args, cmd),
         Command::Graph(cmd) => spec_cmds::graph(&args, cmd),
         Command::Simulate(cmd) => plan_cmds::simulate(&args, cmd),
+        Command::Plan(cmd) => plan_cmds::plan(&args, cmd),
+        Command::Apply(cmd) => plan_cmds::apply(&args, cmd),
+        Command::Status(cmd) => plan_cmds::status(&args, cmd),
     }
 }
 

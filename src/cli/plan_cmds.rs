@@ -1,12 +1,17 @@
-//! `trueup simulate`, `trueup plan` and `trueup status`.
+//! `trueup simulate`, `trueup plan`, `trueup status` and `trueup apply`.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
 use super::{Args, load_spec};
+use crate::apply;
 use crate::plan::{self, render_json, render_text};
+use crate::reconcile::{self, Applied, SavedPlan, Source};
+use crate::store::{Opened, Store};
+use crate::time::Duration;
 use crate::world::fixture;
 
 /// Arguments of `trueup simulate`.
@@ -41,4 +46,201 @@ pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
         print!("{}", render_text(&plan, now));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `trueup plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Print the plan as JSON (format version 1)
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 2 when there are changes to make (0: nothing to do, 1: error)
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Also save the plan to FILE, for `trueup apply FILE`
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Observes the machine and prints the plan of repairs.
+pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let spec = load_spec(args.spec.as_deref())?;
+    let store = open_store(args)?;
+    let now = super::now(args);
+    let (world, plan) = reconcile::plan_machine(&store, &spec, &config(args, Duration::from_secs(0)), now)?;
+    if cmd.json {
+        println!("{}", render_json(&plan, now));
+    } else {
+        print!("{}", render_text(&plan, now));
+    }
+    if let Some(out) = &cmd.out {
+        let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))?;
+        std::fs::write(out, saved + "\n").with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
+        eprintln!("Saved the plan to `{}`. Apply it with: trueup apply {}", out.display(), out.display());
+    }
+    let pending = !plan.actions.is_empty();
+    Ok(if cmd.detailed_exitcode && pending { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// Arguments of `trueup status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints each project's live release and link health, and each unfinished deployment.
+pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let spec = load_spec(args.spec.as_deref())?;
+    let store = open_store(args)?;
+    let now = super::now(args);
+    let (world, _) = reconcile::plan_machine(&store, &spec, &config(args, Duration::from_secs(0)), now)?;
+    let status = plan::status(&spec, &world, now);
+    if cmd.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", plan::render_status(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `trueup apply`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `trueup plan --out FILE`; refused if the world changed since
+    pub plan_file: Option<PathBuf>,
+    /// Show the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for another apply to finish, e.g. `30s` or `2m`
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub lock_timeout: Duration,
+    /// Print the plan and the results as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Observes, plans, shows the plan, applies it, and shows each result and a summary.
+pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let spec = load_spec(args.spec.as_deref())?;
+    let store = open_store(args)?;
+    let saved = match &cmd.plan_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+            Some(SavedPlan::read(path, &text)?)
+        }
+        None => None,
+    };
+    let now = saved.as_ref().map_or_else(|| super::now(args), |s| s.now);
+    let cfg = config(args, cmd.lock_timeout);
+    if cmd.dry_run {
+        let (world, plan) = reconcile::plan_machine(&store, &spec, &cfg, now)?;
+        let plan = match &saved {
+            Some(saved) => {
+                saved.check_fresh(&world)?;
+                saved.plan()
+            }
+            None => plan,
+        };
+        if cmd.json {
+            println!("{}", render_json(&plan, now));
+        } else {
+            print!("{}", render_text(&plan, now));
+            println!("\nDry run: nothing was changed.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let source = saved.as_ref().map_or(Source::Fresh, Source::Saved);
+    let progress = std::io::stderr().is_terminal() && !cmd.json;
+    let mut on_action = |index: usize, total: usize, action: &plan::Action, _: &apply::Status| {
+        if progress {
+            eprint!("\r\x1b[2K  applying {}/{total}: {} {}", index + 1, action.project, kind(&action.change));
+        }
+    };
+    let applied = reconcile::apply_machine(&store, &spec, &cfg, now, source, &mut on_action)?;
+    if progress {
+        eprint!("\r\x1b[2K");
+    }
+    if let Some((owner, until)) = &applied.took_over {
+        eprintln!("Took over the apply lease from `{owner}`, whose lease expired at {until} (it probably died).");
+    }
+    if cmd.json {
+        println!("{}", apply_json(&applied, now)?);
+    } else {
+        print!("{}", render_text(&applied.plan, now));
+        if !applied.plan.actions.is_empty() {
+            print!("\n{}", apply::render_report(&applied.report));
+        }
+        println!("{}", summary(&applied));
+    }
+    Ok(if applied.report.all_done() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn kind(change: &plan::Change) -> &'static str {
+    let (_, verb, _) = plan::describe(change, "");
+    verb
+}
+
+fn summary(applied: &Applied) -> String {
+    let c = &applied.report.counts;
+    format!(
+        "Summary: deployments {} resumed, {} failed, {} skipped; symlinks {} fixed, {} verified, {} moved aside; \
+         containers {} started, {} recreated, {} removed; routes {} written, {} removed; {} errors.",
+        c.deployments_resumed,
+        c.deployments_failed,
+        c.deployments_skipped,
+        c.symlinks_fixed,
+        applied.verified_links,
+        c.moved_aside,
+        c.containers_started,
+        c.containers_recreated,
+        c.containers_removed,
+        c.routes_written,
+        c.routes_removed,
+        c.errors
+    )
+}
+
+fn apply_json(applied: &Applied, now: crate::time::Timestamp) -> anyhow::Result<String> {
+    let doc = serde_json::json!({
+        "format_version": 1,
+        "now": now,
+        "run": applied.run,
+        "fingerprint": applied.plan.fingerprint,
+        "outcomes": applied.report.outcomes,
+        "counts": applied.report.counts,
+        "verified_links": applied.verified_links,
+        "stopped": applied.report.stopped,
+        "findings": applied.plan.findings,
+    });
+    Ok(serde_json::to_string_pretty(&doc)?)
+}
+
+/// The reconcile configuration from the global flags.
+fn config(args: &Args, lock_timeout: Duration) -> reconcile::Config {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    reconcile::Config {
+        root: args.root.clone(),
+        routes_dir: args.routes_dir.clone(),
+        owner: format!("trueup-apply@{}:{}", if host.is_empty() { "localhost" } else { &host }, std::process::id()),
+        lock_timeout: std::time::Duration::from_secs(lock_timeout.secs()),
+        lease_ttl: Duration::from_secs(60),
+    }
+}
+
+/// Opens the state database, creating it (and its folder) on first use, and says so.
+pub fn open_store(args: &Args) -> anyhow::Result<Store> {
+    if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the folder `{}`", dir.display()))?;
+    }
+    let (store, opened) = Store::open(&args.db)?;
+    match opened {
+        Opened::Created => eprintln!("Created an empty state database at `{}`.", args.db.display()),
+        Opened::Migrated { from, to } => {
+            eprintln!("Migrated the state database `{}` from schema {from} to {to}.", args.db.display());
+        }
+        Opened::Existing => {}
+    }
+    Ok(store)
 }

@@ -15,7 +15,7 @@ mod render;
 mod rules;
 mod status;
 
-pub use render::{Summary, render_json, render_text};
+pub use render::{Summary, describe, render_json, render_text};
 pub use rules::{ACTIVE_PHASE, FAIL_EVENT, HELPER_MAX_AGE, Progress, plan, progress, release_exists, releases};
 pub use status::{DeploymentStatus, LinkHealth, ProjectStatus, Status, render_status, status};
 

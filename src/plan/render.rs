@@ -82,7 +82,7 @@ impl Summary {
 }
 
 /// The symbol, the verb and the target of one action, as shown in the text plan.
-pub(crate) fn describe(change: &Change, project: &str) -> (&'static str, &'static str, String) {
+pub fn describe(change: &Change, project: &str) -> (&'static str, &'static str, String) {
     match change {
         Change::Resume { deployment, from_phase, to_phase, attempt, .. } if from_phase == to_phase => {
             ("~", "resume", format!("deployment {deployment}: restart {from_phase} (attempt {attempt})"))

@@ -61,6 +61,16 @@ impl Store {
         })
     }
 
+    /// Who holds the lease, or last held it without releasing it, and until when.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for an unreadable `until`; [`StoreError::Sql`].
+    pub fn lease_holder_at(&self) -> Result<Option<(String, Timestamp)>, StoreError> {
+        let (_, held) = self.lease_row()?;
+        held.map(|(owner, until)| Ok((owner, parse_until(&until)?))).transpose()
+    }
+
     /// Extends a held lease to `now + ttl`.
     ///
     /// # Errors
@@ -142,12 +152,15 @@ impl Store {
     fn lease_holder(&self) -> Result<StoreError, StoreError> {
         let (_, held) = self.lease_row()?;
         let (owner, until) = held.unwrap_or_default();
-        let until = until.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
-            table: "lease",
-            key: "apply".to_owned(),
-            column: "until",
-            reason: e.to_string(),
-        })?;
-        Ok(StoreError::LeaseHeld { owner, until })
+        Ok(StoreError::LeaseHeld { owner, until: parse_until(&until)? })
     }
+}
+
+fn parse_until(text: &str) -> Result<Timestamp, StoreError> {
+    text.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
+        table: "lease",
+        key: "apply".to_owned(),
+        column: "until",
+        reason: e.to_string(),
+    })
 }

@@ -22,6 +22,7 @@ pub mod effects;
 pub mod fixture;
 pub mod observe;
 pub mod routes;
+pub mod stage;
 
 /// Everything the reconciler looks at, at one instant.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]

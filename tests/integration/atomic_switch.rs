@@ -10,23 +10,7 @@ use std::thread;
 
 use trueup::world::effects::switch_link;
 
-/// A fresh folder under the system temp dir, removed on drop.
-struct TempRoot(PathBuf);
-
-impl TempRoot {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("trueup-atomic-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempRoot(dir)
-    }
-}
-
-impl Drop for TempRoot {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::scratch::Scratch;
 
 /// What the reader saw.
 #[derive(Debug, Default)]
@@ -41,7 +25,7 @@ struct Seen {
 /// times (stopping early once the reader failed, when `stop_on_failure`), while a reader
 /// thread reads through it in a loop.
 fn race(name: &str, max: usize, stop_on_failure: bool, switch: fn(&Path, &Path, &Path)) -> Seen {
-    let t = TempRoot::new(name);
+    let t = Scratch::new(name);
     let root = t.0.as_path();
     let releases: Vec<PathBuf> = ["a", "b"]
         .iter()

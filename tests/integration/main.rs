@@ -2,7 +2,9 @@
 
 mod apply_props;
 mod atomic_switch;
+mod machine;
 mod plan;
+mod scratch;
 mod spec;
 mod store;
 mod tidy;

@@ -2,36 +2,13 @@
 //! observer against real folders and symlinks.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 
 use trueup::store::{Fence, JournalStatus, LogEntry, LogLevel, Opened, PhaseUpdate, SCHEMA_VERSION, Store, StoreError};
 use trueup::time::{Duration, Timestamp};
 use trueup::world::{Claim, Deployment, DeploymentType, Project, Service, Source};
 
-/// A fresh, empty folder for one test, removed when dropped.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(name: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("trueup-it-{}-{n}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use crate::scratch::Scratch;
 
 pub fn t(text: &str) -> Timestamp {
     text.parse().unwrap()

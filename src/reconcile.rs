@@ -1,0 +1,361 @@
+//! One reconcile pass against the real machine: observe, plan, and apply under the lease.
+//!
+//! This is the library behind `trueup plan`, `trueup apply` and `trueup status`: it
+//! wires the edges ([`crate::store`], [`crate::world::observe`], the [`Host`] effects) to
+//! the pure core ([`crate::plan`]) and the executor ([`crate::apply`]). It owns the
+//! single-writer discipline: the apply lease is taken (waiting up to a timeout) before
+//! anything is observed for an apply, renewed before every action, journaled per action,
+//! and released at the end. A saved plan (`plan --out`) carries digests of the world it
+//! was made from, so that applying it later refuses a world that changed, and says where.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{self, HookError, Hooks, Report, Status};
+use crate::plan::{self, Action, Finding, Plan};
+use crate::spec::Spec;
+use crate::store::{Lease, Store, StoreError};
+use crate::time::{Duration, Timestamp};
+use crate::world::effects::{Host, RealFs};
+use crate::world::observe::{ObserveConfig, ObserveError, observe};
+use crate::world::{World, clock, valid_id};
+
+/// Where the real machine is, and how an apply behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The managed root.
+    pub root: PathBuf,
+    /// The folder of route files.
+    pub routes_dir: PathBuf,
+    /// Who this process is, in the lease and the journal.
+    pub owner: String,
+    /// How long to wait for another apply to finish before giving up.
+    pub lock_timeout: std::time::Duration,
+    /// How long the lease lasts without renewal (it is renewed before every action).
+    pub lease_ttl: Duration,
+}
+
+/// Why a reconcile pass could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The machine could not be observed.
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    /// Another apply held the lease for the whole timeout.
+    #[error("another apply is running: `{owner}` holds the lease until {until} (waited {waited:?})")]
+    Busy {
+        /// Who holds the lease.
+        owner: String,
+        /// Until when.
+        until: Timestamp,
+        /// How long this one waited.
+        waited: std::time::Duration,
+    },
+    /// A saved plan cannot be read.
+    #[error("`{path}` is not a plan saved by `trueup plan --out`")]
+    BadPlanFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A saved plan of another format version.
+    #[error("`{path}` has plan format version {found}; this trueup reads version {SAVED_PLAN_VERSION}")]
+    PlanVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// The world changed since the saved plan was made.
+    #[error(
+        "the plan is stale: the world changed since it was made ({}); run `trueup plan --out FILE` again",
+        changed.join(", ")
+    )]
+    Stale {
+        /// What changed, e.g. `project p1`, `routes`.
+        changed: Vec<String>,
+    },
+}
+
+/// The version of the saved-plan file format.
+pub const SAVED_PLAN_VERSION: u32 = 1;
+
+/// A plan saved by `trueup plan --out`, to be applied as it is by `trueup apply FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPlan {
+    /// [`SAVED_PLAN_VERSION`].
+    pub format_version: u32,
+    /// The instant it was planned at.
+    pub now: Timestamp,
+    /// The digest of the whole observed world.
+    pub fingerprint: String,
+    /// Digests of the world's parts, to say what changed.
+    pub digests: BTreeMap<String, String>,
+    /// The actions.
+    pub actions: Vec<Action>,
+    /// The findings.
+    pub findings: Vec<Finding>,
+}
+
+impl SavedPlan {
+    /// The saved form of `plan`, made from `world` at `now`.
+    pub fn new(plan: &Plan, world: &World, now: Timestamp) -> Self {
+        SavedPlan {
+            format_version: SAVED_PLAN_VERSION,
+            now,
+            fingerprint: plan.fingerprint.clone(),
+            digests: digests(world),
+            actions: plan.actions.clone(),
+            findings: plan.findings.clone(),
+        }
+    }
+
+    /// Reads a saved plan.
+    ///
+    /// # Errors
+    ///
+    /// [`ReconcileError::BadPlanFile`] or [`ReconcileError::PlanVersion`].
+    pub fn read(path: &std::path::Path, text: &str) -> Result<Self, ReconcileError> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let bad = |source| ReconcileError::BadPlanFile { path: path.to_owned(), source };
+        let version: Version = serde_json::from_str(text).map_err(bad)?;
+        if version.format_version != SAVED_PLAN_VERSION {
+            return Err(ReconcileError::PlanVersion { path: path.to_owned(), found: version.format_version });
+        }
+        serde_json::from_str(text).map_err(bad)
+    }
+
+    /// The plan it holds.
+    pub fn plan(&self) -> Plan {
+        Plan { actions: self.actions.clone(), findings: self.findings.clone(), fingerprint: self.fingerprint.clone() }
+    }
+
+    /// `Ok` when `world` is the world this plan was made from.
+    ///
+    /// # Errors
+    ///
+    /// [`ReconcileError::Stale`], naming the parts that changed.
+    pub fn check_fresh(&self, world: &World) -> Result<(), ReconcileError> {
+        if plan::fingerprint(world) == self.fingerprint {
+            return Ok(());
+        }
+        let now = digests(world);
+        let keys: std::collections::BTreeSet<&String> = now.keys().chain(self.digests.keys()).collect();
+        let mut changed: Vec<String> =
+            keys.into_iter().filter(|k| now.get(*k) != self.digests.get(*k)).cloned().collect();
+        if changed.is_empty() {
+            changed.push("the world".to_owned());
+        }
+        Err(ReconcileError::Stale { changed })
+    }
+}
+
+/// Digests of a world by part: one per project (its record, deployments, links, route
+/// and containers), and one for everything else.
+pub fn digests(world: &World) -> BTreeMap<String, String> {
+    let known: std::collections::BTreeSet<&str> =
+        world.projects.iter().map(|p| p.id.as_str()).filter(|id| valid_id(id)).collect();
+    let key_of = |project: &str| {
+        if known.contains(project) {
+            format!("project {project}")
+        } else {
+            "other projects, routes and containers".to_owned()
+        }
+    };
+    let mut parts: BTreeMap<String, World> = BTreeMap::new();
+    for p in &world.projects {
+        parts.entry(key_of(&p.id)).or_default().projects.push(p.clone());
+    }
+    for d in &world.deployments {
+        parts.entry(key_of(&d.project)).or_default().deployments.push(d.clone());
+    }
+    for (project, route) in &world.routes {
+        parts.entry(key_of(project)).or_default().routes.insert(project.clone(), route.clone());
+    }
+    for c in world.containers.iter().flatten() {
+        let project = c.label(crate::world::labels::PROJECT).unwrap_or_default();
+        parts.entry(key_of(project)).or_default().containers.get_or_insert_with(Vec::new).push(c.clone());
+    }
+    for (path, node) in &world.files {
+        // `ROOT/PROJECT/...` and `ROOT/webroot/PROJECT` belong to the project.
+        let mut rest = path.strip_prefix(&world.root).into_iter().flat_map(|r| r.components());
+        let first = rest.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let project = match first.as_deref() {
+            Some("webroot") => rest.next().map(|c| c.as_os_str().to_string_lossy().into_owned()),
+            other => other.map(str::to_owned),
+        };
+        let key = match project {
+            Some(p) if known.contains(p.as_str()) => key_of(&p),
+            _ => "files outside the projects".to_owned(),
+        };
+        parts.entry(key).or_default().files.insert(path.clone(), node.clone());
+    }
+    parts.entry("images".to_owned()).or_default().images = world.images.clone();
+    parts.into_iter().map(|(k, w)| (k, plan::fingerprint(&w))).collect()
+}
+
+/// Observes the machine and plans its repairs at `now`.
+///
+/// # Errors
+///
+/// When the store or the machine cannot be read.
+pub fn plan_machine(store: &Store, spec: &Spec, cfg: &Config, now: Timestamp) -> Result<(World, Plan), ReconcileError> {
+    let world = observe(store, &observe_config(cfg))?;
+    let plan = plan::plan(spec, &world, now);
+    Ok((world, plan))
+}
+
+fn observe_config(cfg: &Config) -> ObserveConfig {
+    ObserveConfig { root: cfg.root.clone(), routes_dir: cfg.routes_dir.clone() }
+}
+
+/// What one apply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The plan that was applied.
+    pub plan: Plan,
+    /// What happened to each action.
+    pub report: Report,
+    /// The journal's run id.
+    pub run: String,
+    /// The holder whose lapsed lease this apply took over, and when it lapsed.
+    pub took_over: Option<(String, Timestamp)>,
+    /// Links that were checked and already pointed where they should.
+    pub verified_links: usize,
+}
+
+/// What to apply: a fresh plan, or a saved one.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// Observe and plan now.
+    Fresh,
+    /// Apply this saved plan if the world is still the one it was made from.
+    Saved(&'a SavedPlan),
+}
+
+/// Takes the lease, observes, plans (or checks a saved plan), applies, and gives the
+/// lease back. `on_action` hears about each action as it ends: `(index, total, action,
+/// status)`, for progress lines.
+///
+/// # Errors
+///
+/// [`ReconcileError::Busy`] when another apply holds the lease past the timeout;
+/// [`ReconcileError::Stale`] for a saved plan whose world changed; store and observation
+/// failures. Failed actions are not errors: they are in the [`Report`].
+pub fn apply_machine(
+    store: &Store,
+    spec: &Spec,
+    cfg: &Config,
+    now: Timestamp,
+    source: Source<'_>,
+    on_action: &mut dyn FnMut(usize, usize, &Action, &Status),
+) -> Result<Applied, ReconcileError> {
+    let (lease, took_over) = take_lease(store, cfg)?;
+    let result = apply_leased(store, spec, cfg, now, source, &lease, on_action);
+    // A lease lost mid-apply cannot be released; that is the reason the apply stopped.
+    let _ = store.release_lease(&lease);
+    result.map(|(plan, report, run, verified_links)| Applied { plan, report, run, took_over, verified_links })
+}
+
+fn apply_leased(
+    store: &Store,
+    spec: &Spec,
+    cfg: &Config,
+    now: Timestamp,
+    source: Source<'_>,
+    lease: &Lease,
+    on_action: &mut dyn FnMut(usize, usize, &Action, &Status),
+) -> Result<(Plan, Report, String, usize), ReconcileError> {
+    let world = observe(store, &observe_config(cfg))?;
+    let verified_links = plan::status(spec, &world, now)
+        .projects
+        .iter()
+        .flat_map(|p| [&p.current, &p.webroot])
+        .filter(|h| **h == plan::LinkHealth::Ok)
+        .count();
+    let plan = match source {
+        Source::Fresh => plan::plan(spec, &world, now),
+        Source::Saved(saved) => {
+            saved.check_fresh(&world)?;
+            saved.plan()
+        }
+    };
+    let run = format!("{}-{}", clock::now().compact(), lease.token);
+    let mut hooks =
+        Journal { store, lease: lease.clone(), ttl: cfg.lease_ttl, run: &run, total: plan.actions.len(), on_action };
+    let mut host = Host::new(RealFs::new(&cfg.root, &cfg.routes_dir), store, lease.clone());
+    let report = apply::apply(&plan, &mut host, now, &mut hooks);
+    Ok((plan, report, run, verified_links))
+}
+
+/// Takes the lease, polling until `cfg.lock_timeout`. Returns the lapsed holder it
+/// replaced, if any.
+fn take_lease(store: &Store, cfg: &Config) -> Result<(Lease, Option<(String, Timestamp)>), ReconcileError> {
+    let started = std::time::Instant::now();
+    loop {
+        let before = store.lease_holder_at()?;
+        match store.acquire_lease(&cfg.owner, clock::now(), cfg.lease_ttl) {
+            Ok(lease) => return Ok((lease, before)),
+            Err(StoreError::LeaseHeld { owner, until }) => {
+                let waited = started.elapsed();
+                if waited >= cfg.lock_timeout {
+                    return Err(ReconcileError::Busy { owner, until, waited });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100).min(cfg.lock_timeout - waited));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The store side of an apply: the journal, and the lease renewed before every action.
+struct Journal<'a, 'f> {
+    store: &'a Store,
+    lease: Lease,
+    ttl: Duration,
+    run: &'a str,
+    total: usize,
+    on_action: &'f mut dyn FnMut(usize, usize, &Action, &Status),
+}
+
+fn seq(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
+impl Hooks for Journal<'_, '_> {
+    fn fence(&mut self) -> Result<(), HookError> {
+        let renewed = self.store.renew_lease(&self.lease, clock::now(), self.ttl);
+        self.lease = renewed.map_err(|e| HookError::LeaseLost(Box::new(e)))?;
+        Ok(())
+    }
+
+    fn planned(&mut self, index: usize, action: &Action) -> Result<(), HookError> {
+        let at = clock::now();
+        self.store
+            .journal_planned(&self.lease, self.run, seq(index), action, at)
+            .map_err(|e| HookError::Journal(Box::new(e)))
+    }
+
+    fn finished(&mut self, index: usize, action: &Action, status: &Status) -> Result<(), HookError> {
+        let at = clock::now();
+        let written = match status {
+            Status::Done => self.store.journal_done(&self.lease, self.run, seq(index), at),
+            Status::Failed(why) => self.store.journal_failed(&self.lease, self.run, seq(index), why, at),
+            Status::Skipped(why) => {
+                self.store.journal_failed(&self.lease, self.run, seq(index), &format!("skipped: {why}"), at)
+            }
+        };
+        (self.on_action)(index, self.total, action, status);
+        written.map_err(|e| HookError::Journal(Box::new(e)))
+    }
+}

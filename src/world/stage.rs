@@ -1,0 +1,167 @@
+//! Staging: making a [`World`] real in a folder, for the demo and for tests that compare
+//! the real machine with the model.
+//!
+//! [`stage`] writes a world's projects and deployments into a fresh state database, its
+//! files, folders and symlinks under a new root, and its routes as route files. Paths are
+//! rebased into the folder ([`Staged::rebase`]): the world's root becomes `DIR/root`, and
+//! any other absolute path `/x/y` becomes `DIR/outside/x/y`, so nothing outside `DIR` is
+//! ever written. Containers are not staged: there is no container engine here.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Component, Path, PathBuf};
+
+use super::{Node, World, routes};
+use crate::store::{Store, StoreError};
+use crate::time::Timestamp;
+
+/// What a route file with a problem is staged as.
+const BROKEN_ROUTE: &str = "http: [ this is not a route\n";
+
+/// Where a staged world lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// The folder everything is in.
+    pub dir: PathBuf,
+    /// The state database.
+    pub db: PathBuf,
+    /// The managed root.
+    pub root: PathBuf,
+    /// The route files.
+    pub routes_dir: PathBuf,
+    /// The world's own root, which `root` stands for.
+    original_root: PathBuf,
+}
+
+/// Why a world could not be staged.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The folder already holds something.
+    #[error("`{}` is not empty: staging needs a new or empty folder", .0.display())]
+    NotEmpty(PathBuf),
+    /// A file system change failed.
+    #[error("cannot {what} `{}`", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The store refused the world's records.
+    #[error("cannot write the state database")]
+    Store(#[from] StoreError),
+}
+
+impl Staged {
+    /// Where a path of the world lives in the staged folder.
+    pub fn rebase(&self, path: &Path) -> PathBuf {
+        if let Ok(rest) = path.strip_prefix(&self.original_root) {
+            return self.root.join(rest);
+        }
+        let relative: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        self.dir.join("outside").join(relative)
+    }
+
+    /// The world as it is staged: paths rebased, no containers or images.
+    pub fn rebase_world(&self, world: &World) -> World {
+        let mut w = world.clone();
+        w.root = self.root.clone();
+        w.files = world
+            .files
+            .iter()
+            .map(|(path, node)| {
+                let node = match node {
+                    Node::Symlink(t) if t.is_absolute() => Node::Symlink(self.rebase(t)),
+                    other => other.clone(),
+                };
+                (self.rebase(path), node)
+            })
+            .collect();
+        for d in &mut w.deployments {
+            if let Some(path) = &d.source.file_path {
+                d.source.file_path = Some(self.rebase(path));
+            }
+            if let Some(repo) = d.source.repo.as_mut().filter(|r| r.starts_with('/')) {
+                *repo = self.rebase(Path::new(repo.as_str())).display().to_string();
+            }
+        }
+        // A broken route is staged as a broken file; the model gets the problem the
+        // observer will read from it.
+        for (project, route) in &mut w.routes {
+            if route.problem.is_some() || route.deployment.is_none() {
+                *route = routes::parse_route(project, BROKEN_ROUTE);
+            }
+        }
+        w.containers = None;
+        w.images = None;
+        w
+    }
+}
+
+/// Writes `world` into `dir` (created if missing, and empty otherwise), with deployments
+/// recorded as created at `now`.
+///
+/// # Errors
+///
+/// [`StageError::NotEmpty`]; file system and store failures.
+pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageError> {
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| StageError::Io { what, path, source }
+    };
+    fs::create_dir_all(dir).map_err(io("create", dir))?;
+    if fs::read_dir(dir).map_err(io("read", dir))?.next().is_some() {
+        return Err(StageError::NotEmpty(dir.to_owned()));
+    }
+    let staged = Staged {
+        dir: dir.to_owned(),
+        db: dir.join("state.db"),
+        root: dir.join("root"),
+        routes_dir: dir.join("routes"),
+        original_root: world.root.clone(),
+    };
+    let rebased = staged.rebase_world(world);
+    for path in [&staged.root, &staged.routes_dir] {
+        fs::create_dir_all(path).map_err(io("create", path))?;
+    }
+    // Folders first, then files and links, so every parent exists when needed.
+    for (path, node) in &rebased.files {
+        match node {
+            Node::Dir => fs::create_dir_all(path).map_err(io("create", path))?,
+            Node::File => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(io("create", parent))?;
+                }
+                fs::write(path, format!("{}\n", path.display())).map_err(io("write", path))?;
+            }
+            Node::Symlink(target) => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(io("create", parent))?;
+                }
+                symlink(target, path).map_err(io("link", path))?;
+            }
+        }
+    }
+    for (project, route) in &rebased.routes {
+        if !super::valid_id(project) {
+            continue;
+        }
+        let path = routes::route_path(&staged.routes_dir, project);
+        let text = match (&route.problem, &route.deployment) {
+            (None, Some(deployment)) => {
+                routes::render_route(project, deployment, &route.upstream, &format!("{project}.localhost"))
+                    .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+            }
+            _ => BROKEN_ROUTE.to_owned(),
+        };
+        fs::write(&path, text).map_err(io("write", &path))?;
+    }
+    let (store, _) = Store::open(&staged.db)?;
+    store.upsert_projects(&rebased.projects)?;
+    store.insert_deployments(&rebased.deployments, now)?;
+    Ok(staged)
+}
