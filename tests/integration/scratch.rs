@@ -1,7 +1,7 @@
 //! Scratch folders: a fresh, empty folder per test under the system temp dir, removed
 //! when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A fresh, empty folder for one test, removed when dropped.
@@ -19,10 +19,6 @@ impl Scratch {
 
     pub fn join(&self, p: &str) -> PathBuf {
         self.0.join(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
     }
 }
 
