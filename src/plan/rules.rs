@@ -146,12 +146,15 @@ struct ProjectView<'a> {
     live: Option<&'a Deployment>,
     /// Unfinished deployments and what happens to them.
     fates: BTreeMap<&'a str, Fate>,
+    /// The deployments in flight that own the project's links and routes.
+    owners: std::collections::BTreeSet<&'a str>,
 }
 
 impl ProjectView<'_> {
-    /// True when some deployment in flight owns the project's links and routes.
+    /// True when some deployment in flight owns the project's links and routes: one a
+    /// worker holds, or one whose release folder exists (the links may point at it).
     fn busy(&self) -> bool {
-        self.fates.values().any(|f| *f == Fate::InFlight)
+        !self.owners.is_empty()
     }
 }
 
@@ -205,7 +208,10 @@ impl<'a> Planner<'a> {
                 self.skipped.insert(&project.id);
                 continue;
             }
-            views.insert(&project.id, ProjectView { project, live: None, fates: BTreeMap::new() });
+            views.insert(
+                &project.id,
+                ProjectView { project, live: None, fates: BTreeMap::new(), owners: Default::default() },
+            );
         }
         for d in &world.deployments {
             if !valid_id(&d.id) {
@@ -226,8 +232,20 @@ impl<'a> Planner<'a> {
                 }
                 continue;
             };
-            if let Some(fate) = self.deployment(view, d) {
-                views.get_mut(d.project.as_str()).expect("the view was found above").fates.insert(&d.id, fate);
+            let Some(fate) = self.deployment(view, d) else { continue };
+            let held = d.held_at(self.now);
+            let owns = fate == Fate::InFlight && (held || self.release_exists(&d.project, &d.id));
+            if owns && !held {
+                let message = format!(
+                    "deployment `{}` has a release folder and is still in flight: the project's links and routes are left to it",
+                    d.id
+                );
+                self.find(&d.project, Level::Note, message);
+            }
+            let view = views.get_mut(d.project.as_str()).expect("the view was found above");
+            view.fates.insert(&d.id, fate);
+            if owns {
+                view.owners.insert(&d.id);
             }
         }
         for view in views.values_mut() {
@@ -277,7 +295,7 @@ impl<'a> Planner<'a> {
             }
             Progress::Running { age, limit, .. } => {
                 let message = format!(
-                    "deployment `{}` is in {} and progressed {age} ago (stuck after {limit}): the project's links and routes are left to it",
+                    "deployment `{}` is in {} and progressed {age} ago: not stuck before {limit}",
                     d.id, d.phase
                 );
                 self.find(project, Level::Note, message);
