@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::spec::{self, Spec};
 use crate::time::Timestamp;
 
+mod demo;
 mod plan_cmds;
 mod spec_cmds;
 
@@ -54,6 +55,17 @@ pub struct Args {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a broken PaaS in a temporary folder and watch trueup repair it
+    ///
+    /// Creates a state database, release folders, links and route files for five
+    /// projects as a reboot left them (a build cut off, a deploy queued forever, an
+    /// upload gone, `current` wrong or a real folder, a stale route), then shows the
+    /// status, the plan, the apply and a second, empty plan. Needs no root privileges and
+    /// touches nothing outside its folder.
+    ///
+    /// Example: trueup demo --dir /tmp/paas
+    Demo(demo::DemoArgs),
+
     /// Check spec files and report every problem with its line and column
     ///
     /// Every problem in a file is reported in one run, each as `error: MESSAGE`, then
@@ -142,6 +154,7 @@ pub enum Command {
 /// Any failure, with its context chain, for `main` to print once.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &args.command {
+        Command::Demo(cmd) => demo::demo(&args, cmd),
         Command::Validate(cmd) => spec_cmds::validate(&args, cmd),
         Command::Graph(cmd) => spec_cmds::graph(&args, cmd),
         Command::Simulate(cmd) => plan_cmds::simulate(&args, cmd),

@@ -182,7 +182,7 @@ fn kind(change: &plan::Change) -> &'static str {
     verb
 }
 
-fn summary(applied: &Applied) -> String {
+pub(super) fn summary(applied: &Applied) -> String {
     let c = &applied.report.counts;
     format!(
         "Summary: deployments {} resumed, {} failed, {} skipped; symlinks {} fixed, {} verified, {} moved aside; \
@@ -219,10 +219,15 @@ fn apply_json(applied: &Applied, now: crate::time::Timestamp) -> anyhow::Result<
 
 /// The reconcile configuration from the global flags.
 fn config(args: &Args, lock_timeout: Duration) -> reconcile::Config {
+    machine_config(&args.root, &args.routes_dir, lock_timeout)
+}
+
+/// The reconcile configuration for a root and a routes folder.
+pub(super) fn machine_config(root: &std::path::Path, routes_dir: &std::path::Path, lock_timeout: Duration) -> reconcile::Config {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
     reconcile::Config {
-        root: args.root.clone(),
-        routes_dir: args.routes_dir.clone(),
+        root: root.to_owned(),
+        routes_dir: routes_dir.to_owned(),
         owner: format!("trueup-apply@{}:{}", if host.is_empty() { "localhost" } else { &host }, std::process::id()),
         lock_timeout: std::time::Duration::from_secs(lock_timeout.secs()),
         lease_ttl: Duration::from_secs(60),

@@ -165,3 +165,28 @@ pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageE
     store.insert_deployments(&rebased.deployments, now)?;
     Ok(staged)
 }
+
+/// The demo world: a small PaaS right after a reboot in the middle of several deploys.
+pub const DEMO_WORLD: &str = include_str!("demo.yaml");
+
+/// Stages the demo world in `dir`, with its clock moved so that its "now" is `now`.
+///
+/// # Errors
+///
+/// As [`stage`].
+pub fn stage_demo(dir: &Path, now: Timestamp) -> Result<Staged, StageError> {
+    let fixture = super::fixture::load("demo.yaml", DEMO_WORLD)
+        .unwrap_or_else(|d| panic!("the demo world is checked by the test suite, yet: {d:?}"));
+    let by = now.unix() - fixture.now.unix();
+    let shift = |t: &mut Timestamp| *t = Timestamp::from_unix(t.unix() + by);
+    let mut world = fixture.world;
+    for d in &mut world.deployments {
+        for t in [&mut d.phase_updated_at, &mut d.heartbeat_at, &mut d.finished_at].into_iter().flatten() {
+            shift(t);
+        }
+        if let Some(claim) = &mut d.owner {
+            shift(&mut claim.until);
+        }
+    }
+    stage(&world, dir, now)
+}
