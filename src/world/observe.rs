@@ -9,8 +9,8 @@
 //! so nothing outside the root is reached through a link. Ids that are not plain names
 //! stay in the world for the planner to report, but never become paths.
 //!
-//! The sources of unfinished deployments (`source.file_path`) are looked at too, wherever
-//! they are, so the planner knows whether an upload still exists.
+//! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
+//! looked at too, wherever they are, so the planner knows whether they still exist.
 
 use std::collections::BTreeMap;
 use std::fs::FileType;
@@ -151,14 +151,17 @@ impl Scan {
         Ok(())
     }
 
-    /// The uploads of unfinished deployments, wherever they are. Relative paths are not
-    /// looked up: they would depend on the current directory.
+    /// The uploads and local repositories of unfinished deployments, wherever they are.
+    /// Relative paths and remote repository URLs are not looked up: the first would
+    /// depend on the current directory, the second on the network.
     fn sources(&mut self, deployments: &[Deployment]) -> Result<(), ObserveError> {
         for d in deployments.iter().filter(|d| d.finished_at.is_none()) {
-            if let Some(path) = d.source.file_path.as_deref().filter(|p| p.is_absolute())
-                && !self.files.contains_key(path)
-            {
-                self.lstat(path)?;
+            let upload = d.source.file_path.as_deref();
+            let repo = d.source.repo.as_deref().map(Path::new);
+            for path in [upload, repo].into_iter().flatten().filter(|p| p.is_absolute()) {
+                if !self.files.contains_key(path) {
+                    self.lstat(path)?;
+                }
             }
         }
         Ok(())
