@@ -121,7 +121,8 @@ fn build(seeds: &[ProjectSeed], invalid: bool, stray: bool, engine: bool) -> Fix
         let releases = root.join(&pid).join("deployments");
         let mut ids = Vec::new();
         for (di, d) in seed.deployments.iter().enumerate() {
-            let did = format!("d{di}");
+            // Deployment ids are unique across projects, as the store's primary key makes them.
+            let did = format!("p{pi}d{di}");
             let phase = PHASES[d.phase];
             let finished = matches!(phase, "ACTIVE" | "FAILED" | "CANCELLED");
             let kind = [DeploymentType::Upload, DeploymentType::Git, DeploymentType::Image][d.kind as usize];
