@@ -88,7 +88,15 @@ pub fn observe_with_stats(store: &Store, cfg: &ObserveConfig) -> Result<(World, 
     scan.sources(&deployments)?;
     let routes = observe_routes(&cfg.routes_dir)?;
     scan.stats.statements = store.statements() - before;
-    let world = World { root: cfg.root.clone(), projects, deployments, files: scan.files, containers: None, images: None, routes };
+    let world = World {
+        root: cfg.root.clone(),
+        projects,
+        deployments,
+        files: scan.files,
+        containers: None,
+        images: None,
+        routes,
+    };
     Ok((world, scan.stats))
 }
 
