@@ -28,6 +28,8 @@ impl fmt::Debug for Case {
     }
 }
 
+/// Phases to draw from. ACTIVE is listed four times so that most projects have a live
+/// release, without which the link, container and route rules have nothing to repair.
 const PHASES: &[&str] = &[
     "QUEUED",
     "PULLING_SOURCE",
@@ -36,6 +38,8 @@ const PHASES: &[&str] = &[
     "CREATING_SYMLINKS",
     "UPDATING_ROUTES",
     "HEALTH_CHECK",
+    "ACTIVE",
+    "ACTIVE",
     "ACTIVE",
     "ACTIVE",
     "FAILED",
