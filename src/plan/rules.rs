@@ -7,7 +7,7 @@ use super::{Action, Change, Finding, Level, Plan, fingerprint};
 use crate::machine;
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, StateId};
 use crate::time::{Duration, Timestamp};
-use crate::world::effects::aside_path;
+use crate::world::effects::{aside_path, recreated_name};
 use crate::world::{
     Claim, Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, World, inside, labels,
     resolve_link, valid_id,
@@ -681,17 +681,22 @@ impl<'a> Planner<'a> {
             .filter_map(|(k, v)| c.label(k).filter(|actual| actual != v).map(|actual| (k, v, actual)))
             .map(|(k, v, actual)| format!("`{k}` is `{actual}`, expected `{v}`"))
             .collect();
-        if !wrong.is_empty() || c.state == ContainerState::Dead {
+        // A `NAME.trueup-old` is the old container of a recreate that a crash cut short:
+        // the recreate of `NAME` is planned again, whatever its state and labels.
+        let name = recreated_name(&c.name);
+        if !wrong.is_empty() || c.state == ContainerState::Dead || name != c.name {
             let mut labels = c.labels.clone();
             labels.extend(expected);
-            let why = if wrong.is_empty() {
+            let why = if name != c.name {
+                format!("an interrupted recreate of `{name}` left it behind")
+            } else if wrong.is_empty() {
                 "the live app container is dead".to_owned()
             } else {
                 format!("labels do not match its deployment: {}", wrong.join(", "))
             };
             let change = Change::RecreateContainer {
                 id: c.id.clone(),
-                name: c.name.clone(),
+                name: name.to_owned(),
                 image: c.image.clone(),
                 deployment: live.id.clone(),
                 labels,

@@ -28,6 +28,8 @@ impl fmt::Debug for Case {
     }
 }
 
+/// Phases to draw from. ACTIVE is listed four times so that most projects have a live
+/// release, without which the link, container and route rules have nothing to repair.
 const PHASES: &[&str] = &[
     "QUEUED",
     "PULLING_SOURCE",
@@ -36,6 +38,8 @@ const PHASES: &[&str] = &[
     "CREATING_SYMLINKS",
     "UPDATING_ROUTES",
     "HEALTH_CHECK",
+    "ACTIVE",
+    "ACTIVE",
     "ACTIVE",
     "ACTIVE",
     "FAILED",
@@ -121,7 +125,8 @@ fn build(seeds: &[ProjectSeed], invalid: bool, stray: bool, engine: bool) -> Fix
         let releases = root.join(&pid).join("deployments");
         let mut ids = Vec::new();
         for (di, d) in seed.deployments.iter().enumerate() {
-            let did = format!("d{di}");
+            // Deployment ids are unique across projects, as the store's primary key makes them.
+            let did = format!("p{pi}d{di}");
             let phase = PHASES[d.phase];
             let finished = matches!(phase, "ACTIVE" | "FAILED" | "CANCELLED");
             let kind = [DeploymentType::Upload, DeploymentType::Git, DeploymentType::Image][d.kind as usize];

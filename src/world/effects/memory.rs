@@ -11,7 +11,7 @@
 //! | write route | write and sync the temporary file (invisible), rename over, fsync the folder |
 //! | remove route | unlink, fsync the folder |
 //! | start container | start |
-//! | recreate container | remove the old one (if present), create, start |
+//! | recreate container | rename the old one to `NAME.trueup-old` (if present), stop it (if running), create, start, remove the old one |
 //! | remove container | stop (if running), remove |
 //! | resume, fail | one store transaction (claim, log, set phase) |
 //!
@@ -32,7 +32,7 @@ use crate::store::Verdict;
 use crate::time::Timestamp;
 use crate::world::{Container, ContainerState, Node, Route, World, valid_id};
 
-use super::{EffectError, Effects, check_link, check_path, free_aside, parents_below, tmp_path};
+use super::{EffectError, Effects, check_link, check_path, free_aside, old_container_name, parents_below, tmp_path};
 
 /// A [`World`] that effects change in memory, as the real machine would change.
 #[derive(Debug, Clone)]
@@ -142,6 +142,12 @@ impl MemoryWorld {
 
     fn containers(&mut self, name: &str) -> Result<&mut Vec<Container>, EffectError> {
         self.world.containers.as_mut().ok_or_else(|| EffectError::NoContainerEngine { name: name.to_owned() })
+    }
+
+    /// Container `id`, which the caller found just before.
+    fn container_mut(&mut self, id: &str, name: &str) -> Result<&mut Container, EffectError> {
+        let c = self.containers(name)?.iter_mut().find(|c| c.id == id);
+        Ok(c.expect("the caller found the container just before"))
     }
 
     fn deployment_index(&self, deployment: &str) -> Result<usize, EffectError> {
@@ -260,25 +266,44 @@ impl Effects for MemoryWorld {
         {
             return Err(EffectError::NameTaken { name: name.to_owned(), id: h.id.clone() });
         }
-        if let Some(old) = containers.iter().find(|c| c.id == id) {
+        let old = containers.iter().find(|c| c.id == id).cloned();
+        if let Some(old) = &old {
             managed_or_refuse(old)?;
+            // The old one leaves the name before the new one takes it, and stays until
+            // the new one runs: a crash in between leaves it under a name the planner
+            // recognizes, so the next run recreates again instead of losing it.
+            let aside = old_container_name(name);
+            if old.name != aside {
+                self.step()?;
+                self.container_mut(id, name)?.name = aside;
+            }
+            if old.state == ContainerState::Running {
+                self.step()?;
+                self.container_mut(id, name)?.state = ContainerState::Exited;
+            }
+        }
+        let new_id = match holder {
+            Some(h) => h.id,
+            None => {
+                let new_id = format!("mem-{name}");
+                self.step()?;
+                self.containers(name)?.push(Container {
+                    id: new_id.clone(),
+                    name: name.to_owned(),
+                    image: image.to_owned(),
+                    state: ContainerState::Created,
+                    labels: labels.clone(),
+                    created_at: Some(now),
+                });
+                new_id
+            }
+        };
+        self.start_container(&new_id, name)?;
+        if old.is_some() {
             self.step()?;
             self.containers(name)?.retain(|c| c.id != id);
         }
-        if let Some(h) = holder {
-            return self.start_container(&h.id, name);
-        }
-        let new_id = format!("mem-{name}");
-        self.step()?;
-        self.containers(name)?.push(Container {
-            id: new_id.clone(),
-            name: name.to_owned(),
-            image: image.to_owned(),
-            state: ContainerState::Created,
-            labels: labels.clone(),
-            created_at: Some(now),
-        });
-        self.start_container(&new_id, name)
+        Ok(())
     }
 
     fn remove_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
@@ -530,6 +555,26 @@ mod tests {
         let mut m = MemoryWorld::new(World { containers: None, ..world() });
         let err = m.start_container("c1", "web").unwrap_err();
         assert_eq!(err.to_string(), "cannot change container `web`: no container engine is configured");
+    }
+
+    #[test]
+    fn a_recreate_cut_short_leaves_the_old_container_under_a_name_the_planner_knows() {
+        let mut w = world();
+        w.containers = Some(vec![container("c1", ContainerState::Running, true)]);
+        let labels: BTreeMap<_, _> = [(labels::PROJECT.to_owned(), "p1".to_owned())].into();
+        let mut clean = MemoryWorld::new(w.clone());
+        clean.recreate_container("c1", "n-c1", "img2", &labels, now()).unwrap();
+        assert_eq!(clean.steps(), 5, "rename, stop, create, start, remove");
+        for k in 0..5 {
+            let mut m = MemoryWorld::new(w.clone()).crash_after(k);
+            assert!(m.recreate_container("c1", "n-c1", "img2", &labels, now()).is_err());
+            let old = m.world.containers.iter().flatten().find(|c| c.id == "c1").expect("kept until the new one runs");
+            let name = old.name.clone();
+            assert_eq!(name, if k == 0 { "n-c1" } else { "n-c1.trueup-old" });
+            let mut m = MemoryWorld::new(m.into_world());
+            m.recreate_container("c1", super::super::recreated_name(&name), "img2", &labels, now()).unwrap();
+            assert_eq!(m.world, clean.world, "crash after {k}");
+        }
     }
 
     fn deployment(id: &str, phase: &str, attempts: u32) -> Deployment {

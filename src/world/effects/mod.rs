@@ -23,6 +23,10 @@
 //!   the planner ignore these names.
 //! - `NAME.trueup-aside-20251002T120000Z` ([`aside_path`]), then `.1`, `.2`, ... when
 //!   taken: a real file or folder that stood where a link must go, moved, never deleted.
+//! - `NAME.trueup-old` ([`old_container_name`]): a container being recreated, renamed out
+//!   of its name's way before the new one is created and removed once the new one runs. A
+//!   crash in between leaves it behind; the planner sees the name and plans the recreate
+//!   of `NAME` again ([`recreated_name`]), so a fresh run finishes the job.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -50,6 +54,10 @@ pub const TMP_PREFIX: &str = ".trueup-tmp-";
 
 /// The mark in the name of a moved-aside file or folder (see the module docs).
 pub const ASIDE_MARK: &str = ".trueup-aside-";
+
+/// The suffix of a container renamed out of the way of its replacement (see the module
+/// docs).
+pub const OLD_CONTAINER_MARK: &str = ".trueup-old";
 
 /// How many numbered aside names are tried before giving up.
 const MAX_ASIDE: u32 = 1000;
@@ -87,8 +95,11 @@ pub trait Effects {
     /// [`EffectError::Unmanaged`] for a container trueup did not create.
     fn start_container(&mut self, id: &str, name: &str) -> Result<(), EffectError>;
 
-    /// Removes container `id` and runs a new one named `name` from `image` with
-    /// `labels`. Done when a container named `name` with that image and labels runs.
+    /// Replaces container `id` with a new one named `name`, from `image`, with `labels`.
+    /// The old one is renamed to [`old_container_name`]`(name)` and stopped first, and
+    /// removed only once the new one runs, so a crash in between leaves it behind under
+    /// a name the planner recognizes, never a deployment without its container. Done when
+    /// a container named `name` with that image and labels runs and `id` is gone.
     ///
     /// # Errors
     ///
@@ -271,6 +282,17 @@ pub fn aside_path(path: &Path, now: Timestamp) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// `NAME.trueup-old`: the name a container takes while its replacement is created.
+pub fn old_container_name(name: &str) -> String {
+    format!("{name}{OLD_CONTAINER_MARK}")
+}
+
+/// The name a container is recreated under: `NAME` for a `NAME.trueup-old` left behind by
+/// an interrupted recreate, else its own name.
+pub fn recreated_name(name: &str) -> &str {
+    name.strip_suffix(OLD_CONTAINER_MARK).filter(|n| !n.is_empty()).unwrap_or(name)
+}
+
 /// `to` for `n == 0`, else `to.n`.
 fn numbered(to: &Path, n: u32) -> PathBuf {
     if n == 0 {
@@ -338,6 +360,10 @@ mod tests {
         assert_eq!(tmp_path(p), Path::new("/r/p1/.trueup-tmp-current"));
         assert_eq!(aside_path(p, now), Path::new("/r/p1/current.trueup-aside-20251002T120000Z"));
         assert_eq!(numbered(&aside_path(p, now), 2), Path::new("/r/p1/current.trueup-aside-20251002T120000Z.2"));
+        assert_eq!(old_container_name("p1-web"), "p1-web.trueup-old");
+        assert_eq!(recreated_name("p1-web.trueup-old"), "p1-web");
+        assert_eq!(recreated_name("p1-web"), "p1-web");
+        assert_eq!(recreated_name(".trueup-old"), ".trueup-old");
     }
 
     #[test]
