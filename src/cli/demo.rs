@@ -42,7 +42,7 @@ pub fn demo(args: &Args, cmd: &DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     println!("trueup demo: a small PaaS, frozen right after the server rebooted in the middle of");
-    println!("three deploys. It lives in {}:", dir.display());
+    println!("four deploys. It lives in {}:", dir.display());
     println!("  state database  {}", staged.db.display());
     println!("  managed root    {}   (releases, `current` links, webroot links)", staged.root.display());
     println!("  route files     {}   (Traefik dynamic configuration)", staged.routes_dir.display());

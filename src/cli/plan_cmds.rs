@@ -223,7 +223,11 @@ fn config(args: &Args, lock_timeout: Duration) -> reconcile::Config {
 }
 
 /// The reconcile configuration for a root and a routes folder.
-pub(super) fn machine_config(root: &std::path::Path, routes_dir: &std::path::Path, lock_timeout: Duration) -> reconcile::Config {
+pub(super) fn machine_config(
+    root: &std::path::Path,
+    routes_dir: &std::path::Path,
+    lock_timeout: Duration,
+) -> reconcile::Config {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
     reconcile::Config {
         root: root.to_owned(),

@@ -213,7 +213,20 @@ impl<'a> Planner<'a> {
                 ProjectView { project, live: None, fates: BTreeMap::new(), owners: Default::default() },
             );
         }
+        let mut seen: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for d in &world.deployments {
+            seen.entry(&d.id).or_default().push(&d.project);
+        }
+        for d in &world.deployments {
+            if let Some(projects) = seen.get(d.id.as_str()).filter(|p| p.len() > 1) {
+                let message = format!(
+                    "deployment id `{}` is used by several deployments (projects {}): ids must be unique, so it is left alone",
+                    d.id,
+                    projects.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                );
+                self.find(&d.project, Level::Warning, message);
+                continue;
+            }
             if !valid_id(&d.id) {
                 self.find(
                     &d.project,

@@ -60,6 +60,8 @@ pub enum LinkHealth {
     Outside(PathBuf),
     /// A real file or folder stands where the link should be.
     NotALink,
+    /// Points at the release of a deployment still in flight, which owns the link.
+    Deploying(String),
     /// There is nothing to point at yet (no live release).
     Unknown,
 }
@@ -79,7 +81,7 @@ pub struct DeploymentStatus {
     pub age: Option<Duration>,
     /// Its phase's `stuck_after`.
     pub stuck_after: Option<Duration>,
-    /// `running`, `stuck`, `held`, `future` or `unknown_phase`.
+    /// `in_flight` (within its deadline), `stuck`, `held`, `future` or `unknown_phase`.
     pub state: &'static str,
     /// Attempts so far.
     pub attempts: u32,
@@ -105,6 +107,20 @@ pub fn status(spec: &Spec, world: &World, now: Timestamp) -> Status {
             }
             None => (LinkHealth::Unknown, LinkHealth::Unknown),
         };
+        // A link to the release of a deployment still in flight is that deployment's work.
+        let deploying = |h: LinkHealth| match &h {
+            LinkHealth::Wrong(target) => by_project
+                .get(p.id.as_str())
+                .into_iter()
+                .flatten()
+                .find(|d| {
+                    layout.release(&d.id) == *target
+                        && matches!(progress(spec, d, now), Progress::Running { .. } | Progress::Held(_))
+                })
+                .map_or(h.clone(), |d| LinkHealth::Deploying(d.id.clone())),
+            _ => h,
+        };
+        let current = deploying(current);
         projects.push(ProjectStatus {
             id: p.id.clone(),
             active: p.active,
@@ -122,7 +138,7 @@ pub fn status(spec: &Spec, world: &World, now: Timestamp) -> Status {
             Progress::UnknownPhase => ("unknown_phase", None, None),
             Progress::Held(_) => ("held", d.last_progress().and_then(|t| now.since(t)), None),
             Progress::Future(_) => ("future", None, None),
-            Progress::Running { age, limit, .. } => ("running", Some(age), Some(limit)),
+            Progress::Running { age, limit, .. } => ("in_flight", Some(age), Some(limit)),
             Progress::Stuck { age, limit, .. } => ("stuck", age, Some(limit)),
         };
         unfinished.push(DeploymentStatus {
@@ -168,6 +184,7 @@ impl LinkHealth {
             LinkHealth::Dangling(t) => format!("DANGLING (-> {})", t.display()),
             LinkHealth::Outside(t) => format!("OUTSIDE THE ROOT (-> {})", t.display()),
             LinkHealth::NotALink => "NOT A LINK".into(),
+            LinkHealth::Deploying(d) => format!("-> {d} (deploying)"),
             LinkHealth::Unknown => "-".into(),
         }
     }
