@@ -117,6 +117,7 @@ pub enum Command {
     ///   trueup plan
     ///   trueup plan --now 2025-10-02T03:00:00Z      # what would happen at 3 a.m.?
     ///   trueup plan --out repairs.json && trueup apply repairs.json
+    #[command(verbatim_doc_comment)]
     Plan(plan_cmds::PlanArgs),
 
     /// Make the repairs: resume or fail stuck deployments, heal links, fix routes
@@ -134,6 +135,7 @@ pub enum Command {
     ///   trueup apply
     ///   trueup apply --dry-run
     ///   trueup apply repairs.json --lock-timeout 2m
+    #[command(verbatim_doc_comment)]
     Apply(plan_cmds::ApplyArgs),
 
     /// Show each project's live release and link health, and every unfinished deployment

@@ -176,6 +176,10 @@ impl<'a> Planner<'a> {
                 "no container engine is configured: containers and images are not checked".into(),
             );
         }
+        if !world.projects.is_empty() && world.files.get(&world.root) != Some(&Node::Dir) {
+            let message = format!("the managed root `{}` is not a folder (a wrong `--root`?)", world.root.display());
+            self.find("", Level::Warning, message);
+        }
         let mut views: BTreeMap<&'a str, ProjectView<'a>> = BTreeMap::new();
         for project in &world.projects {
             if !valid_id(&project.id) {
