@@ -20,13 +20,33 @@
 //!
 //! - [`spec`], [`machine`], [`plan`] and [`graph`] are pure: no IO, no clock, no
 //!   randomness. `now` is a parameter. The same inputs give the same output, byte for byte.
-//! - Only [`world`] and [`store`] touch the outside.
+//! - Only [`world`] and [`store`] touch the outside; [`reconcile`] wires them to the core.
 //! - [`apply`] is the only caller of effects, and every effect is idempotent: applying an
 //!   action twice equals applying it once.
 //! - A plan computed after a successful apply is empty (convergence).
 //! - Nothing the engine did not create is touched: unlabelled containers, files outside
 //!   the managed root, a `current` that is a real directory (moved aside, never deleted).
-//! - The library never prints; the [`cli`] module (feature `cli`) does.
+//! - The library never prints; the `cli` module (feature `cli`) does.
+//!
+//! # Example
+//!
+//! Plan a fixture world with the default spec:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let spec = trueup::spec::default_spec();
+//! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/plan/0006_building_upload_gone.yaml");
+//! let source = std::fs::read_to_string(path)?;
+//! let fixture = trueup::world::fixture::load("case.yaml", &source)
+//!     .map_err(|d| trueup::diag::render("case.yaml", &source, &d))?;
+//! let plan = trueup::plan::plan(&spec, &fixture.world, fixture.now);
+//! assert!(trueup::plan::render_text(&plan, fixture.now).contains("x fail"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Against the real machine, [`reconcile::plan_machine`] and [`reconcile::apply_machine`]
+//! observe, plan and apply under the single-writer lease.
 
 pub mod apply;
 #[cfg(feature = "cli")]
