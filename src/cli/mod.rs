@@ -105,6 +105,7 @@ pub enum Command {
     ///   trueup plan
     ///   trueup plan --now 2025-10-02T03:00:00Z      # what would happen at 3 a.m.?
     ///   trueup plan --out repairs.json && trueup apply repairs.json
+    #[command(verbatim_doc_comment)]
     Plan(plan_cmds::PlanArgs),
 
     /// Make the repairs: resume or fail stuck deployments, heal links, fix routes
@@ -115,6 +116,10 @@ pub enum Command {
     /// is idempotent and journaled, so an apply killed halfway is repaired by running it
     /// again. One failing action never stops the others; the exit code is then 1.
     ///
+    /// The lease of an apply that died (kill -9, a reboot) stays held until it lapses
+    /// (--lease-ttl, 60s by default); the next apply waits for that, then takes it over
+    /// and says from whom.
+    ///
     /// With a FILE saved by `trueup plan --out`, applies exactly that plan, and refuses
     /// it if the world changed since, naming what changed.
     ///
@@ -122,6 +127,7 @@ pub enum Command {
     ///   trueup apply
     ///   trueup apply --dry-run
     ///   trueup apply repairs.json --lock-timeout 2m
+    #[command(verbatim_doc_comment)]
     Apply(plan_cmds::ApplyArgs),
 
     /// Show each project's live release and link health, and every unfinished deployment
