@@ -304,8 +304,11 @@ fn take_lease(store: &Store, cfg: &Config) -> Result<(Lease, Option<(String, Tim
     let started = std::time::Instant::now();
     loop {
         let before = store.lease_holder_at()?;
-        match store.acquire_lease(&cfg.owner, clock::now(), cfg.lease_ttl) {
-            Ok(lease) => return Ok((lease, before)),
+        let now = clock::now();
+        match store.acquire_lease(&cfg.owner, now, cfg.lease_ttl) {
+            // A holder whose lease had not lapsed released it between the read and the
+            // acquisition: it finished, and nothing was taken over from it.
+            Ok(lease) => return Ok((lease, before.filter(|(_, until)| *until <= now))),
             Err(StoreError::LeaseHeld { owner, until }) => {
                 let waited = started.elapsed();
                 if waited >= cfg.lock_timeout {

@@ -128,6 +128,10 @@ pub enum Command {
     /// is idempotent and journaled, so an apply killed halfway is repaired by running it
     /// again. One failing action never stops the others; the exit code is then 1.
     ///
+    /// The lease of an apply that died (kill -9, a reboot) stays held until it lapses
+    /// (--lease-ttl, 60s by default); the next apply waits for that, then takes it over
+    /// and says from whom.
+    ///
     /// With a FILE saved by `trueup plan --out`, applies exactly that plan, and refuses
     /// it if the world changed since, naming what changed.
     ///

@@ -116,6 +116,11 @@ pub struct ApplyArgs {
     /// How long to wait for another apply to finish, e.g. `30s` or `2m`
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub lock_timeout: Duration,
+    /// How long the apply lease lasts unless renewed, e.g. `60s`. It is renewed before
+    /// every action, so it must outlast the slowest one; when an apply dies, the next one
+    /// waits this long for its lease to lapse, then takes it over
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub lease_ttl: Duration,
     /// Print the plan and the results as JSON
     #[arg(long)]
     pub json: bool,
@@ -123,6 +128,9 @@ pub struct ApplyArgs {
 
 /// Observes, plans, shows the plan, applies it, and shows each result and a summary.
 pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    if cmd.lease_ttl.secs() == 0 {
+        anyhow::bail!("`--lease-ttl` must be at least 1s: a lease of 0s would lapse as soon as it is taken");
+    }
     let spec = load_spec(args.spec.as_deref())?;
     let store = open_store(args)?;
     let saved = match &cmd.plan_file {
@@ -133,7 +141,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let now = saved.as_ref().map_or_else(|| super::now(args), |s| s.now);
-    let cfg = config(args, cmd.lock_timeout);
+    let cfg = reconcile::Config { lease_ttl: cmd.lease_ttl, ..config(args, cmd.lock_timeout) };
     if cmd.dry_run {
         let (world, plan) = reconcile::plan_machine(&store, &spec, &cfg, now)?;
         let plan = match &saved {
@@ -217,7 +225,7 @@ fn apply_json(applied: &Applied, now: crate::time::Timestamp) -> anyhow::Result<
     Ok(serde_json::to_string_pretty(&doc)?)
 }
 
-/// The reconcile configuration from the global flags.
+/// The reconcile configuration from the global flags, with the default lease of 60s.
 fn config(args: &Args, lock_timeout: Duration) -> reconcile::Config {
     machine_config(&args.root, &args.routes_dir, lock_timeout)
 }

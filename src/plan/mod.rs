@@ -66,7 +66,8 @@ pub enum Change {
         /// Its last sign of progress.
         stuck_since: Option<Timestamp>,
     },
-    /// Mark a deployment failed.
+    /// Mark a deployment failed, recording the action's reason on it (the reason is not
+    /// repeated here: a saved or JSON plan would then hold the key `reason` twice).
     Fail {
         /// The deployment.
         deployment: String,
@@ -74,8 +75,6 @@ pub enum Change {
         from_phase: String,
         /// The final phase it moves to (the spec's `fail` target).
         to_phase: String,
-        /// The reason recorded on it.
-        reason: String,
         /// Its last sign of progress.
         stuck_since: Option<Timestamp>,
     },

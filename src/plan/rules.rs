@@ -381,7 +381,6 @@ impl<'a> Planner<'a> {
             deployment: d.id.clone(),
             from_phase: d.phase.clone(),
             to_phase: failed,
-            reason: reason.clone(),
             stuck_since: d.last_progress(),
         };
         self.act(project, change, reason);

@@ -327,7 +327,13 @@ impl Store {
             )
             .map_err(sql(what()))?;
         }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql(what()))?;
+        // Only when it differs: writing the header, even with the same value, bumps the
+        // file's change counter, and opening an up-to-date database must change nothing
+        // (`trueup plan`, `status` and `apply --dry-run` only read).
+        let user_version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql(what()))?;
+        if user_version != SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql(what()))?;
+        }
         tx.commit().map_err(sql(what()))?;
         Ok(match found {
             Found::Empty => Opened::Created,

@@ -198,7 +198,6 @@ fn build(draws: &[Draw], engine: bool) -> Case {
                 deployment: dep.clone(),
                 from_phase: from,
                 to_phase: "FAILED".into(),
-                reason: "drawn".into(),
                 stuck_since,
             })),
             _ => {}

@@ -15,19 +15,26 @@ use trueup::world::stage::{Staged, stage};
 
 use crate::scratch::Scratch;
 
-/// Runs the `trueup` binary against a staged world: the one caller of the CLI here.
+/// Runs the `trueup` binary against a staged world, to completion: the one caller of the
+/// CLI here.
 #[track_caller]
 pub fn trueup(staged: &Staged, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trueup"))
+    trueup_command(staged, args).output().unwrap()
+}
+
+/// The `trueup` command line against a staged world, not started yet: for tests that
+/// need the process itself (to kill it, or to start two at once).
+pub fn trueup_command(staged: &Staged, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trueup"));
+    command
         .arg("--db")
         .arg(&staged.db)
         .arg("--root")
         .arg(&staged.root)
         .arg("--routes-dir")
         .arg(&staged.routes_dir)
-        .args(args)
-        .output()
-        .unwrap()
+        .args(args);
+    command
 }
 
 fn actions_json(stdout: &[u8]) -> serde_json::Value {

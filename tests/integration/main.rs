@@ -2,6 +2,7 @@
 
 mod apply_props;
 mod atomic_switch;
+mod crash;
 mod machine;
 mod plan;
 mod scratch;

@@ -70,8 +70,11 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
     let (store, opened) = Store::open(&db).unwrap();
     assert_eq!(opened, Opened::Created);
     drop(store);
-    let (_store, opened) = Store::open(&db).unwrap();
+    let before = snapshot(&dir.0);
+    let (store, opened) = Store::open(&db).unwrap();
     assert_eq!(opened, Opened::Existing);
+    drop(store);
+    assert_eq!(snapshot(&dir.0), before, "reopening an up-to-date database changes no byte");
 
     let raw = rusqlite::Connection::open(&db).unwrap();
     let versions: Vec<(u32, String)> = raw

@@ -1,0 +1,872 @@
+//! Real processes against a real SQLite file and real folders.
+//!
+//! `trueup apply` is killed with SIGKILL at several points of a large apply (right after
+//! it starts, early, midway, late) and run again until it converges; two applies started
+//! together never both write; the lease of a dead apply blocks the next one until it
+//! lapses, and is then taken over. The manual scenarios of the original design run
+//! against staged worlds: stuck deployments processed once each with a summary, a broken
+//! `current` restored, an upload gone before the resume, a saved plan refused once the
+//! world changed. And `apply --dry-run` changes nothing, byte for byte.
+//!
+//! Everything is asserted from what a person could look at afterwards (the journal, the
+//! lease row, deployment logs, the tree), never from timings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+
+use rusqlite::{Connection, OpenFlags};
+use trueup::plan::{self, Change};
+use trueup::spec;
+use trueup::time::Timestamp;
+use trueup::world::fixture;
+use trueup::world::routes::observe_routes;
+use trueup::world::stage::{Staged, stage};
+use trueup::world::{Deployment, DeploymentType, Node, Project, Route, Service, Source, World};
+
+use crate::machine::{trueup, trueup_command};
+use crate::scratch::Scratch;
+
+/// The instant every plan and apply here is made at.
+const NOW: &str = "2025-10-02T12:00:00Z";
+
+/// The lease of an apply that will be killed: short, so the next run waits seconds for it
+/// to lapse instead of the default minute. Long enough that it is still held when the
+/// test looks right after the kill.
+const SHORT_LEASE: &str = "2s";
+
+fn now() -> Timestamp {
+    NOW.parse().unwrap()
+}
+
+fn ago(minutes: u64) -> Timestamp {
+    Timestamp::from_unix(now().unix() - i64::try_from(minutes * 60).unwrap())
+}
+
+// ---------------------------------------------------------------------------------------
+// Worlds
+
+/// How one project is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Current {
+    Missing,
+    Wrong,
+    Dangling,
+    RealFolder,
+    Right,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Webroot {
+    Missing,
+    Wrong,
+    Right,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stuck {
+    /// QUEUED for an hour: back to the queue.
+    Queued,
+    /// BUILDING for an hour, its upload still there: the build is re-run.
+    Building,
+    /// BUILDING for an hour, its upload gone: failed, naming the upload.
+    UploadGone,
+    /// HEALTH_CHECK for an hour after its last attempt: failed.
+    Exhausted,
+    /// COPYING_FILES for an hour, its upload still there: the copy is re-run.
+    Copying,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RouteFile {
+    Missing,
+    Wrong,
+    Right,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Damage {
+    current: Current,
+    webroot: Webroot,
+    stuck: Stuck,
+    route: RouteFile,
+}
+
+impl Damage {
+    const NONE: Damage =
+        Damage { current: Current::Right, webroot: Webroot::Right, stuck: Stuck::None, route: RouteFile::Right };
+
+    /// True when the project's stuck deployment is resumed: it then owns the project's
+    /// links and route, which are left to it.
+    fn in_flight(self) -> bool {
+        matches!(self.stuck, Stuck::Queued | Stuck::Building | Stuck::Copying)
+    }
+
+    /// Project `n`'s damage: each kind cycles with its own period, so a few hundred
+    /// projects cover every combination many times.
+    fn nth(n: usize) -> Damage {
+        let current = [Current::Missing, Current::Wrong, Current::Dangling, Current::RealFolder, Current::Right][n % 5];
+        let webroot = [Webroot::Missing, Webroot::Wrong, Webroot::Right][n % 3];
+        let stuck = [
+            Stuck::Queued,
+            Stuck::Building,
+            Stuck::UploadGone,
+            Stuck::Exhausted,
+            Stuck::Copying,
+            Stuck::None,
+            Stuck::None,
+        ][n % 7];
+        let route = [RouteFile::Missing, RouteFile::Wrong, RouteFile::Right, RouteFile::Right][n % 4];
+        Damage { current, webroot, stuck, route }
+    }
+}
+
+/// The live release of project `p`.
+fn live(p: &str) -> String {
+    format!("{p}-live")
+}
+
+/// The stuck deployment of project `p`, if it has one.
+fn stuck(p: &str) -> String {
+    format!("{p}-stuck")
+}
+
+fn upstream(n: usize) -> String {
+    format!("http://127.0.0.1:{}", 10_000 + n)
+}
+
+fn finished(p: &str, id: &str, days_ago: u64, upstream: &str) -> Deployment {
+    Deployment {
+        id: id.to_owned(),
+        project: p.to_owned(),
+        service: None,
+        kind: DeploymentType::Upload,
+        phase: "ACTIVE".to_owned(),
+        phase_updated_at: None,
+        heartbeat_at: None,
+        attempts: 1,
+        finished_at: Some(ago(days_ago * 24 * 60)),
+        source: Source::default(),
+        metadata: BTreeMap::from([("upstream".to_owned(), upstream.to_owned())]),
+        owner: None,
+    }
+}
+
+/// A world of `damages.len()` projects `p0`, `p1`, ..., each with two ACTIVE releases
+/// (`pN-old`, and `pN-live`, the later one) and its damage; plus route files of
+/// `stale_routes` projects that no longer exist.
+fn world(damages: &[Damage], stale_routes: usize) -> World {
+    let root = PathBuf::from("/var/www");
+    let mut world = World { root: root.clone(), ..World::default() };
+    for (n, damage) in damages.iter().enumerate() {
+        let p = format!("p{n}");
+        world.projects.push(Project {
+            id: p.clone(),
+            active: true,
+            domain: None,
+            services: vec![Service { id: "web".into(), primary: true }],
+        });
+        let releases = root.join(&p).join("deployments");
+        let old = format!("{p}-old");
+        for (id, days) in [(&old, 2), (&live(&p), 1)] {
+            world.deployments.push(finished(&p, id, days, &upstream(n)));
+            world.files.insert(releases.join(id).join("public/index.html"), Node::File);
+        }
+        let current = root.join(&p).join("current");
+        match damage.current {
+            Current::Missing => {}
+            Current::Wrong => drop(world.files.insert(current.clone(), Node::Symlink(releases.join(&old)))),
+            Current::Dangling => drop(world.files.insert(current.clone(), Node::Symlink("deployments/gone".into()))),
+            Current::RealFolder => drop(world.files.insert(current.join("index.html"), Node::File)),
+            Current::Right => drop(world.files.insert(current.clone(), Node::Symlink(releases.join(live(&p))))),
+        }
+        let webroot = root.join("webroot").join(&p);
+        match damage.webroot {
+            Webroot::Missing => {}
+            Webroot::Wrong => drop(world.files.insert(webroot, Node::Symlink(releases.join(&old).join("public")))),
+            Webroot::Right => drop(world.files.insert(webroot, Node::Symlink(current.join("public")))),
+        }
+        let upload = PathBuf::from(format!("/uploads/{p}.tar.gz"));
+        let (phase, attempts, kind, upload_there) = match damage.stuck {
+            Stuck::None => ("", 0, DeploymentType::Upload, false),
+            Stuck::Queued => ("QUEUED", 0, DeploymentType::Git, false),
+            Stuck::Building => ("BUILDING", 0, DeploymentType::Upload, true),
+            Stuck::UploadGone => ("BUILDING", 1, DeploymentType::Upload, false),
+            Stuck::Exhausted => ("HEALTH_CHECK", 3, DeploymentType::Upload, true),
+            Stuck::Copying => ("COPYING_FILES", 2, DeploymentType::Upload, true),
+        };
+        if !phase.is_empty() {
+            let source = match kind {
+                DeploymentType::Git => {
+                    Source { repo: Some(format!("https://example.invalid/{p}.git")), ..Source::default() }
+                }
+                _ => Source { file_path: Some(upload.clone()), ..Source::default() },
+            };
+            world.deployments.push(Deployment {
+                id: stuck(&p),
+                project: p.clone(),
+                service: None,
+                kind,
+                phase: phase.to_owned(),
+                phase_updated_at: Some(ago(60)),
+                heartbeat_at: None,
+                attempts,
+                finished_at: None,
+                source,
+                metadata: BTreeMap::new(),
+                owner: None,
+            });
+            if damage.stuck == Stuck::Exhausted {
+                world.files.insert(releases.join(stuck(&p)).join("public/index.html"), Node::File);
+            }
+        }
+        if upload_there {
+            world.files.insert(upload, Node::File);
+        }
+        let route = match damage.route {
+            RouteFile::Missing => None,
+            RouteFile::Wrong => {
+                Some(Route { deployment: Some(old), upstream: "http://127.0.0.1:9".into(), problem: None })
+            }
+            RouteFile::Right => Some(Route { deployment: Some(live(&p)), upstream: upstream(n), problem: None }),
+        };
+        if let Some(route) = route {
+            world.routes.insert(p, route);
+        }
+    }
+    for i in 0..stale_routes {
+        let route =
+            Route { deployment: Some(format!("gone{i}-d")), upstream: "http://127.0.0.1:9".into(), problem: None };
+        world.routes.insert(format!("gone{i}"), route);
+    }
+    fixture::close_parents(&mut world.files);
+    world.deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
+    world
+}
+
+/// `projects` projects with every kind of damage, and a few stale route files.
+fn damaged(projects: usize) -> World {
+    world(&(0..projects).map(Damage::nth).collect::<Vec<_>>(), projects / 20 + 1)
+}
+
+/// Stages `world` in a fresh folder of `scratch`.
+fn staged(scratch: &Scratch, world: &World) -> Staged {
+    stage(world, &scratch.join("w"), now()).unwrap()
+}
+
+/// The model's plan for a staged world.
+fn model_plan(staged: &Staged, world: &World) -> plan::Plan {
+    plan::plan(&spec::default_spec(), &staged.rebase_world(world), now())
+}
+
+// ---------------------------------------------------------------------------------------
+// Looking at the machine
+
+/// The state database, opened read-only: the test never writes it, and can read it while
+/// an apply runs.
+fn db(staged: &Staged) -> Connection {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&staged.db, flags).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    conn
+}
+
+/// The lease row: (holder, fencing token).
+fn lease(conn: &Connection) -> (Option<String>, i64) {
+    conn.query_row("SELECT owner, token FROM lease WHERE name = 'apply'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap()
+}
+
+/// One apply run in the journal.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Run {
+    tokens: BTreeSet<i64>,
+    rows: usize,
+    done: usize,
+    failed: usize,
+}
+
+/// The journal, by run id.
+fn journal(conn: &Connection) -> BTreeMap<String, Run> {
+    let mut stmt = conn.prepare("SELECT run, token, status FROM journal").unwrap();
+    let mut runs: BTreeMap<String, Run> = BTreeMap::new();
+    let rows =
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))).unwrap();
+    for row in rows {
+        let (run, token, status) = row.unwrap();
+        let run = runs.entry(run).or_default();
+        run.tokens.insert(token);
+        run.rows += 1;
+        run.done += usize::from(status == "done");
+        run.failed += usize::from(status == "failed");
+    }
+    runs
+}
+
+/// Journal rows of runs whose token is above `token`, and how many of them are done.
+fn progress_since(conn: &Connection, token: i64) -> (usize, usize) {
+    conn.query_row("SELECT count(*), coalesce(sum(status = 'done'), 0) FROM journal WHERE token > ?1", [token], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })
+    .map(|(rows, done)| (usize::try_from(rows).unwrap(), usize::try_from(done).unwrap()))
+    .unwrap()
+}
+
+/// A deployment's row: phase, attempts, finished.
+fn deployment_row(conn: &Connection, id: &str) -> (String, u32, bool) {
+    conn.query_row("SELECT phase, attempts, finished_at IS NOT NULL FROM deployments WHERE id = ?1", [id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .unwrap()
+}
+
+/// A deployment's log: (message, metadata).
+fn logs(conn: &Connection, id: &str) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut stmt =
+        conn.prepare("SELECT message, metadata FROM deployment_logs WHERE deployment = ?1 ORDER BY id").unwrap();
+    stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(|row| {
+            let (message, metadata) = row.unwrap();
+            (message, serde_json::from_str(&metadata).unwrap())
+        })
+        .collect()
+}
+
+/// How many log lines each deployment has.
+fn log_counts(conn: &Connection) -> BTreeMap<String, i64> {
+    let mut stmt = conn.prepare("SELECT deployment, count(*) FROM deployment_logs GROUP BY deployment").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
+
+/// What is at a path, without following a final link; `None` when nothing is.
+fn node(path: &Path) -> Option<Node> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some(if meta.file_type().is_symlink() {
+        Node::Symlink(std::fs::read_link(path).unwrap())
+    } else if meta.is_dir() {
+        Node::Dir
+    } else {
+        Node::File
+    })
+}
+
+/// Every path under `dir`, with link targets and file contents: two equal trees are
+/// byte for byte the same.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let what = match node(&path).unwrap() {
+                Node::Dir => {
+                    todo.push(path.clone());
+                    "dir".to_owned()
+                }
+                Node::File => {
+                    let bytes = std::fs::read(&path).unwrap();
+                    let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+                        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                    });
+                    format!("file of {} bytes, digest {digest:016x}", bytes.len())
+                }
+                Node::Symlink(target) => format!("link {}", target.display()),
+            };
+            out.insert(path.strip_prefix(dir).unwrap().to_owned(), what);
+        }
+    }
+    out
+}
+
+/// The links a reader follows: each project's `current` and webroot link.
+fn links(staged: &Staged, projects: usize) -> BTreeMap<PathBuf, Option<Node>> {
+    (0..projects)
+        .flat_map(|n| [staged.root.join(format!("p{n}/current")), staged.root.join(format!("webroot/p{n}"))])
+        .map(|path| {
+            let n = node(&path);
+            (path, n)
+        })
+        .collect()
+}
+
+/// What differs between two trees, one line per path.
+fn diff(before: &BTreeMap<PathBuf, String>, after: &BTreeMap<PathBuf, String>) -> Vec<String> {
+    let paths: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    paths
+        .into_iter()
+        .filter(|p| before.get(*p) != after.get(*p))
+        .map(|p| format!("{}: {:?} -> {:?}", p.display(), before.get(p), after.get(p)))
+        .collect()
+}
+
+/// Paths under `dir` whose name starts with `.trueup-tmp-`.
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    tree(dir).into_keys().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".trueup-tmp-")).collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn said(out: &Output) -> String {
+    format!("exit {:?}\n--- stdout\n{}--- stderr\n{}", out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+// ---------------------------------------------------------------------------------------
+// Applies that are killed
+
+/// When to kill an apply.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// As soon as the process exists.
+    Spawned,
+    /// Once this share (in percent) of its journaled actions are done.
+    Done(usize),
+}
+
+/// What a killed apply left behind.
+struct Killed {
+    /// Its process id, which its lease owner name ends with.
+    pid: u32,
+    /// Its journal rows and how many were done.
+    rows: usize,
+    done: usize,
+    /// Who held the lease after it died.
+    holder: Option<String>,
+}
+
+/// Starts `trueup apply` with a short lease and kills it with SIGKILL at `at`: the one
+/// caller of a killed apply.
+#[track_caller]
+fn apply_killed(staged: &Staged, at: KillAt) -> Killed {
+    let conn = db(staged);
+    let (_, token_before) = lease(&conn);
+    let mut child: Child =
+        trueup_command(staged, &["apply", "--now", NOW, "--lease-ttl", SHORT_LEASE, "--lock-timeout", "60s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let pid = child.id();
+    if let KillAt::Done(percent) = at {
+        loop {
+            // Every action is journaled as planned before the first one runs, so once one
+            // is done, the row count is the size of this run's plan.
+            let (rows, done) = progress_since(&conn, token_before);
+            if done > 0 && done * 100 >= rows * percent {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "the apply ended ({status}) with {done} of {rows} actions done, before {percent}% of them: make the world bigger"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "it was killed, not finished");
+    let (rows, done) = progress_since(&conn, token_before);
+    let (holder, _) = lease(&conn);
+    Killed { pid, rows, done, holder }
+}
+
+/// Runs `trueup apply` to its end, waiting for a dead holder's lease to lapse.
+#[track_caller]
+fn apply_to_the_end(staged: &Staged) -> Output {
+    trueup(staged, &["apply", "--now", NOW, "--lease-ttl", SHORT_LEASE, "--lock-timeout", "60s"])
+}
+
+/// Runs `trueup apply` that will not wait for the lease.
+#[track_caller]
+fn apply_without_waiting(staged: &Staged) -> Output {
+    trueup(staged, &["apply", "--now", NOW, "--lock-timeout", "0s"])
+}
+
+/// Checks what a reader would see after a crash, against the world before and after.
+#[track_caller]
+fn check_links_mid_repair(path: &Path, before: &Option<Node>, mid: &Option<Node>, after: &Option<Node>) {
+    // Each link is switched with one rename: a reader sees the old link or the new one.
+    // The one other state is a real folder moved aside and its link not made yet.
+    let moved_aside = *before == Some(Node::Dir) && mid.is_none();
+    assert!(
+        mid == before || mid == after || moved_aside,
+        "`{}` is {mid:?} after a crash: neither as it was ({before:?}) nor as repaired ({after:?})",
+        path.display()
+    );
+    if moved_aside {
+        let aside = path.with_file_name(format!("current.trueup-aside-{}", now().compact()));
+        assert_eq!(node(&aside.join("index.html")), Some(Node::File), "`{}` moved aside is gone", path.display());
+    }
+}
+
+#[test]
+fn an_apply_killed_at_any_point_converges_when_run_again() {
+    const PROJECTS: usize = 300;
+    let scratch = Scratch::new("crash");
+    let world = damaged(PROJECTS);
+    let staged = staged(&scratch, &world);
+    let model = model_plan(&staged, &world);
+    let stuck_ids: BTreeMap<String, Change> = model
+        .actions
+        .iter()
+        .filter_map(|a| match &a.change {
+            Change::Resume { deployment, .. } | Change::Fail { deployment, .. } => {
+                Some((deployment.clone(), a.change.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(model.actions.len() > 500, "a large apply: {} actions", model.actions.len());
+    assert!(stuck_ids.len() > 200);
+    let before = links(&staged, PROJECTS);
+
+    let mut mids = Vec::new();
+    let mut killed_runs = 0;
+    let mut last_holder = None;
+    for at in [KillAt::Spawned, KillAt::Done(5), KillAt::Done(50), KillAt::Done(90)] {
+        let killed = apply_killed(&staged, at);
+        let conn = db(&staged);
+        if let KillAt::Done(percent) = at {
+            assert!(killed.rows > 0 && killed.done * 100 >= killed.rows * percent);
+            assert!(killed.done < killed.rows, "killed at {at:?}, yet all {} actions were done", killed.rows);
+            killed_runs += 1;
+        }
+        if killed.rows > 0 && matches!(at, KillAt::Spawned) {
+            killed_runs += 1;
+        }
+        // Nothing was done twice: a verdict is one transaction, logged once.
+        let twice: Vec<_> = log_counts(&conn).into_iter().filter(|(_, n)| *n > 1).collect();
+        assert_eq!(twice, vec![], "deployments logged more than once after a crash at {at:?}");
+        mids.push(links(&staged, PROJECTS));
+
+        // The dead apply's lease is still held (renewed just before the kill): the next
+        // apply that will not wait is refused, naming the dead holder.
+        if let Some(holder) = &killed.holder {
+            assert!(holder.ends_with(&format!(":{}", killed.pid)), "holder `{holder}`, pid {}", killed.pid);
+            let refused = apply_without_waiting(&staged);
+            assert_eq!(refused.status.code(), Some(1), "{}", said(&refused));
+            let stderr = text(&refused.stderr);
+            assert!(stderr.contains(&format!("`{holder}` holds the lease")), "{stderr}");
+        } else {
+            assert!(matches!(at, KillAt::Spawned), "an apply killed at {at:?} held no lease");
+        }
+        last_holder = killed.holder;
+    }
+    assert!(killed_runs >= 3);
+
+    let last = apply_to_the_end(&staged);
+    assert_eq!(last.status.code(), Some(0), "{}", said(&last));
+    let holder = lease(&db(&staged)).0;
+    assert_eq!(holder, None, "the lease is released at the end");
+    let took_over = text(&last.stderr);
+    let dead = last_holder.expect("the last apply was killed holding the lease");
+    assert!(took_over.contains(&format!("Took over the apply lease from `{dead}`")), "{took_over}");
+
+    let again = trueup(&staged, &["plan", "--detailed-exitcode", "--now", NOW]);
+    assert_eq!(again.status.code(), Some(0), "the world did not converge:\n{}", said(&again));
+
+    // The repaired world: every link where it belongs, read through by a reader.
+    let after = links(&staged, PROJECTS);
+    let routes = observe_routes(&staged.routes_dir).unwrap();
+    for n in 0..PROJECTS {
+        let p = format!("p{n}");
+        let release = staged.root.join(format!("{p}/deployments/{}", live(&p)));
+        let current = staged.root.join(format!("{p}/current"));
+        let webroot = staged.root.join(format!("webroot/{p}"));
+        if Damage::nth(n).in_flight() {
+            // A resumed deployment owns its project's links and route: none was touched.
+            assert_eq!((&after[&current], &after[&webroot]), (&before[&current], &before[&webroot]), "{p}");
+            assert_eq!(routes.get(&p), world.routes.get(&p), "{p}");
+            continue;
+        }
+        assert_eq!(after[&current], Some(Node::Symlink(release.clone())), "{p}");
+        let index = std::fs::read_to_string(staged.root.join(format!("webroot/{p}/index.html"))).unwrap();
+        assert_eq!(index.trim(), release.join("public/index.html").display().to_string(), "{p}");
+        assert_eq!(routes[&p].deployment.as_deref(), Some(live(&p).as_str()), "{p}");
+        if Damage::nth(n).current == Current::RealFolder {
+            let aside = current.with_file_name(format!("current.trueup-aside-{}", now().compact()));
+            assert_eq!(node(&aside.join("index.html")), Some(Node::File), "{p}: what was in `current` was kept");
+        }
+    }
+    assert!(routes.keys().all(|p| p.starts_with('p')), "stale routes remain: {:?}", routes.keys());
+    assert_eq!(leftovers(&scratch.0), Vec::<PathBuf>::new(), "temporary links or files left over");
+
+    // After every crash, each link was as it was or as repaired: never something else.
+    for mid in &mids {
+        for (path, now_there) in mid {
+            check_links_mid_repair(path, &before[path], now_there, &after[path]);
+        }
+    }
+    // Somewhere, some crash caught the world half repaired.
+    assert!(mids.iter().any(|m| m != &before && m != &after));
+
+    // Each stuck deployment was processed exactly once over all the runs.
+    let conn = db(&staged);
+    for (id, change) in &stuck_ids {
+        assert_eq!(logs(&conn, id).len(), 1, "{id}");
+        let (phase, attempts, finished) = deployment_row(&conn, id);
+        match change {
+            Change::Resume { to_phase, attempt, .. } => {
+                assert_eq!((phase.as_str(), attempts, finished), (to_phase.as_str(), *attempt, false), "{id}")
+            }
+            Change::Fail { to_phase, .. } => assert_eq!((phase.as_str(), finished), (to_phase.as_str(), true), "{id}"),
+            _ => unreachable!(),
+        }
+    }
+
+    // One writer per lease: each run's rows carry one token, no two runs share one, and
+    // the last run did all it planned.
+    let runs = journal(&conn);
+    assert!(runs.len() > killed_runs, "{runs:?}");
+    let mut tokens = BTreeSet::new();
+    for (id, run) in &runs {
+        assert_eq!(run.tokens.len(), 1, "run {id} was written under several leases: {run:?}");
+        assert!(tokens.insert(*run.tokens.first().unwrap()), "two runs under one lease: {runs:?}");
+    }
+    let (_, last_run) = runs.iter().max_by_key(|(_, r)| *r.tokens.first().unwrap()).unwrap();
+    assert_eq!((last_run.done, last_run.failed), (last_run.rows, 0), "{last_run:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Two applies at once
+
+/// Starts two `trueup apply` processes on `staged` at once, both with `lock_timeout`, and
+/// waits for both: the one caller of concurrent applies. Returns each one's pid and output.
+#[track_caller]
+fn race(staged: &Staged, lock_timeout: &str) -> [(u32, Output); 2] {
+    let start = || {
+        trueup_command(staged, &["apply", "--now", NOW, "--lock-timeout", lock_timeout])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    [a, b].map(|child| (child.id(), child.wait_with_output().unwrap()))
+}
+
+#[test]
+fn two_applies_started_together_never_both_write() {
+    const PROJECTS: usize = 150;
+    for lock_timeout in ["0s", "60s"] {
+        let scratch = Scratch::new("race");
+        let world = damaged(PROJECTS);
+        let staged = staged(&scratch, &world);
+        let model = model_plan(&staged, &world);
+        let outs = race(&staged, lock_timeout);
+        let both = || format!("{}\n{}", said(&outs[0].1), said(&outs[1].1));
+
+        // One run wrote, under one lease, everything it planned; the other wrote nothing.
+        let conn = db(&staged);
+        let runs = journal(&conn);
+        assert_eq!(runs.len(), 1, "{runs:?}\n{}", both());
+        let run = runs.values().next().unwrap();
+        assert_eq!(run.tokens.len(), 1, "{run:?}");
+        assert_eq!((run.rows, run.done), (model.actions.len(), model.actions.len()), "{run:?}");
+        let twice: Vec<_> = log_counts(&conn).into_iter().filter(|(_, n)| *n > 1).collect();
+        assert_eq!(twice, vec![], "deployments processed twice");
+
+        let winner =
+            outs.iter().position(|(_, o)| text(&o.stdout).contains("Plan: ")).unwrap_or_else(|| panic!("{}", both()));
+        let (winner_pid, won) = &outs[winner];
+        let (_, lost) = &outs[1 - winner];
+        assert_eq!(won.status.code(), Some(0), "{}", both());
+        let (_, token) = lease(&conn);
+        if lock_timeout == "0s" {
+            // The loser did not wait: it exited 1 naming the holder, and never took the lease.
+            assert_eq!(lost.status.code(), Some(1), "{}", both());
+            let stderr = text(&lost.stderr);
+            assert!(stderr.contains(&format!(":{winner_pid}` holds the lease")), "{stderr}");
+            assert_eq!(token, 1, "only the winner ever held the lease");
+        } else {
+            // The loser waited for the lease, then found nothing left to do.
+            assert_eq!(lost.status.code(), Some(0), "{}", both());
+            assert!(text(&lost.stdout).starts_with("No changes."), "{}", both());
+            // The winner released its lease: the loser took nothing over.
+            assert!(!text(&lost.stderr).contains("Took over"), "{}", both());
+            assert_eq!(token, 2, "the loser took the lease after the winner");
+        }
+        let again = plan_exit(&staged);
+        assert_eq!(again.status.code(), Some(0), "{}", said(&again));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The manual scenarios of the original design
+
+/// Runs `trueup apply` at [`NOW`] with `args`: the one caller of a plain apply.
+#[track_caller]
+fn apply(staged: &Staged, args: &[&str]) -> Output {
+    let mut all = vec!["apply", "--now", NOW];
+    all.extend_from_slice(args);
+    trueup(staged, &all)
+}
+
+/// `trueup plan --detailed-exitcode` at [`NOW`]: exit 0 when nothing is left to do.
+#[track_caller]
+fn plan_exit(staged: &Staged) -> Output {
+    trueup(staged, &["plan", "--detailed-exitcode", "--now", NOW])
+}
+
+/// The `Summary:` line of an apply's output.
+fn summary(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    stdout.lines().find(|l| l.starts_with("Summary: ")).unwrap_or_else(|| panic!("no summary:\n{stdout}")).to_owned()
+}
+
+#[test]
+fn stuck_deployments_are_processed_once_each_with_a_summary() {
+    let scratch = Scratch::new("stuck");
+    let stuck_kinds = [Stuck::Queued, Stuck::Building, Stuck::Exhausted, Stuck::UploadGone, Stuck::Copying];
+    let damages: Vec<Damage> = stuck_kinds.iter().map(|&stuck| Damage { stuck, ..Damage::NONE }).collect();
+    let world = world(&damages, 0);
+    let staged = staged(&scratch, &world);
+
+    let out = apply(&staged, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert_eq!(
+        summary(&out),
+        "Summary: deployments 3 resumed, 2 failed, 0 skipped; symlinks 0 fixed, 10 verified, 0 moved aside; \
+         containers 0 started, 0 recreated, 0 removed; routes 0 written, 0 removed; 0 errors."
+    );
+    let conn = db(&staged);
+    // (phase it was stuck in, where it went, the attempt logged, a phrase of the reason)
+    let expected = [
+        ("QUEUED", "QUEUED", "1", "stuck in QUEUED since 2025-10-02T11:00:00Z"),
+        ("BUILDING", "BUILDING", "1", "stuck in BUILDING since 2025-10-02T11:00:00Z"),
+        ("HEALTH_CHECK", "FAILED", "3", "after 3 of 3 attempts"),
+        ("BUILDING", "FAILED", "1", "/outside/uploads/p3.tar.gz` is gone"),
+        ("COPYING_FILES", "COPYING_FILES", "3", "stuck in COPYING_FILES since 2025-10-02T11:00:00Z"),
+    ];
+    for (n, (from, to, attempt, reason)) in expected.into_iter().enumerate() {
+        let id = stuck(&format!("p{n}"));
+        let log = logs(&conn, &id);
+        assert_eq!(log.len(), 1, "{id}: {log:?}");
+        let (message, metadata) = &log[0];
+        let meta =
+            |k: &str| metadata.get(k).map(String::as_str).unwrap_or_else(|| panic!("{id}: no `{k}` in {metadata:?}"));
+        assert_eq!(
+            (meta("resume_attempted"), meta("original_phase"), meta("new_phase"), meta("attempt"), meta("stuck_since")),
+            ("true", from, to, attempt, "2025-10-02T11:00:00Z"),
+            "{id}"
+        );
+        assert!(meta("reason").contains(reason), "{id}: {metadata:?}");
+        assert!(message.contains(reason), "{id}: {message}");
+        let (phase, _, finished) = deployment_row(&conn, &id);
+        assert_eq!((phase.as_str(), finished), (to, to == "FAILED"), "{id}");
+    }
+
+    // Again at the same instant: each was handled once, nothing more happens.
+    let again = apply(&staged, &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", said(&again));
+    assert!(summary(&again).starts_with("Summary: deployments 0 resumed, 0 failed, 0 skipped;"), "{}", said(&again));
+    assert!(log_counts(&conn).values().all(|n| *n == 1), "{:?}", log_counts(&conn));
+}
+
+#[test]
+fn a_deleted_wrong_or_dangling_current_is_restored() {
+    let scratch = Scratch::new("current");
+    let kinds = [Current::Right, Current::Wrong, Current::Dangling, Current::RealFolder];
+    let damages: Vec<Damage> = kinds.iter().map(|&current| Damage { current, ..Damage::NONE }).collect();
+    let world = world(&damages, 0);
+    let staged = staged(&scratch, &world);
+    // p0's `current` was right when staged; an operator deletes it by hand.
+    std::fs::remove_file(staged.root.join("p0/current")).unwrap();
+    let broken = |n: usize| std::fs::read_to_string(staged.root.join(format!("webroot/p{n}/index.html"))).ok();
+    assert_eq!(broken(0), None);
+
+    let out = apply(&staged, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(summary(&out).contains("symlinks 4 fixed, 4 verified, 1 moved aside;"), "{}", said(&out));
+    for n in 0..kinds.len() {
+        let p = format!("p{n}");
+        let release = staged.root.join(format!("{p}/deployments/{}", live(&p)));
+        assert_eq!(node(&staged.root.join(format!("{p}/current"))), Some(Node::Symlink(release.clone())), "{p}");
+        // A reader going through the webroot gets the live release's page.
+        let page = broken(n).unwrap_or_else(|| panic!("{p}: nothing behind the webroot"));
+        assert_eq!(page.trim(), release.join("public/index.html").display().to_string(), "{p}");
+    }
+    let aside = staged.root.join(format!("p3/current.trueup-aside-{}", now().compact()));
+    assert_eq!(node(&aside.join("index.html")), Some(Node::File), "the real folder was moved aside, not deleted");
+    assert_eq!(plan_exit(&staged).status.code(), Some(0));
+}
+
+#[test]
+fn an_upload_removed_before_the_resume_fails_the_deployment_naming_it() {
+    let scratch = Scratch::new("upload");
+    let world = world(&[Damage { stuck: Stuck::Building, ..Damage::NONE }], 0);
+    let staged = staged(&scratch, &world);
+    let upload = staged.dir.join("outside/uploads/p0.tar.gz");
+    let planned = text(&trueup(&staged, &["plan", "--now", NOW]).stdout);
+    assert!(planned.contains("resume     deployment p0-stuck: restart BUILDING (attempt 1)"), "{planned}");
+
+    std::fs::remove_file(&upload).unwrap();
+    let out = apply(&staged, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let conn = db(&staged);
+    let (phase, attempts, finished) = deployment_row(&conn, "p0-stuck");
+    assert_eq!((phase.as_str(), attempts, finished), ("FAILED", 0, true));
+    let log = logs(&conn, "p0-stuck");
+    assert_eq!(log.len(), 1, "{log:?}");
+    let gone = format!("its upload `{}` is gone", upload.display());
+    assert!(log[0].0.starts_with("failed in BUILDING: ") && log[0].0.contains(&gone), "{log:?}");
+    assert_eq!(log[0].1["reason"], log[0].0["failed in BUILDING: ".len()..], "{log:?}");
+}
+
+#[test]
+fn a_saved_plan_is_refused_once_the_world_changed_and_applied_when_it_did_not() {
+    let scratch = Scratch::new("saved");
+    let damages = [Damage::NONE, Damage::NONE, Damage::nth(1), Damage::nth(2)];
+    let world = world(&damages, 1);
+    let staged = staged(&scratch, &world);
+    let file = scratch.join("plan.json");
+    let saved = trueup(&staged, &["plan", "--now", NOW, "--out", file.to_str().unwrap()]);
+    assert_eq!(saved.status.code(), Some(0), "{}", said(&saved));
+    let file = file.to_str().unwrap();
+
+    // Someone deletes p1's `current`: the saved plan no longer describes this world.
+    let current = staged.root.join("p1/current");
+    let link = std::fs::read_link(&current).unwrap();
+    std::fs::remove_file(&current).unwrap();
+    let before = tree(&staged.dir);
+    let out = trueup(&staged, &["apply", file]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("the plan is stale: the world changed since it was made (project p1)"), "{stderr}");
+    assert!(journal(&db(&staged)).is_empty(), "a refused plan journals nothing");
+    // The database changed (the lease was taken and given back); no file did.
+    let changed = diff(&before, &tree(&staged.dir));
+    let changed: Vec<_> = changed.into_iter().filter(|line| !line.starts_with("state.db")).collect();
+    assert_eq!(changed, Vec::<String>::new(), "a refused plan changes no file");
+
+    // Put it back as it was: the same world, so the saved plan applies.
+    std::os::unix::fs::symlink(&link, &current).unwrap();
+    let out = trueup(&staged, &["apply", file]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    // A resume, and a failure (its reason travels in the saved plan), as planned.
+    assert_eq!(
+        summary(&out),
+        "Summary: deployments 1 resumed, 1 failed, 0 skipped; symlinks 1 fixed, 5 verified, 0 moved aside; \
+         containers 0 started, 0 recreated, 0 removed; routes 0 written, 1 removed; 0 errors."
+    );
+    let failed = logs(&db(&staged), "p3-stuck");
+    assert!(failed.len() == 1 && failed[0].0.contains("/outside/uploads/p3.tar.gz` is gone"), "{failed:?}");
+    assert_eq!(plan_exit(&staged).status.code(), Some(0));
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let scratch = Scratch::new("dry");
+    let world = damaged(20);
+    let staged = staged(&scratch, &world);
+    let before = tree(&scratch.0);
+    let out = apply(&staged, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Plan: ") && stdout.ends_with("\nDry run: nothing was changed.\n"), "{stdout}");
+    let changed = diff(&before, &tree(&scratch.0));
+    assert_eq!(changed, Vec::<String>::new(), "the dry run changed files (the database included)");
+}
