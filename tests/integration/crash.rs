@@ -97,10 +97,12 @@ impl Damage {
     const NONE: Damage =
         Damage { current: Current::Right, webroot: Webroot::Right, stuck: Stuck::None, route: RouteFile::Right };
 
-    /// True when the project's stuck deployment is resumed: it then owns the project's
-    /// links and route, which are left to it.
+    /// True when the project's stuck deployment is resumed and has a release folder (its
+    /// copy finished before the crash): it then owns the project's links and route, which
+    /// are left to it. A resumed deployment with no release yet (queued, building) owns
+    /// nothing, so the project's links are repaired around it.
     fn in_flight(self) -> bool {
-        matches!(self.stuck, Stuck::Queued | Stuck::Building | Stuck::Copying)
+        matches!(self.stuck, Stuck::Copying)
     }
 
     /// Project `n`'s damage: each kind cycles with its own period, so a few hundred
@@ -217,7 +219,7 @@ fn world(damages: &[Damage], stale_routes: usize) -> World {
                 metadata: BTreeMap::new(),
                 owner: None,
             });
-            if damage.stuck == Stuck::Exhausted {
+            if matches!(damage.stuck, Stuck::Exhausted | Stuck::Copying) {
                 world.files.insert(releases.join(stuck(&p)).join("public/index.html"), Node::File);
             }
         }
@@ -846,11 +848,12 @@ fn a_saved_plan_is_refused_once_the_world_changed_and_applied_when_it_did_not() 
     std::os::unix::fs::symlink(&link, &current).unwrap();
     let out = trueup(&staged, &["apply", file]);
     assert_eq!(out.status.code(), Some(0), "{}", said(&out));
-    // A resume, and a failure (its reason travels in the saved plan), as planned.
+    // A resume, and a failure (its reason travels in the saved plan), as planned. p2's
+    // resumed build has no release yet, so its wrong links and route are repaired too.
     assert_eq!(
         summary(&out),
-        "Summary: deployments 1 resumed, 1 failed, 0 skipped; symlinks 1 fixed, 5 verified, 0 moved aside; \
-         containers 0 started, 0 recreated, 0 removed; routes 0 written, 1 removed; 0 errors."
+        "Summary: deployments 1 resumed, 1 failed, 0 skipped; symlinks 3 fixed, 5 verified, 0 moved aside; \
+         containers 0 started, 0 recreated, 0 removed; routes 1 written, 1 removed; 0 errors."
     );
     let failed = logs(&db(&staged), "p3-stuck");
     assert!(failed.len() == 1 && failed[0].0.contains("/outside/uploads/p3.tar.gz` is gone"), "{failed:?}");
