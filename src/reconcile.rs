@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply::{self, HookError, Hooks, Report, Status};
 use crate::plan::{self, Action, Finding, Plan};
 use crate::spec::Spec;
-use crate::store::{Lease, Store, StoreError};
+use crate::store::{Lease, OpenRun, Store, StoreError};
 use crate::time::{Duration, Timestamp};
 use crate::world::effects::{Host, RealFs};
 use crate::world::observe::{ObserveConfig, ObserveError, observe};
@@ -232,6 +232,8 @@ pub struct Applied {
     pub took_over: Option<(String, Timestamp)>,
     /// Links that were checked and already pointed where they should.
     pub verified_links: usize,
+    /// Earlier applies that died with actions unfinished; this one closed them.
+    pub interrupted: Vec<OpenRun>,
 }
 
 /// What to apply: a fresh plan, or a saved one.
@@ -264,7 +266,14 @@ pub fn apply_machine(
     let result = apply_leased(store, spec, cfg, now, source, &lease, on_action);
     // A lease lost mid-apply cannot be released; that is the reason the apply stopped.
     let _ = store.release_lease(&lease);
-    result.map(|(plan, report, run, verified_links)| Applied { plan, report, run, took_over, verified_links })
+    result.map(|(plan, report, run, verified_links, interrupted)| Applied {
+        plan,
+        report,
+        run,
+        took_over,
+        verified_links,
+        interrupted,
+    })
 }
 
 fn apply_leased(
@@ -275,7 +284,13 @@ fn apply_leased(
     source: Source<'_>,
     lease: &Lease,
     on_action: &mut dyn FnMut(usize, usize, &Action, &Status),
-) -> Result<(Plan, Report, String, usize), ReconcileError> {
+) -> Result<(Plan, Report, String, usize, Vec<OpenRun>), ReconcileError> {
+    let run = format!("{}-{}", clock::now().compact(), lease.token);
+    // Runs that died mid-apply: their work is redone from the fresh plan below.
+    let interrupted: Vec<OpenRun> = store.open_runs()?.into_iter().filter(|r| r.token < lease.token).collect();
+    if !interrupted.is_empty() {
+        store.close_open_runs(lease, &run, clock::now())?;
+    }
     let world = observe(store, &observe_config(cfg))?;
     let verified_links = plan::status(spec, &world, now)
         .projects
@@ -295,7 +310,7 @@ fn apply_leased(
         Journal { store, lease: lease.clone(), ttl: cfg.lease_ttl, run: &run, total: plan.actions.len(), on_action };
     let mut host = Host::new(RealFs::new(&cfg.root, &cfg.routes_dir), store, lease.clone());
     let report = apply::apply(&plan, &mut host, now, &mut hooks);
-    Ok((plan, report, run, verified_links))
+    Ok((plan, report, run, verified_links, interrupted))
 }
 
 /// Takes the lease, polling until `cfg.lock_timeout`. Returns the lapsed holder it
@@ -343,6 +358,10 @@ impl Hooks for Journal<'_, '_> {
     }
 
     fn planned(&mut self, index: usize, action: &Action) -> Result<(), HookError> {
+        // Journaling a large plan takes a while: keep the lease fresh meanwhile.
+        if index % 64 == 63 {
+            self.fence()?;
+        }
         let at = clock::now();
         self.store
             .journal_planned(&self.lease, self.run, seq(index), action, at)

@@ -97,10 +97,28 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let now = super::now(args);
     let (world, _) = reconcile::plan_machine(&store, &spec, &config(args, Duration::from_secs(0)), now)?;
     let status = plan::status(&spec, &world, now);
+    let lease = store.lease_holder_at()?.filter(|(_, until)| *until > crate::world::clock::now());
+    let open = store.open_runs()?;
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print!("{}", plan::render_status(&status));
+        let lease = lease.map(|(owner, until)| serde_json::json!({ "owner": owner, "until": until }));
+        let doc = serde_json::json!({ "status": status, "apply_lease": lease, "open_runs": open });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", plan::render_status(&status));
+    match &lease {
+        Some((owner, until)) => println!(
+            "\nAn apply is running: `{owner}` holds the lease until {until} (if it died, the lease lapses then)."
+        ),
+        None => {
+            for run in &open {
+                println!(
+                    "\nAn apply was interrupted: run `{}` (started {}) left {} actions unfinished. \
+                     The next `trueup apply` redoes their work.",
+                    run.run, run.since, run.unfinished
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -169,6 +187,12 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let applied = reconcile::apply_machine(&store, &spec, &cfg, now, source, &mut on_action)?;
     if progress {
         eprint!("\r\x1b[2K");
+    }
+    for run in &applied.interrupted {
+        eprintln!(
+            "An earlier apply (run `{}`, started {}) was interrupted with {} actions unfinished; this apply redid their work.",
+            run.run, run.since, run.unfinished
+        );
     }
     if let Some((owner, until)) = &applied.took_over {
         eprintln!("Took over the apply lease from `{owner}`, whose lease expired at {until} (it probably died).");

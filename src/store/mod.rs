@@ -27,11 +27,13 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::time::Timestamp;
 
+mod journal;
 mod lease;
 mod read;
 mod recover;
 mod write;
 
+pub use journal::OpenRun;
 pub use lease::{Fence, Lease};
 pub use read::{JournalEntry, JournalStatus, LogEntry, LogLevel};
 pub use recover::{Recorded, Verdict};

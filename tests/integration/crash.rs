@@ -555,6 +555,13 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
         } else {
             assert!(matches!(at, KillAt::Spawned), "an apply killed at {at:?} held no lease");
         }
+        // `status` shows the dead apply: as the lease holder, or once its lease lapsed,
+        // as a run with unfinished actions.
+        if killed.done > 0 {
+            let status = text(&trueup(&staged, &["status", "--now", NOW]).stdout);
+            let shown = status.contains("An apply is running:") || status.contains("An apply was interrupted: run");
+            assert!(shown, "status does not show the apply killed at {at:?}:\n{status}");
+        }
         last_holder = killed.holder;
     }
     assert!(killed_runs >= 3);
@@ -566,6 +573,12 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
     let took_over = text(&last.stderr);
     let dead = last_holder.expect("the last apply was killed holding the lease");
     assert!(took_over.contains(&format!("Took over the apply lease from `{dead}`")), "{took_over}");
+    assert!(took_over.contains("was interrupted with"), "the killed runs are not reported:\n{took_over}");
+    let open: i64 =
+        db(&staged).query_row("SELECT count(*) FROM journal WHERE status = 'planned'", [], |r| r.get(0)).unwrap();
+    assert_eq!(open, 0, "journal rows of killed runs are still open");
+    let status = text(&trueup(&staged, &["status", "--now", NOW]).stdout);
+    assert!(!status.contains("An apply"), "status still reports an apply:\n{status}");
 
     let again = trueup(&staged, &["plan", "--detailed-exitcode", "--now", NOW]);
     assert_eq!(again.status.code(), Some(0), "the world did not converge:\n{}", said(&again));
