@@ -26,9 +26,116 @@ pub struct Transition {
     /// or, when that is compound, its initial leaf.
     pub target: StateId,
     /// States exited, innermost first.
-    pub exits: Vec<StateId>,
+    pub exits: StateList,
     /// States entered, outermost first; the last one is `target`.
-    pub entries: Vec<StateId>,
+    pub entries: StateList,
+}
+
+/// How many states a [`StateList`] holds before it moves to the heap. A transition of the
+/// default spec exits or enters at most two.
+const INLINE: usize = 8;
+
+/// A short list of states: a transition's exits or entries. It reads as a slice (it
+/// derefs to `[StateId]`) and compares with a `Vec<StateId>`. Up to eight states are kept
+/// inline and only deeper paths go to the heap, so a step allocates nothing for machines
+/// of ordinary depth.
+#[derive(Clone)]
+pub struct StateList(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, ids: [StateId; INLINE] },
+    Heap(Vec<StateId>),
+}
+
+impl StateList {
+    fn new() -> Self {
+        StateList(Repr::Inline { len: 0, ids: [StateId(0); INLINE] })
+    }
+
+    fn push(&mut self, id: StateId) {
+        match &mut self.0 {
+            Repr::Inline { len, ids } if usize::from(*len) < INLINE => {
+                ids[usize::from(*len)] = id;
+                *len += 1;
+            }
+            Repr::Inline { ids, .. } => {
+                let mut heap = Vec::with_capacity(2 * INLINE);
+                heap.extend_from_slice(ids);
+                heap.push(id);
+                self.0 = Repr::Heap(heap);
+            }
+            Repr::Heap(heap) => heap.push(id),
+        }
+    }
+}
+
+impl std::ops::Deref for StateList {
+    type Target = [StateId];
+
+    #[inline]
+    fn deref(&self) -> &[StateId] {
+        match &self.0 {
+            Repr::Inline { len, ids } => &ids[..usize::from(*len)],
+            Repr::Heap(heap) => heap,
+        }
+    }
+}
+
+impl std::ops::DerefMut for StateList {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [StateId] {
+        match &mut self.0 {
+            Repr::Inline { len, ids } => &mut ids[..usize::from(*len)],
+            Repr::Heap(heap) => heap,
+        }
+    }
+}
+
+impl FromIterator<StateId> for StateList {
+    fn from_iter<I: IntoIterator<Item = StateId>>(iter: I) -> Self {
+        let mut list = StateList::new();
+        for id in iter {
+            list.push(id);
+        }
+        list
+    }
+}
+
+impl<'a> IntoIterator for &'a StateList {
+    type Item = &'a StateId;
+    type IntoIter = std::slice::Iter<'a, StateId>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl std::fmt::Debug for StateList {
+    /// As a `Vec` prints: `[StateId(1), StateId(2)]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for StateList {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for StateList {}
+
+impl PartialEq<Vec<StateId>> for StateList {
+    fn eq(&self, other: &Vec<StateId>) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<[StateId]> for StateList {
+    fn eq(&self, other: &[StateId]) -> bool {
+        **self == *other
+    }
 }
 
 /// Why an event could not be applied.
@@ -148,11 +255,11 @@ fn transition(spec: &Spec, leaf: StateId, source: StateId, declared: StateId) ->
         None => true,
         Some(d) => spec.state(s).ancestors.contains(&d),
     };
-    let exits: Vec<StateId> = std::iter::once(leaf)
+    let exits: StateList = std::iter::once(leaf)
         .chain(spec.state(leaf).ancestors.iter().copied())
         .take_while(|&s| below_domain(s))
         .collect();
-    let mut entries: Vec<StateId> =
+    let mut entries: StateList =
         std::iter::once(declared).chain(target_ancestors.iter().copied()).take_while(|&s| below_domain(s)).collect();
     entries.reverse();
     let mut at = declared;
@@ -214,7 +321,19 @@ mod tests {
         let spec = default_spec();
         let building = spec.find("BUILDING").unwrap();
         let t = step(&spec, building, "retry", &|_| true).unwrap();
-        assert_eq!((t.exits.clone(), t.entries.clone()), (vec![building], vec![building]));
+        assert_eq!((t.exits.to_vec(), t.entries.to_vec()), (vec![building], vec![building]));
+    }
+
+    #[test]
+    fn state_lists_move_to_the_heap_past_eight_states() {
+        for n in [0, 1, INLINE, INLINE + 1, 3 * INLINE] {
+            let ids: Vec<StateId> = (0..n as u16).map(StateId).collect();
+            let mut list: StateList = ids.iter().copied().collect();
+            assert_eq!(list, ids);
+            assert_eq!(format!("{list:?}"), format!("{ids:?}"));
+            list.reverse();
+            assert_eq!(list.iter().rev().copied().collect::<Vec<_>>(), ids);
+        }
     }
 
     #[test]
