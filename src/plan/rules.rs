@@ -407,12 +407,8 @@ impl<'a> Planner<'a> {
                 let max = self.spec.find(&d.phase).and_then(|s| self.spec.state(s).max_attempts);
                 max.is_none_or(|m| d.attempts < m)
             }
-            Guard::HasPreviousRelease => self.world.deployments.iter().any(|o| {
-                o.project == d.project
-                    && o.id != d.id
-                    && o.phase == ACTIVE_PHASE
-                    && valid_id(&o.id)
-                    && self.release_exists(&o.project, &o.id)
+            Guard::HasPreviousRelease => self.project_deployments(&d.project).any(|o| {
+                o.id != d.id && o.phase == ACTIVE_PHASE && valid_id(&o.id) && self.release_exists(&o.project, &o.id)
             }),
             Guard::IsImageDeployment => d.kind == DeploymentType::Image,
         }
