@@ -216,21 +216,33 @@ fn kind(change: &plan::Change) -> &'static str {
 
 pub(super) fn summary(applied: &Applied) -> String {
     let c = &applied.report.counts;
+    let failed = |kinds: &[&str]| {
+        applied
+            .report
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.status, apply::Status::Failed(_)) && kinds.contains(&kind(&o.action.change)))
+            .count()
+    };
     format!(
-        "Summary: deployments {} resumed, {} failed, {} skipped; symlinks {} fixed, {} verified, {} moved aside; \
-         containers {} started, {} recreated, {} removed; routes {} written, {} removed; {} errors.",
+        "Summary: deployments {} resumed, {} failed, {} skipped; \
+         symlinks {} fixed, {} verified, {} moved aside, {} errors; \
+         containers {} started, {} recreated, {} removed, {} errors; \
+         routes {} written, {} removed, {} errors.",
         c.deployments_resumed,
         c.deployments_failed,
         c.deployments_skipped,
         c.symlinks_fixed,
         applied.verified_links,
         c.moved_aside,
+        failed(&["link", "move aside"]),
         c.containers_started,
         c.containers_recreated,
         c.containers_removed,
+        failed(&["start", "recreate", "remove"]),
         c.routes_written,
         c.routes_removed,
-        c.errors
+        failed(&["route"]),
     )
 }
 
