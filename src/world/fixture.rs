@@ -177,7 +177,9 @@ pub(crate) fn yaml_diagnostic(err: &serde_saphyr::Error) -> Diagnostic {
         .unwrap_or_default();
     let text = err.without_snippet().to_string();
     // serde-saphyr appends the position to its message; the renderer shows it already.
-    let message = text.split(" at line ").next().unwrap_or(&text).trim().to_owned();
+    let message = text.split(" at line ").next().unwrap_or(&text).trim();
+    // serde-saphyr's advice to its own callers is not for the person reading this.
+    let message = message.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable").to_owned();
     let diagnostic = Diagnostic::error(pos, message.clone());
     // serde names the expected keys or variants; point at the nearest one.
     let Some((found, expected)) = unknown_name(&message) else { return diagnostic };

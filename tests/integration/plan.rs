@@ -131,3 +131,24 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn malformed_fixtures_are_reported_with_their_position() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../snapshots/plan-err");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| {
+        insta::glob!("../../fixtures/plan-err", "*.yaml", |path| {
+            let rel = format!("fixtures/plan-err/{}", path.file_name().unwrap().to_string_lossy());
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_trueup"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["simulate", &rel])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{rel} must be refused");
+            assert!(out.stdout.is_empty(), "{rel}: a refused fixture prints no plan");
+            insta::assert_snapshot!(String::from_utf8(out.stderr).unwrap());
+        });
+    });
+}

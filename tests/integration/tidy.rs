@@ -101,7 +101,8 @@ fn plan_fixtures_have_snapshots() {
     let mut orphans = Vec::new();
     for fixture in files_under(&top().join("fixtures"), ".yaml") {
         let rel = fixture.strip_prefix(top()).unwrap().display().to_string();
-        let is_snapshotted = rel.starts_with("fixtures/plan/") || rel.starts_with("fixtures/validate/err/");
+        let is_snapshotted =
+            ["fixtures/plan/", "fixtures/plan-err/", "fixtures/validate/err/"].iter().any(|d| rel.starts_with(d));
         if is_snapshotted && !snapshots.contains(&rel) {
             orphans.push(rel);
         }
