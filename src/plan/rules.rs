@@ -766,6 +766,7 @@ impl<'a> Planner<'a> {
                 }
                 continue;
             };
+            let domain = project.domain.clone().unwrap_or_else(|| format!("{}.localhost", project.id));
             let reason = match existing {
                 None => "no route file".to_owned(),
                 Some(r) => match &r.problem {
@@ -775,10 +776,12 @@ impl<'a> Planner<'a> {
                         format!("the route targets `{old}`")
                     }
                     None if &r.upstream != upstream => format!("the route sends traffic to `{}`", r.upstream),
+                    None if r.domain.as_ref().is_some_and(|d| *d != domain) => {
+                        format!("the route answers on `{}`", r.domain.as_deref().unwrap_or_default())
+                    }
                     None => continue,
                 },
             };
-            let domain = project.domain.clone().unwrap_or_else(|| format!("{}.localhost", project.id));
             let change = Change::WriteRoute { deployment: live.id.clone(), upstream: upstream.clone(), domain };
             self.act(&project.id, change, format!("{reason}; the live deployment is `{}` at `{upstream}`", live.id));
         }

@@ -259,6 +259,9 @@ pub struct Route {
     /// Where the proxy sends traffic, e.g. `http://127.0.0.1:8080`.
     #[serde(default)]
     pub upstream: String,
+    /// The host name it answers on, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// Set when the file exists but cannot be read as a trueup route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,

@@ -137,6 +137,8 @@ struct Http {
 
 #[derive(Deserialize)]
 struct Router {
+    #[serde(default)]
+    rule: String,
     service: String,
 }
 
@@ -183,11 +185,15 @@ pub fn parse_route(project: &str, text: &str) -> Route {
         }
     };
     let name = format!("trueup-{project}");
-    if file.http.routers.get(&name).is_none_or(|r| r.service != name) {
+    let Some(router) = file.http.routers.get(&name).filter(|r| r.service == name) else {
         return broken(deployment, format!("it has no router `{name}` for service `{name}`"));
-    }
+    };
+    let Some(domain) = router.rule.strip_prefix("Host(`").and_then(|r| r.strip_suffix("`)")) else {
+        return broken(deployment, format!("router `{name}` has rule `{}`, not Host(`DOMAIN`)", router.rule));
+    };
+    let domain = Some(domain.to_owned());
     match file.http.services.get(&name).map(|s| s.load_balancer.servers.as_slice()) {
-        Some([server]) => Route { deployment, upstream: server.url.clone(), problem: None },
+        Some([server]) => Route { deployment, upstream: server.url.clone(), domain, problem: None },
         _ => broken(deployment, format!("service `{name}` does not have exactly one server")),
     }
 }
@@ -199,7 +205,7 @@ fn header(line: &str) -> Option<(&str, &str)> {
 }
 
 fn broken(deployment: Option<String>, problem: String) -> Route {
-    Route { deployment, upstream: String::new(), problem: Some(problem) }
+    Route { deployment, upstream: String::new(), domain: None, problem: Some(problem) }
 }
 
 /// Every route file in `dir` by project id (the file stem): files ending in `.yaml` or
@@ -269,7 +275,12 @@ http:
         let route = parse_route("p1", &text);
         assert_eq!(
             route,
-            Route { deployment: Some("d7".into()), upstream: "http://127.0.0.1:8080".into(), problem: None }
+            Route {
+                deployment: Some("d7".into()),
+                upstream: "http://127.0.0.1:8080".into(),
+                domain: Some("p1.localhost".into()),
+                problem: None
+            }
         );
         // Ids may end in a dot; the header still reads back.
         let text = render_route("p1", "d7.", "https://app:8443/x", "a.example.org").unwrap();

@@ -16,6 +16,11 @@ use super::{Node, World, routes};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
+/// The domain a route is staged with: its own, or the default `PROJECT.localhost`.
+fn staged_domain(project: &str, route: &super::Route) -> String {
+    route.domain.clone().unwrap_or_else(|| format!("{project}.localhost"))
+}
+
 /// What a route file with a problem is staged as.
 const BROKEN_ROUTE: &str = "http: [ this is not a route\n";
 
@@ -94,6 +99,8 @@ impl Staged {
         for (project, route) in &mut w.routes {
             if route.problem.is_some() || route.deployment.is_none() {
                 *route = routes::parse_route(project, BROKEN_ROUTE);
+            } else {
+                route.domain = Some(staged_domain(project, route));
             }
         }
         w.containers = None;
@@ -153,7 +160,7 @@ pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageE
         let path = routes::route_path(&staged.routes_dir, project);
         let text = match (&route.problem, &route.deployment) {
             (None, Some(deployment)) => {
-                routes::render_route(project, deployment, &route.upstream, &format!("{project}.localhost"))
+                routes::render_route(project, deployment, &route.upstream, &staged_domain(project, route))
                     .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
             }
             _ => BROKEN_ROUTE.to_owned(),

@@ -161,8 +161,12 @@ fn build(draws: &[Draw], engine: bool) -> Case {
             metadata: BTreeMap::new(),
             owner: None,
         });
-        let route =
-            |dep: &str| Route { deployment: Some(dep.into()), upstream: format!("http://{dep}"), problem: None };
+        let route = |dep: &str| Route {
+            deployment: Some(dep.into()),
+            upstream: format!("http://{dep}"),
+            domain: None,
+            problem: None,
+        };
         match d.route {
             0 => {}
             1 => drop(world.routes.insert(p.clone(), route(&dep))),

@@ -228,19 +228,32 @@ fn world(damages: &[Damage], stale_routes: usize) -> World {
         }
         let route = match damage.route {
             RouteFile::Missing => None,
-            RouteFile::Wrong => {
-                Some(Route { deployment: Some(old), upstream: "http://127.0.0.1:9".into(), problem: None })
+            RouteFile::Wrong => Some(Route {
+                deployment: Some(old),
+                upstream: "http://127.0.0.1:9".into(),
+                domain: None,
+                problem: None,
+            }),
+            RouteFile::Right => {
+                Some(Route { deployment: Some(live(&p)), upstream: upstream(n), domain: None, problem: None })
             }
-            RouteFile::Right => Some(Route { deployment: Some(live(&p)), upstream: upstream(n), problem: None }),
         };
         if let Some(route) = route {
             world.routes.insert(p, route);
         }
     }
     for i in 0..stale_routes {
-        let route =
-            Route { deployment: Some(format!("gone{i}-d")), upstream: "http://127.0.0.1:9".into(), problem: None };
+        let route = Route {
+            deployment: Some(format!("gone{i}-d")),
+            upstream: "http://127.0.0.1:9".into(),
+            domain: None,
+            problem: None,
+        };
         world.routes.insert(format!("gone{i}"), route);
+    }
+    // Route files answer on `PROJECT.localhost`, as the observer reads them back.
+    for (project, route) in &mut world.routes {
+        route.domain.get_or_insert_with(|| format!("{project}.localhost"));
     }
     fixture::close_parents(&mut world.files);
     world.deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));

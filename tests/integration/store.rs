@@ -467,13 +467,19 @@ mod observe {
             routes: [
                 (
                     "p1".to_owned(),
-                    Route { deployment: Some("d0".into()), upstream: "http://127.0.0.1:8080".into(), problem: None },
+                    Route {
+                        deployment: Some("d0".into()),
+                        upstream: "http://127.0.0.1:8080".into(),
+                        domain: Some("p1.localhost".into()),
+                        problem: None,
+                    },
                 ),
                 (
                     "p2".to_owned(),
                     Route {
                         deployment: None,
                         upstream: String::new(),
+                        domain: None,
                         problem: Some("it has no `# Managed by trueup:` header".into()),
                     },
                 ),
@@ -482,6 +488,7 @@ mod observe {
                     Route {
                         deployment: None,
                         upstream: String::new(),
+                        domain: None,
                         problem: Some("`p4.yaml` is not a regular file".into()),
                     },
                 ),

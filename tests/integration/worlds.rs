@@ -204,19 +204,29 @@ fn build(seeds: &[ProjectSeed], invalid: bool, stray: bool, engine: bool) -> Fix
             1 => {
                 world.routes.insert(
                     pid.clone(),
-                    Route { deployment: Some(pick(0)), upstream: "http://127.0.0.1:8000".into(), problem: None },
+                    Route {
+                        deployment: Some(pick(0)),
+                        upstream: "http://127.0.0.1:8000".into(),
+                        domain: None,
+                        problem: None,
+                    },
                 );
             }
             2 => {
                 world.routes.insert(
                     pid.clone(),
-                    Route { deployment: Some(pick(1)), upstream: "http://127.0.0.1:9999".into(), problem: None },
+                    Route {
+                        deployment: Some(pick(1)),
+                        upstream: "http://127.0.0.1:9999".into(),
+                        domain: None,
+                        problem: None,
+                    },
                 );
             }
             _ => {
                 world.routes.insert(
                     pid.clone(),
-                    Route { deployment: None, upstream: String::new(), problem: Some("not YAML".into()) },
+                    Route { deployment: None, upstream: String::new(), domain: None, problem: Some("not YAML".into()) },
                 );
             }
         }
@@ -252,7 +262,12 @@ fn build(seeds: &[ProjectSeed], invalid: bool, stray: bool, engine: bool) -> Fix
     if stray {
         world.routes.insert(
             "gone".into(),
-            Route { deployment: Some("x1".into()), upstream: "http://127.0.0.1:7000".into(), problem: None },
+            Route {
+                deployment: Some("x1".into()),
+                upstream: "http://127.0.0.1:7000".into(),
+                domain: None,
+                problem: None,
+            },
         );
         containers.push(Container {
             id: "c-gone".into(),

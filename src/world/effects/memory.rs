@@ -325,12 +325,17 @@ impl Effects for MemoryWorld {
         project: &str,
         deployment: &str,
         upstream: &str,
-        _domain: &str,
+        domain: &str,
     ) -> Result<(), EffectError> {
         if !valid_id(project) {
             return Err(EffectError::InvalidId(project.to_owned()));
         }
-        let route = Route { deployment: Some(deployment.to_owned()), upstream: upstream.to_owned(), problem: None };
+        let route = Route {
+            deployment: Some(deployment.to_owned()),
+            upstream: upstream.to_owned(),
+            domain: Some(domain.to_owned()),
+            problem: None,
+        };
         if self.world.routes.get(project) == Some(&route) {
             return Ok(());
         }
