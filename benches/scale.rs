@@ -126,9 +126,10 @@ fn world(n: usize) -> World {
             world.files.insert(layout.webroot(), Node::Symlink(layout.webroot_target()));
         }
         let routed = if damage == 3 { &old } else { &new };
-        world
-            .routes
-            .insert(id.clone(), Route { deployment: Some(routed.clone()), upstream: upstream(routed), problem: None });
+        world.routes.insert(
+            id.clone(),
+            Route { deployment: Some(routed.clone()), upstream: upstream(routed), domain: None, problem: None },
+        );
         let state = if damage == 7 { ContainerState::Exited } else { ContainerState::Running };
         containers.push(container(&id, &new, state));
         if damage == 8 {
