@@ -754,6 +754,15 @@ impl<'a> Planner<'a> {
             }
             let Some(live) = view.live else { continue };
             let existing = self.world.routes.get(&project.id);
+            if existing.is_some_and(|r| !r.managed()) {
+                let message = format!(
+                    "route file `{}.yaml` was not written by trueup (it has no trueup header): it is left alone; \
+                     move it away to let trueup manage this project's route",
+                    project.id
+                );
+                self.find(&project.id, Level::Warning, message);
+                continue;
+            }
             let readable = existing.filter(|r| r.problem.is_none());
             let upstream = live.metadata.get("upstream").or(readable.map(|r| &r.upstream)).filter(|u| !u.is_empty());
             let Some(upstream) = upstream else {
@@ -785,7 +794,8 @@ impl<'a> Planner<'a> {
             let change = Change::WriteRoute { deployment: live.id.clone(), upstream: upstream.clone(), domain };
             self.act(&project.id, change, format!("{reason}; the live deployment is `{}` at `{upstream}`", live.id));
         }
-        for (id, route) in &self.world.routes {
+        // Stale routes: only files trueup wrote; any other file in the folder is not ours.
+        for (id, route) in self.world.routes.iter().filter(|(_, r)| r.managed()) {
             if !valid_id(id) {
                 self.find(
                     id,

@@ -237,6 +237,14 @@ pub struct Container {
     pub created_at: Option<Timestamp>,
 }
 
+impl Route {
+    /// True when the file carries trueup's header, which names its deployment. A route
+    /// file without it is not trueup's: it is never rewritten or removed.
+    pub fn managed(&self) -> bool {
+        self.deployment.is_some()
+    }
+}
+
 impl Container {
     /// The value of a label.
     pub fn label(&self, key: &str) -> Option<&str> {

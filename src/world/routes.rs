@@ -198,6 +198,16 @@ pub fn parse_route(project: &str, text: &str) -> Route {
     }
 }
 
+/// The first line of a route file trueup writes, naming its project and deployment.
+pub fn header_line(project: &str, deployment: &str) -> String {
+    format!("{HEADER_PREFIX}{project} deployment={deployment}{HEADER_SUFFIX}")
+}
+
+/// True when `text` starts with trueup's header: the file is trueup's to rewrite or remove.
+pub fn is_managed(text: &str) -> bool {
+    header(text.lines().next().unwrap_or_default()).is_some()
+}
+
 /// The project and deployment named by a header line.
 fn header(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix(HEADER_PREFIX)?.strip_suffix(HEADER_SUFFIX)?;
@@ -208,8 +218,8 @@ fn broken(deployment: Option<String>, problem: String) -> Route {
     Route { deployment, upstream: String::new(), domain: None, problem: Some(problem) }
 }
 
-/// Every route file in `dir` by project id (the file stem): files ending in `.yaml` or
-/// `.yml`, skipping names that start with `.` (temporary files being written). A missing
+/// Every route file in `dir` by project id (the file stem): files ending in `.yaml`,
+/// skipping names that start with `.` (temporary files being written). A missing
 /// folder has no routes. Links and folders are reported as problems, never followed.
 ///
 /// # Errors
@@ -226,14 +236,13 @@ pub fn observe_routes(dir: &Path) -> Result<BTreeMap<String, Route>, RouteError>
     for entry in entries {
         let entry = entry.map_err(fail)?;
         let Ok(name) = entry.file_name().into_string() else { continue };
-        let stem = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml"));
+        // trueup writes `PROJECT.yaml` only; a `.yml` file is never one of its routes.
+        let stem = name.strip_suffix(".yaml");
         if let Some(stem) = stem.filter(|_| !name.starts_with('.')) {
             files.push((stem.to_owned(), name.clone(), entry.file_type().map_err(fail)?));
         }
     }
-    // Sorted, so that which of `p.yaml` and `p.yml` is reported does not depend on the
-    // order the folder lists them in.
-    files.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut routes = BTreeMap::new();
     for (project, name, kind) in files {
         let route = if kind.is_file() {
@@ -241,11 +250,7 @@ pub fn observe_routes(dir: &Path) -> Result<BTreeMap<String, Route>, RouteError>
         } else {
             broken(None, format!("`{name}` is not a regular file"))
         };
-        if routes.contains_key(&project) {
-            routes.insert(project.clone(), broken(None, format!("both `{project}.yaml` and `{project}.yml` exist")));
-        } else {
-            routes.insert(project, route);
-        }
+        routes.insert(project, route);
     }
     Ok(routes)
 }

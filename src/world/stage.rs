@@ -16,13 +16,20 @@ use super::{Node, World, routes};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
-/// The domain a route is staged with: its own, or the default `PROJECT.localhost`.
-fn staged_domain(project: &str, route: &super::Route) -> String {
-    route.domain.clone().unwrap_or_else(|| format!("{project}.localhost"))
+/// The text a route is staged as: the rendered file for a sound route; for a broken one,
+/// trueup's header (when the route names its deployment) over a body that is not YAML.
+fn staged_text(project: &str, route: &super::Route) -> String {
+    const NOT_YAML: &str = "http: [ this is not a route\n";
+    match (&route.problem, &route.deployment) {
+        (None, Some(deployment)) => {
+            let domain = route.domain.clone().unwrap_or_else(|| format!("{project}.localhost"));
+            routes::render_route(project, deployment, &route.upstream, &domain)
+                .unwrap_or_else(|e| format!("{}\n# cannot render: {e}\n", routes::header_line(project, deployment)))
+        }
+        (Some(_), Some(deployment)) => format!("{}\n{NOT_YAML}", routes::header_line(project, deployment)),
+        _ => NOT_YAML.to_owned(),
+    }
 }
-
-/// What a route file with a problem is staged as.
-const BROKEN_ROUTE: &str = "http: [ this is not a route\n";
 
 /// Where a staged world lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,14 +101,9 @@ impl Staged {
                 *repo = self.rebase(Path::new(repo.as_str())).display().to_string();
             }
         }
-        // A broken route is staged as a broken file; the model gets the problem the
-        // observer will read from it.
+        // The model gets each route as the observer will read its staged file back.
         for (project, route) in &mut w.routes {
-            if route.problem.is_some() || route.deployment.is_none() {
-                *route = routes::parse_route(project, BROKEN_ROUTE);
-            } else {
-                route.domain = Some(staged_domain(project, route));
-            }
+            *route = routes::parse_route(project, &staged_text(project, route));
         }
         w.containers = None;
         w.images = None;
@@ -158,13 +160,7 @@ pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageE
             continue;
         }
         let path = routes::route_path(&staged.routes_dir, project);
-        let text = match (&route.problem, &route.deployment) {
-            (None, Some(deployment)) => {
-                routes::render_route(project, deployment, &route.upstream, &staged_domain(project, route))
-                    .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-            }
-            _ => BROKEN_ROUTE.to_owned(),
-        };
+        let text = staged_text(project, route);
         fs::write(&path, text).map_err(io("write", &path))?;
     }
     let (store, _) = Store::open(&staged.db)?;

@@ -129,3 +129,26 @@ files:
     assert!(said.contains("symlinks 1 fixed") && said.contains("routes 0 written, 0 removed, 1 errors."), "{said}");
     assert_eq!(std::fs::read_link(staged.root.join("p2/current")).unwrap(), staged.root.join("p2/deployments/b1"));
 }
+
+#[test]
+fn route_files_trueup_did_not_write_survive_apply() {
+    let fx = fixture::load("0037_stale_route_file.yaml", &read_fixture("0037_stale_route_file.yaml")).unwrap();
+    let scratch = Scratch::new("foreign");
+    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let foreign = [("middlewares.yaml", "http:\n  middlewares: {}\n"), ("tls.yml", "tls: {}\n"), ("p9.yaml", "http: {}\n")];
+    for (name, text) in foreign {
+        std::fs::write(staged.routes_dir.join(name), text).unwrap();
+    }
+    let out = trueup(&staged, &["apply", "--now", &fx.now.to_string()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("done    gone: route gone"), "the stale route trueup wrote is removed:\n{said}");
+    assert!(!staged.routes_dir.join("gone.yaml").exists());
+    for (name, text) in foreign {
+        assert_eq!(std::fs::read_to_string(staged.routes_dir.join(name)).unwrap(), text, "{name} was touched");
+    }
+}
+
+fn read_fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan").join(name)).unwrap()
+}

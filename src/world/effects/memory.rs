@@ -168,6 +168,19 @@ fn managed_or_refuse(c: &Container) -> Result<(), EffectError> {
     if c.managed() { Ok(()) } else { Err(EffectError::Unmanaged { id: c.id.clone(), name: c.name.clone() }) }
 }
 
+impl MemoryWorld {
+    /// `Ok` unless `project`'s route file exists without trueup's header, as the real
+    /// adapter checks.
+    fn ensure_ours(&self, project: &str) -> Result<(), EffectError> {
+        match self.world.routes.get(project) {
+            Some(route) if !route.managed() => {
+                Err(EffectError::NotOurs { path: PathBuf::from(format!("routes/{project}.yaml")) })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Effects for MemoryWorld {
     fn link(&mut self, path: &Path, target: &Path) -> Result<(), EffectError> {
         check_link(&self.world.root, path, target)?;
@@ -339,6 +352,7 @@ impl Effects for MemoryWorld {
         if self.world.routes.get(project) == Some(&route) {
             return Ok(());
         }
+        self.ensure_ours(project)?;
         self.step()?; // the temporary file, written and synced: no reader sees it
         self.step()?;
         let before = self.world.routes.insert(project.to_owned(), route);
@@ -355,6 +369,7 @@ impl Effects for MemoryWorld {
         if !self.world.routes.contains_key(project) {
             return Ok(());
         }
+        self.ensure_ours(project)?;
         self.step()?;
         let before = self.world.routes.remove(project).expect("checked just above");
         self.fsync(|w| drop(w.routes.insert(project.to_owned(), before)))

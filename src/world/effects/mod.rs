@@ -186,6 +186,12 @@ pub enum EffectError {
         #[source]
         source: std::io::Error,
     },
+    /// A route file that trueup did not write (it has no trueup header) is in the way.
+    #[error("`{}` was not written by trueup (it has no trueup header): it is left alone", path.display())]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+    },
     /// Every numbered aside name was taken.
     #[error("no free aside name for `{}` (tried {MAX_ASIDE})", path.display())]
     NoAsideName {

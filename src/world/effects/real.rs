@@ -179,12 +179,12 @@ fn route_tmp(dir: &Path, project: &str) -> PathBuf {
 
 /// Writes `text` as `project`'s route file in `dir`, atomically: a temporary file,
 /// synced, renamed over, and the folder fsynced. Does nothing when the file already
-/// holds `text`.
+/// holds `text`. A file without trueup's header is not overwritten.
 ///
 /// # Errors
 ///
-/// [`EffectError::InvalidId`] for a project id that is not a plain name, or
-/// [`EffectError::Io`].
+/// [`EffectError::InvalidId`] for a project id that is not a plain name,
+/// [`EffectError::NotOurs`], or [`EffectError::Io`].
 pub fn write_route_file(dir: &Path, project: &str, text: &str) -> Result<(), EffectError> {
     if !valid_id(project) {
         return Err(EffectError::InvalidId(project.to_owned()));
@@ -194,7 +194,7 @@ pub fn write_route_file(dir: &Path, project: &str, text: &str) -> Result<(), Eff
     remove_leftover(&tmp)?;
     match fs::read(&file) {
         Ok(old) if old == text.as_bytes() => return Ok(()),
-        Ok(_) => {}
+        Ok(_) => ensure_ours(&file)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("read", &file)(e)),
     }
@@ -205,18 +205,33 @@ pub fn write_route_file(dir: &Path, project: &str, text: &str) -> Result<(), Eff
     sync_dir(dir)
 }
 
+/// `Ok` when `file` is missing or carries trueup's header.
+fn ensure_ours(file: &Path) -> Result<(), EffectError> {
+    match fs::read_to_string(file) {
+        Ok(text) if crate::world::routes::is_managed(&text) => Ok(()),
+        Ok(_) => Err(EffectError::NotOurs { path: file.to_owned() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // Not text, or not a file: certainly not a route trueup wrote.
+        Err(e) if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::IsADirectory) => {
+            Err(EffectError::NotOurs { path: file.to_owned() })
+        }
+        Err(e) => Err(io_err("read", file)(e)),
+    }
+}
+
 /// Removes `project`'s route file from `dir` (and a leftover temporary file); a missing
-/// one is fine.
+/// one is fine. A file without trueup's header is not removed.
 ///
 /// # Errors
 ///
-/// [`EffectError::InvalidId`] or [`EffectError::Io`].
+/// [`EffectError::InvalidId`], [`EffectError::NotOurs`] or [`EffectError::Io`].
 pub fn remove_route_file(dir: &Path, project: &str) -> Result<(), EffectError> {
     if !valid_id(project) {
         return Err(EffectError::InvalidId(project.to_owned()));
     }
     remove_leftover(&route_tmp(dir, project))?;
     let file = route_file(dir, project);
+    ensure_ours(&file)?;
     match fs::remove_file(&file) {
         Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -279,6 +294,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::world::routes::header_line;
 
     /// A fresh folder under the system temp dir, removed on drop.
     struct TempRoot(PathBuf);
@@ -384,19 +400,27 @@ mod tests {
         let dir = &t.0;
         // A crashed run left a half-written temporary file.
         fs::write(dir.join(".trueup-tmp-p1"), "half").unwrap();
-        write_route_file(dir, "p1", "one\n").unwrap();
+        let one = format!("{}\none\n", header_line("p1", "d1"));
+        let two = format!("{}\ntwo\n", header_line("p1", "d2"));
+        write_route_file(dir, "p1", &one).unwrap();
         let file = route_file(dir, "p1");
         let first = fs::metadata(&file).unwrap().ino();
-        write_route_file(dir, "p1", "one\n").unwrap();
+        write_route_file(dir, "p1", &one).unwrap();
         assert_eq!(fs::metadata(&file).unwrap().ino(), first, "same text: the file is left alone");
-        write_route_file(dir, "p1", "two\n").unwrap();
+        write_route_file(dir, "p1", &two).unwrap();
         assert_ne!(fs::metadata(&file).unwrap().ino(), first, "new text: a new file renamed over");
-        assert_eq!(fs::read_to_string(&file).unwrap(), "two\n");
+        assert_eq!(fs::read_to_string(&file).unwrap(), two);
         assert_eq!(names(dir), ["p1.yaml"]);
         remove_route_file(dir, "p1").unwrap();
         remove_route_file(dir, "p1").unwrap();
         assert!(names(dir).is_empty());
         assert!(matches!(write_route_file(dir, "../p1", "x"), Err(EffectError::InvalidId(_))));
+
+        // A file someone else wrote under a project's name is neither replaced nor removed.
+        fs::write(&file, "http: {}\n").unwrap();
+        assert!(matches!(write_route_file(dir, "p1", &one), Err(EffectError::NotOurs { .. })));
+        assert!(matches!(remove_route_file(dir, "p1"), Err(EffectError::NotOurs { .. })));
+        assert_eq!(fs::read_to_string(&file).unwrap(), "http: {}\n");
     }
 
     #[test]
