@@ -56,6 +56,15 @@ pub enum ReconcileError {
         /// How long this one waited.
         waited: std::time::Duration,
     },
+    /// A path of the configuration cannot be made absolute.
+    #[error("cannot make `{}` absolute", path.display())]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A saved plan cannot be read.
     #[error("`{path}` is not a plan saved by `trueup plan --out`")]
     BadPlanFile {
@@ -210,9 +219,22 @@ pub fn digests(world: &World) -> BTreeMap<String, String> {
 ///
 /// When the store or the machine cannot be read.
 pub fn plan_machine(store: &Store, spec: &Spec, cfg: &Config, now: Timestamp) -> Result<(World, Plan), ReconcileError> {
-    let world = observe(store, &observe_config(cfg))?;
+    let world = observe(store, &observe_config(&cfg.absolute()?))?;
     let plan = plan::plan(spec, &world, now);
     Ok((world, plan))
+}
+
+impl Config {
+    /// The same configuration with the root and routes folder made absolute: links are
+    /// written with absolute targets, and a relative one would resolve to nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ReconcileError::Path`] for an empty path or an unreadable working directory.
+    pub fn absolute(&self) -> Result<Config, ReconcileError> {
+        let abs = |p: &PathBuf| std::path::absolute(p).map_err(|source| ReconcileError::Path { path: p.clone(), source });
+        Ok(Config { root: abs(&self.root)?, routes_dir: abs(&self.routes_dir)?, ..self.clone() })
+    }
 }
 
 fn observe_config(cfg: &Config) -> ObserveConfig {
@@ -262,6 +284,7 @@ pub fn apply_machine(
     source: Source<'_>,
     on_action: &mut dyn FnMut(usize, usize, &Action, &Status),
 ) -> Result<Applied, ReconcileError> {
+    let cfg = &cfg.absolute()?;
     let (lease, took_over) = take_lease(store, cfg)?;
     let result = apply_leased(store, spec, cfg, now, source, &lease, on_action);
     // A lease lost mid-apply cannot be released; that is the reason the apply stopped.

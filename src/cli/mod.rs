@@ -158,7 +158,12 @@ pub enum Command {
 /// # Errors
 ///
 /// Any failure, with its context chain, for `main` to print once.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    // Links are written with absolute targets, so every path is made absolute up front:
+    // a relative `--root` would otherwise produce links that resolve to nothing.
+    for path in [&mut args.db, &mut args.root, &mut args.routes_dir] {
+        *path = std::path::absolute(&*path).with_context(|| format!("cannot make `{}` absolute", path.display()))?;
+    }
     match &args.command {
         Command::Demo(cmd) => demo::demo(&args, cmd),
         Command::Validate(cmd) => spec_cmds::validate(&args, cmd),

@@ -123,6 +123,8 @@ pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageE
         move |source| StageError::Io { what, path, source }
     };
     fs::create_dir_all(dir).map_err(io("create", dir))?;
+    // Links are staged with absolute targets, so the folder must be absolute too.
+    let dir = &std::path::absolute(dir).map_err(io("resolve", dir))?;
     if fs::read_dir(dir).map_err(io("read", dir))?.next().is_some() {
         return Err(StageError::NotEmpty(dir.to_owned()));
     }

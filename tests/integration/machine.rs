@@ -152,3 +152,24 @@ fn route_files_trueup_did_not_write_survive_apply() {
 fn read_fixture(name: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan").join(name)).unwrap()
 }
+
+#[test]
+fn relative_paths_on_the_command_line_make_working_links() {
+    let fx = fixture::load("0025_current_missing.yaml", &read_fixture("0025_current_missing.yaml")).unwrap();
+    let scratch = Scratch::new("relative");
+    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let now = fx.now.to_string();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trueup"))
+            .current_dir(scratch.join("w"))
+            .args(["--db", "state.db", "--root", "root", "--routes-dir", "routes"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["apply", "--now", &now]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let index = std::fs::read_to_string(staged.root.join("webroot/p1/index.html")).unwrap();
+    assert!(index.contains("deployments/d0/public/index.html"), "the repaired link leads to the release: {index}");
+    assert_eq!(run(&["plan", "--detailed-exitcode", "--now", &now]).status.code(), Some(0));
+}
