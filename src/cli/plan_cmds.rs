@@ -158,7 +158,14 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let now = saved.as_ref().map_or_else(|| super::now(args), |s| s.now);
+    // A saved plan is applied now: its resumes are stamped with the time they happen.
+    let now = super::now(args);
+    if args.now.is_some() && !cmd.dry_run {
+        eprintln!(
+            "Note: --now makes apply record {now} in the state database (phase times, log lines). \
+             Use it to rehearse on a copy, not on the live database."
+        );
+    }
     let cfg = reconcile::Config { lease_ttl: cmd.lease_ttl, ..config(args, cmd.lock_timeout) };
     if cmd.dry_run {
         let (world, plan) = reconcile::plan_machine(&store, &spec, &cfg, now)?;

@@ -209,6 +209,14 @@ pub enum StoreError {
         /// Until when.
         until: Timestamp,
     },
+    /// The deployment's worker showed progress after the plan saw it stuck.
+    #[error("deployment `{deployment}` progressed since the plan was made (last progress {}): it is left to its worker", since.map_or_else(|| "never".to_owned(), |t| t.to_string()))]
+    Progressed {
+        /// The deployment.
+        deployment: String,
+        /// Its last progress now.
+        since: Option<Timestamp>,
+    },
     /// The deployment is no longer where the plan saw it: someone moved it since.
     #[error("deployment `{deployment}` is in `{actual}` (attempts {attempts}), not `{expected}` as planned")]
     PhaseMoved {

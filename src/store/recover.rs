@@ -47,7 +47,8 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::StaleLease`] when the lease was lost; [`StoreError::Claimed`] while
-    /// another owner's claim on the deployment is live; [`StoreError::PhaseMoved`] when
+    /// another owner's claim on the deployment is live; [`StoreError::Progressed`] when
+    /// its worker showed progress since `stuck_since`; [`StoreError::PhaseMoved`] when
     /// the deployment is no longer where the plan saw it; [`StoreError::UnknownDeployment`];
     /// [`StoreError::Sql`].
     pub fn record_verdict(&self, lease: &Lease, verdict: &Verdict<'_>) -> Result<Recorded, StoreError> {
@@ -55,14 +56,31 @@ impl Store {
         let what = format!("record the verdict on deployment `{id}`");
         self.write(&what, || {
             self.check_fence(Fence::Lease(lease), id)?;
-            let row: Option<(String, u32, Option<String>, Option<String>)> = self
-                .stmt(&what, "SELECT phase, attempts, owner, lease_until FROM deployments WHERE id = ?1")?
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            type Row = (String, u32, Option<String>, Option<String>, Option<String>, Option<String>);
+            let row: Option<Row> = self
+                .stmt(
+                    &what,
+                    "SELECT phase, attempts, owner, lease_until, phase_updated_at, heartbeat_at
+                     FROM deployments WHERE id = ?1",
+                )?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
                 .optional()
                 .map_err(sql(&what))?;
-            let Some((phase, attempts, owner, until)) = row else {
+            let Some((phase, attempts, owner, until, updated, heartbeat)) = row else {
                 return Err(StoreError::UnknownDeployment(id.to_owned()));
             };
+            let stamp = |column: &'static str, text: Option<String>| {
+                text.map(|t| {
+                    t.parse::<Timestamp>().map_err(|e| StoreError::Corrupt {
+                        table: "deployments",
+                        key: id.to_owned(),
+                        column,
+                        reason: e.to_string(),
+                    })
+                })
+                .transpose()
+            };
+            let progress = stamp("phase_updated_at", updated)?.max(stamp("heartbeat_at", heartbeat)?);
             let done = match verdict.attempt {
                 Some(attempt) => phase == verdict.to_phase && attempts == attempt,
                 None => phase == verdict.to_phase,
@@ -80,7 +98,9 @@ impl Store {
                     column: "lease_until",
                     reason: e.to_string(),
                 })?;
-                if until > verdict.now {
+                // Live at the verdict's instant or at the wall clock: an instant passed in
+                // by hand (`--now`) can never make a worker's live claim look lapsed.
+                if until > verdict.now.min(crate::world::clock::now()) {
                     return Err(StoreError::Claimed { deployment: id.to_owned(), owner, until });
                 }
             }
@@ -92,6 +112,10 @@ impl Store {
                     actual: phase,
                     attempts,
                 });
+            }
+            // A worker that showed progress after the plan was made is not stuck after all.
+            if progress != verdict.stuck_since {
+                return Err(StoreError::Progressed { deployment: id.to_owned(), since: progress });
             }
             let now = verdict.now.to_string();
             let finished = verdict.attempt.is_none();

@@ -135,7 +135,8 @@ fn route_files_trueup_did_not_write_survive_apply() {
     let fx = fixture::load("0037_stale_route_file.yaml", &read_fixture("0037_stale_route_file.yaml")).unwrap();
     let scratch = Scratch::new("foreign");
     let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
-    let foreign = [("middlewares.yaml", "http:\n  middlewares: {}\n"), ("tls.yml", "tls: {}\n"), ("p9.yaml", "http: {}\n")];
+    let foreign =
+        [("middlewares.yaml", "http:\n  middlewares: {}\n"), ("tls.yml", "tls: {}\n"), ("p9.yaml", "http: {}\n")];
     for (name, text) in foreign {
         std::fs::write(staged.routes_dir.join(name), text).unwrap();
     }

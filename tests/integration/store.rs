@@ -356,6 +356,58 @@ fn stuck_candidates_are_open_and_unclaimed_or_lapsed() {
     assert_eq!(ids, vec!["d-free", "c-lapsed"]);
 }
 
+/// Records one verdict: the one caller of `record_verdict` here.
+#[track_caller]
+fn verdict(
+    store: &Store,
+    lease: &trueup::store::Lease,
+    d: &str,
+    since: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<trueup::store::Recorded, StoreError> {
+    let v = trueup::store::Verdict {
+        deployment: d,
+        from_phase: "BUILDING",
+        to_phase: "BUILDING",
+        attempt: Some(1),
+        stuck_since: since,
+        reason: "stuck",
+        now,
+    };
+    store.record_verdict(lease, &v)
+}
+
+#[test]
+fn a_verdict_is_refused_when_its_worker_progressed_or_holds_a_live_claim() {
+    let dir = Scratch::new("verdict");
+    let store = open(&dir.join("state.db"));
+    store.upsert_projects(&[project("p1")]).unwrap();
+    let now = t("2025-10-02T12:00:00Z");
+    let stuck_since = t("2025-10-02T11:00:00Z");
+    let mut d1 = deployment("d1", "p1", "BUILDING");
+    d1.phase_updated_at = Some(stuck_since);
+    let mut d2 = d1.clone();
+    d2.id = "d2".into();
+    // A claim lapsed at the plan's instant, but live by the wall clock (years later).
+    d2.owner = Some(Claim { owner: "worker-7".into(), until: t("2999-01-01T00:00:00Z") });
+    store.insert_deployments(&[d1, d2], now).unwrap();
+    let lease = store.acquire_lease("apply", trueup::world::clock::now(), Duration::from_secs(60)).unwrap();
+
+    // The worker heartbeats after the plan saw it stuck: the verdict is refused.
+    store.heartbeat(Fence::Lease(&lease), "d1", t("2025-10-02T11:59:00Z")).unwrap();
+    let err = verdict(&store, &lease, "d1", Some(stuck_since), now).unwrap_err();
+    assert!(matches!(err, StoreError::Progressed { .. }), "{err}");
+    assert_eq!(store.logs("d1").unwrap().len(), 0, "nothing was logged");
+    // Planned again with the heartbeat it now has, the verdict goes through, once.
+    let since = Some(t("2025-10-02T11:59:00Z"));
+    assert_eq!(verdict(&store, &lease, "d1", since, now).unwrap(), trueup::store::Recorded::Moved);
+    assert_eq!(verdict(&store, &lease, "d1", since, now).unwrap(), trueup::store::Recorded::AlreadyThere);
+
+    // An instant far in the future cannot make a live claim look lapsed.
+    let err = verdict(&store, &lease, "d2", Some(stuck_since), t("3000-01-01T00:00:00Z")).unwrap_err();
+    assert!(matches!(err, StoreError::Claimed { .. }), "{err}");
+}
+
 mod observe {
     use std::collections::BTreeMap;
     use std::os::unix::fs::symlink;

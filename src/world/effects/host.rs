@@ -72,6 +72,7 @@ impl Effects for Host<'_> {
     fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError> {
         self.store.record_verdict(&self.lease, verdict).map(|_| ()).map_err(|e| match e {
             StoreError::UnknownDeployment(d) => EffectError::NoSuchDeployment(d),
+            StoreError::Progressed { deployment, .. } => EffectError::Progressed(deployment),
             StoreError::PhaseMoved { deployment, expected, actual, attempts } => {
                 EffectError::PhaseMoved { deployment, expected, actual, attempts }
             }

@@ -393,6 +393,9 @@ impl Effects for MemoryWorld {
                 attempts: d.attempts,
             });
         }
+        if d.last_progress() != v.stuck_since {
+            return Err(EffectError::Progressed(v.deployment.to_owned()));
+        }
         self.step()?;
         let d = &mut self.world.deployments[i];
         d.phase = v.to_phase.to_owned();

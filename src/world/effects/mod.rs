@@ -186,6 +186,9 @@ pub enum EffectError {
         #[source]
         source: std::io::Error,
     },
+    /// The deployment's worker showed progress after the plan saw it stuck.
+    #[error("deployment `{0}` progressed since the plan was made: it is left to its worker")]
+    Progressed(String),
     /// A route file that trueup did not write (it has no trueup header) is in the way.
     #[error("`{}` was not written by trueup (it has no trueup header): it is left alone", path.display())]
     NotOurs {
