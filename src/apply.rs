@@ -70,6 +70,14 @@ pub struct Counts {
     pub routes_written: usize,
     /// Route files removed.
     pub routes_removed: usize,
+    /// Deployment actions (resume or fail) that failed.
+    pub deployment_errors: usize,
+    /// Link and move-aside actions that failed.
+    pub symlink_errors: usize,
+    /// Container actions that failed.
+    pub container_errors: usize,
+    /// Route actions that failed.
+    pub route_errors: usize,
     /// Actions that failed, of any kind.
     pub errors: usize,
 }
@@ -275,7 +283,17 @@ fn subjects(change: &Change) -> Vec<Subject<'_>> {
 
 fn count(counts: &mut Counts, change: &Change, status: &Status) {
     match status {
-        Status::Failed(_) => counts.errors += 1,
+        Status::Failed(_) => {
+            counts.errors += 1;
+            *match change {
+                Change::Resume { .. } | Change::Fail { .. } => &mut counts.deployment_errors,
+                Change::Link { .. } | Change::MoveAside { .. } => &mut counts.symlink_errors,
+                Change::StartContainer { .. } | Change::RecreateContainer { .. } | Change::RemoveContainer { .. } => {
+                    &mut counts.container_errors
+                }
+                Change::WriteRoute { .. } | Change::RemoveRoute { .. } => &mut counts.route_errors,
+            } += 1;
+        }
         Status::Skipped(_) => {
             if matches!(change, Change::Resume { .. } | Change::Fail { .. }) {
                 counts.deployments_skipped += 1;

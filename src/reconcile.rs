@@ -309,12 +309,6 @@ fn apply_leased(
     lease: &Lease,
     on_action: &mut dyn FnMut(usize, usize, &Action, &Status),
 ) -> Result<(Plan, Report, String, usize, Vec<OpenRun>), ReconcileError> {
-    let run = format!("{}-{}", clock::now().compact(), lease.token);
-    // Runs that died mid-apply: their work is redone from the fresh plan below.
-    let interrupted: Vec<OpenRun> = store.open_runs()?.into_iter().filter(|r| r.token < lease.token).collect();
-    if !interrupted.is_empty() {
-        store.close_open_runs(lease, &run, clock::now())?;
-    }
     let world = observe(store, &observe_config(cfg))?;
     let verified_links = plan::status(spec, &world, now)
         .projects
@@ -330,6 +324,11 @@ fn apply_leased(
         }
     };
     let run = format!("{}-{}", clock::now().compact(), lease.token);
+    // Runs that died mid-apply: every action is idempotent, so this plan redoes their work.
+    let interrupted: Vec<OpenRun> = store.open_runs()?.into_iter().filter(|r| r.token < lease.token).collect();
+    if !interrupted.is_empty() {
+        store.close_open_runs(lease, &run, clock::now())?;
+    }
     let mut hooks =
         Journal { store, lease: lease.clone(), ttl: cfg.lease_ttl, run: &run, total: plan.actions.len(), on_action };
     let mut host = Host::new(RealFs::new(&cfg.root, &cfg.routes_dir), store, lease.clone());

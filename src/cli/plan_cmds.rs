@@ -223,33 +223,26 @@ fn kind(change: &plan::Change) -> &'static str {
 
 pub(super) fn summary(applied: &Applied) -> String {
     let c = &applied.report.counts;
-    let failed = |kinds: &[&str]| {
-        applied
-            .report
-            .outcomes
-            .iter()
-            .filter(|o| matches!(o.status, apply::Status::Failed(_)) && kinds.contains(&kind(&o.action.change)))
-            .count()
-    };
     format!(
-        "Summary: deployments {} resumed, {} failed, {} skipped; \
+        "Summary: deployments {} resumed, {} failed, {} skipped, {} errors; \
          symlinks {} fixed, {} verified, {} moved aside, {} errors; \
          containers {} started, {} recreated, {} removed, {} errors; \
          routes {} written, {} removed, {} errors.",
         c.deployments_resumed,
         c.deployments_failed,
         c.deployments_skipped,
+        c.deployment_errors,
         c.symlinks_fixed,
         applied.verified_links,
         c.moved_aside,
-        failed(&["link", "move aside"]),
+        c.symlink_errors,
         c.containers_started,
         c.containers_recreated,
         c.containers_removed,
-        failed(&["start", "recreate", "remove"]),
+        c.container_errors,
         c.routes_written,
         c.routes_removed,
-        failed(&["route"]),
+        c.route_errors,
     )
 }
 

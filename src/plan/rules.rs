@@ -8,6 +8,7 @@ use crate::machine;
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, StateId};
 use crate::time::{Duration, Timestamp};
 use crate::world::effects::{aside_path, recreated_name};
+use crate::world::routes;
 use crate::world::{
     Claim, Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, World, inside, labels,
     resolve_link, valid_id,
@@ -776,6 +777,20 @@ impl<'a> Planner<'a> {
                 continue;
             };
             let domain = project.domain.clone().unwrap_or_else(|| format!("{}.localhost", project.id));
+            // A value that cannot be written safely into the route file is reported, not
+            // turned into an action that would fail at every apply.
+            let bad = if !routes::valid_upstream(upstream) {
+                Some(format!("records upstream `{}`, which is not a plain http(s) URL", upstream.escape_debug()))
+            } else if !routes::valid_domain(&domain) {
+                Some(format!("has domain `{}`, which is not a plain host name", domain.escape_debug()))
+            } else {
+                None
+            };
+            if let Some(bad) = bad {
+                let message = format!("the live deployment `{}` {bad}: its route file is left as it is", live.id);
+                self.find(&project.id, Level::Warning, message);
+                continue;
+            }
             let reason = match existing {
                 None => "no route file".to_owned(),
                 Some(r) => match &r.problem {

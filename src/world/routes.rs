@@ -103,7 +103,7 @@ http:
 
 /// `http://` or `https://`, a host, and only printable ASCII that needs no escaping in a
 /// double-quoted YAML string.
-fn valid_upstream(upstream: &str) -> bool {
+pub fn valid_upstream(upstream: &str) -> bool {
     let rest = upstream.strip_prefix("http://").or_else(|| upstream.strip_prefix("https://"));
     rest.is_some_and(|r| {
         !r.is_empty() && !r.starts_with('/') && r.bytes().all(|b| b.is_ascii_graphic() && !b"\"'\\`".contains(&b))
@@ -112,7 +112,7 @@ fn valid_upstream(upstream: &str) -> bool {
 
 /// Dot-separated labels of letters, digits, `-` and `_`, at most 253 bytes. `_` is not
 /// valid in DNS host names, but ids may hold it and the default domain is `ID.localhost`.
-fn valid_domain(domain: &str) -> bool {
+pub fn valid_domain(domain: &str) -> bool {
     domain.len() <= 253
         && domain.split('.').all(|label| {
             (1..=63).contains(&label.len())

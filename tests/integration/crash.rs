@@ -757,7 +757,7 @@ fn stuck_deployments_are_processed_once_each_with_a_summary() {
     assert_eq!(out.status.code(), Some(0), "{}", said(&out));
     assert_eq!(
         summary(&out),
-        "Summary: deployments 3 resumed, 2 failed, 0 skipped; symlinks 0 fixed, 10 verified, 0 moved aside, 0 errors; \
+        "Summary: deployments 3 resumed, 2 failed, 0 skipped, 0 errors; symlinks 0 fixed, 10 verified, 0 moved aside, 0 errors; \
          containers 0 started, 0 recreated, 0 removed, 0 errors; routes 0 written, 0 removed, 0 errors."
     );
     let conn = db(&staged);
@@ -790,7 +790,11 @@ fn stuck_deployments_are_processed_once_each_with_a_summary() {
     // Again at the same instant: each was handled once, nothing more happens.
     let again = apply(&staged, &[]);
     assert_eq!(again.status.code(), Some(0), "{}", said(&again));
-    assert!(summary(&again).starts_with("Summary: deployments 0 resumed, 0 failed, 0 skipped;"), "{}", said(&again));
+    assert!(
+        summary(&again).starts_with("Summary: deployments 0 resumed, 0 failed, 0 skipped, 0 errors;"),
+        "{}",
+        said(&again)
+    );
     assert!(log_counts(&conn).values().all(|n| *n == 1), "{:?}", log_counts(&conn));
 }
 
@@ -878,7 +882,7 @@ fn a_saved_plan_is_refused_once_the_world_changed_and_applied_when_it_did_not() 
     // resumed build has no release yet, so its wrong links and route are repaired too.
     assert_eq!(
         summary(&out),
-        "Summary: deployments 1 resumed, 1 failed, 0 skipped; symlinks 3 fixed, 5 verified, 0 moved aside, 0 errors; \
+        "Summary: deployments 1 resumed, 1 failed, 0 skipped, 0 errors; symlinks 3 fixed, 5 verified, 0 moved aside, 0 errors; \
          containers 0 started, 0 recreated, 0 removed, 0 errors; routes 1 written, 1 removed, 0 errors."
     );
     let failed = logs(&db(&staged), "p3-stuck");

@@ -100,33 +100,32 @@ fn the_demo_repairs_its_world_and_reads_well() {
 
 #[test]
 fn one_failing_action_does_not_stop_the_others() {
-    // p1's live deployment recorded an upstream that is not an HTTP URL, so its route file
-    // cannot be written; p2's `current` is missing and must be repaired all the same.
+    // At the instant asked for (year 3000), p1's build looks stuck and its worker's claim
+    // lapsed; by the wall clock the claim is live, so the store refuses the resume. p2's
+    // `current` is missing and must be repaired all the same.
     let yaml = r#"
-description: "a bad upstream on one project, a missing link on another"
-now: 2025-10-02T12:00:00Z
+description: "a resume the store refuses on one project, a missing link on another"
+now: 3000-01-01T00:00:00Z
 root: /var/www
 projects: [ { id: p1 }, { id: p2 } ]
 deployments:
-  - { id: a1, project: p1, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z, metadata: { upstream: "ftp://10.0.0.1" } }
+  - { id: a1, project: p1, type: upload, phase: BUILDING, phase_updated_at: 2999-12-31T20:00:00Z, source: { file_path: /uploads/a1.tar.gz }, owner: { owner: worker-7, until: 2999-12-31T23:00:00Z } }
   - { id: b1, project: p2, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
 files:
-  /var/www/p1/deployments/a1/public/index.html: file
-  /var/www/p1/current: { symlink: /var/www/p1/deployments/a1 }
-  /var/www/webroot/p1: { symlink: /var/www/p1/current/public }
+  /uploads/a1.tar.gz: file
   /var/www/p2/deployments/b1/public/index.html: file
   /var/www/webroot/p2: { symlink: /var/www/p2/current/public }
 "#;
     let fx = fixture::load("inline.yaml", yaml).unwrap();
     let scratch = Scratch::new("partial");
     let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
-    let out = trueup(&staged, &["apply", "--now", "2025-10-02T12:00:00Z"]);
+    let out = trueup(&staged, &["apply", "--now", &fx.now.to_string()]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("FAILED  p1: route p1 -> a1 at ftp://10.0.0.1"), "{said}");
-    assert!(said.contains("cannot render the route of project `p1`"), "the failure does not say why:\n{said}");
+    assert!(said.contains("FAILED  p1: resume deployment a1: restart BUILDING (attempt 1)"), "{said}");
+    assert!(said.contains("held by `worker-7` until 2999-12-31T23:00:00Z"), "the failure does not say why:\n{said}");
     assert!(said.contains("done    p2: link"), "{said}");
-    assert!(said.contains("symlinks 1 fixed") && said.contains("routes 0 written, 0 removed, 1 errors."), "{said}");
+    assert!(said.contains("deployments 0 resumed, 0 failed, 0 skipped, 1 errors; symlinks 1 fixed"), "{said}");
     assert_eq!(std::fs::read_link(staged.root.join("p2/current")).unwrap(), staged.root.join("p2/deployments/b1"));
 }
 
