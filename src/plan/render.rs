@@ -124,7 +124,11 @@ fn short(from: &Path, to: &Path) -> String {
 /// The plan as a person reads it.
 pub fn render_text(plan: &Plan, now: Timestamp) -> String {
     let mut out = String::new();
-    if plan.actions.is_empty() {
+    let warnings = plan.findings.iter().filter(|f| f.level == Level::Warning).count();
+    if plan.actions.is_empty() && warnings > 0 {
+        let (s, verb) = if warnings == 1 { ("", "needs") } else { ("s", "need") };
+        let _ = writeln!(out, "No changes to make at {now}, but {warnings} warning{s} below {verb} a person.");
+    } else if plan.actions.is_empty() {
         let _ = writeln!(out, "No changes. The world matches its deployments at {now}.");
     } else {
         let _ = writeln!(out, "trueup will make these changes at {now}:");

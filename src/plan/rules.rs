@@ -809,6 +809,18 @@ impl<'a> Planner<'a> {
             let change = Change::WriteRoute { deployment: live.id.clone(), upstream: upstream.clone(), domain };
             self.act(&project.id, change, format!("{reason}; the live deployment is `{}` at `{upstream}`", live.id));
         }
+        // A state database with no projects at all next to route files trueup wrote is far
+        // more likely the wrong `--db` than every project gone: removing them all would
+        // take every site down.
+        let managed = self.world.routes.values().filter(|r| r.managed()).count();
+        if self.world.projects.is_empty() && managed > 0 {
+            let message = format!(
+                "the state database lists no projects, yet {managed} route files written by trueup exist: \
+                 is `--db` right? They are left alone"
+            );
+            self.find("", Level::Warning, message);
+            return;
+        }
         // Stale routes: only files trueup wrote; any other file in the folder is not ours.
         for (id, route) in self.world.routes.iter().filter(|(_, r)| r.managed()) {
             if !valid_id(id) {
