@@ -14,9 +14,8 @@ use crate::world::{
     resolve_link, valid_id,
 };
 
-/// The phase of a deployment that is live. Among a project's deployments in this phase,
-/// the one that finished last (and whose release folder exists) is the live release.
-pub const ACTIVE_PHASE: &str = "ACTIVE";
+/// The phase of a deployment that is live; see [`crate::world::LIVE_PHASE`].
+pub const ACTIVE_PHASE: &str = crate::world::LIVE_PHASE;
 
 /// The event that fails a deployment; its target is the phase a failed deployment gets.
 pub const FAIL_EVENT: &str = "fail";

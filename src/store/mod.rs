@@ -43,7 +43,10 @@ pub use write::PhaseUpdate;
 pub const APPLICATION_ID: i32 = 0x5452_5550;
 
 /// The embedded migrations: version, name, SQL. Versions start at 1 and have no gaps.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (2, "live phase index", include_str!("migrations/0002_live_phase_index.sql")),
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -109,7 +109,10 @@ const DEPLOYMENT_COLUMNS: &str = "id, project, service, type, phase, phase_updat
 
 /// The stuck scan's filter: not finished, and unclaimed or lapsed at `?1`. The literal
 /// `finished_at IS NULL` lets SQLite use the `deployments_open` partial index.
-const STUCK_FILTER: &str = "WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until <= ?1)";
+/// The open deployments and those in the live phase (`?1`), as a union of two index
+/// lookups: SQLite does not combine a partial index with an `OR`.
+const RECONCILABLE: &str = "WHERE finished_at IS NULL \
+     UNION ALL SELECT {COLUMNS} FROM deployments WHERE phase = ?1 AND finished_at IS NOT NULL";
 
 /// A `deployments` row as stored, before its text columns are parsed.
 struct RawDeployment {
@@ -213,16 +216,20 @@ impl Store {
         })
     }
 
-    /// Deployments that may be stuck at `now`: not finished (no `finished_at`, so not in a
-    /// final phase) and unclaimed or with a lapsed claim, sorted by project then id. One
-    /// query over the `deployments_open` partial index. Whether each is really stuck
-    /// depends on its phase's `stuck_after`, which the planner knows.
+    /// What the reconciler needs, and not the history: every project, every unfinished
+    /// deployment (the stuck scan: no `finished_at`, so not in a final phase) and every
+    /// deployment in `live_phase` (the releases `current` may point at), sorted like
+    /// [`Store::load`]. Five statements whatever the number of rows; the deployments come
+    /// from one query over the `deployments_open` and `deployments_by_phase` indexes.
     ///
     /// # Errors
     ///
     /// As [`Store::load`].
-    pub fn stuck_candidates(&self, now: Timestamp) -> Result<Vec<Deployment>, StoreError> {
-        self.deployments_where(STUCK_FILTER, &[&now.to_string()])
+    pub fn load_reconcilable(&self, live_phase: &str) -> Result<(Vec<Project>, Vec<Deployment>), StoreError> {
+        self.transaction(TransactionBehavior::Deferred, "load the state", || {
+            let filter = RECONCILABLE.replace("{COLUMNS}", DEPLOYMENT_COLUMNS);
+            Ok((self.projects()?, self.deployments_where(&filter, &[live_phase])?))
+        })
     }
 
     /// The log of `deployment`, oldest first.
@@ -349,23 +356,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_stuck_scan_uses_the_open_deployments_index() {
+    fn the_reconciler_reads_deployments_through_indexes_only() {
         let path = std::env::temp_dir().join(format!("trueup-unit-{}-stuck-plan.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let (store, _) = Store::open(&path).unwrap();
-        let text = format!(
-            "EXPLAIN QUERY PLAN SELECT {DEPLOYMENT_COLUMNS} FROM deployments {STUCK_FILTER} ORDER BY project, id"
-        );
+        let filter = RECONCILABLE.replace("{COLUMNS}", DEPLOYMENT_COLUMNS);
+        let text =
+            format!("EXPLAIN QUERY PLAN SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY project, id");
         let plan: Vec<String> = store
             .conn
             .prepare(&text)
             .unwrap()
-            .query_map(["2025-10-02T12:00:00Z"], |r| r.get(3))
+            .query_map(["ACTIVE"], |r| r.get(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
         drop(store);
         let _ = std::fs::remove_file(&path);
-        assert_eq!(plan, vec!["SCAN deployments USING INDEX deployments_open"]);
+        // No full scan of the table: the history is never read.
+        assert!(plan.iter().all(|step| !step.starts_with("SCAN deployments") || step.contains("INDEX")), "{plan:?}");
+        assert!(plan.iter().any(|step| step.contains("deployments_open")), "{plan:?}");
+        assert!(plan.iter().any(|step| step.contains("deployments_by_phase")), "{plan:?}");
     }
 }

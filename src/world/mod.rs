@@ -46,6 +46,11 @@ pub struct World {
     pub routes: BTreeMap<String, Route>,
 }
 
+/// The phase of a deployment that is live: among a project's deployments in it, the one
+/// that finished last (and whose release folder exists) is what `current` points at.
+/// Finished deployments in other phases are history, which observation does not read.
+pub const LIVE_PHASE: &str = "ACTIVE";
+
 /// A project of the PaaS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

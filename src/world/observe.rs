@@ -82,7 +82,7 @@ pub fn observe(store: &Store, cfg: &ObserveConfig) -> Result<World, ObserveError
 /// As [`observe`].
 pub fn observe_with_stats(store: &Store, cfg: &ObserveConfig) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
-    let (projects, deployments) = store.load()?;
+    let (projects, deployments) = store.load_reconcilable(super::LIVE_PHASE)?;
     let mut scan = Scan::default();
     scan.root(&cfg.root, &projects)?;
     scan.sources(&deployments)?;

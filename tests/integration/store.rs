@@ -84,8 +84,8 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![(1, "init".to_owned())]);
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(versions, vec![(1, "init".to_owned()), (2, "live phase index".to_owned())]);
+    assert_eq!(SCHEMA_VERSION, 2);
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
@@ -108,13 +108,43 @@ fn a_database_from_a_newer_trueup_is_refused_untouched() {
     let raw = rusqlite::Connection::open(&db).unwrap();
     raw.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (42, 'future', 'x')", []).unwrap();
     drop(raw);
-    check_refused(&db, |e| matches!(e, StoreError::NewerSchema { found: 42, known: 1, .. }));
+    check_refused(&db, |e| matches!(e, StoreError::NewerSchema { found: 42, known: SCHEMA_VERSION, .. }));
 
     // A newer trueup also stamps `user_version`: refused from the header alone.
     let db = dir.join("stamped.db");
     drop(open(&db));
     rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 9).unwrap();
-    check_refused(&db, |e| matches!(e, StoreError::NewerSchema { found: 9, known: 1, .. }));
+    check_refused(&db, |e| matches!(e, StoreError::NewerSchema { found: 9, known: SCHEMA_VERSION, .. }));
+}
+
+#[test]
+fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
+    let dir = Scratch::new("older");
+    let db = dir.join("state.db");
+    let store = open(&db);
+    store.upsert_projects(&[project("p1")]).unwrap();
+    store.insert_deployment(&deployment("d1", "p1", "BUILDING"), t("2025-10-02T12:00:00Z")).unwrap();
+    drop(store);
+    // Make it what trueup 1 left: schema 1, without the live-phase index.
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    raw.execute_batch(
+        "DROP INDEX deployments_by_phase; DELETE FROM schema_migrations WHERE version = 2; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(raw);
+    let (store, opened) = Store::open(&db).unwrap();
+    assert_eq!(opened, Opened::Migrated { from: 1, to: SCHEMA_VERSION });
+    assert_eq!(store.load().unwrap().1.len(), 1, "the rows are kept");
+    drop(store);
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    let index: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'deployments_by_phase'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 1);
 }
 
 #[test]
@@ -304,7 +334,7 @@ fn a_stale_lease_cannot_write() {
     assert_eq!(store.logs("d1").unwrap(), vec![log.clone()]);
     let d1 = store.load().unwrap().1.remove(0);
     assert_eq!((d1.phase.as_str(), d1.finished_at), ("FAILED", Some(now)));
-    assert!(store.stuck_candidates(now).unwrap().is_empty(), "a finished deployment is never a candidate");
+    assert!(store.load_reconcilable("ACTIVE").unwrap().1.is_empty(), "a failed deployment is history, not read");
     store.release_lease(&b).unwrap();
     assert!(matches!(store.append_log(Fence::Lease(&b), &log), Err(StoreError::StaleLease { .. })));
     let c = store.acquire_lease("apply-c", now, ttl).unwrap();
@@ -337,23 +367,33 @@ fn the_journal_records_each_action() {
 }
 
 #[test]
-fn stuck_candidates_are_open_and_unclaimed_or_lapsed() {
-    let dir = Scratch::new("stuck");
+fn the_reconciler_reads_open_and_live_deployments_not_the_history() {
+    let dir = Scratch::new("reconcilable");
     let store = open(&dir.join("state.db"));
     store.upsert_projects(&[project("p1"), project("p2")]).unwrap();
     let now = t("2025-10-02T12:00:00Z");
-    let mut done = deployment("a-done", "p1", "ACTIVE");
-    done.finished_at = Some(now);
+    let finished = |id: &str, project: &str, phase: &str| {
+        let mut d = deployment(id, project, phase);
+        d.finished_at = Some(now);
+        d
+    };
     let mut held = deployment("b-held", "p1", "BUILDING");
     held.owner = Some(Claim { owner: "w".into(), until: t("2025-10-02T12:00:01Z") });
-    let mut lapsed = deployment("c-lapsed", "p2", "BUILDING");
-    lapsed.owner = Some(Claim { owner: "w".into(), until: now });
-    let free = deployment("d-free", "p1", "QUEUED");
-    store.insert_deployments(&[done, held, lapsed, free], now).unwrap();
+    let rows = [
+        finished("a-live", "p1", "ACTIVE"),
+        finished("c-failed", "p1", "FAILED"),
+        finished("d-cancelled", "p2", "CANCELLED"),
+        held,
+        deployment("e-free", "p2", "QUEUED"),
+        finished("f-live", "p2", "ACTIVE"),
+    ];
+    store.insert_deployments(&rows, now).unwrap();
     let before = store.statements();
-    let ids: Vec<_> = store.stuck_candidates(now).unwrap().into_iter().map(|d| d.id).collect();
-    assert_eq!(store.statements() - before, 1, "one query");
-    assert_eq!(ids, vec!["d-free", "c-lapsed"]);
+    let (projects, deployments) = store.load_reconcilable("ACTIVE").unwrap();
+    assert_eq!(store.statements() - before, 5, "a bounded number of statements");
+    assert_eq!(projects.len(), 2);
+    let ids: Vec<_> = deployments.into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, vec!["a-live", "b-held", "e-free", "f-live"], "sorted by project then id, no history");
 }
 
 /// Records one verdict: the one caller of `record_verdict` here.
