@@ -48,6 +48,8 @@
 //! Against the real machine, [`reconcile::plan_machine`] and [`reconcile::apply_machine`]
 //! observe, plan and apply under the single-writer lease.
 
+#![warn(missing_docs)]
+
 pub mod apply;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -47,14 +47,17 @@ pub enum ReconcileError {
     #[error(transparent)]
     Observe(#[from] ObserveError),
     /// Another apply held the lease for the whole timeout.
-    #[error("another apply is running: `{owner}` holds the lease until {until} (waited {waited:?})")]
+    #[error(
+        "another apply is running: `{owner}` holds the lease until {until} (waited {waited}); \
+         try again then, or wait longer with `--lock-timeout`"
+    )]
     Busy {
         /// Who holds the lease.
         owner: String,
         /// Until when.
         until: Timestamp,
         /// How long this one waited.
-        waited: std::time::Duration,
+        waited: Duration,
     },
     /// A path of the configuration cannot be made absolute.
     #[error("cannot make `{}` absolute", path.display())]
@@ -350,6 +353,7 @@ fn take_lease(store: &Store, cfg: &Config) -> Result<(Lease, Option<(String, Tim
             Err(StoreError::LeaseHeld { owner, until }) => {
                 let waited = started.elapsed();
                 if waited >= cfg.lock_timeout {
+                    let waited = Duration::from_secs(waited.as_secs());
                     return Err(ReconcileError::Busy { owner, until, waited });
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100).min(cfg.lock_timeout - waited));

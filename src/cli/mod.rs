@@ -48,6 +48,7 @@ pub struct Args {
     #[arg(long, global = true, value_name = "RFC3339")]
     pub now: Option<Timestamp>,
 
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }

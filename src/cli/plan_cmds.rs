@@ -74,12 +74,23 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
         print!("{}", render_text(&plan, now));
     }
     if let Some(out) = &cmd.out {
-        let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))?;
-        std::fs::write(out, saved + "\n").with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
+        let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))? + "\n";
+        write_atomically(out, &saved).with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
         eprintln!("Saved the plan to `{}`. Apply it with: trueup apply {}", out.display(), out.display());
     }
     let pending = !plan.actions.is_empty();
     Ok(if cmd.detailed_exitcode && pending { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over, so a crash never
+/// leaves a truncated plan behind.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.trueup-tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Arguments of `trueup status`.
@@ -101,7 +112,14 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let open = store.open_runs()?;
     if cmd.json {
         let lease = lease.map(|(owner, until)| serde_json::json!({ "owner": owner, "until": until }));
-        let doc = serde_json::json!({ "status": status, "apply_lease": lease, "open_runs": open });
+        let doc = serde_json::json!({
+            "format_version": 1,
+            "now": status.now,
+            "projects": status.projects,
+            "unfinished": status.unfinished,
+            "apply_lease": lease,
+            "open_runs": open,
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -246,9 +246,8 @@ pub enum EffectError {
     /// Deployment changes need the store, and it is not connected.
     #[error("cannot change deployment `{0}`: no store is connected")]
     NoStore(String),
-    /// The deployment does not exist.
-    #[error("cannot record the verdict on deployment `{deployment}`")]
     /// The store refused the verdict (a lost lease, another owner's live claim).
+    #[error("cannot record the verdict on deployment `{deployment}`")]
     Store {
         /// The deployment.
         deployment: String,
@@ -256,6 +255,7 @@ pub enum EffectError {
         #[source]
         source: BoxError,
     },
+    /// The deployment does not exist.
     #[error("deployment `{0}` does not exist")]
     NoSuchDeployment(String),
     /// The deployment is not in the phase the plan saw: someone else moved it.
