@@ -173,3 +173,44 @@ fn relative_paths_on_the_command_line_make_working_links() {
     assert!(index.contains("deployments/d0/public/index.html"), "the repaired link leads to the release: {index}");
     assert_eq!(run(&["plan", "--detailed-exitcode", "--now", &now]).status.code(), Some(0));
 }
+
+#[test]
+fn the_real_plan_repairs_exactly_the_damage_made() {
+    // The demo world, staged for real, with its damage known by construction (see
+    // `src/world/demo.yaml`): each expected action is written out by hand here, not
+    // derived from the planner.
+    let scratch = Scratch::new("damage");
+    let now = "2025-10-02T03:00:00Z";
+    let staged = trueup::world::stage::stage_demo(&scratch.join("w"), now.parse().unwrap()).unwrap();
+    let out = trueup(&staged, &["plan", "--json", "--now", now]);
+    assert!(out.status.success());
+    let root = staged.root.display().to_string();
+    let actions: Vec<String> = actions_json(&out.stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let target = ["deployment", "path", "to_phase"]
+                .iter()
+                .filter_map(|k| a[*k].as_str())
+                .map(|v| v.replace(&root, "ROOT"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("{} {} {target}", a["project"].as_str().unwrap(), a["kind"].as_str().unwrap())
+        })
+        .collect();
+    let expected = [
+        "api resume a2 BUILDING",            // build cut off, its repository still there
+        "blog link ROOT/blog/current",       // `current` left on the previous release b1
+        "blog link ROOT/webroot/blog",       // webroot link missing
+        "blog write_route b2",               // route still on b1
+        "docs resume o2 QUEUED",             // queued 40 minutes, nobody picked it up
+        "docs link ROOT/docs/current",       // `current` dangling (o0 does not exist)
+        "oldsite remove_route x9",           // route file of a project that is gone
+        "shop fail s2 FAILED",               // its upload is gone
+        "shop move_aside ROOT/shop/current", // a real folder where `current` belongs
+        "shop link ROOT/shop/current",
+        "wiki resume w2 UPDATING_ROUTES", // links already switched: continue
+    ];
+    assert_eq!(actions, expected);
+}
