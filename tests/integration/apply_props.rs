@@ -346,6 +346,9 @@ fn failures(report: &Report) -> String {
 /// owner, with their project's `current`, webroot link and route.
 fn foreign_unchanged(before: &World, after: &World, now: Timestamp) -> Result<(), TestCaseError> {
     prop_assert_eq!(untouchable(after), untouchable(before), "outside the root or unlabelled");
+    for (project, route) in before.routes.iter().filter(|(_, r)| !r.managed()) {
+        prop_assert_eq!(after.routes.get(project), Some(route), "a route file trueup did not write changed");
+    }
     for held in before.deployments.iter().filter(|d| d.held_at(now)) {
         let same = after.deployments.iter().find(|d| d.id == held.id && d.project == held.project);
         prop_assert_eq!(same, Some(held), "a deployment held by a live owner changed");
