@@ -311,10 +311,10 @@ impl Store {
     /// Applies pending migrations under the write lock, checking the file once more.
     fn migrate(&self) -> Result<Opened, StoreError> {
         let what = || format!("migrate `{}`", self.path.display());
-        let before = inspect(&self.conn, &self.path, false)?;
+        let before = inspect(&self.conn, &self.path, None)?;
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(sql(what()))?;
         // Under the write lock, once more: another process may have created it meanwhile.
-        let found = inspect(&tx, &self.path, before == Found::Empty)?;
+        let found = inspect(&tx, &self.path, Some(before))?;
         let from = match found {
             Found::Empty => {
                 tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql(what()))?;
@@ -425,9 +425,9 @@ fn precheck(path: &Path) -> Result<(), StoreError> {
 
 /// Reads (never writes) what the file is: empty, or a trueup database at some version.
 ///
-/// `was_empty` says the file had no pages before the caller's write transaction began:
-/// beginning one gives an empty file its first page, still with no marker and no tables.
-fn inspect(conn: &Connection, path: &Path, was_empty: bool) -> Result<Found, StoreError> {
+/// `earlier` is what an inspection before the caller's write transaction found: beginning
+/// one gives an empty file its first page, still with no marker and no tables.
+fn inspect(conn: &Connection, path: &Path, earlier: Option<Found>) -> Result<Found, StoreError> {
     let not_trueup = |reason: String| StoreError::NotTrueup { path: path.to_owned(), reason };
     let pages: i64 = match conn.query_row("PRAGMA page_count", [], |r| r.get(0)) {
         Ok(n) => n,
@@ -442,7 +442,7 @@ fn inspect(conn: &Connection, path: &Path, was_empty: bool) -> Result<Found, Sto
     let what = || format!("read the header of `{}`", path.display());
     let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(sql(what()))?;
     let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(sql(what()))?;
-    if was_empty && app_id == 0 && objects == 0 {
+    if earlier == Some(Found::Empty) && app_id == 0 && objects == 0 {
         return Ok(Found::Empty);
     }
     if app_id != APPLICATION_ID {

@@ -75,14 +75,23 @@ fn parent(path: &Path) -> &Path {
     path.parent().expect("a checked path lies strictly below the root, so it has a parent")
 }
 
-/// Checks that every parent of `path` below `root` is a real folder (not a symlink);
-/// with `create`, creates the missing ones and syncs the folder holding each.
-fn real_parents(root: &Path, path: &Path, create: bool) -> Result<(), EffectError> {
+/// What [`real_parents`] does about a parent folder that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Create it (and sync the folder holding it).
+    Create,
+    /// Leave it: the caller fails on its own if it needs it.
+    Allow,
+}
+
+/// Checks that every parent of `path` below `root` is a real folder (not a symlink),
+/// creating the missing ones when asked.
+fn real_parents(root: &Path, path: &Path, missing: Missing) -> Result<(), EffectError> {
     for dir in parents_below(root, path) {
         match lstat(dir)? {
             Some(m) if m.is_dir() => {}
             Some(_) => return Err(EffectError::ParentNotDir { path: dir.to_owned() }),
-            None if create => {
+            None if missing == Missing::Create => {
                 match fs::create_dir(dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -122,7 +131,7 @@ fn remove_leftover(tmp: &Path) -> Result<(), EffectError> {
 /// [`EffectError::Io`] when a file-system call fails.
 pub fn switch_link(root: &Path, path: &Path, target: &Path) -> Result<(), EffectError> {
     check_link(root, path, target)?;
-    real_parents(root, path, true)?;
+    real_parents(root, path, Missing::Create)?;
     let tmp = tmp_path(path);
     remove_leftover(&tmp)?;
     if let Some(m) = lstat(path)? {
@@ -152,8 +161,8 @@ pub fn switch_link(root: &Path, path: &Path, target: &Path) -> Result<(), Effect
 pub fn move_aside(root: &Path, path: &Path, to: &Path) -> Result<Option<PathBuf>, EffectError> {
     check_path(root, path)?;
     check_path(root, to)?;
-    real_parents(root, path, false)?;
-    real_parents(root, to, false)?;
+    real_parents(root, path, Missing::Allow)?;
+    real_parents(root, to, Missing::Allow)?;
     match lstat(path)? {
         Some(m) if !m.file_type().is_symlink() => {}
         _ => return Ok(None),
