@@ -262,6 +262,25 @@ pub struct Applied {
     pub interrupted: Vec<OpenRun>,
 }
 
+/// Hears how an apply goes, for progress display. Both methods default to nothing.
+pub trait Listener {
+    /// The plan is made (or a saved one checked) and nothing has changed yet.
+    fn planned(&mut self, plan: &Plan) {
+        let _ = plan;
+    }
+
+    /// Action `index` of `total` ended with `status`.
+    fn finished(&mut self, index: usize, total: usize, action: &Action, status: &Status) {
+        let _ = (index, total, action, status);
+    }
+}
+
+/// A listener that hears nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl Listener for Quiet {}
+
 /// What to apply: a fresh plan, or a saved one.
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
@@ -272,8 +291,8 @@ pub enum Source<'a> {
 }
 
 /// Takes the lease, observes, plans (or checks a saved plan), applies, and gives the
-/// lease back. `on_action` hears about each action as it ends: `(index, total, action,
-/// status)`, for progress lines.
+/// lease back. `listener` hears about the plan before anything changes, and about each
+/// action as it ends.
 ///
 /// # Errors
 ///
@@ -286,11 +305,11 @@ pub fn apply_machine(
     cfg: &Config,
     now: Timestamp,
     source: Source<'_>,
-    on_action: &mut dyn FnMut(usize, usize, &Action, &Status),
+    listener: &mut dyn Listener,
 ) -> Result<Applied, ReconcileError> {
     let cfg = &cfg.absolute()?;
     let (lease, took_over) = take_lease(store, cfg)?;
-    let result = apply_leased(store, spec, cfg, now, source, &lease, on_action);
+    let result = apply_leased(store, spec, cfg, now, source, &lease, listener);
     // A lease lost mid-apply cannot be released; that is the reason the apply stopped.
     let _ = store.release_lease(&lease);
     result.map(|(plan, report, run, verified_links, interrupted)| Applied {
@@ -310,7 +329,7 @@ fn apply_leased(
     now: Timestamp,
     source: Source<'_>,
     lease: &Lease,
-    on_action: &mut dyn FnMut(usize, usize, &Action, &Status),
+    listener: &mut dyn Listener,
 ) -> Result<(Plan, Report, String, usize, Vec<OpenRun>), ReconcileError> {
     let world = observe(store, &observe_config(cfg))?;
     let verified_links = plan::status(spec, &world, now)
@@ -332,8 +351,9 @@ fn apply_leased(
     if !interrupted.is_empty() {
         store.close_open_runs(lease, &run, clock::now())?;
     }
+    listener.planned(&plan);
     let mut hooks =
-        Journal { store, lease: lease.clone(), ttl: cfg.lease_ttl, run: &run, total: plan.actions.len(), on_action };
+        Journal { store, lease: lease.clone(), ttl: cfg.lease_ttl, run: &run, total: plan.actions.len(), listener };
     let mut host = Host::new(RealFs::new(&cfg.root, &cfg.routes_dir), store, lease.clone());
     let report = apply::apply(&plan, &mut host, now, &mut hooks);
     Ok((plan, report, run, verified_links, interrupted))
@@ -370,7 +390,7 @@ struct Journal<'a, 'f> {
     ttl: Duration,
     run: &'a str,
     total: usize,
-    on_action: &'f mut dyn FnMut(usize, usize, &Action, &Status),
+    listener: &'f mut dyn Listener,
 }
 
 fn seq(index: usize) -> u32 {
@@ -404,7 +424,7 @@ impl Hooks for Journal<'_, '_> {
                 self.store.journal_failed(&self.lease, self.run, seq(index), &format!("skipped: {why}"), at)
             }
         };
-        (self.on_action)(index, self.total, action, status);
+        self.listener.finished(index, self.total, action, status);
         written.map_err(|e| HookError::Journal(Box::new(e)))
     }
 }

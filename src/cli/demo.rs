@@ -23,6 +23,17 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// Tells the plan as step 2, before anything changes, and opens step 3.
+struct Narrate(crate::time::Timestamp);
+
+impl reconcile::Listener for Narrate {
+    fn planned(&mut self, plan: &crate::plan::Plan) {
+        println!("\n== 2. What trueup will do about it (trueup plan)\n");
+        print!("{}", render_text(plan, self.0));
+        println!("\n== 3. Doing it (trueup apply)\n");
+    }
+}
+
 /// Builds the demo world, shows its status and plan, applies it, and plans again.
 pub fn demo(args: &Args, cmd: &DemoArgs) -> anyhow::Result<ExitCode> {
     let now = super::now(args);
@@ -51,11 +62,7 @@ pub fn demo(args: &Args, cmd: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\n== 1. What the machine looks like (trueup status)\n");
     print!("{}", plan::render_status(&plan::status(&spec, &world, now)));
 
-    println!("\n== 2. What trueup will do about it (trueup plan)\n");
-    let applied = reconcile::apply_machine(&store, &spec, &cfg, now, Source::Fresh, &mut |_, _, _, _| {})?;
-    print!("{}", render_text(&applied.plan, now));
-
-    println!("\n== 3. Doing it (trueup apply)\n");
+    let applied = reconcile::apply_machine(&store, &spec, &cfg, now, Source::Fresh, &mut Narrate(now))?;
     print!("{}", apply::render_report(&applied.report));
     println!("{}", summary(&applied));
 

@@ -203,14 +203,9 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let source = saved.as_ref().map_or(Source::Fresh, Source::Saved);
-    let progress = std::io::stderr().is_terminal() && !cmd.json;
-    let mut on_action = |index: usize, total: usize, action: &plan::Action, _: &apply::Status| {
-        if progress {
-            eprint!("\r\x1b[2K  applying {}/{total}: {} {}", index + 1, action.project, kind(&action.change));
-        }
-    };
-    let applied = reconcile::apply_machine(&store, &spec, &cfg, now, source, &mut on_action)?;
-    if progress {
+    let mut shown = Shown { now, text: !cmd.json, progress: std::io::stderr().is_terminal() && !cmd.json };
+    let applied = reconcile::apply_machine(&store, &spec, &cfg, now, source, &mut shown)?;
+    if shown.progress {
         eprint!("\r\x1b[2K");
     }
     for run in &applied.interrupted {
@@ -225,13 +220,36 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     if cmd.json {
         println!("{}", apply_json(&applied, now)?);
     } else {
-        print!("{}", render_text(&applied.plan, now));
         if !applied.plan.actions.is_empty() {
             print!("\n{}", apply::render_report(&applied.report));
         }
         println!("{}", summary(&applied));
     }
     Ok(if applied.report.all_done() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// What `trueup apply` shows while it works: the plan before anything changes, then a
+/// progress line per action when stderr is a terminal.
+struct Shown {
+    now: crate::time::Timestamp,
+    text: bool,
+    progress: bool,
+}
+
+impl reconcile::Listener for Shown {
+    fn planned(&mut self, plan: &plan::Plan) {
+        if self.text {
+            print!("{}", render_text(plan, self.now));
+            // Shown before the first change, even when stdout is a pipe.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    }
+
+    fn finished(&mut self, index: usize, total: usize, action: &plan::Action, _: &apply::Status) {
+        if self.progress {
+            eprint!("\r\x1b[2K  applying {}/{total}: {} {}", index + 1, action.project, kind(&action.change));
+        }
+    }
 }
 
 fn kind(change: &plan::Change) -> &'static str {
