@@ -98,6 +98,12 @@ impl Report {
     pub fn all_done(&self) -> bool {
         self.outcomes.iter().all(|o| o.status == Status::Done)
     }
+
+    /// True when nothing failed and the apply ran to its end: every action was done, or
+    /// skipped because a worker kept its deployment.
+    pub fn succeeded(&self) -> bool {
+        self.stopped.is_none() && self.outcomes.iter().all(|o| !matches!(o.status, Status::Failed(_)))
+    }
 }
 
 /// Why a hook stopped the apply.
@@ -160,6 +166,10 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
     }
     // Subjects of actions that failed or were skipped, with their project.
     let mut blocked: BTreeSet<(&str, Subject<'_>)> = BTreeSet::new();
+    // Projects whose deployment verdict did not go through: the plan gave their links and
+    // routes back to the live release only because that deployment was to be resumed or
+    // failed, so nothing more of theirs is changed in this apply.
+    let mut undecided: BTreeSet<&str> = BTreeSet::new();
     for (index, action) in plan.actions.iter().enumerate() {
         let subjects = subjects(&action.change);
         let status = if let Some(why) = &report.stopped {
@@ -170,13 +180,20 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
             Status::Skipped(format!("the apply stopped: {why}"))
         } else if let Some(s) = subjects.iter().find(|s| blocked.contains(&(action.project.as_str(), **s))) {
             Status::Skipped(format!("an earlier action on {s} did not succeed"))
+        } else if undecided.contains(action.project.as_str()) {
+            Status::Skipped(format!("a verdict on a deployment of `{}` did not go through", action.project))
         } else {
             match run(action, effects, now) {
                 Ok(()) => Status::Done,
+                // A worker that woke up since the plan keeps its deployment: not an error.
+                Err(e) if e.is_race() => Status::Skipped(format!("left to its worker: {}", chain(&e))),
                 Err(e) => Status::Failed(chain(&e)),
             }
         };
         if status != Status::Done {
+            if matches!(action.change, Change::Resume { .. } | Change::Fail { .. }) {
+                undecided.insert(&action.project);
+            }
             blocked.extend(subjects.into_iter().map(|s| (action.project.as_str(), s)));
         }
         if report.stopped.is_none()

@@ -59,6 +59,9 @@ pub enum ReconcileError {
         /// How long this one waited.
         waited: Duration,
     },
+    /// The lease lapsed before the apply began (another apply took over meanwhile).
+    #[error("the apply lease was lost before anything changed")]
+    LeaseLost(#[source] crate::world::effects::BoxError),
     /// A path of the configuration cannot be made absolute.
     #[error("cannot make `{}` absolute", path.display())]
     Path {
@@ -352,8 +355,19 @@ fn apply_leased(
         store.close_open_runs(lease, &run, clock::now())?;
     }
     listener.planned(&plan);
-    let mut hooks =
-        Journal { store, lease: lease.clone(), ttl: cfg.lease_ttl, run: &run, total: plan.actions.len(), listener };
+    let mut hooks = Journal {
+        store,
+        lease: lease.clone(),
+        ttl: cfg.lease_ttl,
+        renewed: std::time::Instant::now(),
+        run: &run,
+        total: plan.actions.len(),
+        listener,
+    };
+    // Showing the plan may have taken a while (a slow reader of stdout): renew now.
+    hooks.fence().map_err(|e| match e {
+        HookError::LeaseLost(source) | HookError::Journal(source) => ReconcileError::LeaseLost(source),
+    })?;
     let mut host = Host::new(RealFs::new(&cfg.root, &cfg.routes_dir), store, lease.clone());
     let report = apply::apply(&plan, &mut host, now, &mut hooks);
     Ok((plan, report, run, verified_links, interrupted))
@@ -388,6 +402,8 @@ struct Journal<'a, 'f> {
     store: &'a Store,
     lease: Lease,
     ttl: Duration,
+    /// When the lease was last renewed.
+    renewed: std::time::Instant,
     run: &'a str,
     total: usize,
     listener: &'f mut dyn Listener,
@@ -401,12 +417,14 @@ impl Hooks for Journal<'_, '_> {
     fn fence(&mut self) -> Result<(), HookError> {
         let renewed = self.store.renew_lease(&self.lease, clock::now(), self.ttl);
         self.lease = renewed.map_err(|e| HookError::LeaseLost(Box::new(e)))?;
+        self.renewed = std::time::Instant::now();
         Ok(())
     }
 
     fn planned(&mut self, index: usize, action: &Action) -> Result<(), HookError> {
-        // Journaling a large plan takes a while: keep the lease fresh meanwhile.
-        if index % 64 == 63 {
+        // Journaling a large plan takes a while: keep the lease fresh meanwhile, renewing
+        // once a third of its time has passed.
+        if self.renewed.elapsed().as_secs() * 3 >= self.ttl.secs() {
             self.fence()?;
         }
         let at = clock::now();

@@ -225,7 +225,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{}", summary(&applied));
     }
-    Ok(if applied.report.all_done() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if applied.report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// What `trueup apply` shows while it works: the plan before anything changes, then a

@@ -432,4 +432,40 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn a_worker_that_wakes_after_the_plan_keeps_its_deployment_and_project(
+        case in worlds::case(),
+        pick in any::<proptest::sample::Index>(),
+    ) {
+        let (world, now) = (&case.0.world, case.0.now);
+        let plan = plan::plan(spec(), world, now);
+        let verdicts: Vec<(&str, &str)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.change {
+                Change::Resume { deployment, .. } | Change::Fail { deployment, .. } => {
+                    Some((a.project.as_str(), deployment.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        prop_assume!(!verdicts.is_empty());
+        let (project, woken) = *pick.get(&verdicts);
+        // Between the plan and the apply, the worker heartbeats.
+        let mut before = world.clone();
+        let d = before.deployments.iter_mut().find(|d| d.id == woken && d.project == project).unwrap();
+        d.heartbeat_at = Some(now);
+        let mut m = MemoryWorld::new(before.clone());
+        let report = apply(&plan, &mut m, now, &mut NoHooks);
+        prop_assert!(report.succeeded(), "a worker waking is not an error:\n{}", failures(&report));
+        let after = &m.world;
+        let find = |w: &World| w.deployments.iter().find(|d| d.id == woken && d.project == project).cloned();
+        prop_assert_eq!(find(after), find(&before), "the woken deployment changed");
+        let layout = Layout::new(&world.root, project);
+        for path in [layout.current(), layout.webroot()] {
+            prop_assert_eq!(after.files.get(&path), before.files.get(&path), "`{}` changed", path.display());
+        }
+        prop_assert_eq!(after.routes.get(project), before.routes.get(project), "the route changed");
+    }
 }

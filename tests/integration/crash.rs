@@ -673,7 +673,12 @@ fn race(staged: &Staged, lock_timeout: &str) -> [(u32, Output); 2] {
             .unwrap()
     };
     let (a, b) = (start(), start());
-    [a, b].map(|child| (child.id(), child.wait_with_output().unwrap()))
+    // Both outputs are read at once: a child blocked on a full pipe while the other is
+    // read would hold its lease without renewing it.
+    std::thread::scope(|s| {
+        let waits = [a, b].map(|child| s.spawn(move || (child.id(), child.wait_with_output().unwrap())));
+        waits.map(|w| w.join().unwrap())
+    })
 }
 
 #[test]

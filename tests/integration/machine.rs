@@ -98,34 +98,55 @@ fn the_demo_repairs_its_world_and_reads_well() {
     });
 }
 
+/// Makes a folder immutable (`chattr +i`) until dropped, so that creating anything in it
+/// fails even for root: a real, deterministic failure of an effect.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: &Path) -> Immutable {
+        let out =
+            Command::new("chattr").arg("+i").arg(dir).output().expect("chattr (e2fsprogs) is needed for this test");
+        assert!(out.status.success(), "chattr +i failed: {}", String::from_utf8_lossy(&out.stderr));
+        Immutable(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn one_failing_action_does_not_stop_the_others() {
-    // At the instant asked for (year 3000), p1's build looks stuck and its worker's claim
-    // lapsed; by the wall clock the claim is live, so the store refuses the resume. p2's
-    // `current` is missing and must be repaired all the same.
+    // p1's `current` is missing and its project folder is immutable, so the link cannot be
+    // made; p2's `current` is missing too and must be repaired all the same.
     let yaml = r#"
-description: "a resume the store refuses on one project, a missing link on another"
-now: 3000-01-01T00:00:00Z
+description: "a link that cannot be made on one project, a missing link on another"
+now: 2025-10-02T12:00:00Z
 root: /var/www
 projects: [ { id: p1 }, { id: p2 } ]
 deployments:
-  - { id: a1, project: p1, type: upload, phase: BUILDING, phase_updated_at: 2999-12-31T20:00:00Z, source: { file_path: /uploads/a1.tar.gz }, owner: { owner: worker-7, until: 2999-12-31T23:00:00Z } }
+  - { id: a1, project: p1, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
   - { id: b1, project: p2, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
 files:
-  /uploads/a1.tar.gz: file
+  /var/www/p1/deployments/a1/public/index.html: file
+  /var/www/webroot/p1: { symlink: /var/www/p1/current/public }
   /var/www/p2/deployments/b1/public/index.html: file
   /var/www/webroot/p2: { symlink: /var/www/p2/current/public }
 "#;
     let fx = fixture::load("inline.yaml", yaml).unwrap();
     let scratch = Scratch::new("partial");
     let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let frozen = Immutable::new(&staged.root.join("p1"));
     let out = trueup(&staged, &["apply", "--now", &fx.now.to_string()]);
+    drop(frozen);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("FAILED  p1: resume deployment a1: restart BUILDING (attempt 1)"), "{said}");
-    assert!(said.contains("held by `worker-7` until 2999-12-31T23:00:00Z"), "the failure does not say why:\n{said}");
+    assert!(said.contains("FAILED  p1: link"), "{said}");
+    assert!(said.contains("Operation not permitted"), "the failure does not say why:\n{said}");
     assert!(said.contains("done    p2: link"), "{said}");
-    assert!(said.contains("deployments 0 resumed, 0 failed, 0 skipped, 1 errors; symlinks 1 fixed"), "{said}");
+    assert!(said.contains("symlinks 1 fixed, 2 verified, 0 moved aside, 1 errors;"), "{said}");
     assert_eq!(std::fs::read_link(staged.root.join("p2/current")).unwrap(), staged.root.join("p2/deployments/b1"));
 }
 
@@ -213,4 +234,38 @@ fn the_real_plan_repairs_exactly_the_damage_made() {
         "wiki resume w2 UPDATING_ROUTES", // links already switched: continue
     ];
     assert_eq!(actions, expected);
+}
+
+#[test]
+fn a_refused_verdict_leaves_its_project_alone() {
+    // Seen from the year 3000, d2 has been stuck for hours on its last attempt and its
+    // worker's claim lapsed, so the plan fails it and rolls `current` back to d1. By the
+    // wall clock the claim is live: the store refuses the verdict, and the rollback that
+    // depended on it must not happen either.
+    let yaml = r#"
+description: "a verdict refused by a live claim"
+now: 3000-01-01T00:00:00Z
+root: /var/www
+projects: [ { id: p1 } ]
+deployments:
+  - { id: d1, project: p1, type: upload, phase: ACTIVE, finished_at: 2999-12-30T09:00:00Z }
+  - { id: d2, project: p1, type: upload, phase: CREATING_SYMLINKS, phase_updated_at: 2999-12-31T20:00:00Z, attempts: 3, owner: { owner: worker-7, until: 2999-12-31T23:00:00Z } }
+files:
+  /var/www/p1/deployments/d1/public/index.html: file
+  /var/www/p1/deployments/d2/public/index.html: file
+  /var/www/p1/current: { symlink: /var/www/p1/deployments/d2 }
+  /var/www/webroot/p1: { symlink: /var/www/p1/current/public }
+"#;
+    let fx = fixture::load("inline.yaml", yaml).unwrap();
+    let scratch = Scratch::new("refused");
+    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let planned = trueup(&staged, &["plan", "--now", &fx.now.to_string()]);
+    let planned = String::from_utf8_lossy(&planned.stdout).into_owned();
+    assert!(planned.contains("x fail") && planned.contains("~ link"), "the plan fails d2 and relinks:\n{planned}");
+    let out = trueup(&staged, &["apply", "--now", &fx.now.to_string()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "a worker keeping its deployment is not an error:\n{said}");
+    assert!(said.contains("skipped p1: fail deployment d2") && said.contains("held by `worker-7`"), "{said}");
+    assert!(said.contains("skipped p1: link") && said.contains("did not go through"), "{said}");
+    assert_eq!(std::fs::read_link(staged.root.join("p1/current")).unwrap(), staged.root.join("p1/deployments/d2"));
 }

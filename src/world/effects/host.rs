@@ -73,6 +73,7 @@ impl Effects for Host<'_> {
         self.store.record_verdict(&self.lease, verdict).map(|_| ()).map_err(|e| match e {
             StoreError::UnknownDeployment(d) => EffectError::NoSuchDeployment(d),
             StoreError::Progressed { deployment, .. } => EffectError::Progressed(deployment),
+            StoreError::Claimed { deployment, owner, until } => EffectError::Claimed { deployment, owner, until },
             StoreError::PhaseMoved { deployment, expected, actual, attempts } => {
                 EffectError::PhaseMoved { deployment, expected, actual, attempts }
             }

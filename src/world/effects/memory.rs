@@ -385,6 +385,13 @@ impl Effects for MemoryWorld {
         if there {
             return Ok(());
         }
+        if let Some(claim) = d.owner.as_ref().filter(|c| c.until > v.now) {
+            return Err(EffectError::Claimed {
+                deployment: v.deployment.to_owned(),
+                owner: claim.owner.clone(),
+                until: claim.until,
+            });
+        }
         if d.phase != v.from_phase || v.attempt.is_some_and(|a| d.attempts >= a) {
             return Err(EffectError::PhaseMoved {
                 deployment: v.deployment.to_owned(),

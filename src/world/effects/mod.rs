@@ -186,6 +186,16 @@ pub enum EffectError {
         #[source]
         source: std::io::Error,
     },
+    /// Another owner holds a live claim on the deployment.
+    #[error("deployment `{deployment}` is held by `{owner}` until {until}")]
+    Claimed {
+        /// The deployment.
+        deployment: String,
+        /// Who holds it.
+        owner: String,
+        /// Until when.
+        until: Timestamp,
+    },
     /// The deployment's worker showed progress after the plan saw it stuck.
     #[error("deployment `{0}` progressed since the plan was made: it is left to its worker")]
     Progressed(String),
@@ -273,6 +283,14 @@ pub enum EffectError {
     /// [`MemoryWorld`]'s injected crash: the simulated process is dead.
     #[error("crash injected")]
     Crashed,
+}
+
+impl EffectError {
+    /// True when the error means a worker acted on the deployment after the plan was made
+    /// (it progressed, holds a live claim, or moved it): the verdict is moot, not failed.
+    pub fn is_race(&self) -> bool {
+        matches!(self, EffectError::Progressed(_) | EffectError::Claimed { .. } | EffectError::PhaseMoved { .. })
+    }
 }
 
 /// `DIR/.trueup-tmp-NAME` for `DIR/NAME`: where a link or file is written before it is
