@@ -238,8 +238,10 @@ impl Config {
     ///
     /// [`ReconcileError::Path`] for an empty path or an unreadable working directory.
     pub fn absolute(&self) -> Result<Config, ReconcileError> {
-        let abs =
-            |p: &PathBuf| std::path::absolute(p).map_err(|source| ReconcileError::Path { path: p.clone(), source });
+        let abs = |p: &PathBuf| {
+            let absolute = std::path::absolute(p).map_err(|source| ReconcileError::Path { path: p.clone(), source })?;
+            Ok::<_, ReconcileError>(crate::world::normalize(&absolute))
+        };
         Ok(Config { root: abs(&self.root)?, routes_dir: abs(&self.routes_dir)?, ..self.clone() })
     }
 }

@@ -163,7 +163,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     // Links are written with absolute targets, so every path is made absolute up front:
     // a relative `--root` would otherwise produce links that resolve to nothing.
     for path in [&mut args.db, &mut args.root, &mut args.routes_dir] {
-        *path = std::path::absolute(&*path).with_context(|| format!("cannot make `{}` absolute", path.display()))?;
+        let absolute =
+            std::path::absolute(&*path).with_context(|| format!("cannot make `{}` absolute", path.display()))?;
+        *path = crate::world::normalize(&absolute);
     }
     match &args.command {
         Command::Demo(cmd) => demo::demo(&args, cmd),

@@ -107,12 +107,13 @@ pub struct JournalEntry {
 const DEPLOYMENT_COLUMNS: &str = "id, project, service, type, phase, phase_updated_at, heartbeat_at, attempts, \
                                   finished_at, source, metadata, owner, lease_until";
 
-/// The stuck scan's filter: not finished, and unclaimed or lapsed at `?1`. The literal
-/// `finished_at IS NULL` lets SQLite use the `deployments_open` partial index.
-/// The open deployments and those in the live phase (`?1`), as a union of two index
-/// lookups: SQLite does not combine a partial index with an `OR`.
+/// The open deployments (the stuck scan), those in the live phase (`?1`), and finished
+/// ones a worker still holds (a claim protects its project whatever the phase), as a
+/// union of three index lookups: SQLite does not combine partial indexes with an `OR`.
 const RECONCILABLE: &str = "WHERE finished_at IS NULL \
-     UNION ALL SELECT {COLUMNS} FROM deployments WHERE phase = ?1 AND finished_at IS NOT NULL";
+     UNION ALL SELECT {COLUMNS} FROM deployments WHERE phase = ?1 AND finished_at IS NOT NULL \
+     UNION ALL SELECT {COLUMNS} FROM deployments \
+               WHERE owner IS NOT NULL AND finished_at IS NOT NULL AND phase <> ?1";
 
 /// A `deployments` row as stored, before its text columns are parsed.
 struct RawDeployment {
@@ -217,10 +218,10 @@ impl Store {
     }
 
     /// What the reconciler needs, and not the history: every project, every unfinished
-    /// deployment (the stuck scan: no `finished_at`, so not in a final phase) and every
-    /// deployment in `live_phase` (the releases `current` may point at), sorted like
-    /// [`Store::load`]. Five statements whatever the number of rows; the deployments come
-    /// from one query over the `deployments_open` and `deployments_by_phase` indexes.
+    /// deployment (the stuck scan: no `finished_at`, so not in a final phase), every
+    /// deployment in `live_phase` (the releases `current` may point at) and every finished
+    /// one still claimed by a worker, sorted like [`Store::load`]. Five statements whatever
+    /// the number of rows; the deployments come from one query over three indexes.
     ///
     /// # Errors
     ///
@@ -377,5 +378,6 @@ mod tests {
         assert!(plan.iter().all(|step| !step.starts_with("SCAN deployments") || step.contains("INDEX")), "{plan:?}");
         assert!(plan.iter().any(|step| step.contains("deployments_open")), "{plan:?}");
         assert!(plan.iter().any(|step| step.contains("deployments_by_phase")), "{plan:?}");
+        assert!(plan.iter().any(|step| step.contains("deployments_claimed")), "{plan:?}");
     }
 }

@@ -78,7 +78,8 @@ impl Staged {
         self.dir.join("outside").join(relative)
     }
 
-    /// The world as it is staged: paths rebased, no containers or images.
+    /// The world as the observer will see it once staged: paths rebased, no containers or
+    /// images, no history.
     pub fn rebase_world(&self, world: &World) -> World {
         let mut w = world.clone();
         w.root = self.root.clone();
@@ -105,6 +106,9 @@ impl Staged {
         for (project, route) in &mut w.routes {
             *route = routes::parse_route(project, &staged_text(project, route));
         }
+        // The observer does not read the history: finished deployments outside the live
+        // phase that no worker holds.
+        w.deployments.retain(|d| d.finished_at.is_none() || d.phase == super::LIVE_PHASE || d.owner.is_some());
         w.containers = None;
         w.images = None;
         w
@@ -124,7 +128,7 @@ pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageE
     };
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     // Links are staged with absolute targets, so the folder must be absolute too.
-    let dir = &std::path::absolute(dir).map_err(io("resolve", dir))?;
+    let dir = &super::normalize(&std::path::absolute(dir).map_err(io("resolve", dir))?);
     if fs::read_dir(dir).map_err(io("read", dir))?.next().is_some() {
         return Err(StageError::NotEmpty(dir.to_owned()));
     }

@@ -128,7 +128,8 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
     // Make it what trueup 1 left: schema 1, without the live-phase index.
     let raw = rusqlite::Connection::open(&db).unwrap();
     raw.execute_batch(
-        "DROP INDEX deployments_by_phase; DELETE FROM schema_migrations WHERE version = 2; PRAGMA user_version = 1;",
+        "DROP INDEX deployments_by_phase; DROP INDEX deployments_claimed; DROP INDEX journal_planned;
+         DELETE FROM schema_migrations WHERE version = 2; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(raw);
@@ -386,6 +387,10 @@ fn the_reconciler_reads_open_and_live_deployments_not_the_history() {
         held,
         deployment("e-free", "p2", "QUEUED"),
         finished("f-live", "p2", "ACTIVE"),
+        Deployment {
+            owner: Some(Claim { owner: "w".into(), until: t("2025-10-02T12:10:00Z") }),
+            ..finished("g-rolling-back", "p2", "FAILED")
+        },
     ];
     store.insert_deployments(&rows, now).unwrap();
     let before = store.statements();
@@ -393,7 +398,7 @@ fn the_reconciler_reads_open_and_live_deployments_not_the_history() {
     assert_eq!(store.statements() - before, 5, "a bounded number of statements");
     assert_eq!(projects.len(), 2);
     let ids: Vec<_> = deployments.into_iter().map(|d| d.id).collect();
-    assert_eq!(ids, vec!["a-live", "b-held", "e-free", "f-live"], "sorted by project then id, no history");
+    assert_eq!(ids, vec!["a-live", "b-held", "e-free", "f-live", "g-rolling-back"], "sorted, no history");
 }
 
 /// Records one verdict: the one caller of `record_verdict` here.
