@@ -80,6 +80,9 @@ pub struct Counts {
     pub route_errors: usize,
     /// Actions that failed, of any kind.
     pub errors: usize,
+    /// Actions not tried, of any kind (they depended on one that did not succeed, or the
+    /// apply stopped).
+    pub skipped: usize,
 }
 
 /// What an apply did.
@@ -312,6 +315,7 @@ fn count(counts: &mut Counts, change: &Change, status: &Status) {
             } += 1;
         }
         Status::Skipped(_) => {
+            counts.skipped += 1;
             if matches!(change, Change::Resume { .. } | Change::Fail { .. }) {
                 counts.deployments_skipped += 1;
             }

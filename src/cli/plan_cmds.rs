@@ -263,7 +263,7 @@ pub(super) fn summary(applied: &Applied) -> String {
         "Summary: deployments {} resumed, {} failed, {} skipped, {} errors; \
          symlinks {} fixed, {} verified, {} moved aside, {} errors; \
          containers {} started, {} recreated, {} removed, {} errors; \
-         routes {} written, {} removed, {} errors.",
+         routes {} written, {} removed, {} errors; {} actions skipped in all.",
         c.deployments_resumed,
         c.deployments_failed,
         c.deployments_skipped,
@@ -279,6 +279,7 @@ pub(super) fn summary(applied: &Applied) -> String {
         c.routes_written,
         c.routes_removed,
         c.route_errors,
+        c.skipped,
     )
 }
 

@@ -627,6 +627,16 @@ impl<'a> Planner<'a> {
 
     fn containers(&mut self, views: &BTreeMap<&str, ProjectView<'a>>) {
         let Some(containers) = &self.world.containers else { return };
+        // As for route files: no projects at all is far more likely the wrong `--db`.
+        let managed = containers.iter().filter(|c| c.managed()).count();
+        if self.world.projects.is_empty() && managed > 0 {
+            let message = format!(
+                "the state database lists no projects, yet {managed} containers labelled by trueup exist: \
+                 is `--db` right? They are left alone"
+            );
+            self.find("", Level::Warning, message);
+            return;
+        }
         for c in containers {
             if !c.managed() {
                 continue;
@@ -681,10 +691,9 @@ impl<'a> Planner<'a> {
             if fate == Some(Fate::InFlight) {
                 return;
             }
+            // Worded without the history, which a real observation does not read.
             let live = view.live.map(|l| format!(" (live is `{}`)", l.id)).unwrap_or_default();
-            let known = self.project_deployments(project).any(|d| d.id == dep_id);
-            let what = if known { "is not live" } else { "is unknown" };
-            self.remove(project, c, format!("zombie: its deployment `{dep_id}` {what}{live}"));
+            self.remove(project, c, format!("zombie: its deployment `{dep_id}` is neither live nor in flight{live}"));
             return;
         };
         let expected = expected_labels(view.project, live);

@@ -763,7 +763,7 @@ fn stuck_deployments_are_processed_once_each_with_a_summary() {
     assert_eq!(
         summary(&out),
         "Summary: deployments 3 resumed, 2 failed, 0 skipped, 0 errors; symlinks 0 fixed, 10 verified, 0 moved aside, 0 errors; \
-         containers 0 started, 0 recreated, 0 removed, 0 errors; routes 0 written, 0 removed, 0 errors."
+         containers 0 started, 0 recreated, 0 removed, 0 errors; routes 0 written, 0 removed, 0 errors; 0 actions skipped in all."
     );
     let conn = db(&staged);
     // (phase it was stuck in, where it went, the attempt logged, a phrase of the reason)
@@ -888,7 +888,7 @@ fn a_saved_plan_is_refused_once_the_world_changed_and_applied_when_it_did_not() 
     assert_eq!(
         summary(&out),
         "Summary: deployments 1 resumed, 1 failed, 0 skipped, 0 errors; symlinks 3 fixed, 5 verified, 0 moved aside, 0 errors; \
-         containers 0 started, 0 recreated, 0 removed, 0 errors; routes 1 written, 1 removed, 0 errors."
+         containers 0 started, 0 recreated, 0 removed, 0 errors; routes 1 written, 1 removed, 0 errors; 0 actions skipped in all."
     );
     let failed = logs(&db(&staged), "p3-stuck");
     assert!(failed.len() == 1 && failed[0].0.contains("/outside/uploads/p3.tar.gz` is gone"), "{failed:?}");

@@ -267,5 +267,6 @@ files:
     assert_eq!(out.status.code(), Some(0), "a worker keeping its deployment is not an error:\n{said}");
     assert!(said.contains("skipped p1: fail deployment d2") && said.contains("held by `worker-7`"), "{said}");
     assert!(said.contains("skipped p1: link") && said.contains("did not go through"), "{said}");
+    assert!(said.contains("0 errors; 2 actions skipped in all."), "{said}");
     assert_eq!(std::fs::read_link(staged.root.join("p1/current")).unwrap(), staged.root.join("p1/deployments/d2"));
 }
