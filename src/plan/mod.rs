@@ -61,7 +61,8 @@ pub enum Change {
         from_phase: String,
         /// The phase it resumes in.
         to_phase: String,
-        /// The attempt this resume starts (attempts so far + 1).
+        /// The deployment's `attempts` afterwards: the resumes of its phase so far + 1 when
+        /// the phase is re-run, 0 when it moves on to the next phase.
         attempt: u32,
         /// Its last sign of progress.
         stuck_since: Option<Timestamp>,

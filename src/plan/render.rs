@@ -87,8 +87,8 @@ pub fn describe(change: &Change, project: &str) -> (&'static str, &'static str, 
         Change::Resume { deployment, from_phase, to_phase, attempt, .. } if from_phase == to_phase => {
             ("~", "resume", format!("deployment {deployment}: restart {from_phase} (attempt {attempt})"))
         }
-        Change::Resume { deployment, from_phase, to_phase, attempt, .. } => {
-            ("~", "resume", format!("deployment {deployment}: {from_phase} -> {to_phase} (attempt {attempt})"))
+        Change::Resume { deployment, from_phase, to_phase, .. } => {
+            ("~", "resume", format!("deployment {deployment}: {from_phase} -> {to_phase}"))
         }
         Change::Fail { deployment, from_phase, to_phase, .. } => {
             ("x", "fail", format!("deployment {deployment}: {from_phase} -> {to_phase}"))

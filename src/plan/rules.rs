@@ -344,7 +344,6 @@ impl<'a> Planner<'a> {
             }
         }
         let why = resume.description.as_deref().map(|t| format!("; {}", lowercase_first(t))).unwrap_or_default();
-        let attempt = d.attempts + 1;
         let (to, reason) = match &resume.rule {
             ResumeRule::Fail { reason } => {
                 self.fail(project, d, state, format!("{stuck}: {reason}"));
@@ -364,6 +363,9 @@ impl<'a> Planner<'a> {
                 Err(not) => (state, format!("{stuck}; `{check}` does not hold ({not}), so the phase is re-run")),
             },
         };
+        // `attempts` counts resumes in the current phase: a move to the next phase starts
+        // that phase's count afresh.
+        let attempt = if to == state { d.attempts + 1 } else { 0 };
         let change = Change::Resume {
             deployment: d.id.clone(),
             from_phase: d.phase.clone(),

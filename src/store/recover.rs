@@ -2,7 +2,7 @@
 //!
 //! Each verdict is one write transaction under the apply lease: claim the deployment
 //! (refused while another owner's claim is live), check that it is still where the plan
-//! saw it (compare-and-set on phase and attempts), move it, log why with the details an
+//! saw it (compare-and-set on phase and last progress), move it, log why with the details an
 //! operator needs, and give the claim back. Two reconcilers can therefore never process
 //! the same deployment twice, and a repeated verdict is a no-op.
 
@@ -104,7 +104,9 @@ impl Store {
                     return Err(StoreError::Claimed { deployment: id.to_owned(), owner, until });
                 }
             }
-            let moved = phase != verdict.from_phase || verdict.attempt.is_some_and(|a| attempts >= a);
+            // Phase and progress say whether anyone touched it since the plan; attempts
+            // alone would not (a move to the next phase starts them afresh).
+            let moved = phase != verdict.from_phase;
             if moved {
                 return Err(StoreError::PhaseMoved {
                     deployment: id.to_owned(),
@@ -132,10 +134,10 @@ impl Store {
                     LogLevel::Warn,
                     format!("resumed: restarting {} (attempt {a}): {}", verdict.to_phase, verdict.reason),
                 ),
-                Some(a) => (
+                Some(_) => (
                     LogLevel::Warn,
                     format!(
-                        "resumed: {} verified, continuing in {} (attempt {a}): {}",
+                        "resumed: {} verified, continuing in {}: {}",
                         verdict.from_phase, verdict.to_phase, verdict.reason
                     ),
                 ),

@@ -149,7 +149,7 @@ pub struct Deployment {
     /// The last sign of life from its worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_at: Option<Timestamp>,
-    /// How many times a phase was started or resumed.
+    /// Resumes of its current phase so far; a move to another phase starts it at 0.
     #[serde(default)]
     pub attempts: u32,
     /// When it reached a final state.

@@ -448,6 +448,25 @@ fn a_verdict_is_refused_when_its_worker_progressed_or_holds_a_live_claim() {
     assert_eq!(verdict(&store, &lease, "d1", since, now).unwrap(), trueup::store::Recorded::Moved);
     assert_eq!(verdict(&store, &lease, "d1", since, now).unwrap(), trueup::store::Recorded::AlreadyThere);
 
+    // A verdict that moves it on to the next phase starts that phase's attempts afresh.
+    let mut d3 = deployment("d3", "p1", "CREATING_SYMLINKS");
+    d3.phase_updated_at = Some(stuck_since);
+    d3.attempts = 2;
+    store.insert_deployment(&d3, now).unwrap();
+    let onward = trueup::store::Verdict {
+        deployment: "d3",
+        from_phase: "CREATING_SYMLINKS",
+        to_phase: "UPDATING_ROUTES",
+        attempt: Some(0),
+        stuck_since: Some(stuck_since),
+        reason: "links verified",
+        now,
+    };
+    assert_eq!(store.record_verdict(&lease, &onward).unwrap(), trueup::store::Recorded::Moved);
+    let d3 = store.load().unwrap().1.into_iter().find(|d| d.id == "d3").unwrap();
+    assert_eq!((d3.phase.as_str(), d3.attempts, d3.phase_updated_at), ("UPDATING_ROUTES", 0, Some(now)));
+    assert_eq!(store.record_verdict(&lease, &onward).unwrap(), trueup::store::Recorded::AlreadyThere);
+
     // An instant far in the future cannot make a live claim look lapsed.
     let err = verdict(&store, &lease, "d2", Some(stuck_since), t("3000-01-01T00:00:00Z")).unwrap_err();
     assert!(matches!(err, StoreError::Claimed { .. }), "{err}");

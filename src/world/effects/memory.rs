@@ -392,7 +392,7 @@ impl Effects for MemoryWorld {
                 until: claim.until,
             });
         }
-        if d.phase != v.from_phase || v.attempt.is_some_and(|a| d.attempts >= a) {
+        if d.phase != v.from_phase {
             return Err(EffectError::PhaseMoved {
                 deployment: v.deployment.to_owned(),
                 expected: v.from_phase.to_owned(),
