@@ -215,7 +215,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some((owner, until)) = &applied.took_over {
-        eprintln!("Took over the apply lease from `{owner}`, whose lease expired at {until} (it probably died).");
+        eprintln!("Took over the apply lease from `{owner}`, whose lease expired at {until} (it died or stalled).");
     }
     if cmd.json {
         println!("{}", apply_json(&applied, now)?);

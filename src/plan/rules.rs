@@ -765,9 +765,10 @@ impl<'a> Planner<'a> {
             }
             let Some(live) = view.live else { continue };
             let existing = self.world.routes.get(&project.id);
-            if existing.is_some_and(|r| !r.managed()) {
+            if let Some(foreign) = existing.filter(|r| !r.managed()) {
+                let why = foreign.problem.as_deref().unwrap_or("it has no trueup header");
                 let message = format!(
-                    "route file `{}.yaml` was not written by trueup (it has no trueup header): it is left alone; \
+                    "route file `{}.yaml` is not trueup's ({why}): it is left alone; \
                      move it away to let trueup manage this project's route",
                     project.id
                 );

@@ -60,7 +60,9 @@ impl Store {
     /// [`StoreError::StaleLease`]; [`StoreError::Sql`].
     pub fn close_open_runs(&self, lease: &Lease, by: &str, at: Timestamp) -> Result<usize, StoreError> {
         const WHAT: &str = "close the unfinished runs of the `journal`";
-        let error = format!("interrupted: the apply stopped before this action ended; run `{by}` redid the work");
+        let error = format!(
+            "interrupted: the apply stopped before this action ended; closed by run `{by}`, which plans afresh"
+        );
         self.write(WHAT, || {
             self.check_fence(Fence::Lease(lease), "")?;
             self.exec(
