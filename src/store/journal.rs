@@ -4,6 +4,7 @@
 //! lease, closes them as failed with the reason (it redoes their work from a fresh plan,
 //! since every action is idempotent), and `trueup status` reports any run still open.
 
+use super::read::time_column;
 use super::{Fence, Lease, Store, StoreError, sql};
 use crate::time::Timestamp;
 
@@ -41,12 +42,7 @@ impl Store {
             .map_err(sql(WHAT))?;
         rows.into_iter()
             .map(|(run, token, unfinished, at)| {
-                let since = at.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
-                    table: "journal",
-                    key: run.clone(),
-                    column: "at",
-                    reason: e.to_string(),
-                })?;
+                let since = time_column("journal", &run, "at", &at)?;
                 Ok(OpenRun { run, token, unfinished, since })
             })
             .collect()

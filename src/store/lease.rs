@@ -7,6 +7,7 @@
 
 use rusqlite::OptionalExtension;
 
+use super::read::time_column;
 use super::{Store, StoreError, sql};
 use crate::time::{Duration, Timestamp};
 
@@ -157,10 +158,5 @@ impl Store {
 }
 
 fn parse_until(text: &str) -> Result<Timestamp, StoreError> {
-    text.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
-        table: "lease",
-        key: "apply".to_owned(),
-        column: "until",
-        reason: e.to_string(),
-    })
+    time_column("lease", "apply", "until", text)
 }

@@ -185,21 +185,28 @@ impl RawDeployment {
 }
 
 /// Parses an optional RFC 3339 column.
-fn timestamp(
+pub(super) fn timestamp(
     table: &'static str,
     key: &str,
     column: &'static str,
     text: Option<String>,
 ) -> Result<Option<Timestamp>, StoreError> {
-    text.map(|t| {
-        t.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
-            table,
-            key: key.to_owned(),
-            column,
-            reason: e.to_string(),
-        })
+    text.map(|t| time_column(table, key, column, &t)).transpose()
+}
+
+/// Parses an RFC 3339 column, naming the table, row and column of a value that is not one.
+pub(super) fn time_column(
+    table: &'static str,
+    key: &str,
+    column: &'static str,
+    text: &str,
+) -> Result<Timestamp, StoreError> {
+    text.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
+        table,
+        key: key.to_owned(),
+        column,
+        reason: e.to_string(),
     })
-    .transpose()
 }
 
 impl Store {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::OptionalExtension;
 
+use super::read::timestamp;
 use super::{Fence, Lease, LogEntry, LogLevel, Store, StoreError, sql};
 use crate::time::Timestamp;
 
@@ -69,17 +70,7 @@ impl Store {
             let Some((phase, attempts, owner, until, updated, heartbeat)) = row else {
                 return Err(StoreError::UnknownDeployment(id.to_owned()));
             };
-            let stamp = |column: &'static str, text: Option<String>| {
-                text.map(|t| {
-                    t.parse::<Timestamp>().map_err(|e| StoreError::Corrupt {
-                        table: "deployments",
-                        key: id.to_owned(),
-                        column,
-                        reason: e.to_string(),
-                    })
-                })
-                .transpose()
-            };
+            let stamp = |column, text| timestamp("deployments", id, column, text);
             let progress = stamp("phase_updated_at", updated)?.max(stamp("heartbeat_at", heartbeat)?);
             let done = match verdict.attempt {
                 Some(attempt) => phase == verdict.to_phase && attempts == attempt,
@@ -89,15 +80,9 @@ impl Store {
                 return Ok(Recorded::AlreadyThere);
             }
             // The claim: refused while someone else holds a live one.
-            if let (Some(owner), Some(until)) = (owner, until)
+            if let (Some(owner), Some(until)) = (owner, stamp("lease_until", until)?)
                 && owner != lease.owner
             {
-                let until: Timestamp = until.parse().map_err(|e: crate::time::TimeError| StoreError::Corrupt {
-                    table: "deployments",
-                    key: id.to_owned(),
-                    column: "lease_until",
-                    reason: e.to_string(),
-                })?;
                 // Live at the verdict's instant or at the wall clock: an instant passed in
                 // by hand (`--now`) can never make a worker's live claim look lapsed.
                 if until > verdict.now.min(crate::world::clock::now()) {
