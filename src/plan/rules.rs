@@ -31,17 +31,24 @@ pub const HELPER_MAX_AGE: Duration = Duration::from_secs(3600);
 /// The order of the actions is the order of the rules (deployments, links, containers,
 /// routes) within each project, projects sorted by id; findings follow the same order.
 pub fn plan(spec: &Spec, world: &World, now: Timestamp) -> Plan {
-    let mut by_project: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
-    for d in &world.deployments {
-        by_project.entry(d.project.as_str()).or_default().push(d);
-    }
     let skipped = std::collections::BTreeSet::new();
-    let mut planner = Planner { by_project, skipped, spec, world, now, actions: Vec::new(), findings: Vec::new() };
+    let mut planner =
+        Planner { by_project: by_project(world), skipped, spec, world, now, actions: Vec::new(), findings: Vec::new() };
     planner.run();
     let Planner { mut actions, mut findings, .. } = planner;
     actions.sort_by(|a, b| a.project.cmp(&b.project));
     findings.sort_by(|a, b| a.project.cmp(&b.project));
     Plan { actions, findings, fingerprint: fingerprint(world) }
+}
+
+/// The deployments of each project, in world order, so that no rule scans all
+/// deployments once per project.
+pub(super) fn by_project(world: &World) -> BTreeMap<&str, Vec<&Deployment>> {
+    let mut map: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
+    for d in &world.deployments {
+        map.entry(d.project.as_str()).or_default().push(d);
+    }
+    map
 }
 
 /// Where a deployment stands at an instant, before any resume rule is consulted.

@@ -3,16 +3,15 @@
 //! A pure reading of a [`World`], with the same notions the planner uses (live release,
 //! link health, stuck or not), so that status and plan never disagree.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::rules::{Progress, progress, releases};
+use super::rules::{Progress, by_project, progress, releases};
 use crate::spec::Spec;
 use crate::time::{Duration, Timestamp};
-use crate::world::{Deployment, Layout, Node, World, inside, resolve_link, valid_id};
+use crate::world::{Layout, Node, World, inside, resolve_link, valid_id};
 
 /// The state of every project and unfinished deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,10 +90,7 @@ pub struct DeploymentStatus {
 
 /// Reads the status of a world at `now`.
 pub fn status(spec: &Spec, world: &World, now: Timestamp) -> Status {
-    let mut by_project: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
-    for d in &world.deployments {
-        by_project.entry(&d.project).or_default().push(d);
-    }
+    let by_project = by_project(world);
     let mut projects = Vec::new();
     for p in world.projects.iter().filter(|p| valid_id(&p.id)) {
         let deployments = by_project.get(p.id.as_str()).into_iter().flatten().copied();

@@ -135,11 +135,9 @@ files:
   /var/www/p2/deployments/b1/public/index.html: file
   /var/www/webroot/p2: { symlink: /var/www/p2/current/public }
 "#;
-    let fx = fixture::load("inline.yaml", yaml).unwrap();
-    let scratch = Scratch::new("partial");
-    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let (_scratch, staged, now) = staged_yaml("partial", yaml);
     let frozen = Immutable::new(&staged.root.join("p1"));
-    let out = trueup(&staged, &["apply", "--now", &fx.now.to_string()]);
+    let out = trueup(&staged, &["apply", "--now", &now.to_string()]);
     drop(frozen);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{said}");
@@ -152,15 +150,13 @@ files:
 
 #[test]
 fn route_files_trueup_did_not_write_survive_apply() {
-    let fx = fixture::load("0037_stale_route_file.yaml", &read_fixture("0037_stale_route_file.yaml")).unwrap();
-    let scratch = Scratch::new("foreign");
-    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let (_scratch, staged, now) = staged_fixture("0037_stale_route_file.yaml");
     let foreign =
         [("middlewares.yaml", "http:\n  middlewares: {}\n"), ("tls.yml", "tls: {}\n"), ("p9.yaml", "http: {}\n")];
     for (name, text) in foreign {
         std::fs::write(staged.routes_dir.join(name), text).unwrap();
     }
-    let out = trueup(&staged, &["apply", "--now", &fx.now.to_string()]);
+    let out = trueup(&staged, &["apply", "--now", &now.to_string()]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{said}");
     assert!(said.contains("done    gone: route gone"), "the stale route trueup wrote is removed:\n{said}");
@@ -170,16 +166,25 @@ fn route_files_trueup_did_not_write_survive_apply() {
     }
 }
 
-fn read_fixture(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan").join(name)).unwrap()
+/// A world staged for real in a scratch folder (kept alive by the returned `Scratch`),
+/// from YAML in the fixture format, and its instant.
+fn staged_yaml(label: &str, yaml: &str) -> (Scratch, Staged, trueup::time::Timestamp) {
+    let fx = fixture::load(label, yaml).unwrap();
+    let scratch = Scratch::new(label);
+    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    (scratch, staged, fx.now)
+}
+
+/// A fixture of `fixtures/plan/`, staged for real.
+fn staged_fixture(name: &str) -> (Scratch, Staged, trueup::time::Timestamp) {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan").join(name));
+    staged_yaml(name, &text.unwrap())
 }
 
 #[test]
 fn relative_paths_on_the_command_line_make_working_links() {
-    let fx = fixture::load("0025_current_missing.yaml", &read_fixture("0025_current_missing.yaml")).unwrap();
-    let scratch = Scratch::new("relative");
-    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
-    let now = fx.now.to_string();
+    let (scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
+    let now = now.to_string();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_trueup"))
             .current_dir(scratch.join("w"))
@@ -256,13 +261,11 @@ files:
   /var/www/p1/current: { symlink: /var/www/p1/deployments/d2 }
   /var/www/webroot/p1: { symlink: /var/www/p1/current/public }
 "#;
-    let fx = fixture::load("inline.yaml", yaml).unwrap();
-    let scratch = Scratch::new("refused");
-    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
-    let planned = trueup(&staged, &["plan", "--now", &fx.now.to_string()]);
+    let (_scratch, staged, now) = staged_yaml("refused", yaml);
+    let planned = trueup(&staged, &["plan", "--now", &now.to_string()]);
     let planned = String::from_utf8_lossy(&planned.stdout).into_owned();
     assert!(planned.contains("x fail") && planned.contains("~ link"), "the plan fails d2 and relinks:\n{planned}");
-    let out = trueup(&staged, &["apply", "--now", &fx.now.to_string()]);
+    let out = trueup(&staged, &["apply", "--now", &now.to_string()]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "a worker keeping its deployment is not an error:\n{said}");
     assert!(said.contains("skipped p1: fail deployment d2") && said.contains("held by `worker-7`"), "{said}");

@@ -157,18 +157,7 @@ impl MemoryWorld {
             .position(|d| d.id == deployment)
             .ok_or_else(|| EffectError::NoSuchDeployment(deployment.to_owned()))
     }
-}
 
-fn in_the_way(path: &Path, kind: &Kind) -> EffectError {
-    let what = if *kind == Kind::Dir { "folder" } else { "file" };
-    EffectError::InTheWay { path: path.to_owned(), what }
-}
-
-fn managed_or_refuse(c: &Container) -> Result<(), EffectError> {
-    if c.managed() { Ok(()) } else { Err(EffectError::Unmanaged { id: c.id.clone(), name: c.name.clone() }) }
-}
-
-impl MemoryWorld {
     /// `Ok` unless `project`'s route file exists without trueup's header, as the real
     /// adapter checks.
     fn ensure_ours(&self, project: &str) -> Result<(), EffectError> {
@@ -179,6 +168,15 @@ impl MemoryWorld {
             _ => Ok(()),
         }
     }
+}
+
+fn in_the_way(path: &Path, kind: &Kind) -> EffectError {
+    let what = if *kind == Kind::Dir { "folder" } else { "file" };
+    EffectError::InTheWay { path: path.to_owned(), what }
+}
+
+fn managed_or_refuse(c: &Container) -> Result<(), EffectError> {
+    if c.managed() { Ok(()) } else { Err(EffectError::Unmanaged { id: c.id.clone(), name: c.name.clone() }) }
 }
 
 impl Effects for MemoryWorld {
