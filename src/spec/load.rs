@@ -253,38 +253,23 @@ impl Cx {
     }
 
     fn predicate(&mut self, node: &Node) -> Option<Predicate> {
-        let text = self.text(node, "a predicate")?;
-        let found = Predicate::from_name(text);
-        if found.is_none() {
-            let d = Diagnostic::error(node.pos, format!("unknown predicate `{text}`"))
-                .suggest(text, Predicate::ALL.iter().map(|p| p.name()));
-            let d = if d.help.is_none() {
-                d.with_help(format!(
-                    "predicates are {}",
-                    plural_keys(&Predicate::ALL.iter().map(|p| p.name()).collect::<Vec<_>>())
-                ))
-            } else {
-                d
-            };
-            self.diags.push(d);
-        }
-        found
+        self.word(node, "predicate", Predicate::ALL, Predicate::name)
     }
 
     fn guard(&mut self, node: &Node) -> Option<Guard> {
-        let text = self.text(node, "a guard")?;
-        let found = Guard::from_name(text);
+        self.word(node, "guard", Guard::ALL, Guard::name)
+    }
+
+    /// A name from a closed vocabulary (`all`, spelled by `name`): its member, or an error
+    /// with the nearest valid name, or the whole list when none is close.
+    fn word<T: Copy>(&mut self, node: &Node, what: &str, all: &[T], name: fn(T) -> &'static str) -> Option<T> {
+        let text = self.text(node, &format!("a {what}"))?;
+        let found = all.iter().copied().find(|v| name(*v) == text);
         if found.is_none() {
-            let d = Diagnostic::error(node.pos, format!("unknown guard `{text}`"))
-                .suggest(text, Guard::ALL.iter().map(|g| g.name()));
-            let d = if d.help.is_none() {
-                d.with_help(format!(
-                    "guards are {}",
-                    plural_keys(&Guard::ALL.iter().map(|g| g.name()).collect::<Vec<_>>())
-                ))
-            } else {
-                d
-            };
+            let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+            let d =
+                Diagnostic::error(node.pos, format!("unknown {what} `{text}`")).suggest(text, names.iter().copied());
+            let d = if d.help.is_none() { d.with_help(format!("{what}s are {}", plural_keys(&names))) } else { d };
             self.diags.push(d);
         }
         found
