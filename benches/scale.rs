@@ -27,6 +27,9 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use trueup::model::{
+    Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, Route, Service, Source, World, labels,
+};
 use trueup::plan::{fingerprint, plan};
 use trueup::spec::{Spec, default_spec};
 use trueup::store::Store;
@@ -34,9 +37,6 @@ use trueup::time::Timestamp;
 use trueup::world::fixture::close_parents;
 use trueup::world::observe::{ObserveConfig, ObserveStats, observe_with_stats};
 use trueup::world::stage::stage;
-use trueup::world::{
-    Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, Route, Service, Source, World, labels,
-};
 
 /// 2025-10-02T12:00:00Z, the instant every world is planned at.
 const NOW: i64 = 1_759_406_400;

@@ -21,8 +21,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::model::Verdict;
 use crate::plan::{Action, Change, Plan};
-use crate::store::Verdict;
 use crate::time::Timestamp;
 use crate::world::effects::{BoxError, EffectError, Effects};
 
@@ -354,8 +354,8 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::model::{Node, World};
     use crate::world::effects::MemoryWorld;
-    use crate::world::{Node, World};
 
     fn now() -> Timestamp {
         "2025-10-02T12:00:00Z".parse().unwrap()

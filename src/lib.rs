@@ -56,6 +56,7 @@ pub mod cli;
 pub mod diag;
 pub mod graph;
 pub mod machine;
+pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod spec;

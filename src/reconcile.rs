@@ -14,13 +14,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{self, HookError, Hooks, Report, Status};
+use crate::model::{World, valid_id};
 use crate::plan::{self, Action, Finding, Plan};
 use crate::spec::Spec;
 use crate::store::{Lease, OpenRun, Store, StoreError};
+use crate::time::clock;
 use crate::time::{Duration, Timestamp};
 use crate::world::effects::{Host, RealFs};
 use crate::world::observe::{ObserveConfig, ObserveError, observe};
-use crate::world::{World, clock, valid_id};
 
 /// Where the real machine is, and how an apply behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +199,7 @@ pub fn digests(world: &World) -> BTreeMap<String, String> {
         parts.entry(key_of(project)).or_default().routes.insert(project.clone(), route.clone());
     }
     for c in world.containers.iter().flatten() {
-        let project = c.label(crate::world::labels::PROJECT).unwrap_or_default();
+        let project = c.label(crate::model::labels::PROJECT).unwrap_or_default();
         parts.entry(key_of(project)).or_default().containers.get_or_insert_with(Vec::new).push(c.clone());
     }
     for (path, node) in &world.files {
@@ -240,7 +241,7 @@ impl Config {
     pub fn absolute(&self) -> Result<Config, ReconcileError> {
         let abs = |p: &PathBuf| {
             let absolute = std::path::absolute(p).map_err(|source| ReconcileError::Path { path: p.clone(), source })?;
-            Ok::<_, ReconcileError>(crate::world::normalize(&absolute))
+            Ok::<_, ReconcileError>(crate::model::normalize(&absolute))
         };
         Ok(Config { root: abs(&self.root)?, routes_dir: abs(&self.routes_dir)?, ..self.clone() })
     }

@@ -1,7 +1,7 @@
 //! Instants and durations, as plain values.
 //!
-//! trueup never reads the clock outside [`crate::world`]: every pure function takes `now`
-//! as a [`Timestamp`]. Timestamps are whole seconds since the Unix epoch in UTC, written
+//! trueup reads the clock only through [`clock::now`], and only at its edges: every pure
+//! function takes `now` as a [`Timestamp`]. Timestamps are whole seconds since the Unix epoch in UTC, written
 //! as RFC 3339 (`2025-10-02T12:00:00Z`); durations are whole seconds, written like `90s`,
 //! `5m`, `2h` or `1h30m`. Both parse and print without any dependency, so the same input
 //! always gives the same bytes.
@@ -285,5 +285,19 @@ mod tests {
         for bad in ["", "5", "m", "5x", "-5m", "5m1h", "5m5m", "99999999999999999999s", "1.5h"] {
             assert!(bad.parse::<Duration>().is_err(), "{bad}");
         }
+    }
+}
+
+/// The system clock: the one place trueup reads the time. Only the edges call it (the
+/// store, the world's adapters, the CLI); everything pure takes `now` as a parameter.
+pub mod clock {
+    use super::Timestamp;
+
+    /// Now, from the system clock.
+    pub fn now() -> Timestamp {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Timestamp::from_unix(secs)
     }
 }

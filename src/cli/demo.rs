@@ -38,7 +38,7 @@ impl reconcile::Listener for Narrate {
 pub fn demo(args: &Args, cmd: &DemoArgs) -> anyhow::Result<ExitCode> {
     let now = super::now(args);
     let dir = match &cmd.dir {
-        Some(dir) => crate::world::normalize(
+        Some(dir) => crate::model::normalize(
             &std::path::absolute(dir).with_context(|| format!("cannot make `{}` absolute", dir.display()))?,
         ),
         None => std::env::temp_dir().join(format!("trueup-demo-{}-{}", now.compact(), std::process::id())),

@@ -165,7 +165,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     for path in [&mut args.db, &mut args.root, &mut args.routes_dir] {
         let absolute =
             std::path::absolute(&*path).with_context(|| format!("cannot make `{}` absolute", path.display()))?;
-        *path = crate::world::normalize(&absolute);
+        *path = crate::model::normalize(&absolute);
     }
     match &args.command {
         Command::Demo(cmd) => demo::demo(&args, cmd),
@@ -197,5 +197,5 @@ pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
 
 /// The instant to plan for: `--now`, or the system clock.
 pub fn now(args: &Args) -> Timestamp {
-    args.now.unwrap_or_else(crate::world::clock::now)
+    args.now.unwrap_or_else(crate::time::clock::now)
 }

@@ -108,7 +108,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let now = super::now(args);
     let (world, _) = reconcile::plan_machine(&store, &spec, &config(args, Duration::from_secs(0)), now)?;
     let status = plan::status(&spec, &world, now);
-    let lease = store.lease_holder_at()?.filter(|(_, until)| *until > crate::world::clock::now());
+    let lease = store.lease_holder_at()?.filter(|(_, until)| *until > crate::time::clock::now());
     let open = store.open_runs()?;
     if cmd.json {
         let lease = lease.map(|(owner, until)| serde_json::json!({ "owner": owner, "until": until }));

@@ -21,8 +21,8 @@ pub use status::{DeploymentStatus, LinkHealth, ProjectStatus, Status, render_sta
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::World;
 use crate::time::Timestamp;
-use crate::world::World;
 
 /// The repairs for one world, in the order they are applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

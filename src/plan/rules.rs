@@ -5,17 +5,17 @@ use std::path::{Path, PathBuf};
 
 use super::{Action, Change, Finding, Level, Plan, fingerprint};
 use crate::machine;
+use crate::model::{
+    Claim, Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, World, inside, labels,
+    resolve_link, valid_id,
+};
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, StateId};
 use crate::time::{Duration, Timestamp};
 use crate::world::effects::{aside_path, recreated_name};
 use crate::world::routes;
-use crate::world::{
-    Claim, Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, World, inside, labels,
-    resolve_link, valid_id,
-};
 
-/// The phase of a deployment that is live; see [`crate::world::LIVE_PHASE`].
-pub const ACTIVE_PHASE: &str = crate::world::LIVE_PHASE;
+/// The phase of a deployment that is live; see [`crate::model::LIVE_PHASE`].
+pub const ACTIVE_PHASE: &str = crate::model::LIVE_PHASE;
 
 /// The event that fails a deployment; its target is the phase a failed deployment gets.
 pub const FAIL_EVENT: &str = "fail";

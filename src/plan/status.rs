@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::rules::{Progress, by_project, progress, releases};
+use crate::model::{Layout, Node, World, inside, resolve_link, valid_id};
 use crate::spec::Spec;
 use crate::time::{Duration, Timestamp};
-use crate::world::{Layout, Node, World, inside, resolve_link, valid_id};
 
 /// The state of every project and unfinished deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,8 +3,8 @@
 //!
 //! This module owns the schema (embedded, numbered migrations in `migrations/`, applied
 //! in order inside one transaction and recorded in `schema_migrations`) and every SQL
-//! statement trueup runs. It hands out plain data ([`crate::world::Project`],
-//! [`crate::world::Deployment`], [`Lease`], ...) and never decides what to repair: that is
+//! statement trueup runs. It hands out plain data ([`crate::model::Project`],
+//! [`crate::model::Deployment`], [`Lease`], ...) and never decides what to repair: that is
 //! [`crate::plan`]'s job.
 //!
 //! Safety rules it keeps:
@@ -36,7 +36,7 @@ mod write;
 pub use journal::OpenRun;
 pub use lease::{Fence, Lease};
 pub use read::{JournalEntry, JournalStatus, LogEntry, LogLevel};
-pub use recover::{Recorded, Verdict};
+
 pub use write::PhaseUpdate;
 
 /// The `PRAGMA application_id` of every trueup database: `TRUP` in ASCII.

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use rusqlite::{Row, TransactionBehavior};
 
 use super::{Store, StoreError, sql};
+use crate::model::{Claim, Deployment, DeploymentType, Project, Service, Source};
 use crate::time::Timestamp;
-use crate::world::{Claim, Deployment, DeploymentType, Project, Service, Source};
 
 /// How much a log line matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -12,35 +12,7 @@ use rusqlite::OptionalExtension;
 
 use super::read::timestamp;
 use super::{Fence, Lease, LogEntry, LogLevel, Store, StoreError, sql};
-use crate::time::Timestamp;
-
-/// What to do with one stuck deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict<'a> {
-    /// The deployment.
-    pub deployment: &'a str,
-    /// The phase the plan saw it stuck in.
-    pub from_phase: &'a str,
-    /// The phase it moves to.
-    pub to_phase: &'a str,
-    /// `Some(attempt)` to resume it as that attempt; `None` to fail it (`to_phase` is final).
-    pub attempt: Option<u32>,
-    /// Its last progress, as the plan saw it.
-    pub stuck_since: Option<Timestamp>,
-    /// Why, one line.
-    pub reason: &'a str,
-    /// When.
-    pub now: Timestamp,
-}
-
-/// How a verdict ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// The deployment was moved and the move logged.
-    Moved,
-    /// The deployment already was where the verdict puts it: nothing was written.
-    AlreadyThere,
-}
+use crate::model::{Recorded, Verdict};
 
 impl Store {
     /// Records `verdict` in one transaction fenced by `lease`.
@@ -85,7 +57,7 @@ impl Store {
             {
                 // Live at the verdict's instant or at the wall clock: an instant passed in
                 // by hand (`--now`) can never make a worker's live claim look lapsed.
-                if until > verdict.now.min(crate::world::clock::now()) {
+                if until > verdict.now.min(crate::time::clock::now()) {
                     return Err(StoreError::Claimed { deployment: id.to_owned(), owner, until });
                 }
             }

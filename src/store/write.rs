@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Fence, Lease, LogEntry, Store, StoreError, sql};
+use crate::model::{Deployment, DeploymentType, Project};
 use crate::time::Timestamp;
-use crate::world::{Deployment, DeploymentType, Project};
 
 /// A deployment's move to a phase, as [`Store::set_phase`] records it.
 #[derive(Debug, Clone, PartialEq, Eq)]

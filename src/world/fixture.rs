@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Container, Deployment, Node, Project, Route, World};
 use crate::diag::{Diagnostic, Pos};
+use crate::model::{Container, Deployment, Node, Project, Route, World};
 use crate::time::Timestamp;
 
 /// A loaded fixture: the case's description, its clock and its world.

@@ -18,7 +18,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::routes::{RouteError, observe_routes};
-use super::{Deployment, Layout, Node, Project, World, valid_id};
+use crate::model::{Deployment, Layout, Node, Project, World, valid_id};
 use crate::store::{Store, StoreError};
 
 /// Where to observe.
@@ -82,7 +82,7 @@ pub fn observe(store: &Store, cfg: &ObserveConfig) -> Result<World, ObserveError
 /// As [`observe`].
 pub fn observe_with_stats(store: &Store, cfg: &ObserveConfig) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
-    let (projects, deployments) = store.load_reconcilable(super::LIVE_PHASE)?;
+    let (projects, deployments) = store.load_reconcilable(crate::model::LIVE_PHASE)?;
     let mut scan = Scan::default();
     scan.root(&cfg.root, &projects)?;
     scan.sources(&deployments)?;

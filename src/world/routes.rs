@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Route, valid_id};
+use crate::model::{Route, valid_id};
 
 /// How every route file trueup writes begins.
 const HEADER_PREFIX: &str = "# Managed by trueup: project=";

@@ -12,13 +12,14 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
-use super::{Node, World, routes};
+use super::routes;
+use crate::model::{Node, World};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
 /// The text a route is staged as: the rendered file for a sound route; for a broken one,
 /// trueup's header (when the route names its deployment) over a body that is not YAML.
-fn staged_text(project: &str, route: &super::Route) -> String {
+fn staged_text(project: &str, route: &crate::model::Route) -> String {
     const NOT_YAML: &str = "http: [ this is not a route\n";
     match (&route.problem, &route.deployment) {
         (None, Some(deployment)) => {
@@ -108,7 +109,7 @@ impl Staged {
         }
         // The observer does not read the history: finished deployments outside the live
         // phase that no worker holds.
-        w.deployments.retain(|d| d.finished_at.is_none() || d.phase == super::LIVE_PHASE || d.owner.is_some());
+        w.deployments.retain(|d| d.finished_at.is_none() || d.phase == crate::model::LIVE_PHASE || d.owner.is_some());
         w.containers = None;
         w.images = None;
         w
@@ -128,7 +129,7 @@ pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageE
     };
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     // Links are staged with absolute targets, so the folder must be absolute too.
-    let dir = &super::normalize(&std::path::absolute(dir).map_err(io("resolve", dir))?);
+    let dir = &crate::model::normalize(&std::path::absolute(dir).map_err(io("resolve", dir))?);
     if fs::read_dir(dir).map_err(io("read", dir))?.next().is_some() {
         return Err(StageError::NotEmpty(dir.to_owned()));
     }
@@ -162,7 +163,7 @@ pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageE
         }
     }
     for (project, route) in &rebased.routes {
-        if !super::valid_id(project) {
+        if !crate::model::valid_id(project) {
             continue;
         }
         let path = routes::route_path(&staged.routes_dir, project);

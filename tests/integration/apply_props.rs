@@ -21,11 +21,11 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use trueup::apply::{NoHooks, Report, Status, apply};
+use trueup::model::{Container, ContainerState, Deployment, DeploymentType, Layout, Node, Route, World, labels};
 use trueup::plan::{self, Action, Change, Plan};
 use trueup::spec::Spec;
 use trueup::time::Timestamp;
 use trueup::world::effects::{MemoryWorld, aside_path};
-use trueup::world::{Container, ContainerState, Deployment, DeploymentType, Layout, Node, Route, World, labels};
 
 use crate::worlds;
 

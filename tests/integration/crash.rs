@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 
 use rusqlite::{Connection, OpenFlags};
+use trueup::model::{Deployment, DeploymentType, Node, Project, Route, Service, Source, World};
 use trueup::plan::{self, Change};
 use trueup::spec;
 use trueup::time::Timestamp;
 use trueup::world::fixture;
 use trueup::world::routes::observe_routes;
 use trueup::world::stage::{Staged, stage};
-use trueup::world::{Deployment, DeploymentType, Node, Project, Route, Service, Source, World};
 
 use crate::machine::{trueup, trueup_command};
 use crate::scratch::Scratch;

@@ -70,9 +70,10 @@ mod properties {
     use std::collections::BTreeSet;
 
     use proptest::prelude::*;
+    use trueup::model::{Layout, Node, inside, valid_id};
     use trueup::plan::{self, Change};
     use trueup::spec;
-    use trueup::world::{Layout, Node, fixture, inside, valid_id};
+    use trueup::world::fixture;
 
     use crate::worlds;
 

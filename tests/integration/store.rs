@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use trueup::model::{Claim, Deployment, DeploymentType, Project, Service, Source};
 use trueup::store::{Fence, JournalStatus, LogEntry, LogLevel, Opened, PhaseUpdate, SCHEMA_VERSION, Store, StoreError};
 use trueup::time::{Duration, Timestamp};
-use trueup::world::{Claim, Deployment, DeploymentType, Project, Service, Source};
 
 pub use crate::scratch::Scratch;
 
@@ -409,8 +409,8 @@ fn verdict(
     d: &str,
     since: Option<Timestamp>,
     now: Timestamp,
-) -> Result<trueup::store::Recorded, StoreError> {
-    let v = trueup::store::Verdict {
+) -> Result<trueup::model::Recorded, StoreError> {
+    let v = trueup::model::Verdict {
         deployment: d,
         from_phase: "BUILDING",
         to_phase: "BUILDING",
@@ -436,7 +436,7 @@ fn a_verdict_is_refused_when_its_worker_progressed_or_holds_a_live_claim() {
     // A claim lapsed at the plan's instant, but live by the wall clock (years later).
     d2.owner = Some(Claim { owner: "worker-7".into(), until: t("2999-01-01T00:00:00Z") });
     store.insert_deployments(&[d1, d2], now).unwrap();
-    let lease = store.acquire_lease("apply", trueup::world::clock::now(), Duration::from_secs(60)).unwrap();
+    let lease = store.acquire_lease("apply", trueup::time::clock::now(), Duration::from_secs(60)).unwrap();
 
     // The worker heartbeats after the plan saw it stuck: the verdict is refused.
     store.heartbeat(Fence::Lease(&lease), "d1", t("2025-10-02T11:59:00Z")).unwrap();
@@ -445,15 +445,15 @@ fn a_verdict_is_refused_when_its_worker_progressed_or_holds_a_live_claim() {
     assert_eq!(store.logs("d1").unwrap().len(), 0, "nothing was logged");
     // Planned again with the heartbeat it now has, the verdict goes through, once.
     let since = Some(t("2025-10-02T11:59:00Z"));
-    assert_eq!(verdict(&store, &lease, "d1", since, now).unwrap(), trueup::store::Recorded::Moved);
-    assert_eq!(verdict(&store, &lease, "d1", since, now).unwrap(), trueup::store::Recorded::AlreadyThere);
+    assert_eq!(verdict(&store, &lease, "d1", since, now).unwrap(), trueup::model::Recorded::Moved);
+    assert_eq!(verdict(&store, &lease, "d1", since, now).unwrap(), trueup::model::Recorded::AlreadyThere);
 
     // A verdict that moves it on to the next phase starts that phase's attempts afresh.
     let mut d3 = deployment("d3", "p1", "CREATING_SYMLINKS");
     d3.phase_updated_at = Some(stuck_since);
     d3.attempts = 2;
     store.insert_deployment(&d3, now).unwrap();
-    let onward = trueup::store::Verdict {
+    let onward = trueup::model::Verdict {
         deployment: "d3",
         from_phase: "CREATING_SYMLINKS",
         to_phase: "UPDATING_ROUTES",
@@ -462,10 +462,10 @@ fn a_verdict_is_refused_when_its_worker_progressed_or_holds_a_live_claim() {
         reason: "links verified",
         now,
     };
-    assert_eq!(store.record_verdict(&lease, &onward).unwrap(), trueup::store::Recorded::Moved);
+    assert_eq!(store.record_verdict(&lease, &onward).unwrap(), trueup::model::Recorded::Moved);
     let d3 = store.load().unwrap().1.into_iter().find(|d| d.id == "d3").unwrap();
     assert_eq!((d3.phase.as_str(), d3.attempts, d3.phase_updated_at), ("UPDATING_ROUTES", 0, Some(now)));
-    assert_eq!(store.record_verdict(&lease, &onward).unwrap(), trueup::store::Recorded::AlreadyThere);
+    assert_eq!(store.record_verdict(&lease, &onward).unwrap(), trueup::model::Recorded::AlreadyThere);
 
     // An instant far in the future cannot make a live claim look lapsed.
     let err = verdict(&store, &lease, "d2", Some(stuck_since), t("3000-01-01T00:00:00Z")).unwrap_err();
@@ -477,10 +477,10 @@ mod observe {
     use std::os::unix::fs::symlink;
     use std::path::{Path, PathBuf};
 
+    use trueup::model::{Node, Route, World};
     use trueup::store::Store;
     use trueup::world::observe::{ObserveConfig, ObserveStats, observe, observe_with_stats};
     use trueup::world::routes::render_route;
-    use trueup::world::{Node, Route, World};
 
     use super::{Scratch, deployment, project, t};
 

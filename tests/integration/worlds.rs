@@ -9,11 +9,11 @@ use std::fmt;
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use trueup::time::Timestamp;
-use trueup::world::fixture::{self, Fixture};
-use trueup::world::{
+use trueup::model::{
     Claim, Container, ContainerState, Deployment, DeploymentType, Node, Project, Route, Service, Source, World,
 };
+use trueup::time::Timestamp;
+use trueup::world::fixture::{self, Fixture};
 
 /// The instant every generated world is planned at.
 pub const NOW: i64 = 1_759_406_400; // 2025-10-02T12:00:00Z

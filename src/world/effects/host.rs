@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{EffectError, Effects, RealFs};
-use crate::store::{Lease, Store, StoreError, Verdict};
+use crate::model::Verdict;
+use crate::store::{Lease, Store, StoreError};
 use crate::time::Timestamp;
 
 /// The real machine: files under the root, route files, and the state store.

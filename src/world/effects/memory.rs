@@ -28,9 +28,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::store::Verdict;
+use crate::model::Verdict;
+use crate::model::{Container, ContainerState, Node, Route, World, valid_id};
 use crate::time::Timestamp;
-use crate::world::{Container, ContainerState, Node, Route, World, valid_id};
 
 use super::{EffectError, Effects, check_link, check_path, free_aside, old_container_name, parents_below, tmp_path};
 
@@ -426,7 +426,7 @@ impl Effects for MemoryWorld {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::world::{Deployment, DeploymentType, labels};
+    use crate::model::{Deployment, DeploymentType, labels};
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)

@@ -32,10 +32,10 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
-use crate::store::Verdict;
+use crate::model::Verdict;
 use crate::time::Timestamp;
 
-use super::{inside, normalize, resolve_link};
+use crate::model::{inside, normalize, resolve_link};
 
 mod memory;
 mod real;
@@ -211,7 +211,7 @@ pub enum EffectError {
         /// What was to be moved.
         path: PathBuf,
     },
-    /// A project id is not a plain name (see [`crate::world::valid_id`]).
+    /// A project id is not a plain name (see [`crate::model::valid_id`]).
     #[error("`{0}` is not a valid project id")]
     InvalidId(String),
     /// The route renderer refused the route.

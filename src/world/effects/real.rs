@@ -11,9 +11,9 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::store::Verdict;
+use crate::model::Verdict;
+use crate::model::valid_id;
 use crate::time::Timestamp;
-use crate::world::valid_id;
 
 use super::{EffectError, Effects, TMP_PREFIX, check_link, check_path, free_aside, parents_below, tmp_path};
 
