@@ -14,7 +14,9 @@
 use indexmap::IndexMap;
 
 use super::yaml::{self, Key, Node, NodeKind};
-use super::{Guard, Predicate, Resume, ResumeRule, Spec, State, StateId, StateKind, TransitionDef};
+use super::{
+    Executor, Guard, Predicate, Resume, ResumeRule, Roles, Run, Spec, State, StateId, StateKind, TransitionDef,
+};
 use crate::diag::{Diagnostic, Pos};
 use crate::time::Duration;
 
@@ -32,6 +34,31 @@ const RULES: &[&str] = &["restart_phase", "verify_then_continue", "fail"];
 
 /// The spec version this loader reads.
 const VERSION: u32 = 1;
+
+/// What a version-1 spec, which cannot declare roles, relies on: the default machine's
+/// names. This is the one place the engine spells phase and event names.
+mod v1 {
+    use super::Executor;
+
+    /// The live, failed and cancelled phases.
+    pub(super) const LIVE: &str = "ACTIVE";
+    pub(super) const FAILED: &str = "FAILED";
+    pub(super) const CANCELLED: &str = "CANCELLED";
+    /// The events that finish a phase, fail a deployment and retry a phase.
+    pub(super) const DONE: &str = "done";
+    pub(super) const FAIL: &str = "fail";
+    pub(super) const RETRY: &str = "retry";
+    /// What each phase of the default machine runs.
+    pub(super) const RUN: &[(&str, Executor)] = &[
+        ("QUEUED", Executor::Wait),
+        ("PULLING_SOURCE", Executor::PullSource),
+        ("BUILDING", Executor::Build),
+        ("COPYING_FILES", Executor::CopyFiles),
+        ("CREATING_SYMLINKS", Executor::SwitchLinks),
+        ("UPDATING_ROUTES", Executor::WriteRoute),
+        ("HEALTH_CHECK", Executor::HealthCheck),
+    ];
+}
 
 /// Loads, validates and compiles one spec.
 ///
@@ -843,9 +870,30 @@ fn compile(top: &Top, resolved: &Resolved) -> Result<Spec, Diagnostic> {
             max_attempts,
             resume: raw.resume.as_ref().map(|(r, _)| r.clone()),
             ancestors: chain.iter().map(|&a| id(a)).collect::<Result<_, _>>()?,
+            run: v1::RUN.iter().find(|(name, _)| *name == raw.name).map(|(_, e)| Run::Executor(*e)),
         });
     }
-    Ok(Spec { version: top.version, description: top.description.clone(), states, initial: id(resolved.initial)? })
+    let role = |name: &str| -> Result<StateId, Diagnostic> {
+        match states.iter().position(|s| s.name == name) {
+            Some(i) => id(i),
+            None => Err(Diagnostic::error(Pos::default(), format!("version 1 relies on a state `{name}`"))),
+        }
+    };
+    let roles = Roles {
+        live: role(v1::LIVE)?,
+        failed: role(v1::FAILED)?,
+        cancelled: role(v1::CANCELLED)?,
+        done: v1::DONE.to_owned(),
+        fail: v1::FAIL.to_owned(),
+        retry: v1::RETRY.to_owned(),
+    };
+    Ok(Spec {
+        version: top.version,
+        description: top.description.clone(),
+        states,
+        initial: id(resolved.initial)?,
+        roles,
+    })
 }
 
 #[cfg(test)]

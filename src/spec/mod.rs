@@ -128,12 +128,53 @@ pub struct State {
     pub resume: Option<Resume>,
     /// Proper ancestors, innermost first.
     pub ancestors: Vec<StateId>,
+    /// What the phase runs (atomic non-final states only); `None` in a version-1 spec for
+    /// a phase whose name is not one of the default machine's.
+    pub run: Option<Run>,
+}
+
+/// What a phase runs when a worker drives a deployment through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// One of the engine's executors.
+    Executor(Executor),
+    /// A user's command, run with `sh -c` in the deployment's work folder.
+    Command(String),
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Run::Executor(e) => f.write_str(e.name()),
+            Run::Command(c) => write!(f, "command `{c}`"),
+        }
+    }
+}
+
+/// The states and events the engine relies on. A spec names them (`roles:`, version 2),
+/// so the engine never spells a phase or event name of its own: a spec whose phases are
+/// renamed behaves exactly like the default, renamed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles {
+    /// The final phase of a live release: among a project's deployments in it, the one
+    /// that finished last (and whose release folder exists) is what `current` points at.
+    pub live: StateId,
+    /// The final phase of a failed deployment.
+    pub failed: StateId,
+    /// The final phase of a cancelled deployment.
+    pub cancelled: StateId,
+    /// The event that ends a phase successfully.
+    pub done: String,
+    /// The event that fails a deployment.
+    pub fail: String,
+    /// The event that runs a phase again.
+    pub retry: String,
 }
 
 /// A validated, compiled machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
-    /// The spec's `version` (1).
+    /// The spec's `version` (1 or 2).
     pub version: u32,
     /// The spec's own description.
     pub description: Option<String>,
@@ -141,6 +182,8 @@ pub struct Spec {
     pub states: Vec<State>,
     /// The top-level `initial` state.
     pub initial: StateId,
+    /// The states and events the engine relies on.
+    pub roles: Roles,
 }
 
 impl Spec {
@@ -157,6 +200,16 @@ impl Spec {
     /// Every state id, in arena order.
     pub fn ids(&self) -> impl Iterator<Item = StateId> + '_ {
         (0..self.states.len()).map(|i| StateId(i as u16))
+    }
+
+    /// The name of a state.
+    pub fn name(&self, id: StateId) -> &str {
+        &self.states[id.index()].name
+    }
+
+    /// True when `phase` names the live role's state.
+    pub fn is_live(&self, phase: &str) -> bool {
+        self.name(self.roles.live) == phase
     }
 
     /// True for final states.
@@ -231,6 +284,30 @@ vocabulary! {
         CurrentLinksRelease = "current_links_release",
         /// The project's route file targets this deployment.
         RouteTargetsDeployment = "route_targets_deployment",
+    }
+}
+
+vocabulary! {
+    /// What the engine runs for a phase (`run:`); a user's command is [`Run::Command`].
+    Executor {
+        /// Wait in the queue for a worker; nothing runs.
+        Wait = "wait",
+        /// Fetch the upload, clone the repository or find the image.
+        PullSource = "pull_source",
+        /// Run the deployment's build command in its work folder.
+        Build = "build",
+        /// Copy the build output into the release folder through a temporary folder.
+        CopyFiles = "copy_files",
+        /// Switch `current` and the webroot link to the release.
+        SwitchLinks = "switch_links",
+        /// Write the project's proxy route for the deployment.
+        WriteRoute = "write_route",
+        /// Probe the release until it answers.
+        HealthCheck = "health_check",
+        /// Make sure the deployment's image is present (image deployments).
+        PullImage = "pull_image",
+        /// Create and start the deployment's app container (image deployments).
+        StartContainer = "start_container",
     }
 }
 
