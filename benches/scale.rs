@@ -31,7 +31,7 @@ use trueup::model::{
     Container, ContainerState, Deployment, DeploymentType, Layout, Node, Project, Route, Service, Source, World, labels,
 };
 use trueup::plan::{fingerprint, plan};
-use trueup::spec::{Spec, default_spec};
+use trueup::spec::default_spec;
 use trueup::store::Store;
 use trueup::time::Timestamp;
 use trueup::world::fixture::close_parents;
@@ -66,6 +66,7 @@ fn deployment(id: &str, project: &str, phase: &str) -> Deployment {
         source: Source { file_path: Some(PathBuf::from(format!("/srv/uploads/{id}.tar.gz"))), ..Source::default() },
         metadata: BTreeMap::new(),
         owner: None,
+        created_at: None,
     }
 }
 
@@ -171,7 +172,7 @@ fn growth(small: Duration, large: Duration) -> String {
 }
 
 /// Plans worlds of 1,000 and 10,000 projects.
-fn planning(spec: &Spec) {
+fn planning(spec: &trueup::spec::Specs) {
     let now = Timestamp::from_unix(NOW);
     let sizes = [1_000, 10_000];
     let worlds: Vec<World> = sizes.iter().map(|&n| world(n)).collect();
@@ -213,9 +214,13 @@ fn observe_staged(n: usize, dir: &Path) -> (ObserveStats, Duration, usize) {
     let staged = stage(&world(n), dir, Timestamp::from_unix(NOW)).expect("the bench world stages");
     let (store, _) = Store::open(&staged.db).expect("the staged database opens");
     let cfg = ObserveConfig { root: staged.root.clone(), routes_dir: staged.routes_dir.clone() };
-    let (world, stats) = observe_with_stats(&store, &cfg).expect("the staged world is observable");
+    let (world, stats) = observe_with_stats(&store, &trueup::spec::Specs::one(default_spec()), &cfg)
+        .expect("the staged world is observable");
     assert_eq!(world.projects.len(), n, "every staged project is observed");
-    let t = time(3, 1, || observe_with_stats(&store, &cfg).expect("the staged world is observable"));
+    let t = time(3, 1, || {
+        observe_with_stats(&store, &trueup::spec::Specs::one(default_spec()), &cfg)
+            .expect("the staged world is observable")
+    });
     (stats, t, world.files.len())
 }
 
@@ -271,7 +276,7 @@ fn observing() {
 }
 
 fn main() {
-    let spec = default_spec();
+    let spec = trueup::spec::Specs::one(default_spec());
     println!(
         "scale: per project 2 ACTIVE releases, `current`, a webroot link, a route, an app container and a stuck \
          deployment; 1 in 10 damaged in each of 8 ways"

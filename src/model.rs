@@ -38,11 +38,6 @@ pub struct World {
     pub routes: BTreeMap<String, Route>,
 }
 
-/// The phase of a deployment that is live: among a project's deployments in it, the one
-/// that finished last (and whose release folder exists) is what `current` points at.
-/// Finished deployments in other phases are history, which observation does not read.
-pub const LIVE_PHASE: &str = "ACTIVE";
-
 /// A project of the PaaS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +80,25 @@ pub enum DeploymentType {
     Git,
     /// A container image.
     Image,
+}
+
+impl DeploymentType {
+    /// Every type.
+    pub const ALL: [DeploymentType; 3] = [DeploymentType::Upload, DeploymentType::Git, DeploymentType::Image];
+
+    /// The name used in the store, fixtures and flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeploymentType::Upload => "upload",
+            DeploymentType::Git => "git",
+            DeploymentType::Image => "image",
+        }
+    }
+
+    /// The type with this name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
 }
 
 /// Where a deployment's source lives.
@@ -156,9 +170,21 @@ pub struct Deployment {
     /// The worker holding it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Claim>,
+    /// When it was created. A deployment live now supersedes the stuck ones of its
+    /// project and service created before it; when either time is unknown, neither
+    /// supersedes the other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
 }
 
 impl Deployment {
+    /// True when the reconciler reads it: it is unfinished, or `live` (in its spec's live
+    /// phase: a release `current` may point at), or a worker still claims it. The rest is
+    /// history. [`crate::store::Store::load_reconcilable`] reads the same in SQL.
+    pub fn reconcilable(&self, live: bool) -> bool {
+        self.finished_at.is_none() || live || self.owner.is_some()
+    }
+
     /// The last sign of progress: the later of the phase update and the heartbeat.
     pub fn last_progress(&self) -> Option<Timestamp> {
         self.phase_updated_at.max(self.heartbeat_at)

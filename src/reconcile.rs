@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply::{self, HookError, Hooks, Report, Status};
 use crate::model::{World, valid_id};
 use crate::plan::{self, Action, Finding, Plan};
-use crate::spec::Spec;
+use crate::spec::Specs;
 use crate::store::{Lease, OpenRun, Store, StoreError};
 use crate::time::clock;
 use crate::time::{Duration, Timestamp};
@@ -225,9 +225,14 @@ pub fn digests(world: &World) -> BTreeMap<String, String> {
 /// # Errors
 ///
 /// When the store or the machine cannot be read.
-pub fn plan_machine(store: &Store, spec: &Spec, cfg: &Config, now: Timestamp) -> Result<(World, Plan), ReconcileError> {
-    let world = observe(store, &observe_config(&cfg.absolute()?))?;
-    let plan = plan::plan(spec, &world, now);
+pub fn plan_machine(
+    store: &Store,
+    specs: &Specs,
+    cfg: &Config,
+    now: Timestamp,
+) -> Result<(World, Plan), ReconcileError> {
+    let world = observe(store, specs, &observe_config(&cfg.absolute()?))?;
+    let plan = plan::plan(specs, &world, now);
     Ok((world, plan))
 }
 
@@ -307,7 +312,7 @@ pub enum Source<'a> {
 /// failures. Failed actions are not errors: they are in the [`Report`].
 pub fn apply_machine(
     store: &Store,
-    spec: &Spec,
+    specs: &Specs,
     cfg: &Config,
     now: Timestamp,
     source: Source<'_>,
@@ -315,7 +320,7 @@ pub fn apply_machine(
 ) -> Result<Applied, ReconcileError> {
     let cfg = &cfg.absolute()?;
     let (lease, took_over) = take_lease(store, cfg)?;
-    let result = apply_leased(store, spec, cfg, now, source, &lease, listener);
+    let result = apply_leased(store, specs, cfg, now, source, &lease, listener);
     // A lease lost mid-apply cannot be released; that is the reason the apply stopped.
     let _ = store.release_lease(&lease);
     result.map(|(plan, report, run, verified_links, interrupted)| Applied {
@@ -330,22 +335,22 @@ pub fn apply_machine(
 
 fn apply_leased(
     store: &Store,
-    spec: &Spec,
+    specs: &Specs,
     cfg: &Config,
     now: Timestamp,
     source: Source<'_>,
     lease: &Lease,
     listener: &mut dyn Listener,
 ) -> Result<(Plan, Report, String, usize, Vec<OpenRun>), ReconcileError> {
-    let world = observe(store, &observe_config(cfg))?;
-    let verified_links = plan::status(spec, &world, now)
+    let world = observe(store, specs, &observe_config(cfg))?;
+    let verified_links = plan::status(specs, &world, now)
         .projects
         .iter()
         .flat_map(|p| [&p.current, &p.webroot])
         .filter(|h| **h == plan::LinkHealth::Ok)
         .count();
     let plan = match source {
-        Source::Fresh => plan::plan(spec, &world, now),
+        Source::Fresh => plan::plan(specs, &world, now),
         Source::Saved(saved) => {
             saved.check_fresh(&world)?;
             saved.plan()

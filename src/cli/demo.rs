@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use super::Args;
 use super::plan_cmds::{machine_config, summary};
 use crate::apply;
-use crate::plan::{self, render_text};
+use crate::plan::{self, Verbosity, render_text};
 use crate::reconcile::{self, Source};
-use crate::spec;
+use crate::spec::{self, Specs};
 use crate::store::Store;
 use crate::time::Duration;
 use crate::world::stage::stage_demo;
@@ -29,7 +29,7 @@ struct Narrate(crate::time::Timestamp);
 impl reconcile::Listener for Narrate {
     fn planned(&mut self, plan: &crate::plan::Plan) {
         println!("\n== 2. What trueup will do about it (trueup plan)\n");
-        print!("{}", render_text(plan, self.0));
+        print!("{}", render_text(plan, self.0, Verbosity::Verbose));
         println!("\n== 3. Doing it (trueup apply)\n");
     }
 }
@@ -44,7 +44,7 @@ pub fn demo(args: &Args, cmd: &DemoArgs) -> anyhow::Result<ExitCode> {
         None => std::env::temp_dir().join(format!("trueup-demo-{}-{}", now.compact(), std::process::id())),
     };
     let staged = stage_demo(&dir, now).with_context(|| format!("cannot build the demo in `{}`", dir.display()))?;
-    let spec = spec::default_spec();
+    let specs = Specs::one(spec::default_spec());
     let (store, _) = Store::open(&staged.db)?;
     let cfg = machine_config(&staged.root, &staged.routes_dir, Duration::from_secs(5));
     let flags = format!(
@@ -60,18 +60,18 @@ pub fn demo(args: &Args, cmd: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  managed root    {}   (releases, `current` links, webroot links)", staged.root.display());
     println!("  route files     {}   (Traefik dynamic configuration)", staged.routes_dir.display());
 
-    let (world, _) = reconcile::plan_machine(&store, &spec, &cfg, now)?;
+    let (world, _) = reconcile::plan_machine(&store, &specs, &cfg, now)?;
     println!("\n== 1. What the machine looks like (trueup status)\n");
-    print!("{}", plan::render_status(&plan::status(&spec, &world, now)));
+    print!("{}", plan::render_status(&plan::status(&specs, &world, now), Verbosity::Verbose));
 
-    let applied = reconcile::apply_machine(&store, &spec, &cfg, now, Source::Fresh, &mut Narrate(now))?;
+    let applied = reconcile::apply_machine(&store, &specs, &cfg, now, Source::Fresh, &mut Narrate(now))?;
     print!("{}", apply::render_report(&applied.report));
     println!("{}", summary(&applied));
 
     println!("\n== 4. Planning again: a repaired world needs nothing more\n");
-    let (world, again) = reconcile::plan_machine(&store, &spec, &cfg, now)?;
-    print!("{}", render_text(&again, now));
-    println!("\n{}", plan::render_status(&plan::status(&spec, &world, now)));
+    let (world, again) = reconcile::plan_machine(&store, &specs, &cfg, now)?;
+    print!("{}", render_text(&again, now, Verbosity::Verbose));
+    println!("\n{}", plan::render_status(&plan::status(&specs, &world, now), Verbosity::Verbose));
 
     println!("== Try it yourself\n");
     println!("  trueup {flags} status");

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::spec::{self, Spec};
+use crate::model::DeploymentType;
+use crate::spec::{self, Spec, Specs};
 use crate::time::Timestamp;
 
 mod demo;
@@ -40,9 +41,22 @@ pub struct Args {
     #[arg(long, global = true, env = "TRUEUP_ROUTES_DIR", default_value = "/etc/traefik/dynamic")]
     pub routes_dir: PathBuf,
 
-    /// The machine spec to use instead of the built-in `specs/deployment.yaml`
-    #[arg(long, global = true, env = "TRUEUP_SPEC")]
-    pub spec: Option<PathBuf>,
+    /// The machine spec instead of the built-in `specs/deployment.yaml`: `FILE` for every
+    /// deployment type, or `TYPE=FILE` (`upload`, `git` or `image`) for one type; repeat
+    /// the flag, or separate with commas in `TRUEUP_SPEC`
+    #[arg(
+        id = "global_spec",
+        long = "spec",
+        global = true,
+        env = "TRUEUP_SPEC",
+        value_name = "[TYPE=]FILE",
+        value_delimiter = ','
+    )]
+    pub specs: Vec<SpecArg>,
+
+    /// List every healthy deployment in flight, instead of one line that sums them up
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
 
     /// Pretend the time is this instant (RFC 3339), e.g. to ask what would happen at 3 a.m.
     #[arg(long, global = true, value_name = "RFC3339")]
@@ -178,7 +192,55 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The spec in force: `--spec`, or the built-in one.
+/// One `--spec`: a file, for every deployment type or for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecArg {
+    /// The deployment type it is for; `None` for every type without a spec of its own.
+    pub kind: Option<DeploymentType>,
+    /// The spec file.
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for SpecArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let typed = text.split_once('=').and_then(|(kind, path)| {
+            DeploymentType::from_name(kind).map(|kind| SpecArg { kind: Some(kind), path: path.into() })
+        });
+        Ok(typed.unwrap_or_else(|| SpecArg { kind: None, path: text.into() }))
+    }
+}
+
+/// The specs in force: each `--spec`, the built-in spec for every type without one.
+///
+/// # Errors
+///
+/// When a file cannot be read or is not a valid spec (with its diagnostics), or two
+/// specs are given for the same types.
+pub fn load_specs(args: &[SpecArg]) -> anyhow::Result<Specs> {
+    let untyped: Vec<&SpecArg> = args.iter().filter(|a| a.kind.is_none()).collect();
+    let default = match untyped.as_slice() {
+        [a, b, ..] => anyhow::bail!(
+            "two specs for every deployment type: `{}` and `{}`; give one, and `TYPE=FILE` for a type of its own",
+            a.path.display(),
+            b.path.display()
+        ),
+        one => load_spec(one.first().map(|a| a.path.as_path()))?,
+    };
+    let mut specs = Specs::one(default);
+    let mut seen = std::collections::BTreeSet::new();
+    for arg in args {
+        let Some(kind) = arg.kind else { continue };
+        if !seen.insert(kind) {
+            anyhow::bail!("two specs for `{}` deployments: give `--spec TYPE=FILE` once per type", kind.name());
+        }
+        specs = specs.with(kind, load_spec(Some(&arg.path))?);
+    }
+    Ok(specs)
+}
+
+/// One spec: the file at `path`, or the built-in one.
 ///
 /// # Errors
 ///
@@ -192,6 +254,13 @@ pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
         Err(diagnostics) => {
             anyhow::bail!("spec `{name}` is invalid:\n{}", crate::diag::render(&name, &source, &diagnostics))
         }
+    }
+}
+
+impl Args {
+    /// How much of what is healthy the text output lists.
+    pub fn verbosity(&self) -> crate::plan::Verbosity {
+        if self.verbose { crate::plan::Verbosity::Verbose } else { crate::plan::Verbosity::Brief }
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::{Args, load_spec};
+use super::{Args, load_specs};
 use crate::apply;
 use crate::plan::{self, render_json, render_text};
 use crate::reconcile::{self, Applied, SavedPlan, Source};
@@ -28,7 +28,7 @@ pub struct SimulateArgs {
 ///
 /// The fixture's `now` is used unless `--now` is given.
 pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    let spec = load_spec(args.spec.as_deref())?;
+    let specs = load_specs(&args.specs)?;
     let name = cmd.fixture.display().to_string();
     let source = std::fs::read_to_string(&cmd.fixture).with_context(|| format!("cannot read fixture `{name}`"))?;
     let fixture = match fixture::load(&name, &source) {
@@ -39,11 +39,11 @@ pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let now = args.now.unwrap_or(fixture.now);
-    let plan = plan::plan(&spec, &fixture.world, now);
+    let plan = plan::plan(&specs, &fixture.world, now);
     if cmd.json {
         println!("{}", render_json(&plan, now));
     } else {
-        print!("{}", render_text(&plan, now));
+        print!("{}", render_text(&plan, now, args.verbosity()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -64,14 +64,14 @@ pub struct PlanArgs {
 
 /// Observes the machine and prints the plan of repairs.
 pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let spec = load_spec(args.spec.as_deref())?;
+    let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
     let now = super::now(args);
-    let (world, plan) = reconcile::plan_machine(&store, &spec, &config(args, Duration::from_secs(0)), now)?;
+    let (world, plan) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
     if cmd.json {
         println!("{}", render_json(&plan, now));
     } else {
-        print!("{}", render_text(&plan, now));
+        print!("{}", render_text(&plan, now, args.verbosity()));
     }
     if let Some(out) = &cmd.out {
         let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))? + "\n";
@@ -103,11 +103,11 @@ pub struct StatusArgs {
 
 /// Prints each project's live release and link health, and each unfinished deployment.
 pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let spec = load_spec(args.spec.as_deref())?;
+    let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
     let now = super::now(args);
-    let (world, _) = reconcile::plan_machine(&store, &spec, &config(args, Duration::from_secs(0)), now)?;
-    let status = plan::status(&spec, &world, now);
+    let (world, _) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
+    let status = plan::status(&specs, &world, now);
     let lease = store.lease_holder_at()?.filter(|(_, until)| *until > crate::time::clock::now());
     let open = store.open_runs()?;
     if cmd.json {
@@ -123,7 +123,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", plan::render_status(&status));
+    print!("{}", plan::render_status(&status, args.verbosity()));
     match &lease {
         Some((owner, until)) => println!(
             "\nAn apply is running: `{owner}` holds the lease until {until} (if it died, the lease lapses then)."
@@ -167,7 +167,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     if cmd.lease_ttl.secs() == 0 {
         anyhow::bail!("`--lease-ttl` must be at least 1s: a lease of 0s would lapse as soon as it is taken");
     }
-    let spec = load_spec(args.spec.as_deref())?;
+    let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
     let saved = match &cmd.plan_file {
         Some(path) => {
@@ -186,7 +186,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     let cfg = reconcile::Config { lease_ttl: cmd.lease_ttl, ..config(args, cmd.lock_timeout) };
     if cmd.dry_run {
-        let (world, plan) = reconcile::plan_machine(&store, &spec, &cfg, now)?;
+        let (world, plan) = reconcile::plan_machine(&store, &specs, &cfg, now)?;
         let plan = match &saved {
             Some(saved) => {
                 saved.check_fresh(&world)?;
@@ -197,14 +197,19 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         if cmd.json {
             println!("{}", render_json(&plan, now));
         } else {
-            print!("{}", render_text(&plan, now));
+            print!("{}", render_text(&plan, now, args.verbosity()));
             println!("\nDry run: nothing was changed.");
         }
         return Ok(ExitCode::SUCCESS);
     }
     let source = saved.as_ref().map_or(Source::Fresh, Source::Saved);
-    let mut shown = Shown { now, text: !cmd.json, progress: std::io::stderr().is_terminal() && !cmd.json };
-    let applied = reconcile::apply_machine(&store, &spec, &cfg, now, source, &mut shown)?;
+    let mut shown = Shown {
+        now,
+        verbosity: args.verbosity(),
+        text: !cmd.json,
+        progress: std::io::stderr().is_terminal() && !cmd.json,
+    };
+    let applied = reconcile::apply_machine(&store, &specs, &cfg, now, source, &mut shown)?;
     if shown.progress {
         eprint!("\r\x1b[2K");
     }
@@ -232,6 +237,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
 /// progress line per action when stderr is a terminal.
 struct Shown {
     now: crate::time::Timestamp,
+    verbosity: plan::Verbosity,
     text: bool,
     progress: bool,
 }
@@ -239,7 +245,7 @@ struct Shown {
 impl reconcile::Listener for Shown {
     fn planned(&mut self, plan: &plan::Plan) {
         if self.text {
-            print!("{}", render_text(plan, self.now));
+            print!("{}", render_text(plan, self.now, self.verbosity));
             // Shown before the first change, even when stdout is a pipe.
             let _ = std::io::Write::flush(&mut std::io::stdout());
         }

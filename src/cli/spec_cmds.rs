@@ -111,7 +111,8 @@ pub fn validate(_args: &Args, cmd: &ValidateArgs) -> anyhow::Result<ExitCode> {
 ///
 /// When the spec cannot be read or is invalid.
 pub fn graph(args: &Args, cmd: &GraphArgs) -> anyhow::Result<ExitCode> {
-    let spec = super::load_spec(cmd.spec.as_deref().or(args.spec.as_deref()))?;
+    let untyped = args.specs.iter().find(|s| s.kind.is_none()).map(|s| s.path.as_path());
+    let spec = super::load_spec(cmd.spec.as_deref().or(untyped))?;
     print!("{}", graph::render(&spec, cmd.format));
     Ok(ExitCode::SUCCESS)
 }

@@ -14,10 +14,14 @@ use std::path::PathBuf;
 mod render;
 mod rules;
 mod status;
+mod view;
 
 pub use render::{Summary, describe, render_json, render_text};
-pub use rules::{ACTIVE_PHASE, FAIL_EVENT, HELPER_MAX_AGE, Progress, plan, progress, release_exists, releases};
-pub use status::{DeploymentStatus, LinkHealth, ProjectStatus, Status, render_status, status};
+pub use rules::{HELPER_MAX_AGE, plan};
+pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
+pub use view::{
+    Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, releases, view,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +142,23 @@ pub enum Change {
     },
 }
 
+/// How much of what is healthy a text rendering lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    /// Healthy deployments in flight are summed up in one line.
+    #[default]
+    Brief,
+    /// Everything is listed one by one.
+    Verbose,
+}
+
+impl Change {
+    /// True for a verdict on a stuck deployment: a resume or a failure.
+    pub fn is_verdict(&self) -> bool {
+        matches!(self, Change::Resume { .. } | Change::Fail { .. })
+    }
+}
+
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -157,6 +178,18 @@ pub struct Finding {
     pub level: Level,
     /// What, in one line.
     pub message: String,
+    /// For a note about a healthy deployment in flight (a worker holds it, or it
+    /// progressed within its deadline), that deployment: the text plan sums these notes
+    /// up in one line unless asked to list them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<String>,
+}
+
+impl Finding {
+    /// A finding that is not about a healthy deployment in flight.
+    pub fn new(project: &str, level: Level, message: String) -> Self {
+        Finding { project: project.to_owned(), level, message, in_flight: None }
+    }
 }
 
 /// A stable digest of a world: 64-bit FNV-1a over its canonical JSON, in hex.

@@ -12,12 +12,13 @@
 //! The JSON format is documented on [`render_json`]; its `format_version` changes only
 //! when a field changes meaning or goes away.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Action, Change, Level, Plan};
+use super::{Action, Change, Level, Plan, Verbosity};
 use crate::time::Timestamp;
 
 /// The counts of a plan, by kind of change.
@@ -122,7 +123,11 @@ fn short(from: &Path, to: &Path) -> String {
 }
 
 /// The plan as a person reads it.
-pub fn render_text(plan: &Plan, now: Timestamp) -> String {
+///
+/// Notes about healthy deployments in flight are summed up in one line unless
+/// `verbosity` asks for each: a world of thousands of projects deploying prints a plan
+/// that fits on a screen when nothing is wrong.
+pub fn render_text(plan: &Plan, now: Timestamp, verbosity: Verbosity) -> String {
     let mut out = String::new();
     let warnings = plan.findings.iter().filter(|f| f.level == Level::Warning).count();
     if plan.actions.is_empty() && warnings > 0 {
@@ -143,9 +148,17 @@ pub fn render_text(plan: &Plan, now: Timestamp) -> String {
             let _ = writeln!(out, "      {:<10} because {}", "", a.reason);
         }
     }
+    let brief = verbosity == Verbosity::Brief;
+    let flying: BTreeSet<&str> = plan.findings.iter().filter_map(|f| f.in_flight.as_deref()).collect();
     if !plan.findings.is_empty() {
         let _ = writeln!(out, "\nFindings (not changed):");
-        for f in &plan.findings {
+        if brief && !flying.is_empty() {
+            let stuck = plan.actions.iter().filter(|a| a.change.is_verdict()).count();
+            let stuck = if stuck == 0 { "none stuck".to_owned() } else { format!("{stuck} stuck") };
+            let line = super::status::deployments_in_flight(flying.len());
+            let _ = writeln!(out, "  note: {line}, {stuck} (`--verbose` lists each)");
+        }
+        for f in plan.findings.iter().filter(|f| !brief || f.in_flight.is_none()) {
             let mark = match f.level {
                 Level::Warning => "warning",
                 Level::Note => "note",

@@ -4,13 +4,14 @@
 //! link health, stuck or not), so that status and plan never disagree.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::rules::{Progress, by_project, progress, releases};
-use crate::model::{Layout, Node, World, inside, resolve_link, valid_id};
-use crate::spec::Spec;
+use super::Verbosity;
+use super::view::{Fate, LinkHealth, Progress, ProjectView, health, progress, view};
+use crate::model::{Layout, World};
+use crate::spec::Specs;
 use crate::time::{Duration, Timestamp};
 
 /// The state of every project and unfinished deployment.
@@ -20,7 +21,7 @@ pub struct Status {
     pub now: Timestamp,
     /// Projects, sorted by id.
     pub projects: Vec<ProjectStatus>,
-    /// Deployments not in a final phase, sorted by project then id.
+    /// Deployments not in a final phase, in world order (by project, then id).
     pub unfinished: Vec<DeploymentStatus>,
 }
 
@@ -31,7 +32,7 @@ pub struct ProjectStatus {
     pub id: String,
     /// False for a disabled project.
     pub active: bool,
-    /// The live deployment: the latest ACTIVE one whose release folder exists.
+    /// The live deployment: the latest one in its live phase whose release folder exists.
     pub live: Option<String>,
     /// Its release folder.
     pub release: Option<PathBuf>,
@@ -41,28 +42,9 @@ pub struct ProjectStatus {
     pub webroot: LinkHealth,
     /// The deployment its route file targets.
     pub route: Option<String>,
-}
-
-/// How a link looks compared to what it should point at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "health", content = "target", rename_all = "snake_case")]
-pub enum LinkHealth {
-    /// Points where it should.
-    Ok,
-    /// Does not exist.
-    Missing,
-    /// Points at an existing path, but not the right one.
-    Wrong(PathBuf),
-    /// Points at nothing.
-    Dangling(PathBuf),
-    /// Points outside the managed root.
-    Outside(PathBuf),
-    /// A real file or folder stands where the link should be.
-    NotALink,
-    /// Points at the release of a deployment still in flight, which owns the link.
-    Deploying(String),
-    /// There is nothing to point at yet (no live release).
-    Unknown,
+    /// The deployment in flight that owns the project's links and routes: the plan
+    /// leaves them to it.
+    pub deploying: Option<String>,
 }
 
 /// One unfinished deployment.
@@ -80,63 +62,42 @@ pub struct DeploymentStatus {
     pub age: Option<Duration>,
     /// Its phase's `stuck_after`.
     pub stuck_after: Option<Duration>,
-    /// `in_flight` (within its deadline), `stuck`, `held`, `future` or `unknown_phase`.
+    /// `in_flight` (within its deadline), `stuck` (the plan resumes or fails it), `held`,
+    /// `future`, `unknown_phase` or `left_alone` (an id or project the engine does not act on).
     pub state: &'static str,
+    /// For a stuck deployment, what the plan does: `resume` or `fail`.
+    pub verdict: Option<&'static str>,
     /// Attempts so far.
     pub attempts: u32,
     /// The worker holding it and until when.
     pub owner: Option<String>,
 }
 
-/// Reads the status of a world at `now`.
-pub fn status(spec: &Spec, world: &World, now: Timestamp) -> Status {
-    let by_project = by_project(world);
-    let mut projects = Vec::new();
-    for p in world.projects.iter().filter(|p| valid_id(&p.id)) {
-        let deployments = by_project.get(p.id.as_str()).into_iter().flatten().copied();
-        let (_, live) = releases(world, &p.id, deployments);
-        let layout = Layout::new(&world.root, &p.id);
-        let release = live.map(|d| layout.release(&d.id));
-        let (current, webroot) = match &release {
-            Some(release) => {
-                (health(world, &layout.current(), release), health(world, &layout.webroot(), &layout.webroot_target()))
-            }
-            None => (LinkHealth::Unknown, LinkHealth::Unknown),
-        };
-        // A link to the release of a deployment still in flight is that deployment's work.
-        let deploying = |h: LinkHealth| match &h {
-            LinkHealth::Wrong(target) => by_project
-                .get(p.id.as_str())
-                .into_iter()
-                .flatten()
-                .find(|d| {
-                    layout.release(&d.id) == *target
-                        && matches!(progress(spec, d, now), Progress::Running { .. } | Progress::Held(_))
-                })
-                .map_or(h.clone(), |d| LinkHealth::Deploying(d.id.clone())),
-            _ => h,
-        };
-        let current = deploying(current);
-        projects.push(ProjectStatus {
-            id: p.id.clone(),
-            active: p.active,
-            live: live.map(|d| d.id.clone()),
-            release,
-            current,
-            webroot,
-            route: world.routes.get(&p.id).and_then(|r| r.deployment.clone()),
-        });
-    }
+/// Reads the status of a world at `now`: the same [`view`] the planner acts on.
+pub fn status(specs: &Specs, world: &World, now: Timestamp) -> Status {
+    let view = view(specs, world, now);
+    let projects = view.projects.values().map(|v| project(world, v)).collect();
     let mut unfinished = Vec::new();
     for d in &world.deployments {
-        let (state, age, limit) = match progress(spec, d, now) {
+        let judged = view.projects.get(d.project.as_str()).and_then(|v| v.judged.get(d.id.as_str()));
+        let progress = match judged {
+            Some(j) => j.progress.clone(),
+            None => progress(specs.of(d), d, now),
+        };
+        let (state, age, limit) = match progress {
             Progress::Finished => continue,
+            _ if judged.is_none() => ("left_alone", d.last_progress().and_then(|t| now.since(t)), None),
             Progress::UnknownPhase => ("unknown_phase", None, None),
             Progress::Held(_) => ("held", d.last_progress().and_then(|t| now.since(t)), None),
             Progress::Future(_) => ("future", None, None),
             Progress::Running { age, limit, .. } => ("in_flight", Some(age), Some(limit)),
             Progress::Stuck { age, limit, .. } => ("stuck", age, Some(limit)),
         };
+        let verdict = judged.and_then(|j| match j.fate {
+            Fate::InFlight => None,
+            Fate::Resume { .. } => Some("resume"),
+            Fate::Fail { .. } => Some("fail"),
+        });
         unfinished.push(DeploymentStatus {
             id: d.id.clone(),
             project: d.project.clone(),
@@ -145,6 +106,7 @@ pub fn status(spec: &Spec, world: &World, now: Timestamp) -> Status {
             age,
             stuck_after: limit,
             state,
+            verdict,
             attempts: d.attempts,
             owner: d.owner.as_ref().map(|c| format!("{} until {}", c.owner, c.until)),
         });
@@ -152,22 +114,31 @@ pub fn status(spec: &Spec, world: &World, now: Timestamp) -> Status {
     Status { now, projects, unfinished }
 }
 
-fn health(world: &World, link: &Path, want: &Path) -> LinkHealth {
-    match world.files.get(link) {
-        None => LinkHealth::Missing,
-        Some(Node::Symlink(target)) => {
-            let resolved = resolve_link(link, target);
-            if resolved == want {
-                LinkHealth::Ok
-            } else if !inside(&world.root, &resolved) {
-                LinkHealth::Outside(resolved)
-            } else if world.files.contains_key(&resolved) {
-                LinkHealth::Wrong(resolved)
-            } else {
-                LinkHealth::Dangling(resolved)
-            }
-        }
-        Some(_) => LinkHealth::NotALink,
+/// One project's line of the status.
+fn project(world: &World, view: &ProjectView<'_>) -> ProjectStatus {
+    let p = view.project;
+    let layout = Layout::new(&world.root, &p.id);
+    let release = view.live.map(|d| layout.release(&d.id));
+    let deploying = view.owner().map(|d| d.id.clone());
+    // A link the plan leaves to a deployment in flight is that deployment's work.
+    let judge = |link: PathBuf, want: &std::path::Path| match (health(world, &link, want), &deploying) {
+        (LinkHealth::Ok, _) => LinkHealth::Ok,
+        (_, Some(d)) => LinkHealth::Deploying(d.clone()),
+        (h, None) => h,
+    };
+    let (current, webroot) = match &release {
+        Some(release) => (judge(layout.current(), release), judge(layout.webroot(), &layout.webroot_target())),
+        None => (LinkHealth::Unknown, LinkHealth::Unknown),
+    };
+    ProjectStatus {
+        id: p.id.clone(),
+        active: p.active,
+        live: view.live.map(|d| d.id.clone()),
+        release,
+        current,
+        webroot,
+        route: world.routes.get(&p.id).and_then(|r| r.deployment.clone()),
+        deploying,
     }
 }
 
@@ -186,8 +157,9 @@ impl LinkHealth {
     }
 }
 
-/// The status as a person reads it.
-pub fn render_status(status: &Status) -> String {
+/// The status as a person reads it. Healthy deployments in flight are summed up in one
+/// line unless `verbosity` asks for each.
+pub fn render_status(status: &Status, verbosity: Verbosity) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Projects at {}:", status.now);
     if status.projects.is_empty() {
@@ -197,9 +169,15 @@ pub fn render_status(status: &Status) -> String {
         let live = p.live.as_deref().unwrap_or("-");
         let inactive = if p.active { "" } else { " (inactive)" };
         let route = p.route.as_deref().unwrap_or("-");
+        // Said once: a link shown as `-> ID (deploying)` says it already.
+        let shown = [&p.current, &p.webroot].iter().any(|h| matches!(h, LinkHealth::Deploying(_)));
+        let deploying = match p.deploying.as_deref() {
+            Some(d) if !shown => format!(" (links left to {d}, in flight)"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {}{inactive}: live {live}, current {}, webroot {}, route -> {route}",
+            "  {}{inactive}: live {live}, current {}, webroot {}, route -> {route}{deploying}",
             p.id,
             p.current.text(),
             p.webroot.text()
@@ -209,7 +187,15 @@ pub fn render_status(status: &Status) -> String {
     if status.unfinished.is_empty() {
         let _ = writeln!(out, "  (none)");
     }
-    for d in &status.unfinished {
+    let healthy = |d: &&DeploymentStatus| matches!(d.state, "in_flight" | "held");
+    let flying = status.unfinished.iter().filter(healthy).count();
+    let quiet = verbosity == Verbosity::Brief && flying > 0;
+    if quiet {
+        let others = status.unfinished.len() - flying;
+        let rest = if others == 0 { "nothing else".to_owned() } else { format!("{others} more below") };
+        let _ = writeln!(out, "  {}, {rest} (`--verbose` lists each)", deployments_in_flight(flying));
+    }
+    for d in status.unfinished.iter().filter(|d| !quiet || !healthy(d)) {
         let age = match (d.age, d.last_progress) {
             (Some(a), _) => format!("{a} ago"),
             (None, Some(t)) if t > status.now => format!("at {t}, in the future (clock skew?)"),
@@ -218,9 +204,10 @@ pub fn render_status(status: &Status) -> String {
         };
         let limit = d.stuck_after.map(|l| format!(", stuck after {l}")).unwrap_or_default();
         let owner = d.owner.as_deref().map(|o| format!(", held by {o}")).unwrap_or_default();
+        let verdict = d.verdict.map(|v| format!(": the plan will {v} it")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {}/{}: {} {}, last progress {age}{limit}, attempts {}{owner}",
+            "  {}/{}: {} {}, last progress {age}{limit}, attempts {}{owner}{verdict}",
             d.project,
             d.id,
             d.phase,
@@ -229,4 +216,10 @@ pub fn render_status(status: &Status) -> String {
         );
     }
     out
+}
+
+/// `12 deployments in flight`: how the text plan and status sum up healthy deployments
+/// in flight.
+pub(super) fn deployments_in_flight(n: usize) -> String {
+    format!("{n} deployment{} in flight", if n == 1 { "" } else { "s" })
 }

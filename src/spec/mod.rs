@@ -19,9 +19,11 @@ use serde::Serialize;
 use crate::time::Duration;
 
 mod load;
+mod specs;
 mod yaml;
 
 pub use load::{load, load_bytes};
+pub use specs::Specs;
 
 /// The default deployment machine, compiled into the binary.
 pub const DEFAULT_SPEC_SOURCE: &str = include_str!("../../specs/deployment.yaml");

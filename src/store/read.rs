@@ -105,15 +105,22 @@ pub struct JournalEntry {
 
 /// The columns a [`Deployment`] is read from, in [`RawDeployment`]'s order.
 const DEPLOYMENT_COLUMNS: &str = "id, project, service, type, phase, phase_updated_at, heartbeat_at, attempts, \
-                                  finished_at, source, metadata, owner, lease_until";
+                                  finished_at, source, metadata, owner, lease_until, created_at";
 
-/// The open deployments (the stuck scan), those in the live phase (`?1`), and finished
-/// ones a worker still holds (a claim protects its project whatever the phase), as a
-/// union of three index lookups: SQLite does not combine partial indexes with an `OR`.
+/// The open deployments (the stuck scan), those in a live phase (`{LIVE}`, one parameter
+/// per phase), and finished ones a worker still holds (a claim protects its project
+/// whatever the phase), as a union of three index lookups: SQLite does not combine
+/// partial indexes with an `OR`.
 const RECONCILABLE: &str = "WHERE finished_at IS NULL \
-     UNION ALL SELECT {COLUMNS} FROM deployments WHERE phase = ?1 AND finished_at IS NOT NULL \
+     UNION ALL SELECT {COLUMNS} FROM deployments WHERE phase IN ({LIVE}) AND finished_at IS NOT NULL \
      UNION ALL SELECT {COLUMNS} FROM deployments \
-               WHERE owner IS NOT NULL AND finished_at IS NOT NULL AND phase <> ?1";
+               WHERE owner IS NOT NULL AND finished_at IS NOT NULL AND phase NOT IN ({LIVE})";
+
+/// The filter of [`Store::load_reconcilable`] for `live` phases.
+fn reconcilable(live: &[&str]) -> String {
+    let params: Vec<String> = (1..=live.len()).map(|i| format!("?{i}")).collect();
+    RECONCILABLE.replace("{COLUMNS}", DEPLOYMENT_COLUMNS).replace("{LIVE}", &params.join(", "))
+}
 
 /// A `deployments` row as stored, before its text columns are parsed.
 struct RawDeployment {
@@ -130,6 +137,7 @@ struct RawDeployment {
     metadata: String,
     owner: Option<String>,
     lease_until: Option<String>,
+    created_at: Option<String>,
 }
 
 impl RawDeployment {
@@ -148,6 +156,7 @@ impl RawDeployment {
             metadata: r.get(10)?,
             owner: r.get(11)?,
             lease_until: r.get(12)?,
+            created_at: r.get(13)?,
         })
     }
 
@@ -155,11 +164,8 @@ impl RawDeployment {
         let key = self.id.as_str();
         let corrupt =
             |column, reason: String| StoreError::Corrupt { table: "deployments", key: key.to_owned(), column, reason };
-        let kind = match self.kind.as_str() {
-            "upload" => DeploymentType::Upload,
-            "git" => DeploymentType::Git,
-            "image" => DeploymentType::Image,
-            other => return Err(corrupt("type", format!("unknown type `{other}`"))),
+        let Some(kind) = DeploymentType::from_name(&self.kind) else {
+            return Err(corrupt("type", format!("unknown type `{}`", self.kind)));
         };
         let source: Source = serde_json::from_str(&self.source).map_err(|e| corrupt("source", e.to_string()))?;
         let metadata = serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e.to_string()))?;
@@ -171,6 +177,7 @@ impl RawDeployment {
             phase_updated_at: timestamp("deployments", key, "phase_updated_at", self.phase_updated_at)?,
             heartbeat_at: timestamp("deployments", key, "heartbeat_at", self.heartbeat_at)?,
             finished_at: timestamp("deployments", key, "finished_at", self.finished_at)?,
+            created_at: timestamp("deployments", key, "created_at", self.created_at)?,
             id: self.id,
             project: self.project,
             service: self.service,
@@ -226,17 +233,17 @@ impl Store {
 
     /// What the reconciler needs, and not the history: every project, every unfinished
     /// deployment (the stuck scan: no `finished_at`, so not in a final phase), every
-    /// deployment in `live_phase` (the releases `current` may point at) and every finished
+    /// deployment in one of the `live` phases (the releases `current` may point at; one
+    /// per spec, see [`crate::spec::Specs::live_phases`]) and every finished
     /// one still claimed by a worker, sorted like [`Store::load`]. Five statements whatever
     /// the number of rows; the deployments come from one query over three indexes.
     ///
     /// # Errors
     ///
     /// As [`Store::load`].
-    pub fn load_reconcilable(&self, live_phase: &str) -> Result<(Vec<Project>, Vec<Deployment>), StoreError> {
+    pub fn load_reconcilable(&self, live: &[&str]) -> Result<(Vec<Project>, Vec<Deployment>), StoreError> {
         self.transaction(TransactionBehavior::Deferred, "load the state", || {
-            let filter = RECONCILABLE.replace("{COLUMNS}", DEPLOYMENT_COLUMNS);
-            Ok((self.projects()?, self.deployments_where(&filter, &[live_phase])?))
+            Ok((self.projects()?, self.deployments_where(&reconcilable(live), live)?))
         })
     }
 
@@ -368,14 +375,14 @@ mod tests {
         let path = std::env::temp_dir().join(format!("trueup-unit-{}-stuck-plan.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let (store, _) = Store::open(&path).unwrap();
-        let filter = RECONCILABLE.replace("{COLUMNS}", DEPLOYMENT_COLUMNS);
+        let filter = reconcilable(&["ACTIVE", "RUNNING"]);
         let text =
             format!("EXPLAIN QUERY PLAN SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY project, id");
         let plan: Vec<String> = store
             .conn
             .prepare(&text)
             .unwrap()
-            .query_map(["ACTIVE"], |r| r.get(3))
+            .query_map(["ACTIVE", "RUNNING"], |r| r.get(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

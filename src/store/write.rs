@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Fence, Lease, LogEntry, Store, StoreError, sql};
-use crate::model::{Deployment, DeploymentType, Project};
+use crate::model::{Deployment, Project};
 use crate::time::Timestamp;
 
 /// A deployment's move to a phase, as [`Store::set_phase`] records it.
@@ -26,14 +26,6 @@ pub struct PhaseUpdate<'a> {
     pub finished: bool,
     /// New phase metadata, replacing the old; `None` keeps it.
     pub metadata: Option<&'a BTreeMap<String, String>>,
-}
-
-fn kind_name(kind: DeploymentType) -> &'static str {
-    match kind {
-        DeploymentType::Upload => "upload",
-        DeploymentType::Git => "git",
-        DeploymentType::Image => "image",
-    }
 }
 
 fn json<T: Serialize>(what: impl FnOnce() -> String, value: &T) -> Result<String, StoreError> {
@@ -98,7 +90,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records a new deployment, created at `created_at`.
+    /// Records a new deployment, created at its own `created_at`, else at `created_at`.
     ///
     /// # Errors
     ///
@@ -130,13 +122,13 @@ impl Store {
                 d.id,
                 d.project,
                 d.service,
-                kind_name(d.kind),
+                d.kind.name(),
                 d.phase,
                 text(d.phase_updated_at),
                 text(d.heartbeat_at),
                 d.attempts,
                 text(d.finished_at),
-                created_at.to_string(),
+                d.created_at.unwrap_or(created_at).to_string(),
                 source,
                 metadata,
                 d.owner.as_ref().map(|c| &c.owner),

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::routes::{RouteError, observe_routes};
 use crate::model::{Deployment, Layout, Node, Project, World, valid_id};
+use crate::spec::Specs;
 use crate::store::{Store, StoreError};
 
 /// Where to observe.
@@ -71,8 +72,8 @@ pub enum ObserveError {
 ///
 /// [`ObserveError::Store`], [`ObserveError::Fs`] for a path that exists but cannot be
 /// looked at, [`ObserveError::Routes`].
-pub fn observe(store: &Store, cfg: &ObserveConfig) -> Result<World, ObserveError> {
-    observe_with_stats(store, cfg).map(|(world, _)| world)
+pub fn observe(store: &Store, specs: &Specs, cfg: &ObserveConfig) -> Result<World, ObserveError> {
+    observe_with_stats(store, specs, cfg).map(|(world, _)| world)
 }
 
 /// [`observe`], also counting the statements and file system calls it made.
@@ -80,9 +81,13 @@ pub fn observe(store: &Store, cfg: &ObserveConfig) -> Result<World, ObserveError
 /// # Errors
 ///
 /// As [`observe`].
-pub fn observe_with_stats(store: &Store, cfg: &ObserveConfig) -> Result<(World, ObserveStats), ObserveError> {
+pub fn observe_with_stats(
+    store: &Store,
+    specs: &Specs,
+    cfg: &ObserveConfig,
+) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
-    let (projects, deployments) = store.load_reconcilable(crate::model::LIVE_PHASE)?;
+    let (projects, deployments) = store.load_reconcilable(&specs.live_phases())?;
     let mut scan = Scan::default();
     scan.root(&cfg.root, &projects)?;
     scan.sources(&deployments)?;

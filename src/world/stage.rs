@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::routes;
 use crate::model::{Node, World};
+use crate::spec::Specs;
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
@@ -45,6 +46,8 @@ pub struct Staged {
     pub routes_dir: PathBuf,
     /// The world's own root, which `root` stands for.
     original_root: PathBuf,
+    /// When deployments that record no creation time were created.
+    created_at: Timestamp,
 }
 
 /// Why a world could not be staged.
@@ -79,9 +82,21 @@ impl Staged {
         self.dir.join("outside").join(relative)
     }
 
-    /// The world as the observer will see it once staged: paths rebased, no containers or
-    /// images, no history.
-    pub fn rebase_world(&self, world: &World) -> World {
+    /// The world as the observer will see it once staged under `specs`: paths rebased, no
+    /// containers or images, no history, and every deployment with its creation time.
+    pub fn rebase_world(&self, world: &World, specs: &Specs) -> World {
+        let mut w = self.rebase_paths(world);
+        w.deployments.retain(|d| d.reconcilable(specs.is_live(d)));
+        for d in &mut w.deployments {
+            d.created_at.get_or_insert(self.created_at);
+        }
+        w.containers = None;
+        w.images = None;
+        w
+    }
+
+    /// `world` with every path it names moved into the staged folder.
+    fn rebase_paths(&self, world: &World) -> World {
         let mut w = world.clone();
         w.root = self.root.clone();
         w.files = world
@@ -107,17 +122,13 @@ impl Staged {
         for (project, route) in &mut w.routes {
             *route = routes::parse_route(project, &staged_text(project, route));
         }
-        // The observer does not read the history: finished deployments outside the live
-        // phase that no worker holds.
-        w.deployments.retain(|d| d.finished_at.is_none() || d.phase == crate::model::LIVE_PHASE || d.owner.is_some());
-        w.containers = None;
-        w.images = None;
         w
     }
 }
 
 /// Writes `world` into `dir` (created if missing, and empty otherwise), with deployments
-/// recorded as created at `now`.
+/// that record no creation time recorded as created at `now`. The whole history is
+/// written: the observer's query decides what it reads back.
 ///
 /// # Errors
 ///
@@ -139,8 +150,9 @@ pub fn stage(world: &World, dir: &Path, now: Timestamp) -> Result<Staged, StageE
         root: dir.join("root"),
         routes_dir: dir.join("routes"),
         original_root: world.root.clone(),
+        created_at: now,
     };
-    let rebased = staged.rebase_world(world);
+    let rebased = staged.rebase_paths(world);
     for path in [&staged.root, &staged.routes_dir] {
         fs::create_dir_all(path).map_err(io("create", path))?;
     }

@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use trueup::apply::{NoHooks, Report, Status, apply};
 use trueup::model::{Container, ContainerState, Deployment, DeploymentType, Layout, Node, Route, World, labels};
 use trueup::plan::{self, Action, Change, Plan};
-use trueup::spec::Spec;
+use trueup::spec::Specs;
 use trueup::time::Timestamp;
 use trueup::world::effects::{MemoryWorld, aside_path};
 
@@ -160,6 +160,7 @@ fn build(draws: &[Draw], engine: bool) -> Case {
             source: Default::default(),
             metadata: BTreeMap::new(),
             owner: None,
+            created_at: None,
         });
         let route = |dep: &str| Route {
             deployment: Some(dep.into()),
@@ -270,9 +271,9 @@ fn check(memory: &mut MemoryWorld, now: Timestamp, plans: Plans<'_>) -> (Plan, R
 }
 
 /// The default spec, loaded once.
-fn spec() -> &'static Spec {
-    static SPEC: OnceLock<Spec> = OnceLock::new();
-    SPEC.get_or_init(trueup::spec::default_spec)
+fn spec() -> &'static Specs {
+    static SPEC: OnceLock<Specs> = OnceLock::new();
+    SPEC.get_or_init(|| trueup::spec::default_spec().into())
 }
 
 fn run(world: &World, plan: &Plan) -> MemoryWorld {
@@ -332,7 +333,7 @@ proptest! {
 
 /// The plan as a person reads it, for failure messages.
 fn show(plan: &Plan, now: Timestamp) -> String {
-    plan::render_text(plan, now)
+    plan::render_text(plan, now, plan::Verbosity::Verbose)
 }
 
 /// The actions that did not succeed, one a line, for failure messages.

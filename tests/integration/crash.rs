@@ -152,6 +152,7 @@ fn finished(p: &str, id: &str, days_ago: u64, upstream: &str) -> Deployment {
         source: Source::default(),
         metadata: BTreeMap::from([("upstream".to_owned(), upstream.to_owned())]),
         owner: None,
+        created_at: None,
     }
 }
 
@@ -218,6 +219,7 @@ fn world(damages: &[Damage], stale_routes: usize) -> World {
                 source,
                 metadata: BTreeMap::new(),
                 owner: None,
+                created_at: None,
             });
             if matches!(damage.stuck, Stuck::Exhausted | Stuck::Copying) {
                 world.files.insert(releases.join(stuck(&p)).join("public/index.html"), Node::File);
@@ -272,7 +274,8 @@ fn staged(scratch: &Scratch, world: &World) -> Staged {
 
 /// The model's plan for a staged world.
 fn model_plan(staged: &Staged, world: &World) -> plan::Plan {
-    plan::plan(&spec::default_spec(), &staged.rebase_world(world), now())
+    let specs = spec::default_spec().into();
+    plan::plan(&specs, &staged.rebase_world(world, &specs), now())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ const UNSTORABLE: &[&str] = &["0052_duplicate_deployment_id.yaml"];
 
 #[test]
 fn real_plans_match_the_model_for_every_fixture() {
-    let spec = spec::default_spec();
+    let spec = spec::default_spec().into();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan");
     let mut fixtures: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     fixtures.sort();
@@ -66,7 +66,7 @@ fn real_plans_match_the_model_for_every_fixture() {
         let staged = staged.unwrap();
         let out = trueup(&staged, &["plan", "--json", "--now", &fx.now.to_string()]);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-        let model = plan::plan(&spec, &staged.rebase_world(&fx.world), fx.now);
+        let model = plan::plan(&spec, &staged.rebase_world(&fx.world, &spec), fx.now);
         let model_json: serde_json::Value = serde_json::from_str(&plan::render_json(&model, fx.now)).unwrap();
         assert_eq!(actions_json(&out.stdout), model_json["actions"], "{name}: the real plan differs from the model");
 

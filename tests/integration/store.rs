@@ -32,6 +32,7 @@ pub fn deployment(id: &str, project: &str, phase: &str) -> Deployment {
         source: Source::default(),
         metadata: BTreeMap::new(),
         owner: None,
+        created_at: None,
     }
 }
 
@@ -204,7 +205,12 @@ fn load_returns_the_world_types_sorted_in_a_bounded_number_of_statements() {
     g.kind = DeploymentType::Git;
     g.source.repo = Some("/srv/git/p2".into());
     g.source.git_ref = Some("main".into());
+    // A deployment keeps its own creation time; the others get the one given.
+    g.created_at = Some(t("2025-09-30T08:00:00Z"));
     store.insert_deployments(&[g.clone(), d1.clone(), d0.clone()], t("2025-10-01T00:00:00Z")).unwrap();
+    for d in [&mut d0, &mut d1] {
+        d.created_at = Some(t("2025-10-01T00:00:00Z"));
+    }
 
     let before = store.statements();
     let (projects, deployments) = store.load().unwrap();
@@ -335,7 +341,7 @@ fn a_stale_lease_cannot_write() {
     assert_eq!(store.logs("d1").unwrap(), vec![log.clone()]);
     let d1 = store.load().unwrap().1.remove(0);
     assert_eq!((d1.phase.as_str(), d1.finished_at), ("FAILED", Some(now)));
-    assert!(store.load_reconcilable("ACTIVE").unwrap().1.is_empty(), "a failed deployment is history, not read");
+    assert!(store.load_reconcilable(&["ACTIVE"]).unwrap().1.is_empty(), "a failed deployment is history, not read");
     store.release_lease(&b).unwrap();
     assert!(matches!(store.append_log(Fence::Lease(&b), &log), Err(StoreError::StaleLease { .. })));
     let c = store.acquire_lease("apply-c", now, ttl).unwrap();
@@ -394,7 +400,7 @@ fn the_reconciler_reads_open_and_live_deployments_not_the_history() {
     ];
     store.insert_deployments(&rows, now).unwrap();
     let before = store.statements();
-    let (projects, deployments) = store.load_reconcilable("ACTIVE").unwrap();
+    let (projects, deployments) = store.load_reconcilable(&["ACTIVE"]).unwrap();
     assert_eq!(store.statements() - before, 5, "a bounded number of statements");
     assert_eq!(projects.len(), 2);
     let ids: Vec<_> = deployments.into_iter().map(|d| d.id).collect();
@@ -546,7 +552,7 @@ mod observe {
         store.insert_deployments(&[d0, d5, d6, evil], t("2025-10-01T00:00:00Z")).unwrap();
 
         let cfg = ObserveConfig { root: root.clone(), routes_dir: routes.clone() };
-        let world = observe(&store, &cfg).unwrap();
+        let world = observe(&store, &trueup::spec::default_spec().into(), &cfg).unwrap();
 
         let (projects, deployments) = store.load().unwrap();
         let link = |p: &Path| Node::Symlink(p.to_owned());
@@ -635,7 +641,7 @@ mod observe {
         deployments.iter_mut().for_each(|d| d.finished_at = Some(t("2025-10-01T00:00:00Z")));
         store.insert_deployments(&deployments, t("2025-10-01T00:00:00Z")).unwrap();
         let cfg = ObserveConfig { root, routes_dir: dir.join("routes") };
-        let (world, stats) = observe_with_stats(&store, &cfg).unwrap();
+        let (world, stats) = observe_with_stats(&store, &trueup::spec::default_spec().into(), &cfg).unwrap();
         assert_eq!((world.projects.len(), world.deployments.len()), (n, n));
         // Per project: the folder, `current`, `deployments`, one release and its `public`,
         // and the webroot link; plus the root and `ROOT/webroot`.

@@ -163,6 +163,7 @@ fn build(seeds: &[ProjectSeed], invalid: bool, stray: bool, engine: bool) -> Fix
                 source,
                 metadata,
                 owner: d.claim.map(|m| Claim { owner: "worker-1".into(), until: at(-m) }),
+                created_at: None,
             });
             ids.push(did);
         }

@@ -619,6 +619,7 @@ mod tests {
             source: Default::default(),
             metadata: BTreeMap::new(),
             owner: None,
+            created_at: None,
         }
     }
 

@@ -1,0 +1,597 @@
+//! One view of each project, read by both the planner and `status`.
+//!
+//! [`view`] classifies every deployment of a world at `now` once: which projects and
+//! deployments the engine may act on at all, where each unfinished deployment stands
+//! ([`Progress`]), what its phase's resume rule makes of it ([`Fate`]), which release is
+//! live, and which deployment in flight owns the project's links and routes. The rules in
+//! `rules.rs` turn a view into actions; `status.rs` shows the same view to a person. So
+//! `status` calls a deployment stuck exactly when the plan has a verdict for it, and shows
+//! a project as deploying exactly when the plan leaves its links to a deployment.
+//!
+//! Every phase and event name comes from the [`Specs`]' roles: nothing here spells one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Finding, Level};
+use crate::machine;
+use crate::model::{Claim, Deployment, DeploymentType, Layout, Node, Project, World, inside, resolve_link, valid_id};
+use crate::spec::{Guard, Predicate, ResumeRule, Spec, Specs, StateId};
+use crate::time::{Duration, Timestamp};
+
+/// Where a deployment stands at an instant, before any resume rule is consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// Its phase is not a state of its spec.
+    UnknownPhase,
+    /// A worker holds a claim that has not lapsed.
+    Held(&'a Claim),
+    /// It is in a final state.
+    Finished,
+    /// Its last progress is later than now: the clock is not to be trusted.
+    Future(Timestamp),
+    /// It progressed within its phase's `stuck_after`.
+    Running {
+        /// Its phase.
+        state: StateId,
+        /// How long since its last progress.
+        age: Duration,
+        /// Its phase's `stuck_after`.
+        limit: Duration,
+    },
+    /// Its deadline passed: the resume rule applies.
+    Stuck {
+        /// Its phase.
+        state: StateId,
+        /// Its last progress, if it ever recorded one.
+        since: Option<Timestamp>,
+        /// Its phase's `stuck_after`.
+        limit: Duration,
+        /// How long since its last progress, if known.
+        age: Option<Duration>,
+    },
+}
+
+/// Classifies a deployment at `now` under its own spec.
+pub fn progress<'a>(spec: &Spec, d: &'a Deployment, now: Timestamp) -> Progress<'a> {
+    let Some(state) = spec.find(&d.phase) else { return Progress::UnknownPhase };
+    if let Some(claim) = d.owner.as_ref().filter(|_| d.held_at(now)) {
+        return Progress::Held(claim);
+    }
+    if spec.is_final(state) {
+        return Progress::Finished;
+    }
+    let last = d.last_progress();
+    if let Some(last) = last.filter(|t| *t > now) {
+        return Progress::Future(last);
+    }
+    let limit = spec.state(state).stuck_after.unwrap_or_default();
+    let age = last.and_then(|t| now.since(t));
+    match age {
+        Some(age) if age < limit => Progress::Running { state, age, limit },
+        _ => Progress::Stuck { state, since: last, limit, age },
+    }
+}
+
+/// What the deployment rule makes of one deployment that is not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// A worker is on it (a live claim, progress within its deadline), or it cannot be
+    /// judged (a phase its spec does not know, a clock in the future): it is left alone.
+    InFlight,
+    /// It is stuck and resumes: put back in `to` (its phase, or the next one when the
+    /// phase's work was verified done) as attempt `attempt`.
+    Resume {
+        /// The phase it resumes in.
+        to: StateId,
+        /// Its `attempts` afterwards.
+        attempt: u32,
+        /// Why, one line.
+        reason: String,
+    },
+    /// It is stuck and fails: moved to `to`, the target of its spec's fail event.
+    Fail {
+        /// The final phase it moves to.
+        to: StateId,
+        /// Why, one line.
+        reason: String,
+    },
+}
+
+impl Fate {
+    /// True for a verdict (resume or fail): the deployment is stuck and the plan acts.
+    pub fn is_verdict(&self) -> bool {
+        !matches!(self, Fate::InFlight)
+    }
+}
+
+/// One unfinished deployment, judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged<'a> {
+    /// The deployment.
+    pub deployment: &'a Deployment,
+    /// Where it stands.
+    pub progress: Progress<'a>,
+    /// What happens to it.
+    pub fate: Fate,
+    /// True when it owns its project's links and routes: it is in flight (or resumes) and
+    /// a worker holds it or its release folder exists, so the links may point at it.
+    pub owns_links: bool,
+}
+
+/// How a link looks compared to what it should point at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "health", content = "target", rename_all = "snake_case")]
+pub enum LinkHealth {
+    /// Points where it should.
+    Ok,
+    /// Does not exist.
+    Missing,
+    /// Points at an existing path, but not the right one.
+    Wrong(PathBuf),
+    /// Points at nothing.
+    Dangling(PathBuf),
+    /// Points outside the managed root.
+    Outside(PathBuf),
+    /// A real file or folder stands where the link should be.
+    NotALink,
+    /// Points at the release of a deployment still in flight, which owns the link.
+    Deploying(String),
+    /// There is nothing to point at yet (no live release).
+    Unknown,
+}
+
+/// How the link at `link` compares with `want`.
+pub fn health(world: &World, link: &Path, want: &Path) -> LinkHealth {
+    match world.files.get(link) {
+        None => LinkHealth::Missing,
+        Some(Node::Symlink(target)) => {
+            let resolved = resolve_link(link, target);
+            if resolved == want {
+                LinkHealth::Ok
+            } else if !inside(&world.root, &resolved) {
+                LinkHealth::Outside(resolved)
+            } else if world.files.contains_key(&resolved) {
+                LinkHealth::Wrong(resolved)
+            } else {
+                LinkHealth::Dangling(resolved)
+            }
+        }
+        Some(_) => LinkHealth::NotALink,
+    }
+}
+
+/// One project, as every rule sees it.
+#[derive(Debug, Clone)]
+pub struct ProjectView<'a> {
+    /// The project.
+    pub project: &'a Project,
+    /// Its deployments, in world order (those left alone included).
+    pub deployments: Vec<&'a Deployment>,
+    /// The latest deployment in its spec's live phase, whether or not its folder exists.
+    pub latest: Option<&'a Deployment>,
+    /// The live release, which `current` must point at: the latest deployment in its
+    /// live phase whose release folder exists. `None` for an inactive project.
+    pub live: Option<&'a Deployment>,
+    /// Its unfinished deployments that the engine may act on, judged, by id.
+    pub judged: BTreeMap<&'a str, Judged<'a>>,
+}
+
+impl<'a> ProjectView<'a> {
+    /// The deployment in flight that owns the project's links and routes, if any (the
+    /// first by id when several do).
+    pub fn owner(&self) -> Option<&'a Deployment> {
+        self.judged.values().find(|j| j.owns_links).map(|j| j.deployment)
+    }
+
+    /// True when a deployment in flight owns the project's links and routes.
+    pub fn busy(&self) -> bool {
+        self.owner().is_some()
+    }
+
+    /// The fate of a deployment of this project, if it is unfinished and judged.
+    pub fn fate(&self, deployment: &str) -> Option<&Fate> {
+        self.judged.get(deployment).map(|j| &j.fate)
+    }
+}
+
+/// Every project the engine may act on, and what it saw on the way.
+#[derive(Debug, Clone)]
+pub struct View<'a> {
+    /// Projects by id: valid, listed once, and not left alone.
+    pub projects: BTreeMap<&'a str, ProjectView<'a>>,
+    /// Projects left alone as a whole (their folder is a symlink): nothing of theirs is
+    /// touched, route files and containers included.
+    pub skipped: BTreeSet<&'a str>,
+    /// What the view saw and will not change, in the order it was seen.
+    pub findings: Vec<Finding>,
+}
+
+/// Reads `world` at `now` under `specs`. Pure.
+pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
+    let mut v = View { projects: BTreeMap::new(), skipped: BTreeSet::new(), findings: Vec::new() };
+    if world.containers.is_none() {
+        v.findings.push(Finding::new(
+            "",
+            Level::Note,
+            "no container engine is configured: containers and images are not checked".into(),
+        ));
+    }
+    if !world.projects.is_empty() && world.files.get(&world.root) != Some(&Node::Dir) {
+        let message = format!("the managed root `{}` is not a folder (a wrong `--root`?)", world.root.display());
+        v.findings.push(Finding::new("", Level::Warning, message));
+    }
+    for project in &world.projects {
+        if !valid_id(&project.id) {
+            let message = format!("project id `{}` is not a plain name: it is left alone", project.id.escape_debug());
+            v.findings.push(Finding::new(&project.id, Level::Warning, message));
+            continue;
+        }
+        if v.projects.contains_key(project.id.as_str()) {
+            v.findings.push(Finding::new(
+                &project.id,
+                Level::Warning,
+                format!("project `{}` is listed twice: the first is used", project.id),
+            ));
+            continue;
+        }
+        let dir = Layout::new(&world.root, &project.id).project_dir();
+        if let Some(Node::Symlink(t)) = world.files.get(&dir) {
+            let message = format!(
+                "`{}` is a symlink to `{}`: it is never followed, and the project is left alone",
+                dir.display(),
+                t.display()
+            );
+            v.findings.push(Finding::new(&project.id, Level::Warning, message));
+            v.skipped.insert(&project.id);
+            continue;
+        }
+        let view = ProjectView { project, deployments: Vec::new(), latest: None, live: None, judged: BTreeMap::new() };
+        v.projects.insert(&project.id, view);
+    }
+    for d in &world.deployments {
+        if let Some(view) = v.projects.get_mut(d.project.as_str()) {
+            view.deployments.push(d);
+        }
+    }
+    let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for d in &world.deployments {
+        users.entry(&d.id).or_default().push(&d.project);
+    }
+    for d in &world.deployments {
+        if let Some(projects) = users.get(d.id.as_str()).filter(|p| p.len() > 1) {
+            let message = format!(
+                "deployment id `{}` is used by several deployments (projects {}): ids must be unique, so it is left alone",
+                d.id,
+                projects.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+            );
+            v.findings.push(Finding::new(&d.project, Level::Warning, message));
+            continue;
+        }
+        if !valid_id(&d.id) {
+            let message = format!("deployment id `{}` is not a plain name: it is left alone", d.id.escape_debug());
+            v.findings.push(Finding::new(&d.project, Level::Warning, message));
+            continue;
+        }
+        let Some(view) = v.projects.get(d.project.as_str()) else {
+            if valid_id(&d.project) && !v.skipped.contains(d.project.as_str()) {
+                let message =
+                    format!("deployment `{}` belongs to unknown project `{}`: it is left alone", d.id, d.project);
+                v.findings.push(Finding::new(&d.project, Level::Warning, message));
+            }
+            continue;
+        };
+        let spec = specs.of(d);
+        let progress = progress(spec, d, now);
+        let fate = match &progress {
+            Progress::Finished => continue,
+            Progress::UnknownPhase | Progress::Held(_) | Progress::Future(_) | Progress::Running { .. } => {
+                Fate::InFlight
+            }
+            Progress::Stuck { state, since, limit, age } => {
+                Judge { specs, spec, world, view }.stuck(d, *state, *since, *limit, *age)
+            }
+        };
+        let held = d.held_at(now);
+        let owns_links =
+            matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || release_exists(world, &d.project, &d.id));
+        let healthy = matches!(progress, Progress::Held(_) | Progress::Running { .. });
+        let in_flight = healthy.then(|| d.id.clone());
+        if let Some((level, message)) = progress_notes(spec, d, &progress) {
+            v.findings.push(Finding { project: d.project.clone(), level, message, in_flight: in_flight.clone() });
+        }
+        if owns_links && !held {
+            let message = format!(
+                "deployment `{}` has a release folder and is still in flight: the project's links and routes are left to it",
+                d.id
+            );
+            v.findings.push(Finding { project: d.project.clone(), level: Level::Note, message, in_flight });
+        }
+        let judged = Judged { deployment: d, progress, fate, owns_links };
+        let view = v.projects.get_mut(d.project.as_str()).expect("the view was found above");
+        view.judged.insert(&d.id, judged);
+    }
+    for view in v.projects.values_mut() {
+        let (latest, live) = releases(specs, world, &view.project.id, view.deployments.iter().copied());
+        view.latest = latest;
+        if !view.project.active {
+            continue;
+        }
+        view.live = live;
+        match (latest, live) {
+            (Some(latest), Some(live)) if latest.id != live.id => {
+                let missing = Layout::new(&world.root, &view.project.id).release(&latest.id);
+                let message = format!(
+                    "the latest release `{}` has no folder `{}`: falling back to `{}`",
+                    latest.id,
+                    missing.display(),
+                    live.id
+                );
+                v.findings.push(Finding::new(&view.project.id, Level::Warning, message));
+            }
+            (Some(latest), None) => {
+                let live = specs.of(latest);
+                let message = format!(
+                    "no {} deployment has a release folder: `current` is left as it is",
+                    live.name(live.roles.live)
+                );
+                v.findings.push(Finding::new(&view.project.id, Level::Warning, message));
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+/// The latest deployment in its live phase, and the live one: the latest whose release
+/// folder exists. They differ when the latest lost its folder.
+pub fn releases<'a>(
+    specs: &Specs,
+    world: &World,
+    project: &str,
+    deployments: impl Iterator<Item = &'a Deployment>,
+) -> (Option<&'a Deployment>, Option<&'a Deployment>) {
+    let mut live: Vec<&'a Deployment> = deployments.filter(|d| specs.is_live(d) && valid_id(&d.id)).collect();
+    live.sort_by(|a, b| (b.finished_at, &b.id).cmp(&(a.finished_at, &a.id)));
+    let present = live.iter().copied().find(|d| release_exists(world, project, &d.id));
+    (live.first().copied(), present)
+}
+
+/// True when `ROOT/PROJECT/deployments/ID` is a folder.
+pub fn release_exists(world: &World, project: &str, deployment: &str) -> bool {
+    let path = Layout::new(&world.root, project).release(deployment);
+    world.files.get(&path) == Some(&Node::Dir)
+}
+
+/// The resume rules of one stuck deployment's phase, applied to the world.
+struct Judge<'s, 'a> {
+    specs: &'s Specs,
+    spec: &'s Spec,
+    world: &'a World,
+    view: &'s ProjectView<'a>,
+}
+
+impl Judge<'_, '_> {
+    /// Rule 1 for a stuck deployment: superseded, out of attempts, no resume rule, a
+    /// requirement that does not hold, or its resume rule.
+    fn stuck(
+        &self,
+        d: &Deployment,
+        state: StateId,
+        last: Option<Timestamp>,
+        limit: Duration,
+        age: Option<Duration>,
+    ) -> Fate {
+        let spec = self.spec;
+        let s = spec.state(state);
+        let stuck = match (last, age) {
+            (Some(last), Some(age)) => {
+                format!("stuck in {} since {last} ({age} without progress, limit {limit})", d.phase)
+            }
+            _ => format!("stuck in {} with no recorded progress", d.phase),
+        };
+        if let Some(newer) = self.superseded_by(d) {
+            let at = newer.created_at.map(|t| format!(" at {t}")).unwrap_or_default();
+            let reason = format!(
+                "{stuck}, and `{}`, created after it{at}, is already live: superseded, never resumed, so the site never rolls back",
+                newer.id
+            );
+            return self.fail(d, state, reason);
+        }
+        if let Some(max) = s.max_attempts.filter(|m| d.attempts >= *m) {
+            return self.fail(d, state, format!("{stuck} after {} of {max} attempts", d.attempts));
+        }
+        let Some(resume) = &s.resume else {
+            return self.fail(d, state, format!("{stuck}, and the phase has no resume rule"));
+        };
+        for predicate in &resume.requires {
+            if let Err(why) = self.holds(*predicate, d) {
+                return self.fail(d, state, format!("{stuck}, and `{predicate}` does not hold: {why}"));
+            }
+        }
+        let why = resume.description.as_deref().map(|t| format!("; {}", lowercase_first(t))).unwrap_or_default();
+        let done = spec.roles.done.as_str();
+        let (to, reason) = match &resume.rule {
+            ResumeRule::Fail { reason } => return self.fail(d, state, format!("{stuck}: {reason}")),
+            ResumeRule::RestartPhase => (state, format!("{stuck}{why}")),
+            ResumeRule::VerifyThenContinue { check } => match self.holds(*check, d) {
+                Ok(()) => match self.next(d, state, done) {
+                    Some(next) => (next, format!("{stuck}; `{check}` holds, so it continues with {}", spec.name(next))),
+                    None => {
+                        (state, format!("{stuck}; `{check}` holds, but {} has no `{done}`, so it is re-run", d.phase))
+                    }
+                },
+                Err(not) => (state, format!("{stuck}; `{check}` does not hold ({not}), so the phase is re-run")),
+            },
+        };
+        // `attempts` counts resumes in the current phase: a move to the next phase starts
+        // that phase's count afresh.
+        let attempt = if to == state { d.attempts + 1 } else { 0 };
+        Fate::Resume { to, attempt, reason }
+    }
+
+    /// The live deployment of the same project and service created after `d`, if any: `d`
+    /// finishing would roll the site back to an older release.
+    fn superseded_by(&self, d: &Deployment) -> Option<&Deployment> {
+        let created = d.created_at?;
+        let service = self.service(d);
+        self.view.deployments.iter().copied().find(|o| {
+            o.id != d.id
+                && self.specs.is_live(o)
+                && o.created_at.is_some_and(|t| t > created)
+                && self.service(o) == service
+        })
+    }
+
+    /// The service a deployment deploys: its own, else the project's primary one.
+    fn service<'d>(&'d self, d: &'d Deployment) -> Option<&'d str> {
+        d.service.as_deref().or_else(|| self.view.project.services.iter().find(|s| s.primary).map(|s| s.id.as_str()))
+    }
+
+    /// A failure: the target of the spec's fail event from `state`, else its failed role.
+    fn fail(&self, d: &Deployment, state: StateId, reason: String) -> Fate {
+        let to = self.next(d, state, &self.spec.roles.fail).unwrap_or(self.spec.roles.failed);
+        Fate::Fail { to, reason }
+    }
+
+    /// Where `event` leads from `state`, if the machine accepts it there.
+    fn next(&self, d: &Deployment, state: StateId, event: &str) -> Option<StateId> {
+        let guards = |g: Guard| self.guard(g, d);
+        machine::step(self.spec, state, event, &guards).ok().map(|t| t.target)
+    }
+
+    fn guard(&self, guard: Guard, d: &Deployment) -> bool {
+        match guard {
+            Guard::AttemptsRemaining => {
+                let max = self.spec.find(&d.phase).and_then(|s| self.spec.state(s).max_attempts);
+                max.is_none_or(|m| d.attempts < m)
+            }
+            Guard::HasPreviousRelease => self.view.deployments.iter().any(|o| {
+                o.id != d.id
+                    && self.specs.is_live(o)
+                    && valid_id(&o.id)
+                    && release_exists(self.world, &o.project, &o.id)
+            }),
+            Guard::IsImageDeployment => d.kind == DeploymentType::Image,
+        }
+    }
+
+    /// `Ok` when the predicate holds for `d`, else why not.
+    fn holds(&self, predicate: Predicate, d: &Deployment) -> Result<(), String> {
+        let project = self.view.project.id.as_str();
+        let layout = Layout::new(&self.world.root, project);
+        let exists = |path: &Path| self.world.files.contains_key(path);
+        match predicate {
+            Predicate::SourcePresent => match d.kind {
+                DeploymentType::Upload => match &d.source.file_path {
+                    None => Err("its upload has no `file_path`".into()),
+                    Some(path) if exists(path) => Ok(()),
+                    Some(path) => Err(format!("its upload `{}` is gone", path.display())),
+                },
+                DeploymentType::Git => match d.source.repo.as_deref() {
+                    None => Err("it names no repository".into()),
+                    Some(repo) if !repo.starts_with('/') || exists(Path::new(repo)) => Ok(()),
+                    Some(repo) => Err(format!("its repository `{repo}` is gone")),
+                },
+                DeploymentType::Image => self.holds(Predicate::ImagePresent, d),
+            },
+            Predicate::ImagePresent => match (&d.source.image, &self.world.images) {
+                (None, _) => Err("it names no image".into()),
+                (Some(_), None) => Ok(()),
+                (Some(image), Some(images)) if images.contains(image) => Ok(()),
+                (Some(image), Some(_)) => Err(format!("its image `{image}` is not in the container engine")),
+            },
+            Predicate::ReleaseDirPresent => {
+                if release_exists(self.world, project, &d.id) {
+                    Ok(())
+                } else {
+                    Err(format!("its release folder `{}` is gone", layout.release(&d.id).display()))
+                }
+            }
+            Predicate::CurrentLinksRelease => {
+                if health(self.world, &layout.current(), &layout.release(&d.id)) != LinkHealth::Ok {
+                    Err("`current` does not point at its release".into())
+                } else if health(self.world, &layout.webroot(), &layout.webroot_target()) != LinkHealth::Ok {
+                    Err("the webroot link does not point at `current/public`".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Predicate::RouteTargetsDeployment => match self.world.routes.get(project) {
+                Some(r) if r.problem.is_none() && r.deployment.as_deref() == Some(d.id.as_str()) => Ok(()),
+                Some(_) => Err(format!("the route of `{project}` targets another deployment")),
+                None => Err(format!("`{project}` has no route file")),
+            },
+        }
+    }
+}
+
+/// What a person is told about a deployment the rules leave to its worker, or cannot
+/// judge.
+fn progress_notes(spec: &Spec, d: &Deployment, progress: &Progress<'_>) -> Option<(Level, String)> {
+    match progress {
+        Progress::UnknownPhase => {
+            let names = spec.states.iter().map(|s| s.name.as_str());
+            let hint = crate::diag::did_you_mean(&d.phase, names)
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            let message = format!(
+                "deployment `{}` is in phase `{}`, which the spec does not declare{hint}: it is left alone",
+                d.id, d.phase
+            );
+            Some((Level::Warning, message))
+        }
+        Progress::Held(claim) => Some((
+            Level::Note,
+            format!(
+                "deployment `{}` in {} is held by `{}` until {}: it and the project's links and routes are left alone",
+                d.id, d.phase, claim.owner, claim.until
+            ),
+        )),
+        Progress::Future(last) => Some((
+            Level::Warning,
+            format!(
+                "deployment `{}` last progressed at {last}, which is in the future (clock skew?): it is not treated as stuck",
+                d.id
+            ),
+        )),
+        Progress::Running { age, limit, .. } => Some((
+            Level::Note,
+            format!("deployment `{}` is in {} and progressed {age} ago: not stuck before {limit}", d.id, d.phase),
+        )),
+        Progress::Finished | Progress::Stuck { .. } => None,
+    }
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_is_ok_only_when_it_resolves_to_what_it_must() {
+        let mut world = World { root: "/r".into(), ..World::default() };
+        world.files.insert("/r/p/deployments/d1".into(), Node::Dir);
+        world.files.insert("/r/p/current".into(), Node::Symlink("deployments/d1".into()));
+        world.files.insert("/r/p/other".into(), Node::Symlink("/etc".into()));
+        world.files.insert("/r/p/dir".into(), Node::Dir);
+        let want = Path::new("/r/p/deployments/d1");
+        assert_eq!(health(&world, Path::new("/r/p/current"), want), LinkHealth::Ok);
+        assert_eq!(health(&world, Path::new("/r/p/other"), want), LinkHealth::Outside("/etc".into()));
+        assert_eq!(health(&world, Path::new("/r/p/dir"), want), LinkHealth::NotALink);
+        assert_eq!(health(&world, Path::new("/r/p/none"), want), LinkHealth::Missing);
+        assert_eq!(
+            health(&world, Path::new("/r/p/current"), Path::new("/r/p/deployments/d2")),
+            LinkHealth::Wrong(want.into())
+        );
+    }
+}
