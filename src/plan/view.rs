@@ -395,7 +395,7 @@ impl Judge<'_, '_> {
         if let Some(newer) = self.superseded_by(d) {
             let at = newer.created_at.map(|t| format!(" at {t}")).unwrap_or_default();
             let reason = format!(
-                "{stuck}, and `{}`, created after it{at}, is already live: superseded, never resumed, so the site never rolls back",
+                "{stuck}, and it is superseded: `{}`, created after it{at}, is already live (finishing this one would roll the site back)",
                 newer.id
             );
             return self.fail(d, state, reason);
