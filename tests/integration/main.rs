@@ -9,4 +9,5 @@ mod scratch;
 mod spec;
 mod store;
 mod tidy;
+mod view;
 mod worlds;

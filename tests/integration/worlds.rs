@@ -163,7 +163,9 @@ fn build(seeds: &[ProjectSeed], invalid: bool, stray: bool, engine: bool) -> Fix
                 source,
                 metadata,
                 owner: d.claim.map(|m| Claim { owner: "worker-1".into(), until: at(-m) }),
-                created_at: None,
+                // Later deployments of a project are created later; odd projects do not
+                // record it, so both the superseded rule and its absence are exercised.
+                created_at: (pi % 2 == 0).then(|| at(2000 - 10 * di as i64)),
             });
             ids.push(did);
         }

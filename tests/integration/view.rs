@@ -1,0 +1,165 @@
+//! The one view of a project: `status` and `plan` agree on generated worlds, and a spec
+//! whose phases and events are renamed plans exactly like the default, renamed.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use proptest::prelude::*;
+use trueup::model::{Layout, World};
+use trueup::plan::{self, Change, LinkHealth, Plan};
+use trueup::spec::{self, Specs};
+use trueup::time::Timestamp;
+use trueup::world::fixture;
+
+use crate::worlds;
+
+/// The renames of `fixtures/validate/ok/*_renamed_phases.yaml`: states, then events.
+const STATES: [(&str, &str); 11] = [
+    ("QUEUED", "WAITING"),
+    ("IN_PROGRESS", "WORKING"),
+    ("PULLING_SOURCE", "FETCHING"),
+    ("BUILDING", "COMPILING"),
+    ("COPYING_FILES", "STAGING"),
+    ("CREATING_SYMLINKS", "LINKING"),
+    ("UPDATING_ROUTES", "ROUTING"),
+    ("HEALTH_CHECK", "PROBING"),
+    ("ACTIVE", "LIVE"),
+    ("FAILED", "BROKEN"),
+    ("CANCELLED", "STOPPED"),
+];
+const EVENTS: [(&str, &str); 6] = [
+    ("start", "begin"),
+    ("done", "ok"),
+    ("fail", "abort"),
+    ("retry", "again"),
+    ("cancel", "halt"),
+    ("unhealthy", "sick"),
+];
+
+/// The spec with every phase and event of the default renamed.
+fn renamed_spec() -> Specs {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/validate/ok");
+    let path = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_renamed_phases.yaml"))
+        .expect("the renamed-phases spec is a validate/ok fixture");
+    let source = std::fs::read_to_string(&path).unwrap();
+    match spec::load("renamed.yaml", &source) {
+        Ok((spec, warnings)) => {
+            assert!(warnings.is_empty(), "{warnings:?}");
+            spec.into()
+        }
+        Err(d) => panic!("{}", trueup::diag::render("renamed.yaml", &source, &d)),
+    }
+}
+
+/// The actions and findings of a plan as JSON, the fingerprint left out (the worlds differ
+/// in their phase names).
+fn shown(plan: &Plan, now: Timestamp) -> serde_json::Value {
+    let mut json: serde_json::Value = serde_json::from_str(&plan::render_json(plan, now)).unwrap();
+    json.as_object_mut().unwrap().remove("fingerprint");
+    json
+}
+
+/// `text` with each renamed name put back: states as whole words, events where the
+/// engine quotes them.
+fn named_back(text: &str) -> String {
+    let mut out = text.to_owned();
+    for (old, new) in STATES {
+        let mut result = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(new) {
+            let before = rest[..i].chars().next_back();
+            let after = rest[i + new.len()..].chars().next();
+            let word = |c: Option<char>| c.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
+            result.push_str(&rest[..i]);
+            result.push_str(if word(before) && word(after) { old } else { new });
+            rest = &rest[i + new.len()..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    for (old, new) in EVENTS {
+        out = out.replace(&format!("`{new}`"), &format!("`{old}`"));
+    }
+    out
+}
+
+#[test]
+fn a_spec_with_renamed_phases_plans_like_the_default_over_every_plan_fixture() {
+    let default: Specs = spec::default_spec().into();
+    let renamed = renamed_spec();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    let mut compared = 0;
+    for path in paths {
+        let source = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let fx =
+            fixture::load(&name, &source).unwrap_or_else(|d| panic!("{}", trueup::diag::render(&name, &source, &d)));
+        let mut world: World = fx.world.clone();
+        for d in &mut world.deployments {
+            if let Some((_, new)) = STATES.iter().find(|(old, _)| *old == d.phase) {
+                d.phase = (*new).to_owned();
+            }
+        }
+        let expected = shown(&plan::plan(&default, &fx.world, fx.now), fx.now);
+        let actual = shown(&plan::plan(&renamed, &world, fx.now), fx.now);
+        let actual: serde_json::Value = serde_json::from_str(&named_back(&actual.to_string())).unwrap();
+        assert_eq!(actual, expected, "{name}: the renamed spec plans differently");
+        compared += 1;
+    }
+    assert!(compared > 50, "only {compared} fixtures were compared");
+}
+
+#[test]
+fn renaming_back_touches_whole_names_only() {
+    assert_eq!(
+        named_back("stuck in COMPILING, not COMPILING_X; `ok`, ok"),
+        "stuck in BUILDING, not COMPILING_X; `done`, ok"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// `status` calls a deployment stuck exactly when the plan has a verdict for it, and
+    /// shows a project as deploying exactly when the plan leaves its broken links alone.
+    #[test]
+    fn status_agrees_with_the_plan(case in worlds::case()) {
+        let specs: Specs = spec::default_spec().into();
+        let (w, now) = (&case.0.world, case.0.now);
+        let plan = plan::plan(&specs, w, now);
+        let status = plan::status(&specs, w, now);
+
+        let verdicts: BTreeSet<&str> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.change {
+                Change::Resume { deployment, .. } | Change::Fail { deployment, .. } => Some(deployment.as_str()),
+                _ => None,
+            })
+            .collect();
+        let stuck: BTreeSet<&str> =
+            status.unfinished.iter().filter(|d| d.state == "stuck").map(|d| d.id.as_str()).collect();
+        prop_assert_eq!(&stuck, &verdicts);
+        for d in &status.unfinished {
+            prop_assert_eq!(d.verdict.is_some(), d.state == "stuck", "{:?}", d);
+        }
+
+        for p in status.projects.iter().filter(|p| p.active) {
+            let Some(release) = &p.release else { continue };
+            let current = Layout::new(&w.root, &p.id).current();
+            if plan::health(w, &current, release) == LinkHealth::Ok {
+                continue;
+            }
+            let relinked = plan.actions.iter().any(|a| {
+                a.project == p.id && matches!(&a.change, Change::Link { path, .. } if *path == current)
+            });
+            prop_assert_eq!(p.deploying.is_some(), !relinked, "{:?}", p);
+            prop_assert_eq!(matches!(p.current, LinkHealth::Deploying(_)), p.deploying.is_some(), "{:?}", p);
+        }
+    }
+}
