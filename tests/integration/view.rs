@@ -163,3 +163,69 @@ proptest! {
         }
     }
 }
+
+/// A world of `n` healthy projects, each with a deployment building for a minute.
+fn busy_world(n: usize, now: Timestamp) -> World {
+    use trueup::model::{Deployment, DeploymentType, Node, Project, Route, Source};
+    let mut w = World { root: "/var/www".into(), containers: Some(Vec::new()), ..World::default() };
+    w.files.insert("/var/www".into(), Node::Dir);
+    for i in 0..n {
+        let p = format!("p{i:05}");
+        let layout = Layout::new(Path::new("/var/www"), &p);
+        w.projects.push(Project { id: p.clone(), active: true, domain: None, services: Vec::new() });
+        let deployment = |id: &str, phase: &str| Deployment {
+            id: format!("{p}-{id}"),
+            project: p.clone(),
+            service: None,
+            kind: DeploymentType::Upload,
+            phase: phase.into(),
+            phase_updated_at: None,
+            heartbeat_at: None,
+            attempts: 0,
+            finished_at: None,
+            source: Source { file_path: Some(format!("/uploads/{p}.tar.gz").into()), ..Source::default() },
+            metadata: [("upstream".to_owned(), "http://127.0.0.1:8080".to_owned())].into(),
+            owner: None,
+            created_at: None,
+        };
+        let mut live = deployment("d1", "ACTIVE");
+        live.finished_at = Some(Timestamp::from_unix(now.unix() - 86_400));
+        let mut building = deployment("d2", "BUILDING");
+        building.phase_updated_at = Some(Timestamp::from_unix(now.unix() - 60));
+        w.files.insert(layout.release(&live.id).join("public"), Node::Dir);
+        w.files.insert(layout.current(), Node::Symlink(layout.release(&live.id)));
+        w.files.insert(layout.webroot(), Node::Symlink(layout.webroot_target()));
+        w.routes.insert(
+            p.clone(),
+            Route {
+                deployment: Some(live.id.clone()),
+                upstream: "http://127.0.0.1:8080".into(),
+                domain: Some(format!("{p}.localhost")),
+                problem: None,
+            },
+        );
+        w.deployments.extend([live, building]);
+    }
+    trueup::world::fixture::close_parents(&mut w.files);
+    w
+}
+
+#[test]
+fn ten_thousand_projects_deploying_print_a_plan_that_fits_a_screen() {
+    let now: Timestamp = "2025-10-02T12:00:00Z".parse().unwrap();
+    let specs: Specs = spec::default_spec().into();
+    let world = busy_world(10_000, now);
+    let plan = plan::plan(&specs, &world, now);
+    assert!(plan.actions.is_empty(), "{:?}", &plan.actions[..1]);
+    assert_eq!(plan.findings.iter().filter(|f| f.in_flight.is_some()).count(), 10_000, "JSON keeps every note");
+    let brief = plan::render_text(&plan, now, plan::Verbosity::Brief);
+    assert_eq!(
+        brief,
+        "No changes. The world matches its deployments at 2025-10-02T12:00:00Z.\n\n\
+         Findings (not changed):\n  note: 10000 deployments in flight, none stuck (`--verbose` lists each)\n"
+    );
+    let verbose = plan::render_text(&plan, now, plan::Verbosity::Verbose);
+    assert_eq!(verbose.lines().count(), 3 + 10_000, "--verbose lists each");
+    let status = plan::render_status(&plan::status(&specs, &world, now), plan::Verbosity::Brief);
+    assert!(status.contains("\n  10000 deployments in flight, nothing else (`--verbose` lists each)\n"), "{status}");
+}
