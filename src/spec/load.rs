@@ -244,6 +244,9 @@ struct Cx {
     version: Option<u32>,
     /// Every event some `on:` handles, in the order of the file, for the event roles.
     events: Vec<String>,
+    /// A version-1 spec writes `roles:` or `run:`: the errors say how to upgrade, so
+    /// the upgrade warning would only repeat them.
+    upgrading: bool,
 }
 
 fn plural_keys(keys: &[&str]) -> String {
@@ -472,6 +475,7 @@ impl Cx {
 
     /// `roles:` and `run:` are version 2's: in a version-1 spec, an error at the key.
     fn needs_version_2(&mut self, key: &Key) {
+        self.upgrading = true;
         self.error(key.pos, format!("`{}` needs `version: {VERSION}`", key.text));
         self.help(format!(
             "set `version: {VERSION}`; a version-{VERSION} spec declares its `roles:` and gives every phase a `run:`"
@@ -492,7 +496,7 @@ impl Cx {
                 continue;
             };
             seen.push(role);
-            let what = format!("role `{role}`");
+            let what = format!("`{role}`");
             let name = if role.is_state() {
                 self.state_name(value, &what)
             } else {
@@ -970,9 +974,8 @@ impl Cx {
                     sound = false;
                     self.error(pos, format!("role `{role}` names `{name}`, which is not a final state"));
                     self.help(format!(
-                        "`{role}` names {}: a deployment the engine puts there has finished for good, so it \
-                         must be a state the machine never leaves (`final: true`)",
-                        phrase(role.doc())
+                        "the engine ends deployments in the `{role}` state, and one that could leave it would go on \
+                         after it ended; name a state with `final: true`"
                     ));
                 }
                 None => {
@@ -984,7 +987,7 @@ impl Cx {
                 }
             }
         }
-        sound &= self.distinct(&states, &events);
+        sound &= self.distinct(&top.states, &states, &events);
         let state = |r: Role| states.iter().find(|s| s.0 == r).map(|s| s.1);
         let event = |r: Role| events.iter().find(|e| e.0 == r).map(|e| e.1.to_owned());
         let roles = ResolvedRoles {
@@ -1001,7 +1004,12 @@ impl Cx {
     /// The live state is neither the failed nor the cancelled one (a failed deployment
     /// must never count as live), and the three events differ (the engine tells a phase's
     /// success, failure and retry apart by them). Reported at the later role.
-    fn distinct(&mut self, states: &[(Role, usize, Pos)], events: &[(Role, &str, Pos)]) -> bool {
+    fn distinct(
+        &mut self,
+        top_states: &[RawState],
+        states: &[(Role, usize, Pos)],
+        events: &[(Role, &str, Pos)],
+    ) -> bool {
         let mut sound = true;
         let live = states.iter().find(|s| s.0 == Role::Live);
         for &(role, i, pos) in states {
@@ -1011,7 +1019,8 @@ impl Cx {
             {
                 sound = false;
                 let at = pos.max(live_pos);
-                self.error(at, format!("roles `live` and `{role}` name the same state"));
+                let name = &top_states[i].name;
+                self.error(at, format!("roles `live` and `{role}` name the same state `{name}`"));
                 self.help(format!(
                     "a {role} deployment must never count as live; give `live` a final state of its own"
                 ));
@@ -1050,18 +1059,20 @@ impl Cx {
             ));
             return None;
         }
-        self.diags.push(
-            Diagnostic::warning(
-                top.version_pos,
-                "a version-1 spec cannot declare its roles: the engine assumes the default machine's names",
-            )
-            .with_help(format!(
-                "upgrade: set `version: {VERSION}`, declare the roles with your own states and events:\n{}\n\
-                 and give every phase a `run:`, an executor (`run: build`) or a command \
-                 (`run: {{ command: ./scan.sh }}`); see specs/README.md",
-                v1::roles_block()
-            )),
-        );
+        if !self.upgrading {
+            self.diags.push(
+                Diagnostic::warning(
+                    top.version_pos,
+                    "a version-1 spec cannot declare its roles: the engine assumes the default machine's names",
+                )
+                .with_help(format!(
+                    "upgrade: set `version: {VERSION}`, declare the roles with your own states and events:\n{}\n\
+                     and give every phase a `run:`, an executor (`run: build`) or a command \
+                     (`run: {{ command: ./scan.sh }}`); see specs/README.md",
+                    v1::roles_block()
+                )),
+            );
+        }
         Some(ResolvedRoles {
             live: state(Role::Live)?,
             failed: state(Role::Failed)?,

@@ -327,10 +327,10 @@ vocabulary! {
     /// What a spec names in its `roles:` block, so that the engine spells no phase or
     /// event name of its own (the fields of [`Roles`]).
     Role {
-        /// The final state of a deployment whose release went live: among a project's
-        /// deployments there, the one that finished last is what `current` points at.
+        /// The final state of a deployment whose release went live (of a project's
+        /// deployments there, the one that finished last is what `current` points at).
         Live = "live",
-        /// The final state of a deployment that failed; the previous release stays live.
+        /// The final state of a deployment that failed (the previous release stays live).
         Failed = "failed",
         /// The final state of a deployment that a user cancelled.
         Cancelled = "cancelled",
