@@ -51,6 +51,8 @@ mod v1 {
 
     /// The version these defaults are for.
     pub(super) const VERSION: u32 = 1;
+    /// The initial phase, for examples in messages.
+    pub(super) const INITIAL: &str = "QUEUED";
     /// The live, failed and cancelled phases.
     pub(super) const LIVE: &str = "ACTIVE";
     pub(super) const FAILED: &str = "FAILED";
@@ -456,7 +458,7 @@ impl Cx {
         }
         if top.initial.is_none() && !entries.iter().any(|(k, _)| k.text == "initial") {
             self.error(root.pos, "missing top-level `initial`");
-            self.help("name the state a new deployment starts in, e.g. `initial: QUEUED`");
+            self.help(format!("name the state a new deployment starts in, e.g. `initial: {}`", v1::INITIAL));
         }
         match states {
             None => {

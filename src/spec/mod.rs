@@ -94,7 +94,8 @@ pub struct Resume {
 pub enum ResumeRule {
     /// Run the phase again from its start; the phase is idempotent.
     RestartPhase,
-    /// If `check` holds, the phase's work is done: continue with its `done` transition.
+    /// If `check` holds, the phase's work is done: continue with its transition on the
+    /// `done` role's event.
     /// If it does not, run the phase again.
     VerifyThenContinue {
         /// The predicate that tells the phase's work is done.
@@ -356,7 +357,7 @@ vocabulary! {
     Guard {
         /// The deployment has attempts left before `max_attempts`.
         AttemptsRemaining = "attempts_remaining",
-        /// The project has an earlier ACTIVE release to roll back to.
+        /// The project has an earlier release in the `live` role's state to roll back to.
         HasPreviousRelease = "has_previous_release",
         /// The deployment's type is `image` (nothing to build or copy).
         IsImageDeployment = "is_image_deployment",
