@@ -607,6 +607,21 @@ fn cli_validate_json() {
 }
 
 #[test]
+fn cli_validate_prints_the_warnings_of_a_valid_spec() {
+    let file = "fixtures/validate/ok/0006_version_1_warns.yaml";
+    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+    let (_, warnings) = spec::load(file, &source).unwrap();
+    assert_eq!(warnings.len(), 1);
+    let (code, stdout, stderr) = run(&["validate", file]);
+    assert_eq!((code, stdout), (0, format!("{file}: valid (6 states, 1 warning)\n")));
+    assert_eq!(stderr, format!("{}\n", diag::render(file, &source, &warnings)));
+    let (code, stdout, stderr) = run(&["validate", "--json", file]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(value, serde_json::json!([{ "file": file, "valid": true, "diagnostics": warnings }]));
+}
+
+#[test]
 fn cli_graph_mermaid() {
     let (code, stdout, stderr) = run(&["graph", "--format", "mermaid"]);
     assert_eq!((code, stderr.as_str()), (0, ""));
