@@ -1349,13 +1349,16 @@ mod tests {
 
     #[test]
     fn a_version_1_spec_gets_the_default_roles_and_one_warning() {
-        let source = "version: 1\ninitial: QUEUED\nstuck_after: 5m\nstates:\n  QUEUED:\n    resume: restart_phase\n    on: { start: SCANNING, cancel: CANCELLED }\n  SCANNING:\n    resume: restart_phase\n    on: { done: ACTIVE, fail: FAILED }\n  ACTIVE: { final: true }\n  FAILED: { final: true }\n  CANCELLED: { final: true }\n";
+        // BUILDING is a compound state here: only a phase named like a default one runs
+        // what that one runs.
+        let source = "version: 1\ninitial: QUEUED\nstuck_after: 5m\nstates:\n  QUEUED:\n    resume: restart_phase\n    on: { start: BUILDING, cancel: CANCELLED }\n  BUILDING:\n    initial: SCANNING\n    states:\n      SCANNING:\n        resume: restart_phase\n        on: { done: ACTIVE, fail: FAILED }\n  ACTIVE: { final: true }\n  FAILED: { final: true }\n  CANCELLED: { final: true }\n";
         let (spec, warnings) = load("v1.yaml", source).unwrap();
         assert_eq!(spec.version, 1);
         assert_eq!(spec.roles.states().map(|(_, id)| spec.name(id)), ["ACTIVE", "FAILED", "CANCELLED"]);
         assert_eq!(spec.roles.events().map(|(_, e)| e), ["done", "fail", "retry"]);
         assert_eq!(spec.state(spec.find("QUEUED").unwrap()).run, Some(Run::Executor(Executor::Wait)));
         assert_eq!(spec.state(spec.find("SCANNING").unwrap()).run, None);
+        assert_eq!(spec.state(spec.find("BUILDING").unwrap()).run, None);
         let [warning] = warnings.as_slice() else { panic!("{warnings:?}") };
         assert!(!warning.is_error());
         assert_eq!(warning.pos, Pos { line: 1, column: 10 });
