@@ -137,7 +137,7 @@ fn render_one(out: &mut String, file: &str, source: &str, d: &Diagnostic) {
     let Some(text) = line_text else {
         let _ = writeln!(out, " --> {file}");
         if let Some(help) = &d.help {
-            let _ = writeln!(out, "  = help: {help}");
+            write_help(out, " ", help);
         }
         return;
     };
@@ -151,7 +151,17 @@ fn render_one(out: &mut String, file: &str, source: &str, d: &Diagnostic) {
     let width = token_width(text.chars().skip(col));
     let _ = writeln!(out, "{pad} | {indent}{}", "^".repeat(width));
     if let Some(help) = &d.help {
-        let _ = writeln!(out, "{pad} = help: {help}");
+        write_help(out, &pad, help);
+    }
+}
+
+/// Writes a help note; the lines after its first (a block of YAML to paste, say) are
+/// aligned under the first one's text, as rustc aligns its notes.
+fn write_help(out: &mut String, pad: &str, help: &str) {
+    let mut lines = help.lines();
+    let _ = writeln!(out, "{pad} = help: {}", lines.next().unwrap_or_default());
+    for line in lines {
+        let _ = writeln!(out, "{pad}         {line}");
     }
 }
 
@@ -216,6 +226,18 @@ mod tests {
         let src = "a: { b: \"x y\", c: d }\n";
         let d = Diagnostic::error(Pos { line: 1, column: 9 }, "quoted");
         assert!(render("x", src, &[d]).contains("  |         ^^^^^\n"));
+    }
+
+    #[test]
+    fn a_help_of_several_lines_is_aligned_under_its_first() {
+        let src = "version: 2\n";
+        let d = Diagnostic::error(Pos { line: 1, column: 1 }, "missing `roles`").with_help("add:\nroles:\n  live: A");
+        assert_eq!(
+            render("x", src, std::slice::from_ref(&d)),
+            "error: missing `roles`\n --> x:1:1\n  |\n1 | version: 2\n  | ^^^^^^^\n  = help: add:\n          roles:\n            live: A\n"
+        );
+        let nowhere = Diagnostic { pos: Pos::default(), ..d };
+        assert!(render("x", src, &[nowhere]).ends_with("  = help: add:\n          roles:\n            live: A\n"));
     }
 
     #[test]

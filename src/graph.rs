@@ -3,7 +3,8 @@
 //! Both renderers are pure functions from a spec to a string; the CLI prints them.
 //! Superstates become nested states (Mermaid) or clusters (dot), final states are marked
 //! (`--> [*]` in Mermaid, a double border in dot), guards are shown in brackets on edge
-//! labels, and each phase's resume rule is a note beside it. State names are letters,
+//! labels, each phase's resume rule is a note beside it, and a state's box says what the
+//! phase runs (`run build`) and which roles it plays (`role live`). State names are letters,
 //! digits and `_` (the loader enforces it), so they are valid identifiers in both
 //! languages; free text (descriptions, reasons) is escaped.
 
@@ -57,6 +58,20 @@ fn resume_lines(resume: &Resume) -> Vec<String> {
     lines
 }
 
+/// The lines a state's box shows under its name: what the phase runs, and the roles the
+/// state plays.
+fn state_lines(spec: &Spec, id: StateId) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(run) = &spec.state(id).run {
+        lines.push(format!("run {}", one_line(&run.to_string())));
+    }
+    let roles: Vec<&str> = spec.roles.states().iter().filter(|(_, s)| *s == id).map(|(r, _)| r.name()).collect();
+    if !roles.is_empty() {
+        lines.push(format!("role {}", roles.join(", ")));
+    }
+    lines
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -89,6 +104,9 @@ fn mermaid_block(spec: &Spec, block: Option<StateId>, children: &[StateId], dept
         let s = spec.state(c);
         if let Some(d) = &s.description {
             let _ = writeln!(out, "{pad}{} : {}", s.name, mermaid_text(d));
+        }
+        for line in state_lines(spec, c) {
+            let _ = writeln!(out, "{pad}{} : {}", s.name, mermaid_text(&line));
         }
         if let StateKind::Compound { initial, children: inner } = &s.kind {
             let _ = writeln!(out, "{pad}state {} {{", s.name);
@@ -180,16 +198,14 @@ fn dot_block(spec: &Spec, children: &[StateId], depth: usize, out: &mut String) 
                 dot_block(spec, inner, depth + 1, out);
                 let _ = writeln!(out, "{pad}}}");
             }
-            StateKind::Final => {
-                let _ = writeln!(
-                    out,
-                    "{pad}{} [peripheries=2, tooltip=\"{}\"];",
-                    s.name,
-                    tooltip(s.description.as_deref())
-                );
-            }
-            StateKind::Atomic => {
-                let _ = writeln!(out, "{pad}{} [tooltip=\"{}\"];", s.name, tooltip(s.description.as_deref()));
+            StateKind::Final | StateKind::Atomic => {
+                let mut attrs = Vec::new();
+                if s.kind == StateKind::Final {
+                    attrs.push("peripheries=2".to_owned());
+                }
+                attrs.extend(dot_label(spec, c));
+                attrs.push(format!("tooltip=\"{}\"", tooltip(s.description.as_deref())));
+                let _ = writeln!(out, "{pad}{} [{}];", s.name, attrs.join(", "));
             }
         }
         if let Some(resume) = &s.resume {
@@ -203,6 +219,16 @@ fn dot_block(spec: &Spec, children: &[StateId], depth: usize, out: &mut String) 
             let _ = writeln!(out, "{pad}{0} -> {0}__resume [style=dashed, arrowhead=none];", s.name);
         }
     }
+}
+
+/// `label="NAME\nrun build"` when the state's box shows more than its name.
+fn dot_label(spec: &Spec, id: StateId) -> Option<String> {
+    let lines = state_lines(spec, id);
+    if lines.is_empty() {
+        return None;
+    }
+    let text: Vec<String> = std::iter::once(spec.name(id).to_owned()).chain(lines).map(|l| dot_text(&l)).collect();
+    Some(format!("label=\"{}\"", text.join("\\n")))
 }
 
 fn tooltip(description: Option<&str>) -> String {
@@ -233,5 +259,28 @@ mod tests {
         let text = dot(&default_spec());
         assert!(text.contains("subgraph cluster_IN_PROGRESS {"));
         assert!(text.contains("IN_PROGRESS -> FAILED [label=\"fail\", ltail=cluster_IN_PROGRESS];"));
+    }
+
+    #[test]
+    fn both_show_what_a_phase_runs_and_the_roles_of_states() {
+        let spec = default_spec();
+        let text = mermaid(&spec);
+        assert!(text.contains("        BUILDING : run build\n"), "{text}");
+        assert!(text.contains("    ACTIVE : role live\n"), "{text}");
+        let text = dot(&spec);
+        assert!(text.contains("BUILDING [label=\"BUILDING\\nrun build\", tooltip="), "{text}");
+        assert!(text.contains("ACTIVE [peripheries=2, label=\"ACTIVE\\nrole live\", tooltip="), "{text}");
+    }
+
+    #[test]
+    fn a_command_is_escaped_and_a_state_with_two_roles_shows_both() {
+        let source = "version: 2\ninitial: A\nstuck_after: 5m\nroles: { live: B, failed: C, cancelled: C, done: done, fail: fail, retry: retry }\nstates:\n  A:\n    run: { command: \"echo \\\"a;b\\\" # x\" }\n    resume: restart_phase\n    on: { done: B, fail: C, retry: A }\n  B: { final: true }\n  C: { final: true }\n";
+        let (spec, _) = crate::spec::load("x.yaml", source).unwrap();
+        let text = dot(&spec);
+        assert!(text.contains(r#"A [label="A\nrun command `echo \"a;b\" # x`", tooltip=""];"#), "{text}");
+        assert!(text.contains(r#"C [peripheries=2, label="C\nrole failed, cancelled", tooltip=""];"#), "{text}");
+        let text = mermaid(&spec);
+        assert!(text.contains("    A : run command `echo \"a,b\"  x`\n"), "{text}");
+        assert!(text.contains("    C : role failed, cancelled\n"), "{text}");
     }
 }

@@ -3,28 +3,35 @@
 //! [`load`] runs in three passes, so that one run reports every problem:
 //! 1. [`super::yaml`] reads the text into nodes with positions (a syntax error stops here);
 //! 2. the schema pass walks the nodes into [`RawState`]s, reporting unknown keys, wrong
-//!    types, bad durations and counts, unknown guards and predicates, and malformed
-//!    resume rules, and going on after each;
-//! 3. the structure pass resolves names (duplicates, targets, `initial`s), then, when the
-//!    names are sound, checks the graph: reachability from the initial state and a path
-//!    to a final state from every reachable phase.
+//!    types, bad durations and counts, unknown guards, predicates and executors,
+//!    malformed resume rules and `run`s, and a `roles:` block with missing or unknown
+//!    keys, and going on after each;
+//! 3. the structure pass resolves names (duplicates, targets, `initial`s, roles), then,
+//!    when the names are sound, checks the graph: reachability from the initial state and
+//!    a path to a final state from every reachable phase.
 //!
 //! Only a spec with no error is compiled into a [`Spec`].
+//!
+//! Version 2 declares what the engine relies on (`roles:`, and a `run:` per phase).
+//! Version 1 cannot, so it gets the default machine's names from [`v1`], with a warning
+//! that says how to upgrade; it is an error when it lacks one of the default final states.
 
 use indexmap::IndexMap;
 
 use super::yaml::{self, Key, Node, NodeKind};
 use super::{
-    Executor, Guard, Predicate, Resume, ResumeRule, Roles, Run, Spec, State, StateId, StateKind, TransitionDef,
+    Executor, Guard, Predicate, Resume, ResumeRule, Role, Roles, Run, Spec, State, StateId, StateKind, TransitionDef,
 };
-use crate::diag::{Diagnostic, Pos};
+use crate::diag::{self, Diagnostic, Pos};
 use crate::time::Duration;
 
 /// The keys of the top level of a spec file.
-const TOP_KEYS: &[&str] = &["version", "description", "initial", "states", "stuck_after", "max_attempts"];
+const TOP_KEYS: &[&str] = &["version", "description", "initial", "roles", "states", "stuck_after", "max_attempts"];
 /// The keys of a state.
 const STATE_KEYS: &[&str] =
-    &["description", "initial", "states", "on", "final", "stuck_after", "max_attempts", "resume"];
+    &["description", "initial", "states", "on", "final", "stuck_after", "max_attempts", "run", "resume"];
+/// The keys of a `run` map.
+const RUN_KEYS: &[&str] = &["command"];
 /// The keys of one entry in a list of transitions.
 const TRANSITION_KEYS: &[&str] = &["target", "guard"];
 /// The keys of a `resume` map.
@@ -32,14 +39,20 @@ const RESUME_KEYS: &[&str] = &["rule", "requires", "check", "reason", "descripti
 /// The names of the resume rules.
 const RULES: &[&str] = &["restart_phase", "verify_then_continue", "fail"];
 
-/// The spec version this loader reads.
-const VERSION: u32 = 1;
+/// The spec version this loader writes about; it reads version 1 too.
+const VERSION: u32 = 2;
 
 /// What a version-1 spec, which cannot declare roles, relies on: the default machine's
 /// names. This is the one place the engine spells phase and event names.
 mod v1 {
-    use super::Executor;
+    use std::fmt::Write as _;
 
+    use super::{Executor, Role};
+
+    /// The version these defaults are for.
+    pub(super) const VERSION: u32 = 1;
+    /// The initial phase, for examples in messages.
+    pub(super) const INITIAL: &str = "QUEUED";
     /// The live, failed and cancelled phases.
     pub(super) const LIVE: &str = "ACTIVE";
     pub(super) const FAILED: &str = "FAILED";
@@ -58,6 +71,32 @@ mod v1 {
         ("UPDATING_ROUTES", Executor::WriteRoute),
         ("HEALTH_CHECK", Executor::HealthCheck),
     ];
+
+    /// The default machine's name for a role.
+    pub(super) fn name(role: Role) -> &'static str {
+        match role {
+            Role::Live => LIVE,
+            Role::Failed => FAILED,
+            Role::Cancelled => CANCELLED,
+            Role::Done => DONE,
+            Role::Fail => FAIL,
+            Role::Retry => RETRY,
+        }
+    }
+
+    /// What the default machine's phase of this name runs.
+    pub(super) fn run(phase: &str) -> Option<Executor> {
+        RUN.iter().find(|(name, _)| *name == phase).map(|(_, e)| *e)
+    }
+
+    /// The default machine's `roles:` block, as a spec writes it.
+    pub(super) fn roles_block() -> String {
+        let mut out = String::from("roles:");
+        for role in Role::ALL {
+            let _ = write!(out, "\n  {}: {}", role.name(), name(*role));
+        }
+        out
+    }
 }
 
 /// Loads, validates and compiles one spec.
@@ -136,6 +175,10 @@ struct RawState {
     resume_written: bool,
     /// A `stuck_after` key is present, valid or not.
     stuck_written: bool,
+    /// What the phase runs, when written and valid.
+    run: Option<Run>,
+    /// Where a `run` value is written, valid or not (so a bad one is not also "missing").
+    run_pos: Option<Pos>,
 }
 
 #[derive(Debug)]
@@ -150,14 +193,26 @@ struct RawTransition {
 /// The top level as written.
 #[derive(Debug, Default)]
 struct Top {
-    version: u32,
+    /// The version, when it is one this loader reads.
+    version: Option<u32>,
+    /// Where the version's value is written (or the top level, without one).
+    version_pos: Pos,
     description: Option<String>,
+    /// The `roles:` block, when written in a spec that may have one.
+    roles: Option<RawRoles>,
     initial: Option<(String, Pos)>,
     states: Vec<RawState>,
     top_level: Vec<usize>,
     stuck_after: Option<Duration>,
     max_attempts: Option<u32>,
     stuck_written: bool,
+}
+
+/// The `roles:` block as written.
+#[derive(Debug, Default)]
+struct RawRoles {
+    /// The names given, each with where it is written, in the order of the file.
+    given: Vec<(Role, Named)>,
 }
 
 /// Names resolved to indices into [`Top::states`].
@@ -167,6 +222,17 @@ struct Resolved {
     initials: Vec<Option<usize>>,
     /// Per state, per transition: the target index.
     targets: Vec<Vec<usize>>,
+    roles: ResolvedRoles,
+}
+
+/// The roles, states as indices into [`Top::states`].
+struct ResolvedRoles {
+    live: usize,
+    failed: usize,
+    cancelled: usize,
+    done: String,
+    fail: String,
+    retry: String,
 }
 
 #[derive(Default)]
@@ -175,10 +241,39 @@ struct Cx {
     /// A transition was dropped for an error: the graph checks would then report
     /// consequences of that error, so they are skipped.
     dropped: bool,
+    /// The spec's version, once read (states are read after it, whatever the order of
+    /// the file): `run` depends on it.
+    version: Option<u32>,
+    /// Every event some `on:` handles, in the order of the file, for the event roles.
+    events: Vec<String>,
+    /// A version-1 spec writes `roles:` or `run:`: the errors say how to upgrade, so
+    /// the upgrade warning would only repeat them.
+    upgrading: bool,
 }
 
 fn plural_keys(keys: &[&str]) -> String {
     keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// `` `A` ``, `` `A` and `B` ``, `` `A`, `B` and `C` ``.
+fn and_list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => format!("`{one}`"),
+        [rest @ .., last] => format!("{} and `{last}`", plural_keys(rest)),
+    }
+}
+
+/// A vocabulary doc sentence as a phrase inside a message: `The event that ...` becomes
+/// `the event that ...`.
+fn phrase(doc: &str) -> String {
+    let doc = doc.trim_end_matches('.');
+    let mut chars = doc.chars();
+    chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
+}
+
+fn executors() -> Vec<&'static str> {
+    Executor::ALL.iter().map(|e| e.name()).collect()
 }
 
 fn valid_name(name: &str) -> bool {
@@ -311,13 +406,14 @@ impl Cx {
             );
             return None;
         };
-        let mut top = Top::default();
-        let (mut version, mut states) = (None, None);
+        let mut top = Top { version_pos: root.pos, ..Top::default() };
+        let (mut version, mut states, mut roles) = (None, None, None);
         for (key, value) in entries {
             match key.text.as_str() {
                 "version" => version = Some(value),
                 "description" => top.description = self.description(value),
                 "initial" => top.initial = self.state_name(value, "`initial`"),
+                "roles" => roles = Some((key, value)),
                 "states" => states = Some(value),
                 "stuck_after" => {
                     top.stuck_written = true;
@@ -330,22 +426,39 @@ impl Cx {
         match version {
             None => {
                 self.error(root.pos, "missing `version`");
-                self.help("start the file with `version: 1`");
+                self.help(format!("start the file with `version: {VERSION}`"));
             }
-            Some(v) => match v.as_str() {
-                Some("1") => top.version = VERSION,
-                Some(other) => {
-                    self.error(v.pos, format!("unsupported spec version `{other}`"));
-                    self.help("this trueup reads `version: 1`");
+            Some(v) => {
+                top.version_pos = v.pos;
+                match v.as_str() {
+                    Some("1") => top.version = Some(v1::VERSION),
+                    Some("2") => top.version = Some(VERSION),
+                    Some(other) => {
+                        self.error(v.pos, format!("unsupported spec version `{other}`"));
+                        self.help(format!("this trueup reads `version: {VERSION}`, and the older `version: 1`"));
+                    }
+                    None => {
+                        self.error(v.pos, format!("`version` must be `{VERSION}`, not {}", v.what()));
+                    }
                 }
-                None => {
-                    self.error(v.pos, format!("`version` must be `1`, not {}", v.what()));
-                }
-            },
+            }
+        }
+        self.version = top.version;
+        match (roles, top.version) {
+            (Some((key, _)), Some(v1::VERSION)) => self.needs_version_2(key),
+            (Some((key, value)), _) => top.roles = self.roles(key, value),
+            (None, Some(VERSION)) => {
+                self.error(root.pos, "missing `roles`");
+                self.help(format!(
+                    "a version-{VERSION} spec names the states and events the engine relies on; add, with your own names:\n{}",
+                    v1::roles_block()
+                ));
+            }
+            (None, _) => {}
         }
         if top.initial.is_none() && !entries.iter().any(|(k, _)| k.text == "initial") {
             self.error(root.pos, "missing top-level `initial`");
-            self.help("name the state a new deployment starts in, e.g. `initial: QUEUED`");
+            self.help(format!("name the state a new deployment starts in, e.g. `initial: {}`", v1::INITIAL));
         }
         match states {
             None => {
@@ -360,6 +473,79 @@ impl Cx {
             }
         }
         Some(top)
+    }
+
+    /// `roles:` and `run:` are version 2's: in a version-1 spec, an error at the key.
+    fn needs_version_2(&mut self, key: &Key) {
+        self.upgrading = true;
+        self.error(key.pos, format!("`{}` needs `version: {VERSION}`", key.text));
+        self.help(format!(
+            "set `version: {VERSION}`; a version-{VERSION} spec declares its `roles:` and gives every phase a `run:`"
+        ));
+    }
+
+    /// The `roles:` block: a name for every role. A missing role is reported at `roles`,
+    /// unless an unknown key is a typo of it (which is reported instead).
+    fn roles(&mut self, key: &Key, node: &Node) -> Option<RawRoles> {
+        let entries = self.map(node, "`roles`")?;
+        let keys: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+        let mut out = RawRoles::default();
+        let mut seen: Vec<Role> = Vec::new();
+        for (k, value) in entries {
+            let Some(role) = Role::from_name(&k.text) else {
+                seen.extend(diag::did_you_mean(&k.text, keys.iter().copied()).and_then(Role::from_name));
+                self.unknown_key(k, "`roles`", &keys);
+                continue;
+            };
+            seen.push(role);
+            let what = format!("`{role}`");
+            let name = if role.is_state() {
+                self.state_name(value, &what)
+            } else {
+                self.text(value, &what).map(|t| (t.to_owned(), value.pos))
+            };
+            out.given.extend(name.map(|n| (role, n)));
+        }
+        for &role in Role::ALL {
+            if !seen.contains(&role) {
+                self.error(key.pos, format!("missing role `{role}`"));
+                self.help(format!("`{role}` names {}, e.g. `{role}: {}`", phrase(role.doc()), v1::name(role)));
+            }
+        }
+        Some(out)
+    }
+
+    /// A phase's `run`: an executor's name, or a map with a user's `command`.
+    fn run(&mut self, node: &Node) -> Option<Run> {
+        let entries = match &node.kind {
+            NodeKind::Scalar { .. } if !node.is_null() => {
+                return self.word(node, "executor", Executor::ALL, Executor::name).map(Run::Executor);
+            }
+            NodeKind::Map(entries) => entries,
+            _ => {
+                self.error(node.pos, format!("`run` must be an executor or a map with `command`, not {}", node.what()));
+                self.help(format!("executors are {}", plural_keys(&executors())));
+                return None;
+            }
+        };
+        let mut command = None;
+        for (key, value) in entries {
+            match key.text.as_str() {
+                "command" => command = Some(value),
+                _ => self.unknown_key(key, "`run`", RUN_KEYS),
+            }
+        }
+        let Some(command) = command else {
+            self.error(node.pos, "`run` needs a `command`");
+            self.help("write e.g. `run: { command: ./scan.sh }`, or name an executor: `run: build`");
+            return None;
+        };
+        if command.is_null() || command.as_str().is_some_and(|t| t.trim().is_empty()) {
+            self.error(command.pos, "the `command` to run is empty");
+            self.help("write the command a worker runs with `sh -c` in the work folder, e.g. `command: ./scan.sh`");
+            return None;
+        }
+        self.text(command, "`command`").map(|t| Run::Command(t.to_owned()))
     }
 
     /// Reads a `states:` map into `out`, parents before children; returns the indices of
@@ -416,6 +602,11 @@ impl Cx {
                     s.resume_written = true;
                     s.resume = self.resume(value).map(|r| (r, value.pos));
                 }
+                "run" if self.version == Some(v1::VERSION) => self.needs_version_2(key),
+                "run" => {
+                    s.run_pos = Some(value.pos);
+                    s.run = self.run(value);
+                }
                 _ => self.unknown_key(key, "a state", STATE_KEYS),
             }
         }
@@ -428,6 +619,10 @@ impl Cx {
             if let Some((_, pos)) = &s.resume {
                 self.error(*pos, format!("final state `{name}` cannot have a resume rule"));
                 self.help("a final state is never left, so there is nothing to resume");
+            }
+            if let Some(pos) = s.run_pos {
+                self.error(pos, format!("final state `{name}` cannot have a `run`"));
+                self.help("a final state is never left, so nothing runs in it");
             }
             for t in &s.on {
                 self.error(t.event_pos, format!("final state `{name}` handles event `{}`", t.event));
@@ -451,6 +646,9 @@ impl Cx {
                 self.error(event.pos, format!("`{}` is not a valid event name", event.text));
                 self.help("event names are letters, digits, `_`, `-` and `.`");
                 continue;
+            }
+            if !self.events.contains(&event.text) {
+                self.events.push(event.text.clone());
             }
             let mut push = |target: (String, Pos), guard| {
                 out.push(RawTransition {
@@ -691,12 +889,33 @@ impl Cx {
             targets.push(row);
         }
 
-        // Phases need a resume rule and a stuck timeout, own or inherited.
+        self.phases(top);
+        let roles = self.resolve_roles(top, &by_name);
+        self.shadowed(states);
+
+        let initial = initial?;
+        if sound {
+            self.graph(states, initial, &initials, &targets);
+            return roles.map(|roles| Resolved { initial, initials, targets, roles });
+        }
+        None
+    }
+
+    /// Phases need a resume rule, a stuck timeout (own or inherited) and, in version 2,
+    /// a `run`; compound states have neither a resume rule nor a `run` of their own.
+    fn phases(&mut self, top: &Top) {
+        let states = &top.states;
         for (i, s) in states.iter().enumerate() {
             if s.is_final || s.children.is_some() {
                 if let (Some(_), Some((_, pos))) = (&s.children, &s.resume) {
                     self.error(*pos, format!("resume rule on compound state `{}`", s.name));
                     self.help("resume rules belong to atomic phases; move it to each child");
+                }
+                if let (Some(_), Some(pos)) = (&s.children, s.run_pos)
+                    && !s.is_final
+                {
+                    self.error(pos, format!("`run` on compound state `{}`", s.name));
+                    self.help("a compound state runs nothing itself: its phases do; give each of them a `run`");
                 }
                 continue;
             }
@@ -711,16 +930,159 @@ impl Cx {
                 self.error(s.name_pos, format!("phase `{}` has no `stuck_after`, own or inherited", s.name));
                 self.help("add e.g. `stuck_after: 5m` to it, to an enclosing state or to the top level");
             }
+            if top.version == Some(VERSION) && s.run_pos.is_none() {
+                self.error(s.name_pos, format!("phase `{}` has no `run`", s.name));
+                self.help(format!(
+                    "say what it runs: an executor, e.g. `run: build` ({}), or a command, e.g. `run: {{ command: ./scan.sh }}`",
+                    plural_keys(&executors())
+                ));
+            }
         }
+    }
 
-        self.shadowed(states);
-
-        let initial = initial?;
-        if sound {
-            self.graph(states, initial, &initials, &targets);
-            return Some(Resolved { initial, initials, targets });
+    /// The roles: a version-2 spec's own, resolved and checked; or, in version 1, the
+    /// default machine's, which the spec must have, with a warning to upgrade.
+    fn resolve_roles(&mut self, top: &Top, by_name: &IndexMap<&str, usize>) -> Option<ResolvedRoles> {
+        if top.version == Some(v1::VERSION) {
+            return self.v1_roles(top, by_name);
         }
-        None
+        let raw = top.roles.as_ref()?;
+        let names: Vec<&str> = by_name.keys().copied().collect();
+        let mut states: Vec<(Role, usize, Pos)> = Vec::new();
+        let mut events: Vec<(Role, &str, Pos)> = Vec::new();
+        let mut sound = true;
+        for (role, (name, pos)) in &raw.given {
+            let (role, pos) = (*role, *pos);
+            if !role.is_state() {
+                if self.events.contains(name) {
+                    events.push((role, name, pos));
+                    continue;
+                }
+                sound = false;
+                let handled: Vec<&str> = self.events.iter().map(String::as_str).collect();
+                let d = Diagnostic::error(pos, format!("role `{role}` names event `{name}`, which no state handles"))
+                    .suggest(name, handled.iter().copied());
+                let d = match (&d.help, handled.is_empty()) {
+                    (Some(_), _) => d,
+                    (None, true) => d.with_help("no state has an `on:`; add the transitions the engine sends"),
+                    (None, false) => d.with_help(format!("the events handled in `on:` are {}", plural_keys(&handled))),
+                };
+                self.diags.push(d);
+                continue;
+            }
+            match by_name.get(name.as_str()) {
+                Some(&i) if top.states[i].is_final => states.push((role, i, pos)),
+                Some(_) => {
+                    sound = false;
+                    self.error(pos, format!("role `{role}` names `{name}`, which is not a final state"));
+                    self.help(format!(
+                        "the engine ends deployments in the `{role}` state, and one that could leave it would go on \
+                         after it ended; name a state with `final: true`"
+                    ));
+                }
+                None => {
+                    sound = false;
+                    self.diags.push(
+                        Diagnostic::error(pos, format!("role `{role}` names an unknown state `{name}`"))
+                            .suggest(name, names.iter().copied()),
+                    );
+                }
+            }
+        }
+        sound &= self.distinct(&top.states, &states, &events);
+        let state = |r: Role| states.iter().find(|s| s.0 == r).map(|s| s.1);
+        let event = |r: Role| events.iter().find(|e| e.0 == r).map(|e| e.1.to_owned());
+        let roles = ResolvedRoles {
+            live: state(Role::Live)?,
+            failed: state(Role::Failed)?,
+            cancelled: state(Role::Cancelled)?,
+            done: event(Role::Done)?,
+            fail: event(Role::Fail)?,
+            retry: event(Role::Retry)?,
+        };
+        sound.then_some(roles)
+    }
+
+    /// The live state is neither the failed nor the cancelled one (a failed deployment
+    /// must never count as live), and the three events differ (the engine tells a phase's
+    /// success, failure and retry apart by them). Reported at the later role.
+    fn distinct(
+        &mut self,
+        top_states: &[RawState],
+        states: &[(Role, usize, Pos)],
+        events: &[(Role, &str, Pos)],
+    ) -> bool {
+        let mut sound = true;
+        let live = states.iter().find(|s| s.0 == Role::Live);
+        for &(role, i, pos) in states {
+            if let Some(&(_, live_i, live_pos)) = live
+                && role != Role::Live
+                && i == live_i
+            {
+                sound = false;
+                let at = pos.max(live_pos);
+                let name = &top_states[i].name;
+                self.error(at, format!("roles `live` and `{role}` name the same state `{name}`"));
+                self.help(format!(
+                    "a {role} deployment must never count as live; give `live` a final state of its own"
+                ));
+            }
+        }
+        for (k, &(role, name, pos)) in events.iter().enumerate() {
+            if let Some(&(other, _, other_pos)) = events[..k].iter().find(|e| e.1 == name) {
+                sound = false;
+                self.error(pos.max(other_pos), format!("roles `{other}` and `{role}` name the same event `{name}`"));
+                self.help("the engine tells a phase's success, its failure and a retry apart by these events");
+            }
+        }
+        sound
+    }
+
+    /// Version 1's roles: the default machine's names, whose states must exist and be
+    /// final. The spec loads with one warning at its `version`, which says how to upgrade.
+    fn v1_roles(&mut self, top: &Top, by_name: &IndexMap<&str, usize>) -> Option<ResolvedRoles> {
+        let state = |role: Role| by_name.get(v1::name(role)).copied().filter(|&i| top.states[i].is_final);
+        let lacking: Vec<&str> = [Role::Live, Role::Failed, Role::Cancelled]
+            .into_iter()
+            .filter(|&r| state(r).is_none())
+            .map(v1::name)
+            .collect();
+        if !lacking.is_empty() {
+            let (states, them) = if lacking.len() == 1 { ("a final state", "it") } else { ("final states", "them") };
+            self.error(
+                top.version_pos,
+                format!("version 1 relies on {states} {}, and this spec lacks {them}", and_list(&lacking)),
+            );
+            self.help(format!(
+                "set `version: {VERSION}` and declare which of your final states are `live`, `failed` and \
+                 `cancelled` in a `roles:` block, with the events that finish, fail and retry a phase, e.g.\n{}\n\
+                 and give every phase a `run:`",
+                v1::roles_block()
+            ));
+            return None;
+        }
+        if !self.upgrading {
+            self.diags.push(
+                Diagnostic::warning(
+                    top.version_pos,
+                    "a version-1 spec cannot declare its roles: the engine assumes the default machine's names",
+                )
+                .with_help(format!(
+                    "upgrade: set `version: {VERSION}`, declare the roles with your own states and events:\n{}\n\
+                     and give every phase a `run:`, an executor (`run: build`) or a command \
+                     (`run: {{ command: ./scan.sh }}`); see specs/README.md",
+                    v1::roles_block()
+                )),
+            );
+        }
+        Some(ResolvedRoles {
+            live: state(Role::Live)?,
+            failed: state(Role::Failed)?,
+            cancelled: state(Role::Cancelled)?,
+            done: v1::DONE.to_owned(),
+            fail: v1::FAIL.to_owned(),
+            retry: v1::RETRY.to_owned(),
+        })
     }
 
     /// Warns about transitions that an earlier unguarded one of the same state and event
@@ -835,6 +1197,7 @@ fn ancestors(states: &[RawState], i: usize) -> impl Iterator<Item = usize> + '_ 
 
 /// Builds the arena from a spec with no errors.
 fn compile(top: &Top, resolved: &Resolved) -> Result<Spec, Diagnostic> {
+    let version = top.version.expect("a spec without a version this loader reads has an error");
     let id = |i: usize| -> Result<StateId, Diagnostic> {
         u16::try_from(i)
             .map(StateId)
@@ -856,6 +1219,12 @@ fn compile(top: &Top, resolved: &Resolved) -> Result<Spec, Diagnostic> {
         };
         let max_attempts =
             raw.max_attempts.or_else(|| chain.iter().find_map(|&a| top.states[a].max_attempts)).or(top.max_attempts);
+        // A version-1 spec cannot say what its phases run: the default machine's phases
+        // run what they always did, and others nothing the engine knows of.
+        let run = match version {
+            v1::VERSION if kind == StateKind::Atomic => v1::run(&raw.name).map(Run::Executor),
+            _ => raw.run.clone(),
+        };
         let mut on = Vec::with_capacity(raw.on.len());
         for (t, &target) in raw.on.iter().zip(&resolved.targets[i]) {
             on.push(TransitionDef { event: t.event.clone(), target: id(target)?, guard: t.guard.flatten() });
@@ -870,30 +1239,19 @@ fn compile(top: &Top, resolved: &Resolved) -> Result<Spec, Diagnostic> {
             max_attempts,
             resume: raw.resume.as_ref().map(|(r, _)| r.clone()),
             ancestors: chain.iter().map(|&a| id(a)).collect::<Result<_, _>>()?,
-            run: v1::RUN.iter().find(|(name, _)| *name == raw.name).map(|(_, e)| Run::Executor(*e)),
+            run,
         });
     }
-    let role = |name: &str| -> Result<StateId, Diagnostic> {
-        match states.iter().position(|s| s.name == name) {
-            Some(i) => id(i),
-            None => Err(Diagnostic::error(Pos::default(), format!("version 1 relies on a state `{name}`"))),
-        }
-    };
+    let r = &resolved.roles;
     let roles = Roles {
-        live: role(v1::LIVE)?,
-        failed: role(v1::FAILED)?,
-        cancelled: role(v1::CANCELLED)?,
-        done: v1::DONE.to_owned(),
-        fail: v1::FAIL.to_owned(),
-        retry: v1::RETRY.to_owned(),
+        live: id(r.live)?,
+        failed: id(r.failed)?,
+        cancelled: id(r.cancelled)?,
+        done: r.done.clone(),
+        fail: r.fail.clone(),
+        retry: r.retry.clone(),
     };
-    Ok(Spec {
-        version: top.version,
-        description: top.description.clone(),
-        states,
-        initial: id(resolved.initial)?,
-        roles,
-    })
+    Ok(Spec { version, description: top.description.clone(), states, initial: id(resolved.initial)?, roles })
 }
 
 #[cfg(test)]
@@ -913,5 +1271,115 @@ mod tests {
         assert_eq!(s.ancestors, vec![spec.find("IN_PROGRESS").unwrap()]);
         assert_eq!(spec.state(spec.find("PULLING_SOURCE").unwrap()).stuck_after, Some(Duration::from_secs(300)));
         assert_eq!(spec.leaf_of(spec.find("IN_PROGRESS").unwrap()), spec.find("PULLING_SOURCE").unwrap());
+    }
+
+    #[test]
+    fn the_default_spec_declares_the_default_roles_and_runs() {
+        let (spec, _) = load(DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE).unwrap();
+        assert_eq!(spec.version, 2);
+        assert_eq!(spec.roles.states().map(|(_, id)| spec.name(id)), ["ACTIVE", "FAILED", "CANCELLED"]);
+        assert_eq!(spec.roles.events().map(|(_, e)| e), ["done", "fail", "retry"]);
+        assert!(spec.is_live("ACTIVE") && !spec.is_live("FAILED"));
+        // The default spec says what version 1 assumes, so both agree.
+        for role in Role::ALL {
+            let declared = match spec.roles.states().iter().find(|(r, _)| r == role) {
+                Some((_, id)) => spec.name(*id),
+                None => spec.roles.events().into_iter().find(|(r, _)| r == role).unwrap().1,
+            };
+            assert_eq!(declared, v1::name(*role));
+        }
+        let runs: Vec<(&str, Executor)> = spec
+            .ids()
+            .filter_map(|id| match &spec.state(id).run {
+                Some(Run::Executor(e)) => Some((spec.name(id), *e)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs, v1::RUN);
+        assert!(
+            spec.ids().filter(|&id| spec.state(id).kind != StateKind::Atomic).all(|id| spec.state(id).run.is_none())
+        );
+    }
+
+    /// The renamed fixture is the default spec, names aside: renaming the default's states
+    /// and events gives exactly the spec it compiles to, roles included.
+    #[test]
+    fn a_renamed_spec_is_the_default_renamed() {
+        const SOURCE: &str = include_str!("../../fixtures/validate/ok/0007_renamed_phases.yaml");
+        let (renamed, warnings) = load("renamed.yaml", SOURCE).unwrap();
+        assert_eq!(warnings, []);
+        assert_eq!(renamed.roles.states().map(|(_, id)| renamed.name(id)), ["LIVE", "BROKEN", "STOPPED"]);
+        assert_eq!(renamed.roles.events().map(|(_, e)| e), ["ok", "abort", "again"]);
+        let states = [
+            ("QUEUED", "WAITING"),
+            ("IN_PROGRESS", "WORKING"),
+            ("PULLING_SOURCE", "FETCHING"),
+            ("BUILDING", "COMPILING"),
+            ("COPYING_FILES", "STAGING"),
+            ("CREATING_SYMLINKS", "LINKING"),
+            ("UPDATING_ROUTES", "ROUTING"),
+            ("HEALTH_CHECK", "PROBING"),
+            ("ACTIVE", "LIVE"),
+            ("FAILED", "BROKEN"),
+            ("CANCELLED", "STOPPED"),
+        ];
+        let events = [
+            ("start", "begin"),
+            ("done", "ok"),
+            ("fail", "abort"),
+            ("retry", "again"),
+            ("cancel", "halt"),
+            ("unhealthy", "sick"),
+        ];
+        let rename = |table: &[(&str, &'static str)], name: &str| {
+            table.iter().find(|(from, _)| *from == name).map(|(_, to)| (*to).to_owned()).unwrap()
+        };
+        let mut expected = crate::spec::default_spec();
+        for s in &mut expected.states {
+            s.name = rename(&states, &s.name);
+            for t in &mut s.on {
+                t.event = rename(&events, &t.event);
+            }
+        }
+        for event in [&mut expected.roles.done, &mut expected.roles.fail, &mut expected.roles.retry] {
+            *event = rename(&events, event);
+        }
+        assert_eq!(renamed, expected);
+    }
+
+    #[test]
+    fn a_version_1_spec_gets_the_default_roles_and_one_warning() {
+        // BUILDING is a compound state here: only a phase named like a default one runs
+        // what that one runs.
+        let source = "version: 1\ninitial: QUEUED\nstuck_after: 5m\nstates:\n  QUEUED:\n    resume: restart_phase\n    on: { start: BUILDING, cancel: CANCELLED }\n  BUILDING:\n    initial: SCANNING\n    states:\n      SCANNING:\n        resume: restart_phase\n        on: { done: ACTIVE, fail: FAILED }\n  ACTIVE: { final: true }\n  FAILED: { final: true }\n  CANCELLED: { final: true }\n";
+        let (spec, warnings) = load("v1.yaml", source).unwrap();
+        assert_eq!(spec.version, 1);
+        assert_eq!(spec.roles.states().map(|(_, id)| spec.name(id)), ["ACTIVE", "FAILED", "CANCELLED"]);
+        assert_eq!(spec.roles.events().map(|(_, e)| e), ["done", "fail", "retry"]);
+        assert_eq!(spec.state(spec.find("QUEUED").unwrap()).run, Some(Run::Executor(Executor::Wait)));
+        assert_eq!(spec.state(spec.find("SCANNING").unwrap()).run, None);
+        assert_eq!(spec.state(spec.find("BUILDING").unwrap()).run, None);
+        let [warning] = warnings.as_slice() else { panic!("{warnings:?}") };
+        assert!(!warning.is_error());
+        assert_eq!(warning.pos, Pos { line: 1, column: 10 });
+        assert!(warning.help.as_deref().unwrap().contains("set `version: 2`"));
+        assert!(warning.help.as_deref().unwrap().contains("roles:\n  live: ACTIVE\n"));
+    }
+
+    #[test]
+    fn a_version_1_spec_without_a_default_final_state_is_an_error_at_its_version() {
+        let source = "version: 1\ninitial: A\nstuck_after: 5m\nstates:\n  A:\n    resume: restart_phase\n    on: { done: ACTIVE, fail: FAILED }\n  ACTIVE: {}\n  FAILED: { final: true }\n";
+        let errors = load("v1.yaml", source).unwrap_err();
+        let messages: Vec<(&str, Pos)> = errors.iter().map(|d| (d.message.as_str(), d.pos)).collect();
+        let at_version = Pos { line: 1, column: 10 };
+        // `ACTIVE` is there but not final (and so a phase without a resume rule).
+        assert!(
+            messages.contains(&(
+                "version 1 relies on final states `ACTIVE` and `CANCELLED`, and this spec lacks them",
+                at_version
+            )),
+            "{messages:?}"
+        );
+        assert!(errors.iter().all(|d| d.is_error()), "no upgrade warning besides the error: {errors:?}");
     }
 }

@@ -96,7 +96,8 @@ pub struct Resume {
 pub enum ResumeRule {
     /// Run the phase again from its start; the phase is idempotent.
     RestartPhase,
-    /// If `check` holds, the phase's work is done: continue with its `done` transition.
+    /// If `check` holds, the phase's work is done: continue with its transition on the
+    /// `done` role's event.
     /// If it does not, run the phase again.
     VerifyThenContinue {
         /// The predicate that tells the phase's work is done.
@@ -171,6 +172,18 @@ pub struct Roles {
     pub fail: String,
     /// The event that runs a phase again.
     pub retry: String,
+}
+
+impl Roles {
+    /// The state of each state role: live, failed, cancelled.
+    pub fn states(&self) -> [(Role, StateId); 3] {
+        [(Role::Live, self.live), (Role::Failed, self.failed), (Role::Cancelled, self.cancelled)]
+    }
+
+    /// The event of each event role: done, fail, retry.
+    pub fn events(&self) -> [(Role, &str); 3] {
+        [(Role::Done, &self.done), (Role::Fail, &self.fail), (Role::Retry, &self.retry)]
+    }
 }
 
 /// A validated, compiled machine.
@@ -314,11 +327,39 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// What a spec names in its `roles:` block, so that the engine spells no phase or
+    /// event name of its own (the fields of [`Roles`]).
+    Role {
+        /// The final state of a deployment whose release went live (of a project's
+        /// deployments there, the one that finished last is what `current` points at).
+        Live = "live",
+        /// The final state of a deployment that failed (the previous release stays live).
+        Failed = "failed",
+        /// The final state of a deployment that a user cancelled.
+        Cancelled = "cancelled",
+        /// The event that ends a phase successfully and moves the deployment on.
+        Done = "done",
+        /// The event that fails a deployment.
+        Fail = "fail",
+        /// The event that runs a phase again.
+        Retry = "retry",
+    }
+}
+
+impl Role {
+    /// True for the roles that name a state (`live`, `failed`, `cancelled`); the others
+    /// name an event.
+    pub fn is_state(self) -> bool {
+        matches!(self, Role::Live | Role::Failed | Role::Cancelled)
+    }
+}
+
+vocabulary! {
     /// A condition on a transition, evaluated by whoever drives the machine.
     Guard {
         /// The deployment has attempts left before `max_attempts`.
         AttemptsRemaining = "attempts_remaining",
-        /// The project has an earlier ACTIVE release to roll back to.
+        /// The project has an earlier release in the `live` role's state to roll back to.
         HasPreviousRelease = "has_previous_release",
         /// The deployment's type is `image` (nothing to build or copy).
         IsImageDeployment = "is_image_deployment",
@@ -338,5 +379,14 @@ mod tests {
         for g in Guard::ALL {
             assert_eq!(Guard::from_name(g.name()), Some(*g));
         }
+        for e in Executor::ALL {
+            assert_eq!(Executor::from_name(e.name()), Some(*e));
+            assert!(!e.doc().is_empty());
+        }
+        for r in Role::ALL {
+            assert_eq!(Role::from_name(r.name()), Some(*r));
+        }
+        let states: Vec<Role> = Role::ALL.iter().copied().filter(|r| r.is_state()).collect();
+        assert_eq!(states, [Role::Live, Role::Failed, Role::Cancelled]);
     }
 }

@@ -38,6 +38,18 @@ fn check(path: &Path) -> (bool, String) {
         Ok((spec, warnings)) => {
             let finals = spec.ids().filter(|&i| spec.is_final(i)).count();
             let mut text = format!("valid: {} states, {finals} final\n", spec.states.len());
+            let states = spec.roles.states().map(|(role, id)| format!("{role} {}", spec.name(id)));
+            let events = spec.roles.events().map(|(role, event)| format!("{role} `{event}`"));
+            let _ = writeln!(text, "roles: {}, {}", states.join(", "), events.join(", "));
+            let runs: Vec<String> = spec
+                .ids()
+                .filter(|&i| spec.state(i).kind == StateKind::Atomic)
+                .map(|i| match &spec.state(i).run {
+                    Some(run) => format!("{} {run}", spec.name(i)),
+                    None => format!("{} (nothing)", spec.name(i)),
+                })
+                .collect();
+            let _ = writeln!(text, "run: {}", runs.join(", "));
             if !warnings.is_empty() {
                 text.push('\n');
                 text.push_str(&diag::render(&name, &source, &warnings));
@@ -134,7 +146,7 @@ fn trace_rejected_events() {
 #[test]
 fn step_errors_display() {
     let default = spec::default_spec();
-    let guarded = "version: 1\ninitial: A\nstuck_after: 5m\nstates:\n  A:\n    resume: restart_phase\n    on:\n      go:\n        - { target: B, guard: attempts_remaining }\n        - { target: B, guard: has_previous_release }\n      stop: B\n  B: { final: true }\n";
+    let guarded = "version: 2\ninitial: A\nstuck_after: 5m\nroles: { live: B, failed: C, cancelled: C, done: stop, fail: fail, retry: go }\nstates:\n  A:\n    run: wait\n    resume: restart_phase\n    on:\n      go:\n        - { target: B, guard: attempts_remaining }\n        - { target: B, guard: has_previous_release }\n      stop: B\n      fail: C\n  B: { final: true }\n  C: { final: true }\n";
     let (small, _) = spec::load("guarded.yaml", guarded).unwrap();
     let errors = [
         machine::step(&default, default.find("BUILDING").unwrap(), "deploy", &|_| true),
@@ -279,6 +291,14 @@ fn entry(key: &'static str, value: impl Strategy<Value = Tree>) -> impl Strategy
     prop::option::weighted(0.7, value.prop_map(move |v| (key.to_owned(), v)))
 }
 
+/// A `roles:` map: role keys (and typos of them) naming likely states and events, or noise.
+fn roles_tree() -> impl Strategy<Value = Tree> {
+    let key = prop::sample::select(&["live", "failed", "cancelled", "done", "fail", "retry", "liv"][..]);
+    let value = prop::sample::select(&["A", "B", "C", "done", "go", ""][..]).prop_map(|v| Tree::Scalar(v.to_owned()));
+    let value = prop_oneof![4 => value, 1 => tree()];
+    prop::collection::vec((key.prop_map(str::to_owned), value), 0..8).prop_map(unique)
+}
+
 /// A `states:` map of spec-shaped states, nested a few levels, with random noise.
 fn states_tree() -> impl Strategy<Value = Tree> {
     let name = prop::sample::select(&["A", "B", "C", "BUILDING", "S_1", "bad name", ""][..]).prop_map(str::to_owned);
@@ -297,29 +317,39 @@ fn states_tree() -> impl Strategy<Value = Tree> {
             )
             .prop_map(unique),
         ];
+        let run = prop_oneof![
+            prop::sample::select(&["wait", "build", "bild", ""][..]).prop_map(|r| Tree::Scalar(r.to_owned())),
+            prop::collection::vec((prop::sample::select(&["command", "x"][..]).prop_map(str::to_owned), tree()), 0..3)
+                .prop_map(unique),
+            tree(),
+        ];
         let body = (
             entry("initial", word().prop_map(Tree::Scalar)),
             entry("final", word().prop_map(Tree::Scalar)),
             entry("stuck_after", word().prop_map(Tree::Scalar)),
             entry("on", on),
+            entry("run", run),
             entry("resume", resume),
-            entry("states", inner),
-            prop::option::of((word(), tree())),
+            (entry("states", inner), prop::option::of((word(), tree()))),
         )
-            .prop_map(|(a, b, c, d, e, f, g)| unique([a, b, c, d, e, f, g].into_iter().flatten().collect()));
+            .prop_map(|(a, b, c, d, e, f, (g, h))| unique([a, b, c, d, e, f, g, h].into_iter().flatten().collect()));
         prop::collection::vec((name.clone(), body), 1..4).prop_map(unique)
     })
 }
 
 fn yaml_tree() -> impl Strategy<Value = Yaml> {
     let top = (
-        entry("version", prop_oneof![3 => Just("1".to_owned()), 1 => word()].prop_map(Tree::Scalar)),
+        entry(
+            "version",
+            prop_oneof![2 => Just("1".to_owned()), 2 => Just("2".to_owned()), 1 => word()].prop_map(Tree::Scalar),
+        ),
         entry("initial", prop_oneof![Just("A".to_owned()), word()].prop_map(Tree::Scalar)),
         entry("stuck_after", word().prop_map(Tree::Scalar)),
+        entry("roles", roles_tree()),
         entry("states", states_tree()),
         prop::collection::vec((word(), tree()), 0..3),
     )
-        .prop_map(|(a, b, c, d, noise)| [a, b, c, d].into_iter().flatten().chain(noise).collect::<Vec<_>>());
+        .prop_map(|(a, b, c, d, e, noise)| [a, b, c, d, e].into_iter().flatten().chain(noise).collect::<Vec<_>>());
     (top, any::<bool>(), any::<bool>()).prop_map(|(entries, dedup, raw)| {
         let tree = if dedup { unique(entries) } else { Tree::Map(entries) };
         let mut out = String::new();
@@ -328,8 +358,10 @@ fn yaml_tree() -> impl Strategy<Value = Yaml> {
     })
 }
 
-/// A random valid spec: a tree of phases chained in document order towards the first
-/// final state, the first phase able to reach every final state, plus random extra
+/// A random valid spec: a tree of phases chained in document order (on `next`, the `done`
+/// role) towards the first final state (the `live` role), the first phase able to reach
+/// every final state (on `end1`, the `fail` role, to the `failed` one) and to retry itself
+/// (on `again`), each phase running an executor or a command, plus random extra
 /// transitions (which keep it valid: they only add edges, on events of their own).
 fn valid_spec() -> impl Strategy<Value = Yaml> {
     #[derive(Debug, Clone)]
@@ -339,9 +371,9 @@ fn valid_spec() -> impl Strategy<Value = Yaml> {
     let extra = (any::<prop::sample::Index>(), 0..4usize, any::<prop::sample::Index>(), prop::option::of(0..3usize));
     (
         prop::collection::vec(shape, 1..4),
-        1..3usize,
+        2..4usize,
         prop::collection::vec(extra, 0..10),
-        prop::collection::vec(0..3u8, 40),
+        prop::collection::vec((0..3u8, any::<prop::sample::Index>()), 40),
         prop::sample::select(&["90s", "5m", "2h", "1h30m"][..]),
     )
         .prop_map(|(top, finals, extras, rules, stuck)| {
@@ -374,17 +406,29 @@ fn valid_spec() -> impl Strategy<Value = Yaml> {
             for (j, f) in final_names.iter().enumerate() {
                 on[leaves[0]].push((format!("end{j}"), f.clone(), None));
             }
+            on[leaves[0]].push(("again".into(), nodes[leaves[0]].name.clone(), None));
             let guards = ["attempts_remaining", "has_previous_release", "is_image_deployment"];
             for (source, event, target, guard) in extras {
                 let source = source.index(nodes.len());
                 on[source].push((format!("e{event}"), all[target.index(all.len())].clone(), guard.map(|g| guards[g])));
             }
-            let mut out = format!("version: 1\ninitial: {}\nstuck_after: {stuck}\nstates:\n", nodes[0].name);
+            let cancelled = &final_names[finals - 1];
+            let mut out = format!(
+                "version: 2\ninitial: {}\nstuck_after: {stuck}\nroles:\n  live: F0\n  failed: F1\n  cancelled: {cancelled}\n  done: next\n  fail: end1\n  retry: again\nstates:\n",
+                nodes[0].name
+            );
             for (i, n) in nodes.iter().enumerate() {
                 let pad = "  ".repeat(2 * n.depth + 1);
                 let _ = writeln!(out, "{pad}{}:", n.name);
                 if n.children.is_empty() {
-                    let rule = match rules[i % rules.len()] {
+                    let (rule, run) = rules[i % rules.len()];
+                    let executors = spec::Executor::ALL;
+                    let run = match run.index(executors.len() + 1) {
+                        k if k < executors.len() => executors[k].name().to_owned(),
+                        _ => format!("{{ command: \"./step-{i}.sh --verbose\" }}"),
+                    };
+                    let _ = writeln!(out, "{pad}  run: {run}");
+                    let rule = match rule {
                         0 => "resume: restart_phase".to_owned(),
                         1 => "resume: { rule: verify_then_continue, check: current_links_release, requires: [release_dir_present] }"
                             .to_owned(),
@@ -475,13 +519,22 @@ proptest! {
     #[test]
     fn random_valid_specs_validate_and_walks_stay_inside(
         yaml in valid_spec(),
-        walk in prop::collection::vec((0..8usize, any::<bool>()), 0..40),
+        walk in prop::collection::vec((0..9usize, any::<bool>()), 0..40),
     ) {
         let spec = match spec::load("random.yaml", &yaml.0) {
             Ok((spec, _warnings)) => spec,
             Err(d) => panic!("{}", diag::render("random.yaml", &yaml.0, &d)),
         };
-        let events = ["next", "end0", "end1", "e0", "e1", "e2", "e3", "nope"];
+        for (_, id) in spec.roles.states() {
+            prop_assert!(spec.is_final(id), "role state `{}` is not final", spec.name(id));
+        }
+        for (_, event) in spec.roles.events() {
+            prop_assert!(spec.states.iter().any(|s| s.on.iter().any(|t| t.event == event)), "`{event}` is not handled");
+        }
+        for id in spec.ids().filter(|&i| spec.state(i).kind == StateKind::Atomic) {
+            prop_assert!(spec.state(id).run.is_some(), "phase `{}` runs nothing", spec.name(id));
+        }
+        let events = ["next", "end0", "end1", "again", "e0", "e1", "e2", "e3", "nope"];
         let mut state = spec.leaf_of(spec.initial);
         for (e, guard) in walk {
             state = check_step(&spec, state, events[e], guard);
@@ -551,6 +604,21 @@ fn cli_validate_json() {
     assert_eq!((code, stderr.as_str()), (1, ""));
     let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     settings().bind(|| insta::assert_json_snapshot!(value));
+}
+
+#[test]
+fn cli_validate_prints_the_warnings_of_a_valid_spec() {
+    let file = "fixtures/validate/ok/0006_version_1_warns.yaml";
+    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+    let (_, warnings) = spec::load(file, &source).unwrap();
+    assert_eq!(warnings.len(), 1);
+    let (code, stdout, stderr) = run(&["validate", file]);
+    assert_eq!((code, stdout), (0, format!("{file}: valid (6 states, 1 warning)\n")));
+    assert_eq!(stderr, format!("{}\n", diag::render(file, &source, &warnings)));
+    let (code, stdout, stderr) = run(&["validate", "--json", file]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(value, serde_json::json!([{ "file": file, "valid": true, "diagnostics": warnings }]));
 }
 
 #[test]
@@ -628,9 +696,12 @@ fn readme() -> String {
 }
 
 #[test]
-fn readme_documents_every_guard_and_predicate() {
+fn readme_documents_every_vocabulary() {
     let text = readme();
-    let names = spec::Predicate::ALL.iter().map(|p| p.name()).chain(spec::Guard::ALL.iter().map(|g| g.name()));
+    let names = (spec::Predicate::ALL.iter().map(|p| p.name()))
+        .chain(spec::Guard::ALL.iter().map(|g| g.name()))
+        .chain(spec::Executor::ALL.iter().map(|e| e.name()))
+        .chain(spec::Role::ALL.iter().map(|r| r.name()));
     for name in names {
         assert!(text.contains(&format!("| `{name}` ")), "specs/README.md does not document `{name}`");
     }
@@ -642,10 +713,18 @@ fn readme_examples_of_whole_specs_validate() {
     let mut count = 0;
     for block in text.split("```yaml\n").skip(1) {
         let yaml = block.split("```").next().unwrap();
-        if yaml.starts_with("version: 1") {
+        if yaml.starts_with("version: ") {
             count += 1;
-            if let Err(d) = spec::load("README.md", yaml) {
-                panic!("{}", diag::render("README.md", yaml, &d));
+            match spec::load("README.md", yaml) {
+                // Only the example of a version-1 spec warns, about its version, exactly as
+                // the README shows.
+                Ok((_, warnings)) if yaml.starts_with("version: 1\n") => {
+                    let shown = diag::render("old.yaml", yaml, &warnings);
+                    assert_eq!(warnings.len(), 1, "{shown}");
+                    assert!(text.contains(&format!("```text\n{shown}```")), "the README does not show:\n{shown}");
+                }
+                Ok((_, warnings)) => assert!(warnings.is_empty(), "{}", diag::render("README.md", yaml, &warnings)),
+                Err(d) => panic!("{}", diag::render("README.md", yaml, &d)),
             }
         }
     }
