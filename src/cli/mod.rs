@@ -250,7 +250,14 @@ pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
     let source = std::fs::read_to_string(path).with_context(|| format!("cannot read spec `{}`", path.display()))?;
     let name = path.display().to_string();
     match spec::load(&name, &source) {
-        Ok((spec, _warnings)) => Ok(spec),
+        Ok((spec, warnings)) => {
+            // A spec that loads may still deserve a look (a version-1 spec, a transition
+            // that can never fire): said on stderr, so scripts reading stdout are unaffected.
+            if !warnings.is_empty() {
+                eprint!("{}", crate::diag::render(&name, &source, &warnings));
+            }
+            Ok(spec)
+        }
         Err(diagnostics) => {
             anyhow::bail!("spec `{name}` is invalid:\n{}", crate::diag::render(&name, &source, &diagnostics))
         }
