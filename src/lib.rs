@@ -3,7 +3,7 @@
 //!
 //! Deployment phases and their resume rules are a hierarchical state machine loaded from
 //! YAML ([`spec`]) and interpreted by [`machine`]. A reconciler observes the state store
-//! and the real machine into a [`world::World`], computes a [`plan::Plan`] of repairs, and
+//! and the real machine into a [`model::World`], computes a [`plan::Plan`] of repairs, and
 //! [`apply`] carries it out, idempotently.
 //!
 //! # Architecture: a pure core between two edges

@@ -4,7 +4,7 @@
 //! each idempotent: applying it twice leaves the machine as applying it once. Two
 //! implementations live here:
 //!
-//! - [`MemoryWorld`] changes a [`World`](super::World) snapshot exactly as the real machine
+//! - [`MemoryWorld`] changes a [`World`](crate::model::World) snapshot exactly as the real machine
 //!   would change, sub-step by sub-step, and can crash after any number of sub-steps, so
 //!   property tests can check that a fresh run repairs every interrupted one.
 //! - [`RealFs`] changes the real file system under the managed root and the route files
@@ -43,7 +43,7 @@ mod real;
 mod host;
 
 pub use host::Host;
-pub use memory::MemoryWorld;
+pub use memory::{Decide, MemoryWorld};
 pub use real::{RealFs, move_aside, remove_route_file, route_file, switch_link, write_route_file};
 
 /// Any error, boxed, for sources that come from another module (a route renderer).
