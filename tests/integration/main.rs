@@ -9,4 +9,5 @@ mod scratch;
 mod spec;
 mod store;
 mod tidy;
+mod verdict_props;
 mod worlds;
