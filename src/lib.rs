@@ -24,6 +24,9 @@
 //! - [`apply`] is the only caller of effects, and every effect is idempotent: applying an
 //!   action twice equals applying it once.
 //! - A plan computed after a successful apply is empty (convergence).
+//! - Whether a verdict on a stuck deployment may still go through, and what it writes, is
+//!   decided once, by [`model::verdict`]: the store and the in-memory world of the
+//!   property tests both write what it says, and a differential test holds them together.
 //! - Nothing the engine did not create is touched: unlabelled containers, files outside
 //!   the managed root, a `current` that is a real directory (moved aside, never deleted).
 //! - The library never prints; the `cli` module (feature `cli`) does.

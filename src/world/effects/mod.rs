@@ -140,13 +140,15 @@ pub trait Effects {
     /// `from_phase` to `to_phase` (with `attempts = attempt` and `phase_updated_at = now`
     /// for a resume; with `finished_at = now` as well for a failure, `attempt: None`),
     /// logs why, and gives the claim back, as one transaction. Done when it already is
-    /// where the verdict puts it.
+    /// where the verdict puts it. Whether it may go through, and what it writes, is
+    /// decided by [`crate::model::verdict`] in every implementation.
     ///
     /// # Errors
     ///
-    /// [`EffectError::NoSuchDeployment`], [`EffectError::PhaseMoved`] when it is no
-    /// longer in `from_phase` (someone else moved it), [`EffectError::Store`], or
-    /// [`EffectError::NoStore`].
+    /// [`EffectError::NoSuchDeployment`]; [`EffectError::Claimed`] while another owner's
+    /// claim is live; [`EffectError::PhaseMoved`] when it is no longer in `from_phase`
+    /// (someone else moved it); [`EffectError::Progressed`] when its worker showed
+    /// progress since the plan; [`EffectError::Store`]; or [`EffectError::NoStore`].
     fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError>;
 }
 
