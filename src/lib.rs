@@ -24,6 +24,9 @@
 //! - [`apply`] is the only caller of effects, and every effect is idempotent: applying an
 //!   action twice equals applying it once.
 //! - A plan computed after a successful apply is empty (convergence).
+//! - Whether a verdict on a stuck deployment may still go through, and what it writes, is
+//!   decided once, by [`model::verdict`]: the store and the in-memory world of the
+//!   property tests both write what it says, and a differential test holds them together.
 //! - Nothing the engine did not create is touched: unlabelled containers, files outside
 //!   the managed root, a `current` that is a real directory (moved aside, never deleted).
 //! - The library never prints; the `cli` module (feature `cli`) does.
@@ -34,13 +37,13 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let spec = trueup::spec::default_spec();
+//! let specs = trueup::spec::Specs::one(trueup::spec::default_spec());
 //! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/plan/0006_building_upload_gone.yaml");
 //! let source = std::fs::read_to_string(path)?;
 //! let fixture = trueup::world::fixture::load("case.yaml", &source)
 //!     .map_err(|d| trueup::diag::render("case.yaml", &source, &d))?;
-//! let plan = trueup::plan::plan(&spec, &fixture.world, fixture.now);
-//! assert!(trueup::plan::render_text(&plan, fixture.now).contains("x fail"));
+//! let plan = trueup::plan::plan(&specs, &fixture.world, fixture.now);
+//! assert!(trueup::plan::render_text(&plan, fixture.now, trueup::plan::Verbosity::Brief).contains("x fail"));
 //! # Ok(())
 //! # }
 //! ```

@@ -431,3 +431,344 @@ pub enum Recorded {
     /// The deployment already was where the verdict puts it: nothing was written.
     AlreadyThere,
 }
+
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Detail.
+    Debug,
+    /// Progress.
+    Info,
+    /// Something odd that did not stop the deployment.
+    Warn,
+    /// Something that failed.
+    Error,
+}
+
+impl LogLevel {
+    /// Its name, as the store's `deployment_logs.level` column spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    /// The level that [`LogLevel::as_str`] spells `text`, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error].into_iter().find(|l| l.as_str() == text)
+    }
+}
+
+/// One line of a deployment's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The deployment.
+    pub deployment: String,
+    /// When it was written.
+    pub at: Timestamp,
+    /// How much it matters.
+    pub level: LogLevel,
+    /// The phase the deployment was in, if any.
+    pub phase: Option<String>,
+    /// What happened, for a person.
+    pub message: String,
+    /// Structured details.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What a deployment's row holds when a verdict on it is about to be recorded: the part
+/// of it that [`verdict`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// The phase it is in.
+    pub phase: String,
+    /// Resumes of that phase so far.
+    pub attempts: u32,
+    /// The claim on it, if any, lapsed or not.
+    pub owner: Option<Claim>,
+    /// Its last progress: the later of the phase update and the heartbeat.
+    pub last_progress: Option<Timestamp>,
+}
+
+impl Standing {
+    /// Where `deployment` stands.
+    pub fn of(deployment: &Deployment) -> Self {
+        Standing {
+            phase: deployment.phase.clone(),
+            attempts: deployment.attempts,
+            owner: deployment.owner.clone(),
+            last_progress: deployment.last_progress(),
+        }
+    }
+}
+
+/// What [`verdict`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The deployment already is where the verdict puts it: nothing is written, and the
+    /// verdict counts as done ([`Recorded::AlreadyThere`]).
+    AlreadyThere,
+    /// The verdict must not go through: a worker holds the deployment or acted on it
+    /// since the plan was made.
+    Refused(Refusal),
+    /// The verdict goes through: write this, in one transaction.
+    Go(Move),
+}
+
+/// Why a verdict may no longer go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another owner holds a claim that is live at the earlier of the verdict's instant
+    /// and the wall clock.
+    Claimed {
+        /// Who holds it.
+        owner: String,
+        /// Until when.
+        until: Timestamp,
+    },
+    /// The deployment is no longer in the phase the plan saw: someone moved it.
+    PhaseMoved {
+        /// The phase it is in.
+        actual: String,
+        /// Its attempts.
+        attempts: u32,
+    },
+    /// Its worker showed progress after the plan saw it stuck.
+    Progressed {
+        /// Its last progress now.
+        since: Option<Timestamp>,
+    },
+}
+
+/// Everything a verdict that goes through writes. Writing it also gives the claim back
+/// (owner and expiry cleared): the reconciler's own, and a lapsed one a dead worker left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The phase it enters.
+    pub phase: String,
+    /// Its attempts from now on.
+    pub attempts: u32,
+    /// The new `phase_updated_at`: the verdict's instant.
+    pub phase_updated_at: Timestamp,
+    /// The new `finished_at` when the verdict fails it; `None` keeps what the row holds.
+    pub finished_at: Option<Timestamp>,
+    /// The line to append to its log, saying why, with what an operator needs.
+    pub log: LogEntry,
+}
+
+/// Decides whether verdict `v` on a deployment that stands as `row` may still go through,
+/// for the reconciler named `reconciler`, with the wall clock at `wall`. The one place
+/// that decides it: the store ([`crate::store::Store::record_verdict`]) and the in-memory
+/// world ([`crate::world::effects::MemoryWorld`]) both write what it says.
+///
+/// The checks, in order:
+/// 1. Already there (in `to_phase`, with the verdict's attempt for a resume): a repeated
+///    verdict is a no-op, whoever holds the deployment now.
+/// 2. Another owner's claim live at `min(v.now, wall)` refuses it: an instant passed by
+///    hand (`--now`) can never make a worker's live claim look lapsed. A claim held by
+///    the reconciler itself does not refuse.
+/// 3. A phase other than `from_phase` refuses it: someone moved the deployment.
+/// 4. Last progress other than `stuck_since` refuses it: its worker is not stuck after
+///    all. Phase and progress say whether anyone touched it; attempts alone would not (a
+///    move to the next phase starts them afresh).
+pub fn verdict(v: &Verdict<'_>, row: &Standing, wall: Timestamp, reconciler: &str) -> Decision {
+    let there = row.phase == v.to_phase && v.attempt.is_none_or(|attempt| row.attempts == attempt);
+    if there {
+        return Decision::AlreadyThere;
+    }
+    if let Some(claim) = &row.owner
+        && claim.owner != reconciler
+        && claim.until > v.now.min(wall)
+    {
+        return Decision::Refused(Refusal::Claimed { owner: claim.owner.clone(), until: claim.until });
+    }
+    if row.phase != v.from_phase {
+        return Decision::Refused(Refusal::PhaseMoved { actual: row.phase.clone(), attempts: row.attempts });
+    }
+    if row.last_progress != v.stuck_since {
+        return Decision::Refused(Refusal::Progressed { since: row.last_progress });
+    }
+    let attempts = v.attempt.unwrap_or(row.attempts);
+    Decision::Go(Move {
+        phase: v.to_phase.to_owned(),
+        attempts,
+        phase_updated_at: v.now,
+        finished_at: v.attempt.is_none().then_some(v.now),
+        log: verdict_log(v, attempts, reconciler),
+    })
+}
+
+/// The log line of a verdict that goes through: its text, level and metadata.
+fn verdict_log(v: &Verdict<'_>, attempts: u32, reconciler: &str) -> LogEntry {
+    let (level, message) = match v.attempt {
+        Some(a) if v.to_phase == v.from_phase => {
+            (LogLevel::Warn, format!("resumed: restarting {} (attempt {a}): {}", v.to_phase, v.reason))
+        }
+        Some(_) => {
+            (LogLevel::Warn, format!("resumed: {} verified, continuing in {}: {}", v.from_phase, v.to_phase, v.reason))
+        }
+        None => (LogLevel::Error, format!("failed in {}: {}", v.from_phase, v.reason)),
+    };
+    let mut metadata = BTreeMap::from([
+        ("original_phase".to_owned(), v.from_phase.to_owned()),
+        ("new_phase".to_owned(), v.to_phase.to_owned()),
+        // The reconciler tried to resume it either way; a failure is that try's outcome.
+        ("resume_attempted".to_owned(), "true".to_owned()),
+        ("reason".to_owned(), v.reason.to_owned()),
+        ("attempt".to_owned(), attempts.to_string()),
+        ("reconciler".to_owned(), reconciler.to_owned()),
+    ]);
+    if let Some(since) = v.stuck_since {
+        metadata.insert("stuck_since".to_owned(), since.to_string());
+    }
+    LogEntry {
+        deployment: v.deployment.to_owned(),
+        at: v.now,
+        level,
+        phase: Some(v.from_phase.to_owned()),
+        message,
+        metadata,
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    fn t(text: &str) -> Timestamp {
+        text.parse().expect("a valid timestamp")
+    }
+
+    const NOW: &str = "2025-10-02T12:00:00Z";
+    const STUCK: &str = "2025-10-02T11:00:00Z";
+
+    fn resume(to: &'static str, attempt: u32) -> Verdict<'static> {
+        Verdict {
+            deployment: "d1",
+            from_phase: "BUILDING",
+            to_phase: to,
+            attempt: Some(attempt),
+            stuck_since: Some(t(STUCK)),
+            reason: "stuck 1h",
+            now: t(NOW),
+        }
+    }
+
+    fn fail() -> Verdict<'static> {
+        Verdict { to_phase: "FAILED", attempt: None, reason: "its upload is gone", ..resume("FAILED", 0) }
+    }
+
+    fn row(phase: &str, attempts: u32, owner: Option<(&str, &str)>) -> Standing {
+        Standing {
+            phase: phase.to_owned(),
+            attempts,
+            owner: owner.map(|(owner, until)| Claim { owner: owner.to_owned(), until: t(until) }),
+            last_progress: Some(t(STUCK)),
+        }
+    }
+
+    /// The one caller of [`verdict`] here: wall clock an hour after `NOW`, reconciler `r`.
+    #[track_caller]
+    fn check(v: &Verdict<'_>, row: &Standing) -> Decision {
+        verdict(v, row, t("2025-10-02T13:00:00Z"), "r")
+    }
+
+    fn refusal(d: Decision) -> Refusal {
+        match d {
+            Decision::Refused(why) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resume_moves_logs_and_keeps_finished_at() {
+        let Decision::Go(to) = check(&resume("BUILDING", 2), &row("BUILDING", 1, None)) else { panic!() };
+        assert_eq!(
+            (to.phase.as_str(), to.attempts, to.phase_updated_at, to.finished_at),
+            ("BUILDING", 2, t(NOW), None)
+        );
+        assert_eq!((to.log.level, to.log.at, to.log.phase.as_deref()), (LogLevel::Warn, t(NOW), Some("BUILDING")));
+        assert_eq!(to.log.message, "resumed: restarting BUILDING (attempt 2): stuck 1h");
+        let meta: Vec<_> = to.log.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            meta,
+            [
+                "attempt=2",
+                "new_phase=BUILDING",
+                "original_phase=BUILDING",
+                "reason=stuck 1h",
+                "reconciler=r",
+                "resume_attempted=true",
+                "stuck_since=2025-10-02T11:00:00Z",
+            ]
+        );
+        let Decision::Go(on) = check(&resume("COPYING_FILES", 0), &row("BUILDING", 3, None)) else { panic!() };
+        assert_eq!((on.phase.as_str(), on.attempts), ("COPYING_FILES", 0));
+        assert_eq!(on.log.message, "resumed: BUILDING verified, continuing in COPYING_FILES: stuck 1h");
+    }
+
+    #[test]
+    fn a_failure_finishes_keeping_the_attempts() {
+        let v = Verdict { stuck_since: None, ..fail() };
+        let Decision::Go(to) = check(&v, &Standing { last_progress: None, ..row("BUILDING", 3, None) }) else {
+            panic!()
+        };
+        assert_eq!((to.phase.as_str(), to.attempts, to.finished_at), ("FAILED", 3, Some(t(NOW))));
+        assert_eq!(
+            (to.log.level, to.log.message.as_str()),
+            (LogLevel::Error, "failed in BUILDING: its upload is gone")
+        );
+        assert_eq!(to.log.metadata["attempt"], "3");
+        assert!(!to.log.metadata.contains_key("stuck_since"));
+    }
+
+    #[test]
+    fn already_there_wins_over_every_refusal() {
+        let held = Some(("worker", "2999-01-01T00:00:00Z"));
+        assert_eq!(check(&resume("BUILDING", 2), &row("BUILDING", 2, held)), Decision::AlreadyThere);
+        assert_eq!(check(&fail(), &row("FAILED", 7, held)), Decision::AlreadyThere, "whatever the attempts");
+        // The same phase with other attempts is not there: it moved on or back.
+        assert!(matches!(check(&resume("BUILDING", 2), &row("BUILDING", 1, held)), Decision::Refused(_)));
+    }
+
+    #[test]
+    fn a_claim_refuses_while_live_at_the_earlier_of_now_and_the_wall_clock() {
+        let v = resume("BUILDING", 1);
+        let claimed = |until: &str, wall: &str, who: &str| {
+            let row = row("BUILDING", 0, Some((who, until)));
+            matches!(verdict(&v, &row, t(wall), "r"), Decision::Refused(Refusal::Claimed { .. }))
+        };
+        assert!(claimed("2025-10-02T12:00:01Z", "2025-10-02T13:00:00Z", "w"), "live at now");
+        assert!(!claimed("2025-10-02T12:00:00Z", "2025-10-02T13:00:00Z", "w"), "lapses at its instant");
+        // A wall clock behind `now` (a `--now` in the future) cannot make it look lapsed.
+        assert!(claimed("2025-10-02T11:30:01Z", "2025-10-02T11:30:00Z", "w"), "live at the wall clock");
+        assert!(!claimed("2025-10-02T11:30:00Z", "2025-10-02T11:30:00Z", "w"));
+        assert!(!claimed("2999-01-01T00:00:00Z", "2025-10-02T13:00:00Z", "r"), "the reconciler's own claim");
+        let why = refusal(check(&v, &row("QUEUED", 4, Some(("w", "2999-01-01T00:00:00Z")))));
+        assert_eq!(why, Refusal::Claimed { owner: "w".into(), until: t("2999-01-01T00:00:00Z") }, "before the phase");
+    }
+
+    #[test]
+    fn a_moved_phase_refuses_before_progress() {
+        let moved = Standing { last_progress: Some(t(NOW)), ..row("QUEUED", 4, None) };
+        assert_eq!(
+            refusal(check(&resume("BUILDING", 1), &moved)),
+            Refusal::PhaseMoved { actual: "QUEUED".into(), attempts: 4 }
+        );
+        let progressed = Standing { last_progress: Some(t(NOW)), ..row("BUILDING", 0, None) };
+        assert_eq!(refusal(check(&resume("BUILDING", 1), &progressed)), Refusal::Progressed { since: Some(t(NOW)) });
+        let never = Standing { last_progress: None, ..row("BUILDING", 0, None) };
+        assert_eq!(refusal(check(&resume("BUILDING", 1), &never)), Refusal::Progressed { since: None });
+    }
+
+    #[test]
+    fn log_levels_read_back_as_written() {
+        for level in [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+            assert_eq!(LogLevel::parse(level.as_str()), Some(level));
+        }
+        assert_eq!(LogLevel::parse("fatal"), None);
+    }
+}

@@ -4,59 +4,11 @@
 //! Every reader runs a fixed number of statements, inside one read transaction so that
 //! they see one consistent snapshot, whatever the number of rows.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{Row, TransactionBehavior};
 
 use super::{Store, StoreError, sql};
-use crate::model::{Claim, Deployment, DeploymentType, Project, Service, Source};
+use crate::model::{Claim, Deployment, DeploymentType, LogEntry, LogLevel, Project, Service, Source};
 use crate::time::Timestamp;
-
-/// How much a log line matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Detail.
-    Debug,
-    /// Progress.
-    Info,
-    /// Something odd that did not stop the deployment.
-    Warn,
-    /// Something that failed.
-    Error,
-}
-
-impl LogLevel {
-    /// Its name in the `deployment_logs.level` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error].into_iter().find(|l| l.as_str() == text)
-    }
-}
-
-/// One line of a deployment's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    /// The deployment.
-    pub deployment: String,
-    /// When it was written.
-    pub at: Timestamp,
-    /// How much it matters.
-    pub level: LogLevel,
-    /// The phase the deployment was in, if any.
-    pub phase: Option<String>,
-    /// What happened, for a person.
-    pub message: String,
-    /// Structured details.
-    pub metadata: BTreeMap<String, String>,
-}
 
 /// Where a journaled action stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

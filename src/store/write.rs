@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Fence, Lease, LogEntry, Store, StoreError, sql};
-use crate::model::{Deployment, Project};
+use super::{Fence, Lease, Store, StoreError, sql};
+use crate::model::{Deployment, LogEntry, Project};
 use crate::time::Timestamp;
 
 /// A deployment's move to a phase, as [`Store::set_phase`] records it.

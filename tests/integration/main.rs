@@ -9,5 +9,6 @@ mod scratch;
 mod spec;
 mod store;
 mod tidy;
+mod verdict_props;
 mod view;
 mod worlds;

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use trueup::model::{Claim, Deployment, DeploymentType, Project, Service, Source};
-use trueup::store::{Fence, JournalStatus, LogEntry, LogLevel, Opened, PhaseUpdate, SCHEMA_VERSION, Store, StoreError};
+use trueup::model::{LogEntry, LogLevel};
+use trueup::store::{Fence, JournalStatus, Opened, PhaseUpdate, SCHEMA_VERSION, Store, StoreError};
 use trueup::time::{Duration, Timestamp};
 
 pub use crate::scratch::Scratch;

@@ -15,6 +15,12 @@
 //! | remove container | stop (if running), remove |
 //! | resume, fail | one store transaction (claim, log, set phase) |
 //!
+//! A verdict is decided by [`model::verdict`], the function the store runs too, and its
+//! log lines are the store's rows ([`LogEntry`]). The decision compares a claim with the
+//! earlier of the verdict's instant and the wall clock; [`MemoryWorld::wall_clock`] sets
+//! the latter, which by default is the end of time, so that a claim is compared with the
+//! verdict's instant alone (generated worlds live at a fixed instant, not today).
+//!
 //! [`MemoryWorld::crash_after`]`(k)` lets `k` sub-steps complete; the next one, and every
 //! one after it, fails with [`EffectError::Crashed`] and changes nothing: the process is
 //! dead. By default a crash is a process crash (`kill -9`): completed sub-steps stay.
@@ -28,8 +34,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::model::Verdict;
-use crate::model::{Container, ContainerState, Node, Route, World, valid_id};
+use crate::model::valid_id;
+use crate::model::{
+    self, Container, ContainerState, Decision, LogEntry, Node, Refusal, Route, Standing, Verdict, World,
+};
 use crate::time::Timestamp;
 
 use super::{EffectError, Effects, check_link, check_path, free_aside, old_container_name, parents_below, tmp_path};
@@ -39,13 +47,23 @@ use super::{EffectError, Effects, check_link, check_path, free_aside, old_contai
 pub struct MemoryWorld {
     /// The world as it is now.
     pub world: World,
-    /// The deployment log the store would keep: `(deployment, line)`.
-    pub log: Vec<(String, String)>,
+    /// The deployment log the store would keep, oldest first.
+    pub log: Vec<LogEntry>,
+    reconciler: String,
+    wall_clock: Timestamp,
+    decide: Decide,
     crash_after: Option<usize>,
     power_loss: bool,
     steps: usize,
     crashed: bool,
 }
+
+/// How a verdict is decided: [`model::verdict`]'s signature.
+pub type Decide = fn(&Verdict<'_>, &Standing, Timestamp, &str) -> Decision;
+
+/// The wall clock of a new [`MemoryWorld`]: the end of time (9999-12-31T23:59:59Z), later
+/// than any verdict's instant.
+const END_OF_TIME: Timestamp = Timestamp::from_unix(253_402_300_799);
 
 /// What stands at a path: an explicit node, or a folder implied by entries below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +74,40 @@ enum Kind {
 }
 
 impl MemoryWorld {
-    /// A world that never crashes.
+    /// A world that never crashes, reconciled by `trueup` with the wall clock at the end
+    /// of time (see the module docs).
     pub fn new(world: World) -> Self {
-        MemoryWorld { world, log: Vec::new(), crash_after: None, power_loss: false, steps: 0, crashed: false }
+        MemoryWorld {
+            world,
+            log: Vec::new(),
+            reconciler: "trueup".to_owned(),
+            wall_clock: END_OF_TIME,
+            decide: model::verdict,
+            crash_after: None,
+            power_loss: false,
+            steps: 0,
+            crashed: false,
+        }
+    }
+
+    /// Names the reconciler, as the store knows it by its lease: its own claims never
+    /// refuse its verdicts, and its name is logged with them.
+    pub fn reconciler(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.reconciler);
+        self
+    }
+
+    /// Sets the wall clock that verdicts compare claims with (see [`model::verdict`]).
+    pub fn wall_clock(mut self, wall: Timestamp) -> Self {
+        self.wall_clock = wall;
+        self
+    }
+
+    /// Decides verdicts with `decide` instead of [`model::verdict`]. Only for tests that
+    /// check that a differential harness notices a model drifting from the store.
+    pub fn decide_with(mut self, decide: Decide) -> Self {
+        self.decide = decide;
+        self
     }
 
     /// Lets `k` more sub-steps complete, then crashes (see the module docs).
@@ -375,58 +424,42 @@ impl Effects for MemoryWorld {
 
     fn verdict(&mut self, v: &Verdict<'_>) -> Result<(), EffectError> {
         let i = self.deployment_index(v.deployment)?;
-        let d = &self.world.deployments[i];
-        let there = match v.attempt {
-            Some(attempt) => d.phase == v.to_phase && d.attempts == attempt,
-            None => d.phase == v.to_phase,
+        let to = match (self.decide)(v, &Standing::of(&self.world.deployments[i]), self.wall_clock, &self.reconciler) {
+            Decision::AlreadyThere => return Ok(()),
+            Decision::Refused(why) => return Err(refused(v, why)),
+            Decision::Go(to) => to,
         };
-        if there {
-            return Ok(());
-        }
-        if let Some(claim) = d.owner.as_ref().filter(|c| c.until > v.now) {
-            return Err(EffectError::Claimed {
-                deployment: v.deployment.to_owned(),
-                owner: claim.owner.clone(),
-                until: claim.until,
-            });
-        }
-        if d.phase != v.from_phase {
-            return Err(EffectError::PhaseMoved {
-                deployment: v.deployment.to_owned(),
-                expected: v.from_phase.to_owned(),
-                actual: d.phase.clone(),
-                attempts: d.attempts,
-            });
-        }
-        if d.last_progress() != v.stuck_since {
-            return Err(EffectError::Progressed(v.deployment.to_owned()));
-        }
         self.step()?;
         let d = &mut self.world.deployments[i];
-        d.phase = v.to_phase.to_owned();
-        d.phase_updated_at = Some(v.now);
+        d.phase = to.phase;
+        d.attempts = to.attempts;
+        d.phase_updated_at = Some(to.phase_updated_at);
+        d.finished_at = to.finished_at.or(d.finished_at);
         // The claim taken for the verdict is given back in the same transaction; a lapsed
         // claim left by a dead worker goes with it, as in the store.
         d.owner = None;
-        let line = match v.attempt {
-            Some(attempt) => {
-                d.attempts = attempt;
-                format!("resumed in {} from {} (attempt {attempt}): {}", v.to_phase, v.from_phase, v.reason)
-            }
-            None => {
-                d.finished_at = Some(v.now);
-                format!("failed in {}: {}", v.from_phase, v.reason)
-            }
-        };
-        self.log.push((v.deployment.to_owned(), line));
+        self.log.push(to.log);
         Ok(())
+    }
+}
+
+/// The error for a verdict [`model::verdict`] refused, as [`super::Host`] reports the
+/// store's.
+fn refused(v: &Verdict<'_>, why: Refusal) -> EffectError {
+    let deployment = v.deployment.to_owned();
+    match why {
+        Refusal::Claimed { owner, until } => EffectError::Claimed { deployment, owner, until },
+        Refusal::PhaseMoved { actual, attempts } => {
+            EffectError::PhaseMoved { deployment, expected: v.from_phase.to_owned(), actual, attempts }
+        }
+        Refusal::Progressed { .. } => EffectError::Progressed(deployment),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Deployment, DeploymentType, labels};
+    use crate::model::{Claim, Deployment, DeploymentType, LogLevel, labels};
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
@@ -664,6 +697,36 @@ mod tests {
         let err = m.verdict(&resume("d1", "COPYING_FILES", "COPYING_FILES", 3, "x")).unwrap_err();
         assert_eq!(err.to_string(), "deployment `d1` is in `BUILDING` (attempts 2), not `COPYING_FILES`");
         assert!(matches!(m.verdict(&fail("d9", "A", "x")), Err(EffectError::NoSuchDeployment(_))));
+    }
+
+    #[test]
+    fn a_verdict_is_decided_as_the_store_decides_it() {
+        let mut w = world();
+        let mut held = deployment("d1", "BUILDING", 0);
+        // Lapsed at the verdict's instant, live by a wall clock an hour earlier.
+        held.owner = Some(Claim { owner: "worker-7".into(), until: "2025-10-02T11:30:00Z".parse().unwrap() });
+        let mut own = deployment("d2", "BUILDING", 0);
+        own.owner = Some(Claim { owner: "apply-1".into(), until: "2999-01-01T00:00:00Z".parse().unwrap() });
+        w.deployments = vec![held, own];
+        let wall = "2025-10-02T11:00:00Z".parse().unwrap();
+        let mut m = MemoryWorld::new(w.clone()).reconciler("apply-1").wall_clock(wall);
+        let err = m.verdict(&resume("d1", "BUILDING", "BUILDING", 1, "stuck")).unwrap_err();
+        assert_eq!(err.to_string(), "deployment `d1` is held by `worker-7` until 2025-10-02T11:30:00Z");
+        m.verdict(&resume("d2", "BUILDING", "BUILDING", 1, "stuck")).unwrap();
+        assert_eq!(m.world.deployments[1].owner, None, "its own claim does not refuse, and is given back");
+        let line = &m.log[0];
+        assert_eq!(
+            (line.deployment.as_str(), line.level, line.phase.as_deref()),
+            ("d2", LogLevel::Warn, Some("BUILDING"))
+        );
+        assert_eq!(line.message, "resumed: restarting BUILDING (attempt 1): stuck");
+        assert_eq!(line.metadata["reconciler"], "apply-1");
+
+        // By default the wall clock is the end of time: the claim lapsed at the verdict's instant.
+        let mut m = MemoryWorld::new(w);
+        m.verdict(&resume("d1", "BUILDING", "BUILDING", 1, "stuck")).unwrap();
+        assert_eq!(m.log[0].metadata["reconciler"], "trueup");
+        assert!(matches!(m.verdict(&resume("d2", "BUILDING", "BUILDING", 1, "x")), Err(EffectError::Claimed { .. })));
     }
 
     #[test]

@@ -43,7 +43,7 @@ mod real;
 mod host;
 
 pub use host::Host;
-pub use memory::MemoryWorld;
+pub use memory::{Decide, MemoryWorld};
 pub use real::{RealFs, move_aside, remove_route_file, route_file, switch_link, write_route_file};
 
 /// Any error, boxed, for sources that come from another module (a route renderer).
@@ -140,13 +140,15 @@ pub trait Effects {
     /// `from_phase` to `to_phase` (with `attempts = attempt` and `phase_updated_at = now`
     /// for a resume; with `finished_at = now` as well for a failure, `attempt: None`),
     /// logs why, and gives the claim back, as one transaction. Done when it already is
-    /// where the verdict puts it.
+    /// where the verdict puts it. Whether it may go through, and what it writes, is
+    /// decided by [`crate::model::verdict`] in every implementation.
     ///
     /// # Errors
     ///
-    /// [`EffectError::NoSuchDeployment`], [`EffectError::PhaseMoved`] when it is no
-    /// longer in `from_phase` (someone else moved it), [`EffectError::Store`], or
-    /// [`EffectError::NoStore`].
+    /// [`EffectError::NoSuchDeployment`]; [`EffectError::Claimed`] while another owner's
+    /// claim is live; [`EffectError::PhaseMoved`] when it is no longer in `from_phase`
+    /// (someone else moved it); [`EffectError::Progressed`] when its worker showed
+    /// progress since the plan; [`EffectError::Store`]; or [`EffectError::NoStore`].
     fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError>;
 }
 
