@@ -11,6 +11,7 @@ use trueup::spec::{self, Specs};
 use trueup::time::Timestamp;
 use trueup::world::fixture;
 
+use crate::support::Trueup;
 use crate::worlds;
 
 /// The renames of `fixtures/validate/ok/*_renamed_phases.yaml`: states, then events.
@@ -235,4 +236,80 @@ fn ten_thousand_projects_deploying_print_a_plan_that_fits_a_screen() {
     assert_eq!(verbose.lines().count(), 3 + 10_000, "--verbose lists each");
     let status = plan::render_status(&plan::status(&specs, &world, now), plan::Verbosity::Brief);
     assert!(status.contains("\n  10000 deployments in flight, nothing else (`--verbose` lists each)\n"), "{status}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line: a spec per deployment type, and what `--verbose` adds
+
+/// The renamed-phases spec's path, relative to the repository.
+fn renamed_path() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/validate/ok");
+    let path = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_renamed_phases.yaml"))
+        .unwrap();
+    path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap().display().to_string()
+}
+
+/// A world where an image deployment is stuck in the renamed spec's `COMPILING`.
+const IMAGE_IN_COMPILING: &str = r#"description: an image deployment stuck in a phase only the renamed spec declares
+now: 2025-10-02T12:00:00Z
+root: /var/www
+projects:
+  - { id: p1 }
+images: [ "localhost/p1:d1" ]
+deployments:
+  - { id: d1, project: p1, type: image, phase: COMPILING, phase_updated_at: 2025-10-02T11:00:00Z, source: { image: "localhost/p1:d1" } }
+"#;
+
+#[test]
+fn a_spec_for_one_deployment_type_drives_only_that_type() {
+    let dir = crate::scratch::Scratch::new("spec-per-type");
+    let fixture = dir.join("image.yaml");
+    std::fs::write(&fixture, IMAGE_IN_COMPILING).unwrap();
+    let typed = format!("image={}", renamed_path());
+
+    let out = Trueup::new(["--spec", &typed, "simulate"]).arg(&fixture).run();
+    assert!(out.stdout.contains("~ resume     deployment d1: restart COMPILING (attempt 1)"), "{}", out.stdout);
+    // The same through the environment, with the default spec named for the rest.
+    let both = format!("{typed},specs/deployment.yaml");
+    let out = Trueup::new(["simulate"]).arg(&fixture).env("TRUEUP_SPEC", both).run();
+    assert!(out.stdout.contains("restart COMPILING"), "{}", out.stdout);
+    // Without it, the default machine does not know the phase and leaves it alone.
+    let out = Trueup::new(["simulate"]).arg(&fixture).run();
+    assert!(out.stdout.contains("phase `COMPILING`, which the spec does not declare"), "{}", out.stdout);
+
+    let out = Trueup::new(["--spec", &typed, "--spec", &typed, "simulate"]).arg(&fixture).code(1).run();
+    assert!(out.stderr.contains("two specs for `image` deployments"), "{}", out.stderr);
+    let renamed = renamed_path();
+    let out =
+        Trueup::new(["--spec", &renamed, "--spec", "specs/deployment.yaml", "simulate"]).arg(&fixture).code(1).run();
+    assert!(out.stderr.contains("two specs for every deployment type"), "{}", out.stderr);
+}
+
+#[test]
+fn verbose_lists_each_deployment_in_flight_and_a_loaded_spec_warns_on_stderr() {
+    let fixture = "fixtures/plan/0007_building_not_yet_stuck.yaml";
+    let brief = Trueup::new(["simulate", fixture]).run();
+    assert!(
+        brief.stdout.contains("note: 1 deployment in flight, none stuck (`--verbose` lists each)"),
+        "{}",
+        brief.stdout
+    );
+    assert!(!brief.stdout.contains("progressed"), "{}", brief.stdout);
+    let verbose = Trueup::new(["simulate", "-v", fixture]).run();
+    assert!(
+        verbose.stdout.contains("is in BUILDING and progressed 20m ago: not stuck before 30m"),
+        "{}",
+        verbose.stdout
+    );
+    assert!(!verbose.stdout.contains("in flight, none stuck"), "{}", verbose.stdout);
+    let json = Trueup::new(["simulate", "--json", fixture]).run().json();
+    assert_eq!(json["findings"][0]["in_flight"], "d1", "{json}");
+
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/validate/ok/0006_version_1_warns.yaml");
+    let out = Trueup::new(["--spec"]).arg(&v1).arg("simulate").arg(fixture).run();
+    assert!(out.stderr.contains("warning: a version-1 spec cannot declare its roles"), "{}", out.stderr);
+    assert!(!out.stdout.contains("version-1"), "warnings stay off stdout: {}", out.stdout);
 }

@@ -1,0 +1,40 @@
+//! The store reads back exactly the deployments the model says the reconciler needs:
+//! `Store::load_reconcilable` (SQL) against `Deployment::reconcilable` (Rust), over
+//! generated histories and specs with one or two live phases.
+
+use proptest::prelude::*;
+use trueup::model::Claim;
+use trueup::store::Store;
+
+use crate::scratch::Scratch;
+use crate::store::{deployment, project, t};
+
+const PHASES: [&str; 5] = ["QUEUED", "BUILDING", "ACTIVE", "LIVE", "FAILED"];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_store_reads_what_the_model_calls_reconcilable(
+        rows in proptest::collection::vec((0..PHASES.len(), any::<bool>(), any::<bool>()), 0..12),
+        two_live in any::<bool>(),
+    ) {
+        let live: &[&str] = if two_live { &["ACTIVE", "LIVE"] } else { &["ACTIVE"] };
+        let dir = Scratch::new("reconcilable");
+        let (store, _) = Store::open(&dir.join("state.db")).unwrap();
+        store.upsert_projects(&[project("p1")]).unwrap();
+        let mut all = Vec::new();
+        for (i, (phase, finished, claimed)) in rows.into_iter().enumerate() {
+            let mut d = deployment(&format!("d{i:02}"), "p1", PHASES[phase]);
+            d.finished_at = finished.then(|| t("2025-10-01T00:00:00Z"));
+            d.owner = claimed.then(|| Claim { owner: "w".into(), until: t("2025-10-02T12:00:00Z") });
+            all.push(d);
+        }
+        store.insert_deployments(&all, t("2025-09-30T00:00:00Z")).unwrap();
+        let (_, read) = store.load_reconcilable(live).unwrap();
+        let read: Vec<&str> = read.iter().map(|d| d.id.as_str()).collect();
+        let expected: Vec<&str> =
+            all.iter().filter(|d| d.reconcilable(live.contains(&d.phase.as_str()))).map(|d| d.id.as_str()).collect();
+        prop_assert_eq!(read, expected);
+    }
+}

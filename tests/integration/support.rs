@@ -1,0 +1,121 @@
+//! What every test of the `trueup` binary shares: one builder for a CLI run.
+//!
+//! ```ignore
+//! let out = Trueup::new(["plan", "--json"]).staged(&staged).now(NOW).code(2).run();
+//! insta::assert_snapshot!(out.stdout);
+//! ```
+//!
+//! A run starts from the repository's folder with no `TRUEUP_*` variable of the
+//! environment, so what a test does not say cannot change what it sees. `run` checks the
+//! exit code (0 unless told) and returns what the process printed.
+
+use std::ffi::OsString;
+use std::process::{Command, Output};
+
+use trueup::world::stage::Staged;
+
+/// A `trueup` command line to run.
+#[derive(Debug, Clone)]
+pub struct Trueup {
+    args: Vec<OsString>,
+    env: Vec<(String, OsString)>,
+    code: i32,
+}
+
+/// What a finished run printed.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// Standard output, as text.
+    pub stdout: String,
+    /// Standard error, as text.
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Standard output, parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl Trueup {
+    /// `trueup ARGS...`.
+    pub fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Trueup { args: args.into_iter().map(Into::into).collect(), env: Vec::new(), code: 0 }
+    }
+
+    /// Against a staged world: its database, root and routes folder.
+    pub fn staged(mut self, staged: &Staged) -> Self {
+        let mut args: Vec<OsString> = vec![
+            "--db".into(),
+            staged.db.clone().into(),
+            "--root".into(),
+            staged.root.clone().into(),
+            "--routes-dir".into(),
+            staged.routes_dir.clone().into(),
+        ];
+        args.append(&mut self.args);
+        self.args = args;
+        self
+    }
+
+    /// With the clock at `now` (RFC 3339).
+    pub fn now(self, now: &str) -> Self {
+        self.arg("--now").arg(now)
+    }
+
+    /// One more argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// With an environment variable set.
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Expecting this exit code instead of 0.
+    pub fn code(mut self, code: i32) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// The command, not started: for tests that need the process itself.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trueup"));
+        command.args(&self.args).current_dir(env!("CARGO_MANIFEST_DIR"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TRUEUP_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Runs it to completion, checks its exit code, and returns what it printed.
+    #[track_caller]
+    pub fn run(self) -> Ran {
+        let out: Output = self.command().output().expect("the trueup binary runs");
+        let text = |b: Vec<u8>| String::from_utf8(b).expect("trueup prints UTF-8");
+        let ran = Ran { stdout: text(out.stdout), stderr: text(out.stderr) };
+        assert_eq!(
+            out.status.code(),
+            Some(self.code),
+            "trueup {:?} exited {:?}, not {}\n--- stdout\n{}--- stderr\n{}",
+            self.args,
+            out.status.code(),
+            self.code,
+            ran.stdout,
+            ran.stderr
+        );
+        ran
+    }
+}
