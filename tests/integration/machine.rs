@@ -25,16 +25,7 @@ pub fn trueup(staged: &Staged, args: &[&str]) -> Output {
 /// The `trueup` command line against a staged world, not started yet: for tests that
 /// need the process itself (to kill it, or to start two at once).
 pub fn trueup_command(staged: &Staged, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_trueup"));
-    command
-        .arg("--db")
-        .arg(&staged.db)
-        .arg("--root")
-        .arg(&staged.root)
-        .arg("--routes-dir")
-        .arg(&staged.routes_dir)
-        .args(args);
-    command
+    crate::support::Trueup::new(args).staged(staged).command()
 }
 
 fn actions_json(stdout: &[u8]) -> serde_json::Value {

@@ -291,7 +291,7 @@ fn a_spec_for_one_deployment_type_drives_only_that_type() {
 #[test]
 fn verbose_lists_each_deployment_in_flight_and_a_loaded_spec_warns_on_stderr() {
     let fixture = "fixtures/plan/0007_building_not_yet_stuck.yaml";
-    let brief = Trueup::new(["simulate", fixture]).run();
+    let brief = Trueup::new(["simulate", fixture]).now("2025-10-02T12:00:00Z").run();
     assert!(
         brief.stdout.contains("note: 1 deployment in flight, none stuck (`--verbose` lists each)"),
         "{}",
