@@ -562,7 +562,8 @@ pub struct Move {
 /// Decides whether verdict `v` on a deployment that stands as `row` may still go through,
 /// for the reconciler named `reconciler`, with the wall clock at `wall`. The one place
 /// that decides it: the store ([`crate::store::Store::record_verdict`]) and the in-memory
-/// world ([`crate::world::effects::MemoryWorld`]) both write what it says.
+/// world (`MemoryWorld`, the test double of the `test-util` feature) both write what it
+/// says.
 ///
 /// The checks, in order:
 /// 1. Already there (in `to_phase`, with the verdict's attempt for a resume): a repeated

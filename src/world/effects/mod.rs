@@ -4,9 +4,10 @@
 //! each idempotent: applying it twice leaves the machine as applying it once. Two
 //! implementations live here:
 //!
-//! - [`MemoryWorld`] changes a [`World`](crate::model::World) snapshot exactly as the real machine
-//!   would change, sub-step by sub-step, and can crash after any number of sub-steps, so
-//!   property tests can check that a fresh run repairs every interrupted one.
+//! - `MemoryWorld` (a test double, behind the `test-util` feature) changes a
+//!   [`World`](crate::model::World) snapshot exactly as the real machine would change,
+//!   sub-step by sub-step, and can crash after any number of sub-steps, so property tests
+//!   can check that a fresh run repairs every interrupted one.
 //! - [`RealFs`] changes the real file system under the managed root and the route files
 //!   (atomic symlink switch, move-aside, atomic route write). Containers and the store are
 //!   not wired yet: it answers those with [`EffectError::NoContainerEngine`] and
@@ -37,12 +38,14 @@ use crate::time::Timestamp;
 
 use crate::model::{inside, normalize, resolve_link};
 
+#[cfg(any(test, feature = "test-util"))]
 mod memory;
 mod real;
 
 mod host;
 
 pub use host::Host;
+#[cfg(any(test, feature = "test-util"))]
 pub use memory::{Decide, MemoryWorld};
 pub use real::{RealFs, move_aside, remove_route_file, route_file, switch_link, write_route_file};
 
@@ -282,7 +285,8 @@ pub enum EffectError {
         /// Its attempts so far.
         attempts: u32,
     },
-    /// [`MemoryWorld`]'s injected crash: the simulated process is dead.
+    /// `MemoryWorld`'s injected crash: the simulated process is dead.
+    #[cfg(any(test, feature = "test-util"))]
     #[error("crash injected")]
     Crashed,
 }
