@@ -11,10 +11,12 @@
 
 use std::path::PathBuf;
 
+mod kind;
 mod render;
 mod rules;
 mod status;
 
+pub use kind::{Group, Kind, Planned, Tally};
 pub use render::{Summary, describe, render_json, render_text};
 pub use rules::{ACTIVE_PHASE, FAIL_EVENT, HELPER_MAX_AGE, Progress, plan, progress, release_exists, releases};
 pub use status::{DeploymentStatus, LinkHealth, ProjectStatus, Status, render_status, status};
