@@ -1,13 +1,14 @@
 //! Every kind of action, end to end: how each renders in the text and JSON plan, how an
 //! apply counts it done, failed or skipped, and how the apply's JSON reads. The snapshots
-//! were taken before the kinds were described in one table, so they pin every byte.
+//! were taken before the kinds were described in one table, so they pin every byte; and
+//! a test walks [`Kind::ALL`] so that a new kind cannot be left out of a count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use trueup::apply::{self, NoHooks};
 use trueup::model::Verdict;
-use trueup::plan::{self, Action, Change, Plan, Summary};
+use trueup::plan::{self, Action, Change, Kind, Plan, Summary};
 use trueup::time::Timestamp;
 use trueup::world::effects::{EffectError, Effects};
 
@@ -246,4 +247,82 @@ fn the_apply_json_reads_as_snapshotted() {
         .replace(doc["fingerprint"].as_str().unwrap(), "FINGERPRINT")
         .replace(&staged.dir.display().to_string(), "DIR");
     snapshot("apply_json", &text);
+}
+
+/// An action of `kind` on `subject` (`fail` in it makes [`Scripted`] fail it). The one
+/// place a new kind must be added to these tests: the match names every kind.
+fn sample(kind: Kind, subject: &str) -> Action {
+    let change = match kind {
+        Kind::Resume => resume(subject, "BUILDING"),
+        Kind::Fail => fail(subject),
+        Kind::Relink => link(&format!("/r/{subject}"), Some("/r/old")),
+        Kind::NewLink => link(&format!("/r/{subject}"), None),
+        Kind::MoveAside => move_aside(&format!("/r/{subject}")),
+        Kind::StartContainer => start(subject),
+        Kind::RecreateContainer => recreate(subject),
+        Kind::RemoveContainer => remove(subject),
+        Kind::WriteRoute => write_route("d1"),
+        Kind::RemoveRoute => remove_route(Some("d1")),
+    };
+    action(subject, change)
+}
+
+#[test]
+fn no_kind_is_forgotten_by_the_plan_or_the_apply() {
+    let plan_of = |actions: Vec<Action>| Plan { actions, findings: Vec::new(), fingerprint: String::new() };
+    let mut summary_keys = BTreeSet::new();
+    let mut counter_keys = BTreeSet::new();
+    for &kind in Kind::ALL {
+        let ok = sample(kind, "ok");
+        assert_eq!(ok.change.kind(), kind, "the sample of {kind:?} is of another kind");
+        let plan = plan_of(vec![ok.clone()]);
+
+        // The text plan shows its symbol and verb.
+        let text = plan::render_text(&plan, now());
+        let shown = format!("{:>3} {:<10} ", kind.symbol(), kind.verb());
+        assert!(text.contains(&shown), "{kind:?} is not shown as `{shown}`:\n{text}");
+
+        // The JSON summary counts it under its key, and nothing else.
+        let json: serde_json::Value = serde_json::from_str(&plan::render_json(&plan, now())).unwrap();
+        let summary = json["summary"].as_object().unwrap();
+        for (key, n) in summary {
+            let want = u64::from(key == kind.planned().key);
+            assert_eq!(n.as_u64(), Some(want), "{kind:?}: summary `{key}`");
+        }
+        assert!(Summary::of(&plan.actions).line().ends_with(kind.planned().one), "{kind:?}");
+        summary_keys.insert(kind.planned().key);
+
+        // An apply counts it done under its counter, failed under its group's, skipped
+        // in the total (and its group's own counter, if the group has one).
+        let failing = sample(kind, "fail");
+        let blocked = Action { project: failing.project.clone(), ..sample(kind, "fail") };
+        let report = apply::apply(&plan_of(vec![ok, failing, blocked]), &mut Scripted, now(), &mut NoHooks);
+        let statuses: Vec<&str> = report
+            .outcomes
+            .iter()
+            .map(|o| match o.status {
+                apply::Status::Done => "done",
+                apply::Status::Failed(_) => "failed",
+                apply::Status::Skipped(_) => "skipped",
+            })
+            .collect();
+        assert_eq!(statuses, ["done", "failed", "skipped"], "{kind:?}");
+        let counts: BTreeMap<&str, usize> = report.counts.iter().collect();
+        assert_eq!(counts.get(kind.done().key), Some(&1), "{kind:?} is not counted done");
+        assert_eq!(counts.get(kind.group().errors()), Some(&1), "{kind:?} is not counted failed");
+        let group_skipped = kind.group().skipped().map(|t| t.key);
+        for (key, n) in &counts {
+            let want = [kind.done().key, kind.group().errors(), "errors", "skipped"].contains(key)
+                || group_skipped == Some(*key);
+            assert_eq!(*n, usize::from(want), "{kind:?}: counter `{key}`");
+        }
+        counter_keys.extend([kind.done().key, kind.group().errors()].into_iter().chain(group_skipped));
+    }
+    // Every key of the JSON belongs to some kind: none is left over from a kind removed.
+    let json: serde_json::Value = serde_json::from_str(&plan::render_json(&plan_of(Vec::new()), now())).unwrap();
+    let listed: BTreeSet<&str> = json["summary"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(listed, summary_keys);
+    let listed: BTreeSet<&str> = apply::Counts::default().iter().map(|(k, _)| k).collect();
+    counter_keys.extend(["errors", "skipped"]);
+    assert_eq!(listed, counter_keys);
 }
