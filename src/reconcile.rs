@@ -499,9 +499,7 @@ impl Hooks for Journal<'_, '_> {
         let written = match status {
             Status::Done => self.store.journal_done(&self.lease, self.run, seq(index), at),
             Status::Failed(why) => self.store.journal_failed(&self.lease, self.run, seq(index), why, at),
-            Status::Skipped(why) => {
-                self.store.journal_failed(&self.lease, self.run, seq(index), &format!("skipped: {why}"), at)
-            }
+            Status::Skipped(why) => self.store.journal_skipped(&self.lease, self.run, seq(index), why, at),
         };
         self.listener.finished(index, self.total, action, status);
         written.map_err(|e| HookError::Journal(Box::new(e)))
