@@ -16,13 +16,13 @@
 //!
 //! It reads no clock (`now` is a parameter) and prints nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::model::Verdict;
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, Change, Group, Kind, Plan, Tally};
 use crate::time::Timestamp;
 use crate::world::effects::{BoxError, EffectError, Effects};
 
@@ -48,41 +48,130 @@ pub struct Outcome {
 }
 
 /// How many actions of each kind ended how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+///
+/// Every number is derived from the kinds' table ([`Kind`]), and it serializes (as
+/// `apply --json`'s `counts`) to a map in this order: each [`Group`]'s done counters
+/// ([`Kind::done`]) and its own skipped counter ([`Group::skipped`]), then each group's
+/// failures ([`Group::errors`]), then `errors` and `skipped` of any kind:
+///
+/// `deployments_resumed`, `deployments_failed`, `deployments_skipped`, `symlinks_fixed`,
+/// `moved_aside`, `containers_started`, `containers_recreated`, `containers_removed`,
+/// `routes_written`, `routes_removed`, `deployment_errors`, `symlink_errors`,
+/// `container_errors`, `route_errors`, `errors`, `skipped`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Counts {
-    /// Deployments resumed.
-    pub deployments_resumed: usize,
-    /// Deployments marked failed.
-    pub deployments_failed: usize,
-    /// Deployment actions (resume or fail) skipped.
-    pub deployments_skipped: usize,
-    /// Symlinks switched.
-    pub symlinks_fixed: usize,
-    /// Real files or folders moved out of a link's way.
-    pub moved_aside: usize,
-    /// Containers started.
-    pub containers_started: usize,
-    /// Containers recreated.
-    pub containers_recreated: usize,
-    /// Containers removed.
-    pub containers_removed: usize,
-    /// Route files written.
-    pub routes_written: usize,
-    /// Route files removed.
-    pub routes_removed: usize,
-    /// Deployment actions (resume or fail) that failed.
-    pub deployment_errors: usize,
-    /// Link and move-aside actions that failed.
-    pub symlink_errors: usize,
-    /// Container actions that failed.
-    pub container_errors: usize,
-    /// Route actions that failed.
-    pub route_errors: usize,
+    by_kind: BTreeMap<Kind, Ended>,
+}
+
+/// How the actions of one kind ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Ended {
+    done: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+impl Counts {
+    /// Counts one action of `kind` that ended with `status`.
+    pub fn add(&mut self, kind: Kind, status: &Status) {
+        let ended = self.by_kind.entry(kind).or_default();
+        match status {
+            Status::Done => ended.done += 1,
+            Status::Failed(_) => ended.failed += 1,
+            Status::Skipped(_) => ended.skipped += 1,
+        }
+    }
+
+    /// Every counter by key, in the order documented on [`Counts`], zeros included.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, usize)> {
+        let groups = self.groups();
+        let mut all: Vec<(&'static str, usize)> =
+            groups.iter().flat_map(|g| g.done.iter().chain(&g.skipped)).map(|(t, n)| (t.key, *n)).collect();
+        all.extend(groups.iter().map(|g| (g.group.errors(), g.errors)));
+        all.extend([("errors", self.errors()), ("skipped", self.skipped())]);
+        all.into_iter()
+    }
+
+    /// The counter under `key`, if there is such a key.
+    pub fn get(&self, key: &str) -> Option<usize> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, n)| n)
+    }
+
     /// Actions that failed, of any kind.
-    pub errors: usize,
-    /// Actions not tried, of any kind (they depended on one that did not succeed, or the
-    /// apply stopped).
-    pub skipped: usize,
+    pub fn errors(&self) -> usize {
+        self.by_kind.values().map(|e| e.failed).sum()
+    }
+
+    /// Actions not tried, of any kind (they depended on one that did not succeed, a
+    /// worker kept its deployment, or the apply stopped).
+    pub fn skipped(&self) -> usize {
+        self.by_kind.values().map(|e| e.skipped).sum()
+    }
+
+    /// `Summary: deployments 3 resumed, 2 failed, 0 skipped, 0 errors; symlinks ...; 0
+    /// actions skipped in all.`: each group's counters in the order of the JSON, with
+    /// `verified_links`, the links found already right, after the links fixed.
+    pub fn line(&self, verified_links: usize) -> String {
+        let groups: Vec<String> = self
+            .groups()
+            .iter()
+            .map(|g| {
+                let mut parts: Vec<String> =
+                    g.done.iter().chain(&g.skipped).map(|(t, n)| format!("{n} {}", t.word)).collect();
+                // A link found right is no action, so no kind counts it: it is shown
+                // beside the links fixed.
+                if g.group == Group::Symlink {
+                    parts.insert(parts.len().min(1), format!("{verified_links} verified"));
+                }
+                parts.push(format!("{} errors", g.errors));
+                format!("{} {}", g.group.noun(), parts.join(", "))
+            })
+            .collect();
+        format!("Summary: {}; {} actions skipped in all.", groups.join("; "), self.skipped())
+    }
+
+    /// Each group's numbers, in the order of [`Group::ALL`].
+    fn groups(&self) -> Vec<GroupCounts> {
+        let sum = |which: &dyn Fn(Kind) -> bool, field: fn(&Ended) -> usize| -> usize {
+            self.by_kind.iter().filter(|(k, _)| which(**k)).map(|(_, e)| field(e)).sum()
+        };
+        Group::ALL
+            .iter()
+            .map(|&group| {
+                // Kinds may share a counter (both kinds of link fix a symlink): each once.
+                let mut done: Vec<(Tally, usize)> = Vec::new();
+                for tally in group.kinds().map(Kind::done) {
+                    if !done.iter().any(|(t, _)| *t == tally) {
+                        done.push((tally, sum(&|k| k.done() == tally, |e| e.done)));
+                    }
+                }
+                let in_group = |k: Kind| k.group() == group;
+                GroupCounts {
+                    group,
+                    done,
+                    skipped: group.skipped().map(|t| (t, sum(&in_group, |e| e.skipped))),
+                    errors: sum(&in_group, |e| e.failed),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One group's numbers, as the JSON and the summary line list them.
+struct GroupCounts {
+    group: Group,
+    /// Its done counters, each once, in the order of the table.
+    done: Vec<(Tally, usize)>,
+    /// Its own skipped counter, if it has one.
+    skipped: Option<(Tally, usize)>,
+    /// Its failed actions.
+    errors: usize,
+}
+
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 /// What an apply did.
@@ -194,7 +283,7 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
             }
         };
         if status != Status::Done {
-            if matches!(action.change, Change::Resume { .. } | Change::Fail { .. }) {
+            if action.change.kind().group() == Group::Deployment {
                 undecided.insert(&action.project);
             }
             blocked.extend(subjects.into_iter().map(|s| (action.project.as_str(), s)));
@@ -204,7 +293,7 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
         {
             report.stopped = Some(chain(&e));
         }
-        count(&mut report.counts, &action.change, &status);
+        report.counts.add(action.change.kind(), &status);
         report.outcomes.push(Outcome { action: action.clone(), status });
     }
     report
@@ -301,42 +390,6 @@ fn subjects(change: &Change) -> Vec<Subject<'_>> {
     }
 }
 
-fn count(counts: &mut Counts, change: &Change, status: &Status) {
-    match status {
-        Status::Failed(_) => {
-            counts.errors += 1;
-            *match change {
-                Change::Resume { .. } | Change::Fail { .. } => &mut counts.deployment_errors,
-                Change::Link { .. } | Change::MoveAside { .. } => &mut counts.symlink_errors,
-                Change::StartContainer { .. } | Change::RecreateContainer { .. } | Change::RemoveContainer { .. } => {
-                    &mut counts.container_errors
-                }
-                Change::WriteRoute { .. } | Change::RemoveRoute { .. } => &mut counts.route_errors,
-            } += 1;
-        }
-        Status::Skipped(_) => {
-            counts.skipped += 1;
-            if matches!(change, Change::Resume { .. } | Change::Fail { .. }) {
-                counts.deployments_skipped += 1;
-            }
-        }
-        Status::Done => {
-            let n = match change {
-                Change::Resume { .. } => &mut counts.deployments_resumed,
-                Change::Fail { .. } => &mut counts.deployments_failed,
-                Change::Link { .. } => &mut counts.symlinks_fixed,
-                Change::MoveAside { .. } => &mut counts.moved_aside,
-                Change::StartContainer { .. } => &mut counts.containers_started,
-                Change::RecreateContainer { .. } => &mut counts.containers_recreated,
-                Change::RemoveContainer { .. } => &mut counts.containers_removed,
-                Change::WriteRoute { .. } => &mut counts.routes_written,
-                Change::RemoveRoute { .. } => &mut counts.routes_removed,
-            };
-            *n += 1;
-        }
-    }
-}
-
 /// An error and its causes, joined with `: `.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -407,8 +460,9 @@ mod tests {
                 Status::Done,
             ]
         );
-        let c = report.counts;
-        assert_eq!((c.symlinks_fixed, c.errors, c.routes_written, c.containers_started), (2, 2, 1, 0));
+        let c = &report.counts;
+        let got = ["symlinks_fixed", "errors", "routes_written", "containers_started"].map(|k| c.get(k).unwrap());
+        assert_eq!(got, [2, 2, 1, 0]);
         assert!(!report.all_done());
         assert_eq!(report.stopped, None);
     }
@@ -484,6 +538,6 @@ mod tests {
         ]);
         let report = apply(&plan, &mut MemoryWorld::new(world()), now(), &mut NoHooks);
         assert_eq!(report.outcomes[0].status, Status::Failed("deployment `d1` does not exist".into()));
-        assert_eq!((report.counts.errors, report.counts.deployments_skipped), (1, 1));
+        assert_eq!((report.counts.errors(), report.counts.get("deployments_skipped")), (1, Some(1)));
     }
 }

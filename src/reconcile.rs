@@ -273,6 +273,64 @@ pub struct Applied {
     pub interrupted: Vec<OpenRun>,
 }
 
+impl Applied {
+    /// The closing line of `trueup apply`, see [`apply::Counts::line`].
+    pub fn summary_line(&self) -> String {
+        self.report.counts.line(self.verified_links)
+    }
+}
+
+#[derive(Serialize)]
+struct JsonApplied<'a> {
+    format_version: u32,
+    now: Timestamp,
+    run: &'a str,
+    fingerprint: &'a str,
+    outcomes: &'a [apply::Outcome],
+    counts: &'a apply::Counts,
+    verified_links: usize,
+    stopped: Option<&'a str>,
+    findings: &'a [Finding],
+}
+
+/// What an apply did, as JSON (`trueup apply --json`), format version 1.
+///
+/// ```json
+/// {
+///   "format_version": 1,
+///   "now": "2025-10-02T12:00:00Z",
+///   "run": "20251002T120000Z-7",
+///   "fingerprint": "9f3c0d1e2a4b5c6d",
+///   "outcomes": [
+///     { "action": { "project": "p1", "kind": "resume", ..., "reason": "..." },
+///       "status": { "status": "done" } },
+///     { "action": { ... }, "status": { "status": "skipped", "why": "..." } }
+///   ],
+///   "counts": { "deployments_resumed": 1, ..., "errors": 0, "skipped": 1 },
+///   "verified_links": 4,
+///   "stopped": null,
+///   "findings": [ { "project": "p1", "level": "warning", "message": "..." } ]
+/// }
+/// ```
+///
+/// An action is as in [`plan::render_json`], a status as [`Status`] serializes (`done`,
+/// `failed` or `skipped`, with `why`), the counts as documented on [`apply::Counts`].
+/// `run` is the journal's run id, `stopped` why the apply stopped early.
+pub fn render_json(applied: &Applied, now: Timestamp) -> String {
+    let doc = JsonApplied {
+        format_version: 1,
+        now,
+        run: &applied.run,
+        fingerprint: &applied.plan.fingerprint,
+        outcomes: &applied.report.outcomes,
+        counts: &applied.report.counts,
+        verified_links: applied.verified_links,
+        stopped: applied.report.stopped.as_deref(),
+        findings: &applied.plan.findings,
+    };
+    serde_json::to_string_pretty(&doc).expect("a report is plain data and always serializes")
+}
+
 /// Hears how an apply goes, for progress display. Both methods default to nothing.
 pub trait Listener {
     /// The plan is made (or a saved one checked) and nothing has changed yet.
@@ -446,9 +504,7 @@ impl Hooks for Journal<'_, '_> {
         let written = match status {
             Status::Done => self.store.journal_done(&self.lease, self.run, seq(index), at),
             Status::Failed(why) => self.store.journal_failed(&self.lease, self.run, seq(index), why, at),
-            Status::Skipped(why) => {
-                self.store.journal_failed(&self.lease, self.run, seq(index), &format!("skipped: {why}"), at)
-            }
+            Status::Skipped(why) => self.store.journal_skipped(&self.lease, self.run, seq(index), why, at),
         };
         self.listener.finished(index, self.total, action, status);
         written.map_err(|e| HookError::Journal(Box::new(e)))

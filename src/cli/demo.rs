@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::Args;
-use super::plan_cmds::{machine_config, summary};
+use super::plan_cmds::machine_config;
 use crate::apply;
 use crate::plan::{self, Verbosity, render_text};
 use crate::reconcile::{self, Source};
@@ -66,7 +66,7 @@ pub fn demo(args: &Args, cmd: &DemoArgs) -> anyhow::Result<ExitCode> {
 
     let applied = reconcile::apply_machine(&store, &specs, &cfg, now, Source::Fresh, &mut Narrate(now))?;
     print!("{}", apply::render_report(&applied.report));
-    println!("{}", summary(&applied));
+    println!("{}", applied.summary_line());
 
     println!("\n== 4. Planning again: a repaired world needs nothing more\n");
     let (world, again) = reconcile::plan_machine(&store, &specs, &cfg, now)?;

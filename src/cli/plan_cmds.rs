@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use super::{Args, load_specs};
 use crate::apply;
 use crate::plan::{self, render_json, render_text};
-use crate::reconcile::{self, Applied, SavedPlan, Source};
+use crate::reconcile::{self, SavedPlan, Source};
 use crate::store::{Opened, Store};
 use crate::time::Duration;
 use crate::world::fixture;
@@ -223,12 +223,12 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         eprintln!("Took over the apply lease from `{owner}`, whose lease expired at {until} (it died or stalled).");
     }
     if cmd.json {
-        println!("{}", apply_json(&applied, now)?);
+        println!("{}", reconcile::render_json(&applied, now));
     } else {
         if !applied.plan.actions.is_empty() {
             print!("\n{}", apply::render_report(&applied.report));
         }
-        println!("{}", summary(&applied));
+        println!("{}", applied.summary_line());
     }
     Ok(if applied.report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -253,55 +253,9 @@ impl reconcile::Listener for Shown {
 
     fn finished(&mut self, index: usize, total: usize, action: &plan::Action, _: &apply::Status) {
         if self.progress {
-            eprint!("\r\x1b[2K  applying {}/{total}: {} {}", index + 1, action.project, kind(&action.change));
+            eprint!("\r\x1b[2K  applying {}/{total}: {} {}", index + 1, action.project, action.change.kind().verb());
         }
     }
-}
-
-fn kind(change: &plan::Change) -> &'static str {
-    let (_, verb, _) = plan::describe(change, "");
-    verb
-}
-
-pub(super) fn summary(applied: &Applied) -> String {
-    let c = &applied.report.counts;
-    format!(
-        "Summary: deployments {} resumed, {} failed, {} skipped, {} errors; \
-         symlinks {} fixed, {} verified, {} moved aside, {} errors; \
-         containers {} started, {} recreated, {} removed, {} errors; \
-         routes {} written, {} removed, {} errors; {} actions skipped in all.",
-        c.deployments_resumed,
-        c.deployments_failed,
-        c.deployments_skipped,
-        c.deployment_errors,
-        c.symlinks_fixed,
-        applied.verified_links,
-        c.moved_aside,
-        c.symlink_errors,
-        c.containers_started,
-        c.containers_recreated,
-        c.containers_removed,
-        c.container_errors,
-        c.routes_written,
-        c.routes_removed,
-        c.route_errors,
-        c.skipped,
-    )
-}
-
-fn apply_json(applied: &Applied, now: crate::time::Timestamp) -> anyhow::Result<String> {
-    let doc = serde_json::json!({
-        "format_version": 1,
-        "now": now,
-        "run": applied.run,
-        "fingerprint": applied.plan.fingerprint,
-        "outcomes": applied.report.outcomes,
-        "counts": applied.report.counts,
-        "verified_links": applied.verified_links,
-        "stopped": applied.report.stopped,
-        "findings": applied.plan.findings,
-    });
-    Ok(serde_json::to_string_pretty(&doc)?)
 }
 
 /// The reconcile configuration from the global flags, with the default lease of 60s.

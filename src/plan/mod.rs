@@ -11,11 +11,13 @@
 
 use std::path::PathBuf;
 
+mod kind;
 mod render;
 mod rules;
 mod status;
 mod view;
 
+pub use kind::{Group, Kind, Planned, Tally};
 pub use render::{Summary, describe, render_json, render_text};
 pub use rules::{HELPER_MAX_AGE, plan};
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};

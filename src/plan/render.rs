@@ -1,13 +1,8 @@
 //! Showing a plan: text in the style of `terraform plan`, and versioned JSON.
 //!
-//! Text groups actions by project, one symbol per kind of change, the reason under each
-//! line, findings after, and a closing summary line:
-//!
-//! ```text
-//!   ~  change in place (resume, relink, start)   +  create (new link, new route file)
-//!   x  fail a deployment                          >  move aside (never delete)
-//!  -/+ recreate a container                       -  remove (zombie container, stale route)
-//! ```
+//! Text groups actions by project, one symbol per [`Kind`] of change (the table of
+//! symbols is in its module), the reason under each line, findings after, and a closing
+//! summary line. The symbols, verbs and summary counts all come from the kind's row.
 //!
 //! The JSON format is documented on [`render_json`]; its `format_version` changes only
 //! when a field changes meaning or goes away.
@@ -18,98 +13,93 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Action, Change, Level, Plan, Verbosity};
+use super::{Action, Change, Kind, Level, Plan, Planned, Verbosity};
 use crate::time::Timestamp;
 
-/// The counts of a plan, by kind of change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+/// The counts of a plan by kind of change, in the order of [`Kind::ALL`], under the keys
+/// of [`Planned`]: `resume`, `fail`, `symlink_repairs`, `moves_aside`, `container_starts`,
+/// `recreates`, `removals` (containers and route files), `route_writes`. It serializes as
+/// a map in that order, zeros included.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Deployments resumed (restarted or continued).
-    pub resume: usize,
-    /// Deployments failed.
-    pub fail: usize,
-    /// Links switched or created.
-    pub symlink_repairs: usize,
-    /// Files or folders moved out of a link's way.
-    pub moves_aside: usize,
-    /// Containers started.
-    pub container_starts: usize,
-    /// Containers recreated.
-    pub recreates: usize,
-    /// Containers and route files removed.
-    pub removals: usize,
-    /// Route files written.
-    pub route_writes: usize,
+    counts: Vec<(Planned, usize)>,
 }
 
 impl Summary {
     /// Counts the actions of a plan.
     pub fn of(actions: &[Action]) -> Self {
-        let mut s = Summary::default();
-        for a in actions {
-            match a.change {
-                Change::Resume { .. } => s.resume += 1,
-                Change::Fail { .. } => s.fail += 1,
-                Change::Link { .. } => s.symlink_repairs += 1,
-                Change::MoveAside { .. } => s.moves_aside += 1,
-                Change::StartContainer { .. } => s.container_starts += 1,
-                Change::RecreateContainer { .. } => s.recreates += 1,
-                Change::RemoveContainer { .. } | Change::RemoveRoute { .. } => s.removals += 1,
-                Change::WriteRoute { .. } => s.route_writes += 1,
+        let mut counts: Vec<(Planned, usize)> = Vec::new();
+        for kind in Kind::ALL {
+            if !counts.iter().any(|(p, _)| p.key == kind.planned().key) {
+                counts.push((kind.planned(), 0));
             }
         }
-        s
+        for a in actions {
+            let key = a.change.kind().planned().key;
+            let (_, n) = counts.iter_mut().find(|(p, _)| p.key == key).expect("every kind's count is listed above");
+            *n += 1;
+        }
+        Summary { counts }
+    }
+
+    /// The counts by key (`symlink_repairs`), in order, zeros included.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
+        self.counts.iter().map(|(p, n)| (p.key, *n))
+    }
+
+    /// The count under `key`, if there is such a key.
+    pub fn get(&self, key: &str) -> Option<usize> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, n)| n)
     }
 
     /// `2 resume, 1 fail, 3 symlink repairs`: the non-zero counts, in a fixed order.
     pub fn line(&self) -> String {
-        let parts = [
-            (self.resume, "resume", "resume"),
-            (self.fail, "fail", "fail"),
-            (self.symlink_repairs, "symlink repair", "symlink repairs"),
-            (self.moves_aside, "move aside", "moves aside"),
-            (self.container_starts, "container start", "container starts"),
-            (self.recreates, "recreate", "recreates"),
-            (self.removals, "removal", "removals"),
-            (self.route_writes, "route write", "route writes"),
-        ];
-        let shown: Vec<String> = parts
+        let shown: Vec<String> = self
+            .counts
             .iter()
-            .filter(|(n, ..)| *n > 0)
-            .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+            .filter(|(_, n)| *n > 0)
+            .map(|(p, n)| format!("{n} {}", if *n == 1 { p.one } else { p.many }))
             .collect();
         shown.join(", ")
     }
 }
 
+impl Serialize for Summary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
 /// The symbol, the verb and the target of one action, as shown in the text plan.
 pub fn describe(change: &Change, project: &str) -> (&'static str, &'static str, String) {
+    let kind = change.kind();
+    (kind.symbol(), kind.verb(), target(change, project))
+}
+
+/// What an action changes, in words: the one part of [`describe`] that is per variant.
+fn target(change: &Change, project: &str) -> String {
     match change {
         Change::Resume { deployment, from_phase, to_phase, attempt, .. } if from_phase == to_phase => {
-            ("~", "resume", format!("deployment {deployment}: restart {from_phase} (attempt {attempt})"))
+            format!("deployment {deployment}: restart {from_phase} (attempt {attempt})")
         }
-        Change::Resume { deployment, from_phase, to_phase, .. } => {
-            ("~", "resume", format!("deployment {deployment}: {from_phase} -> {to_phase}"))
-        }
-        Change::Fail { deployment, from_phase, to_phase, .. } => {
-            ("x", "fail", format!("deployment {deployment}: {from_phase} -> {to_phase}"))
+        Change::Resume { deployment, from_phase, to_phase, .. }
+        | Change::Fail { deployment, from_phase, to_phase, .. } => {
+            format!("deployment {deployment}: {from_phase} -> {to_phase}")
         }
         Change::Link { path, before: Some(old), target } => {
-            ("~", "link", format!("{} -> {} (was {})", path.display(), target.display(), old.display()))
+            format!("{} -> {} (was {})", path.display(), target.display(), old.display())
         }
-        Change::Link { path, before: None, target } => {
-            ("+", "link", format!("{} -> {}", path.display(), target.display()))
-        }
-        Change::MoveAside { path, to } => (">", "move aside", format!("{} => {}", path.display(), short(path, to))),
-        Change::StartContainer { id, name } => ("~", "start", format!("container {name} ({id})")),
-        Change::RecreateContainer { id, name, .. } => ("-/+", "recreate", format!("container {name} ({id})")),
-        Change::RemoveContainer { id, name } => ("-", "remove", format!("container {name} ({id})")),
+        Change::Link { path, before: None, target } => format!("{} -> {}", path.display(), target.display()),
+        Change::MoveAside { path, to } => format!("{} => {}", path.display(), short(path, to)),
+        Change::StartContainer { id, name }
+        | Change::RecreateContainer { id, name, .. }
+        | Change::RemoveContainer { id, name } => format!("container {name} ({id})"),
         Change::WriteRoute { deployment, upstream, domain } => {
-            ("+", "route", format!("{project} -> {deployment} at {upstream} (Host {domain})"))
+            format!("{project} -> {deployment} at {upstream} (Host {domain})")
         }
         Change::RemoveRoute { deployment } => {
             let was = deployment.as_deref().map(|d| format!(" (targeted {d})")).unwrap_or_default();
-            ("-", "route", format!("{project}{was}"))
+            format!("{project}{was}")
         }
     }
 }

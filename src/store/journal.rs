@@ -1,11 +1,13 @@
 //! Applies that did not finish: journal rows left `planned` by a run that was killed.
 //!
-//! A crashed apply is visible: its rows stay `planned`. The next apply, holding a newer
-//! lease, closes them as failed with the reason (it redoes their work from a fresh plan,
-//! since every action is idempotent), and `trueup status` reports any run still open.
+//! An action's row is `planned` until it ends `done`, `failed` or `skipped`
+//! ([`JournalStatus`]), so a crashed apply is visible: its rows stay `planned`. The next
+//! apply, holding a newer lease, closes them as failed with the reason (it redoes their
+//! work from a fresh plan, since every action is idempotent), and `trueup status` reports
+//! any run still open. A skipped action ended: it never keeps its run open.
 
 use super::read::time_column;
-use super::{Fence, Lease, Store, StoreError, sql};
+use super::{Fence, JournalStatus, Lease, Store, StoreError, sql};
 use crate::time::Timestamp;
 
 /// A run with actions journaled as planned that never ended.
@@ -31,11 +33,7 @@ impl Store {
     pub fn open_runs(&self) -> Result<Vec<OpenRun>, StoreError> {
         const WHAT: &str = "read the unfinished runs of the `journal`";
         let rows: Vec<(String, i64, u32, String)> = self
-            .stmt(
-                WHAT,
-                "SELECT run, max(token), count(*), min(at) FROM journal WHERE status = 'planned'
-                 GROUP BY run ORDER BY min(at), run",
-            )?
+            .stmt(WHAT, &open_runs_sql())?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .map_err(sql(WHAT))?
             .collect::<Result<_, _>>()
@@ -63,9 +61,64 @@ impl Store {
             self.check_fence(Fence::Lease(lease), "")?;
             self.exec(
                 WHAT,
-                "UPDATE journal SET status = 'failed', error = ?1, at = ?2 WHERE status = 'planned' AND token < ?3",
-                (&error, at.to_string(), lease.token),
+                &format!(
+                    "UPDATE journal SET status = ?4, error = ?1, at = ?2 WHERE status = '{}' AND token < ?3",
+                    JournalStatus::Planned.as_str()
+                ),
+                (&error, at.to_string(), lease.token, JournalStatus::Failed.as_str()),
             )
         })
+    }
+}
+
+/// The runs with `planned` rows. The status is in the text, not bound: SQLite uses the
+/// partial index `journal_planned` only for a condition it sees when it prepares.
+fn open_runs_sql() -> String {
+    format!(
+        "SELECT run, max(token), count(*), min(at) FROM journal WHERE status = '{}' GROUP BY run ORDER BY min(at), run",
+        JournalStatus::Planned.as_str()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_runs_are_found_by_index_and_every_status_is_allowed() {
+        let path = std::env::temp_dir().join(format!("trueup-unit-{}-open-runs.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let (store, _) = Store::open(&path).unwrap();
+        let plan: Vec<String> = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", open_runs_sql()))
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // The schema's CHECK allows exactly the statuses the code spells.
+        let allowed: Vec<bool> = JournalStatus::ALL
+            .iter()
+            .map(|status| {
+                store
+                    .conn
+                    .execute(
+                        "INSERT INTO journal (run, seq, action, status, at, token) VALUES ('r', 0, '{}', ?1, 'x', 0)",
+                        [status.as_str()],
+                    )
+                    .and_then(|_| store.conn.execute("DELETE FROM journal", []))
+                    .is_ok()
+            })
+            .collect();
+        let unknown = store.conn.execute(
+            "INSERT INTO journal (run, seq, action, status, at, token) VALUES ('r', 0, '{}', 'lost', 'x', 0)",
+            [],
+        );
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+        assert!(plan.iter().any(|step| step.contains("journal_planned")), "{plan:?}");
+        assert!(allowed.iter().all(|ok| *ok), "{allowed:?}");
+        assert!(unknown.is_err());
     }
 }

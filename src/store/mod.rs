@@ -46,6 +46,7 @@ pub const APPLICATION_ID: i32 = 0x5452_5550;
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "live phase index", include_str!("migrations/0002_live_phase_index.sql")),
+    (3, "journal skipped status", include_str!("migrations/0003_journal_skipped.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -11,28 +11,40 @@ use crate::model::{Claim, Deployment, DeploymentType, LogEntry, LogLevel, Projec
 use crate::time::Timestamp;
 
 /// Where a journaled action stands.
+///
+/// Its names ([`JournalStatus::as_str`]) are the one spelling of the journal's states in
+/// Rust: statements bind them, or format them into their text where SQLite must see the
+/// value to use a partial index. The migrations spell them in their `CHECK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalStatus {
-    /// Written before the action ran: a crash leaves it here.
+    /// Written before the action ran: a crash leaves it here, and the run stays open.
     Planned,
     /// The action completed.
     Done,
     /// The action failed; `error` says why.
     Failed,
+    /// The action was not tried (a worker kept its deployment, or it built on an action
+    /// that did not succeed); `error` says why. It is finished, like done and failed.
+    Skipped,
 }
 
 impl JournalStatus {
+    /// Every status.
+    pub const ALL: &'static [JournalStatus] =
+        &[JournalStatus::Planned, JournalStatus::Done, JournalStatus::Failed, JournalStatus::Skipped];
+
     /// Its name in the `journal.status` column.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             JournalStatus::Planned => "planned",
             JournalStatus::Done => "done",
             JournalStatus::Failed => "failed",
+            JournalStatus::Skipped => "skipped",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [JournalStatus::Planned, JournalStatus::Done, JournalStatus::Failed].into_iter().find(|s| s.as_str() == text)
+        Self::ALL.iter().copied().find(|s| s.as_str() == text)
     }
 }
 
@@ -45,9 +57,9 @@ pub struct JournalEntry {
     pub seq: u32,
     /// The action, as JSON.
     pub action: serde_json::Value,
-    /// Planned, done or failed.
+    /// Planned, done, failed or skipped.
     pub status: JournalStatus,
-    /// Why it failed.
+    /// Why it failed or was skipped.
     pub error: Option<String>,
     /// When the status was last written.
     pub at: Timestamp,

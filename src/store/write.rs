@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Fence, Lease, Store, StoreError, sql};
+use super::{Fence, JournalStatus, Lease, Store, StoreError, sql};
 use crate::model::{Deployment, LogEntry, Project};
 use crate::time::Timestamp;
 
@@ -266,10 +266,10 @@ impl Store {
             self.check_fence(Fence::Lease(lease), "")?;
             self.exec(
                 &what,
-                "INSERT INTO journal (run, seq, action, status, error, at, token) VALUES (?1, ?2, ?3, 'planned', NULL, ?4, ?5)
-                 ON CONFLICT (run, seq) DO UPDATE SET action = excluded.action, status = 'planned', error = NULL,
+                "INSERT INTO journal (run, seq, action, status, error, at, token) VALUES (?1, ?2, ?3, ?6, NULL, ?4, ?5)
+                 ON CONFLICT (run, seq) DO UPDATE SET action = excluded.action, status = excluded.status, error = NULL,
                                                       at = excluded.at, token = excluded.token",
-                (run, seq, action, at.to_string(), lease.token),
+                (run, seq, action, at.to_string(), lease.token, JournalStatus::Planned.as_str()),
             )?;
             Ok(())
         })
@@ -281,7 +281,7 @@ impl Store {
     ///
     /// [`StoreError::StaleLease`]; [`StoreError::UnknownJournalEntry`]; [`StoreError::Sql`].
     pub fn journal_done(&self, lease: &Lease, run: &str, seq: u32, at: Timestamp) -> Result<(), StoreError> {
-        self.journal_status(lease, run, seq, None, at)
+        self.journal_status(lease, run, seq, JournalStatus::Done, None, at)
     }
 
     /// Journals action `seq` of run `run` as failed, with why.
@@ -297,7 +297,23 @@ impl Store {
         error: &str,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        self.journal_status(lease, run, seq, Some(error), at)
+        self.journal_status(lease, run, seq, JournalStatus::Failed, Some(error), at)
+    }
+
+    /// Journals action `seq` of run `run` as skipped (not tried), with why.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::journal_done`].
+    pub fn journal_skipped(
+        &self,
+        lease: &Lease,
+        run: &str,
+        seq: u32,
+        why: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.journal_status(lease, run, seq, JournalStatus::Skipped, Some(why), at)
     }
 
     fn journal_status(
@@ -305,17 +321,17 @@ impl Store {
         lease: &Lease,
         run: &str,
         seq: u32,
+        status: JournalStatus,
         error: Option<&str>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let what = format!("journal the outcome of action {seq} of run `{run}`");
-        let status = if error.is_some() { "failed" } else { "done" };
         self.write(&what, || {
             self.check_fence(Fence::Lease(lease), "")?;
             let changed = self.exec(
                 &what,
                 "UPDATE journal SET status = ?3, error = ?4, at = ?5, token = ?6 WHERE run = ?1 AND seq = ?2",
-                (run, seq, status, error, at.to_string(), lease.token),
+                (run, seq, status.as_str(), error, at.to_string(), lease.token),
             )?;
             if changed == 0 {
                 return Err(StoreError::UnknownJournalEntry { run: run.to_owned(), seq });

@@ -312,7 +312,7 @@ proptest! {
         let (_, second) = check(&mut m, now(), Plans::Given(&case.plan));
         prop_assert_eq!(&m.world, &once);
         prop_assert_eq!(m.steps(), steps, "a second apply takes no step");
-        prop_assert_eq!(second.counts.errors, second.outcomes.iter().filter(|o| matches!(o.status, Status::Failed(_))).count());
+        prop_assert_eq!(second.counts.errors(), second.outcomes.iter().filter(|o| matches!(o.status, Status::Failed(_))).count());
         prop_assert_eq!(untouchable(&once), untouchable(&case.world));
         let leftovers: Vec<_> = once.files.keys().filter(|k| k.to_string_lossy().contains(".trueup-tmp-")).collect();
         prop_assert!(leftovers.is_empty(), "{:?}", leftovers);

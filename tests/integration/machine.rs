@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use trueup::plan;
 use trueup::spec;
+use trueup::store::Store;
 use trueup::world::fixture;
 use trueup::world::stage::{Staged, stage};
 
@@ -232,13 +233,10 @@ fn the_real_plan_repairs_exactly_the_damage_made() {
     assert_eq!(actions, expected);
 }
 
-#[test]
-fn a_refused_verdict_leaves_its_project_alone() {
-    // Seen from the year 3000, d2 has been stuck for hours on its last attempt and its
-    // worker's claim lapsed, so the plan fails it and rolls `current` back to d1. By the
-    // wall clock the claim is live: the store refuses the verdict, and the rollback that
-    // depended on it must not happen either.
-    let yaml = r#"
+/// Seen from the year 3000, d2 has been stuck for hours on its last attempt and its
+/// worker's claim lapsed, so the plan fails it and rolls `current` back to d1. By the
+/// wall clock the claim is live: the store refuses the verdict.
+const REFUSED_VERDICT: &str = r#"
 description: "a verdict refused by a live claim"
 now: 3000-01-01T00:00:00Z
 root: /var/www
@@ -252,7 +250,11 @@ files:
   /var/www/p1/current: { symlink: /var/www/p1/deployments/d2 }
   /var/www/webroot/p1: { symlink: /var/www/p1/current/public }
 "#;
-    let (_scratch, staged, now) = staged_yaml("refused", yaml);
+
+#[test]
+fn a_refused_verdict_leaves_its_project_alone() {
+    // The rollback that depended on the refused verdict must not happen either.
+    let (_scratch, staged, now) = staged_yaml("refused", REFUSED_VERDICT);
     let planned = trueup(&staged, &["plan", "--now", &now.to_string()]);
     let planned = String::from_utf8_lossy(&planned.stdout).into_owned();
     assert!(planned.contains("x fail") && planned.contains("~ link"), "the plan fails d2 and relinks:\n{planned}");
@@ -263,4 +265,38 @@ files:
     assert!(said.contains("skipped p1: link") && said.contains("did not go through"), "{said}");
     assert!(said.contains("0 errors; 2 actions skipped in all."), "{said}");
     assert_eq!(std::fs::read_link(staged.root.join("p1/current")).unwrap(), staged.root.join("p1/deployments/d2"));
+}
+
+#[test]
+fn skipped_actions_are_journaled_as_skipped_and_leave_no_run_open() {
+    let (_scratch, staged, now) = staged_yaml("skipped", REFUSED_VERDICT);
+    let now = now.to_string();
+    let out = trueup(&staged, &["apply", "--json", "--now", &now]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<(String, Option<String>)> = doc["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["status"]["status"].as_str().unwrap().to_owned(), o["status"]["why"].as_str().map(str::to_owned)))
+        .collect();
+    assert!(outcomes.iter().filter(|(s, _)| s == "skipped").count() >= 2, "{outcomes:?}");
+
+    // The database is up to date, so opening it writes nothing.
+    let (store, _) = Store::open(&staged.db).unwrap();
+    let journal: Vec<(String, Option<String>)> = store
+        .journal(doc["run"].as_str().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.status.as_str().to_owned(), e.error))
+        .collect();
+    assert_eq!(journal, outcomes, "each action is journaled as it ended, a skip with its why");
+    assert_eq!(store.open_runs().unwrap(), vec![], "skipped actions ended: the run is closed");
+    drop(store);
+
+    let status = trueup(&staged, &["status", "--now", &now]);
+    assert!(!String::from_utf8_lossy(&status.stdout).contains("interrupted"), "status sees no interrupted apply");
+    let again = trueup(&staged, &["apply", "--now", &now]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success() && !said.contains("interrupted"), "the next apply closes no run:\n{said}");
 }

@@ -3,6 +3,7 @@
 mod apply_props;
 mod atomic_switch;
 mod crash;
+mod kinds;
 mod machine;
 mod observed;
 mod plan;

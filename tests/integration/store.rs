@@ -86,8 +86,11 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![(1, "init".to_owned()), (2, "live phase index".to_owned())]);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(
+        versions,
+        vec![(1, "init".to_owned()), (2, "live phase index".to_owned()), (3, "journal skipped status".to_owned())]
+    );
+    assert_eq!(SCHEMA_VERSION, 3);
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
@@ -129,9 +132,10 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
     drop(store);
     // Make it what trueup 1 left: schema 1, without the live-phase index.
     let raw = rusqlite::Connection::open(&db).unwrap();
+    journal_of_schema_2(&raw);
     raw.execute_batch(
         "DROP INDEX deployments_by_phase; DROP INDEX deployments_claimed; DROP INDEX journal_planned;
-         DELETE FROM schema_migrations WHERE version = 2; PRAGMA user_version = 1;",
+         DELETE FROM schema_migrations WHERE version >= 2; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(raw);
@@ -148,6 +152,63 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
         )
         .unwrap();
     assert_eq!(index, 1);
+}
+
+/// Rebuilds the journal as schema 1 and 2 had it (the table of `0001_init.sql`, whose
+/// CHECK knows no `skipped`), and takes migration 3 out of the history.
+fn journal_of_schema_2(raw: &rusqlite::Connection) {
+    let init = include_str!("../../src/store/migrations/0001_init.sql");
+    let start = init.find("CREATE TABLE journal (").unwrap();
+    let end = start + init[start..].find(") STRICT;").unwrap() + ") STRICT;".len();
+    raw.execute_batch(&format!(
+        "DROP TABLE journal; {}
+         CREATE INDEX journal_planned ON journal (run) WHERE status = 'planned';
+         DELETE FROM schema_migrations WHERE version = 3; PRAGMA user_version = 2;",
+        &init[start..end]
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_schema_2_journal_is_migrated_and_its_old_skips_become_skipped() {
+    let dir = Scratch::new("schema2");
+    let db = dir.join("state.db");
+    drop(open(&db));
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    journal_of_schema_2(&raw);
+    // As trueup 2 wrote them: a skip was `failed` with a `skipped: ` prefix.
+    raw.execute_batch(
+        "INSERT INTO journal (run, seq, action, status, error, at, token) VALUES
+           ('r1', 0, '{}', 'done', NULL, '2025-10-02T12:00:01Z', 1),
+           ('r1', 1, '{}', 'failed', 'permission denied', '2025-10-02T12:00:02Z', 1),
+           ('r1', 2, '{}', 'failed', 'skipped: left to its worker: held by `w`', '2025-10-02T12:00:03Z', 1),
+           ('r2', 0, '{}', 'planned', NULL, '2025-10-02T13:00:00Z', 2);",
+    )
+    .unwrap();
+    let refused = raw.execute(
+        "INSERT INTO journal (run, seq, action, status, at, token) VALUES ('r3', 0, '{}', 'skipped', 'x', 3)",
+        [],
+    );
+    assert!(refused.is_err(), "schema 2 knows no `skipped`");
+    drop(raw);
+
+    let (store, opened) = Store::open(&db).unwrap();
+    assert_eq!(opened, Opened::Migrated { from: 2, to: SCHEMA_VERSION });
+    let rows: Vec<_> = store.journal("r1").unwrap().into_iter().map(|e| (e.seq, e.status, e.error, e.token)).collect();
+    assert_eq!(
+        rows,
+        vec![
+            (0, JournalStatus::Done, None, 1),
+            (1, JournalStatus::Failed, Some("permission denied".to_owned()), 1),
+            (2, JournalStatus::Skipped, Some("left to its worker: held by `w`".to_owned()), 1),
+        ]
+    );
+    let open_runs: Vec<_> = store.open_runs().unwrap().into_iter().map(|r| (r.run, r.unfinished)).collect();
+    assert_eq!(open_runs, vec![("r2".to_owned(), 1)], "a planned row keeps its run open, as before");
+    drop(store);
+    let before = snapshot(&dir.0);
+    assert_eq!(Store::open(&db).unwrap().1, Opened::Existing);
+    assert_eq!(snapshot(&dir.0), before, "once migrated, opening changes no byte");
 }
 
 #[test]
@@ -359,7 +420,9 @@ fn the_journal_records_each_action() {
     store.journal_planned(&lease, "r1", 0, &action, now).unwrap();
     store.journal_planned(&lease, "r1", 1, &action, now).unwrap();
     store.journal_done(&lease, "r1", 0, t("2025-10-02T12:00:01Z")).unwrap();
+    store.journal_planned(&lease, "r1", 2, &action, now).unwrap();
     store.journal_failed(&lease, "r1", 1, "permission denied", t("2025-10-02T12:00:02Z")).unwrap();
+    store.journal_skipped(&lease, "r1", 2, "an earlier action did not succeed", t("2025-10-02T12:00:03Z")).unwrap();
     assert!(matches!(store.journal_done(&lease, "r1", 7, now), Err(StoreError::UnknownJournalEntry { seq: 7, .. })));
     let entries = store.journal("r1").unwrap();
     let got: Vec<_> = entries.iter().map(|e| (e.seq, e.status, e.error.as_deref(), e.at)).collect();
@@ -368,8 +431,10 @@ fn the_journal_records_each_action() {
         vec![
             (0, JournalStatus::Done, None, t("2025-10-02T12:00:01Z")),
             (1, JournalStatus::Failed, Some("permission denied"), t("2025-10-02T12:00:02Z")),
+            (2, JournalStatus::Skipped, Some("an earlier action did not succeed"), t("2025-10-02T12:00:03Z")),
         ]
     );
+    assert_eq!(store.open_runs().unwrap(), vec![], "done, failed and skipped actions are finished");
     assert_eq!(entries[0].action, action);
     assert_eq!(entries[0].token, lease.token);
 }
