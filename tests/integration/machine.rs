@@ -15,6 +15,7 @@ use trueup::world::fixture;
 use trueup::world::stage::{Staged, stage};
 
 use crate::scratch::Scratch;
+use crate::support::Trueup;
 
 /// Runs the `trueup` binary against a staged world, to completion: the one caller of the
 /// CLI here.
@@ -76,13 +77,8 @@ fn real_plans_match_the_model_for_every_fixture() {
 fn the_demo_repairs_its_world_and_reads_well() {
     let scratch = Scratch::new("demo");
     let dir = scratch.join("demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_trueup"))
-        .args(["demo", "--now", "2025-10-02T03:00:00Z", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap().replace(&dir.display().to_string(), "DIR");
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let out = Trueup::new(["demo", "--now", "2025-10-02T03:00:00Z", "--dir"]).arg(&dir).run();
+    let text = out.stdout.replace(&dir.display().to_string(), "DIR");
     let again = text.split("== 4.").nth(1).expect("the demo plans a second time");
     assert!(again.contains("No changes."), "the second plan is not empty:\n{again}");
     insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
@@ -177,19 +173,16 @@ fn staged_fixture(name: &str) -> (Scratch, Staged, trueup::time::Timestamp) {
 fn relative_paths_on_the_command_line_make_working_links() {
     let (scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
     let now = now.to_string();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_trueup"))
-            .current_dir(scratch.join("w"))
-            .args(["--db", "state.db", "--root", "root", "--routes-dir", "routes"])
+    let relative = |args: &[&str]| {
+        Trueup::new(["--db", "state.db", "--root", "root", "--routes-dir", "routes"])
+            .dir(scratch.join("w"))
             .args(args)
-            .output()
-            .unwrap()
+            .now(&now)
     };
-    let out = run(&["apply", "--now", &now]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    relative(&["apply"]).run();
     let index = std::fs::read_to_string(staged.root.join("webroot/p1/index.html")).unwrap();
     assert!(index.contains("deployments/d0/public/index.html"), "the repaired link leads to the release: {index}");
-    assert_eq!(run(&["plan", "--detailed-exitcode", "--now", &now]).status.code(), Some(0));
+    relative(&["plan", "--detailed-exitcode"]).run();
 }
 
 #[test]

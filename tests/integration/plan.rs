@@ -142,14 +142,9 @@ fn malformed_fixtures_are_reported_with_their_position() {
     settings.bind(|| {
         insta::glob!("../../fixtures/plan-err", "*.yaml", |path| {
             let rel = format!("fixtures/plan-err/{}", path.file_name().unwrap().to_string_lossy());
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_trueup"))
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["simulate", &rel])
-                .output()
-                .unwrap();
-            assert_eq!(out.status.code(), Some(1), "{rel} must be refused");
+            let out = crate::support::Trueup::new(["simulate", &rel]).code(1).run();
             assert!(out.stdout.is_empty(), "{rel}: a refused fixture prints no plan");
-            insta::assert_snapshot!(String::from_utf8(out.stderr).unwrap());
+            insta::assert_snapshot!(out.stderr);
         });
     });
 }

@@ -548,12 +548,7 @@ proptest! {
 /// Runs the built `trueup` with `args`, feeding nothing on stdin.
 #[track_caller]
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_trueup"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("TRUEUP_SPEC")
-        .output()
-        .unwrap();
+    let out = crate::support::Trueup::new(args).command().output().unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
 }

@@ -19,6 +19,7 @@ use trueup::world::stage::Staged;
 pub struct Trueup {
     args: Vec<OsString>,
     env: Vec<(String, OsString)>,
+    dir: Option<std::path::PathBuf>,
     code: i32,
 }
 
@@ -46,7 +47,7 @@ impl Trueup {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        Trueup { args: args.into_iter().map(Into::into).collect(), env: Vec::new(), code: 0 }
+        Trueup { args: args.into_iter().map(Into::into).collect(), env: Vec::new(), dir: None, code: 0 }
     }
 
     /// Against a staged world: its database, root and routes folder.
@@ -69,6 +70,16 @@ impl Trueup {
         self.arg("--now").arg(now)
     }
 
+    /// More arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// One more argument.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
@@ -81,6 +92,12 @@ impl Trueup {
         self
     }
 
+    /// Run from `dir` instead of the repository's folder.
+    pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
     /// Expecting this exit code instead of 0.
     pub fn code(mut self, code: i32) -> Self {
         self.code = code;
@@ -90,7 +107,8 @@ impl Trueup {
     /// The command, not started: for tests that need the process itself.
     pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trueup"));
-        command.args(&self.args).current_dir(env!("CARGO_MANIFEST_DIR"));
+        let dir = self.dir.clone().unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        command.args(&self.args).current_dir(dir);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("TRUEUP_") {
                 command.env_remove(key);
