@@ -109,3 +109,38 @@ fn plan_fixtures_have_snapshots() {
     }
     assert!(orphans.is_empty(), "fixtures without a snapshot: {orphans:?}");
 }
+
+/// The engine spells no phase or event name of the default machine: the planner, the
+/// store and the effects read the spec's roles. The names stand in one place, the roles
+/// a version-1 spec gets (`mod v1` of `src/spec/load.rs`), and in tests.
+#[test]
+fn phase_names_are_spelled_only_in_the_version_1_roles() {
+    // Event names (`done`, `fail`) are also ordinary words of other vocabularies (an
+    // action's verb, a journal status), so the phases stand for both here.
+    let names = ["\"ACTIVE\"", "\"FAILED\"", "\"CANCELLED\"", "\"QUEUED\"", "\"BUILDING\"", "\"HEALTH_CHECK\""];
+    let mut found = Vec::new();
+    for file in files_under(&top().join("src"), ".rs") {
+        let text = fs::read_to_string(&file).unwrap();
+        // Lines inside test modules and `mod v1 { ... }` are skipped, by brace depth.
+        let (mut depth, mut skip_below) = (0i32, None::<i32>);
+        for (n, line) in text.lines().enumerate() {
+            let trimmed = line.trim_start();
+            let test_module = trimmed.starts_with("mod ") && trimmed.ends_with("tests {");
+            if skip_below.is_none() && (test_module || trimmed.starts_with("mod v1 {")) {
+                skip_below = Some(depth);
+            }
+            depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+            let skipped = skip_below.is_some();
+            if skip_below.is_some_and(|d| depth <= d) {
+                skip_below = None;
+            }
+            if skipped || trimmed.starts_with("//") {
+                continue;
+            }
+            if let Some(name) = names.iter().find(|n| line.contains(*n)) {
+                found.push(format!("{}:{}: {name}", file.strip_prefix(top()).unwrap().display(), n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "phase or event names spelled outside the version-1 roles:\n{}", found.join("\n"));
+}
