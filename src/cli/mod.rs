@@ -247,8 +247,18 @@ pub fn load_specs(args: &[SpecArg]) -> anyhow::Result<Specs> {
 /// When the file cannot be read or is not a valid spec (with its diagnostics).
 pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
     let Some(path) = path else { return Ok(spec::default_spec()) };
-    let source = std::fs::read_to_string(path).with_context(|| format!("cannot read spec `{}`", path.display()))?;
     let name = path.display().to_string();
+    let source = std::fs::read_to_string(path).with_context(|| {
+        // `imgae=FILE` is read as a file name: say what the prefix may be.
+        let typed = match name.split_once('=') {
+            Some((kind, _)) if !path.exists() => {
+                let kinds: Vec<String> = DeploymentType::ALL.iter().map(|t| format!("`{}`", t.name())).collect();
+                format!(" (`{kind}=` is not a deployment type: `--spec TYPE=FILE` takes {})", kinds.join(", "))
+            }
+            _ => String::new(),
+        };
+        format!("cannot read spec `{name}`{typed}")
+    })?;
     match spec::load(&name, &source) {
         Ok((spec, warnings)) => {
             // A spec that loads may still deserve a look (a version-1 spec, a transition

@@ -286,6 +286,12 @@ fn a_spec_for_one_deployment_type_drives_only_that_type() {
     let out =
         Trueup::new(["--spec", &renamed, "--spec", "specs/deployment.yaml", "simulate"]).arg(&fixture).code(1).run();
     assert!(out.stderr.contains("two specs for every deployment type"), "{}", out.stderr);
+    let out = Trueup::new(["--spec", "imgae=specs/deployment.yaml", "simulate"]).arg(&fixture).code(1).run();
+    assert!(
+        out.stderr.contains("`imgae=` is not a deployment type: `--spec TYPE=FILE` takes `upload`, `git`, `image`"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
