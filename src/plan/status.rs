@@ -223,3 +223,62 @@ pub fn render_status(status: &Status, verbosity: Verbosity) -> String {
 pub(super) fn deployments_in_flight(n: usize) -> String {
     format!("{n} deployment{} in flight", if n == 1 { "" } else { "s" })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(id: &str, current: LinkHealth, deploying: Option<&str>) -> ProjectStatus {
+        ProjectStatus {
+            id: id.into(),
+            active: true,
+            live: Some("d0".into()),
+            release: None,
+            current,
+            webroot: LinkHealth::Ok,
+            route: Some("d0".into()),
+            deploying: deploying.map(Into::into),
+        }
+    }
+
+    fn unfinished(id: &str, state: &'static str, verdict: Option<&'static str>) -> DeploymentStatus {
+        DeploymentStatus {
+            id: id.into(),
+            project: "p1".into(),
+            phase: "BUILDING".into(),
+            last_progress: None,
+            age: None,
+            stuck_after: None,
+            state,
+            verdict,
+            attempts: 0,
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn healthy_deployments_in_flight_are_one_line_unless_verbose() {
+        let status = Status {
+            now: "2025-10-02T12:00:00Z".parse().unwrap(),
+            projects: vec![
+                project("p1", LinkHealth::Ok, Some("d1")),
+                project("p2", LinkHealth::Deploying("d2".into()), Some("d2")),
+            ],
+            unfinished: vec![unfinished("d1", "in_flight", None), unfinished("d3", "stuck", Some("resume"))],
+        };
+        let brief = render_status(&status, Verbosity::Brief);
+        assert_eq!(
+            brief,
+            "Projects at 2025-10-02T12:00:00Z:\n  \
+             p1: live d0, current ok, webroot ok, route -> d0 (links left to d1, in flight)\n  \
+             p2: live d0, current -> d2 (deploying), webroot ok, route -> d0\n\n\
+             Unfinished deployments:\n  \
+             1 deployment in flight, 1 more below (`--verbose` lists each)\n  \
+             p1/d3: BUILDING STUCK, last progress never, attempts 0: the plan will resume it\n"
+        );
+        let verbose = render_status(&status, Verbosity::Verbose);
+        assert!(verbose.contains("  p1/d1: BUILDING IN_FLIGHT"), "{verbose}");
+        assert!(verbose.contains("  p1/d3: BUILDING STUCK"), "{verbose}");
+        assert!(!verbose.contains("--verbose"), "{verbose}");
+    }
+}

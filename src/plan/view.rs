@@ -576,6 +576,40 @@ fn lowercase_first(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Source;
+
+    #[test]
+    fn progress_is_running_until_the_deadline_and_future_only_after_now() {
+        let spec = crate::spec::default_spec();
+        let now: Timestamp = "2025-10-02T12:00:00Z".parse().unwrap();
+        let at = |secs_ago: i64| Timestamp::from_unix(now.unix() - secs_ago);
+        let building = |last: Timestamp| Deployment {
+            id: "d1".into(),
+            project: "p1".into(),
+            service: None,
+            kind: DeploymentType::Upload,
+            phase: "BUILDING".into(),
+            phase_updated_at: Some(last),
+            heartbeat_at: None,
+            attempts: 0,
+            finished_at: None,
+            source: Source::default(),
+            metadata: BTreeMap::new(),
+            owner: None,
+            created_at: None,
+        };
+        let kind = |d: &Deployment| match progress(&spec, d, now) {
+            Progress::Running { .. } => "running",
+            Progress::Stuck { .. } => "stuck",
+            Progress::Future(_) => "future",
+            other => panic!("{other:?}"),
+        };
+        // BUILDING is stuck after 30 minutes: not a second early.
+        assert_eq!(kind(&building(now)), "running", "progress right now is not in the future");
+        assert_eq!(kind(&building(at(-1))), "future");
+        assert_eq!(kind(&building(at(30 * 60 - 30))), "running", "30 s before the deadline");
+        assert_eq!(kind(&building(at(30 * 60))), "stuck", "exactly at the deadline");
+    }
 
     #[test]
     fn a_link_is_ok_only_when_it_resolves_to_what_it_must() {
