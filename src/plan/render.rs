@@ -47,11 +47,6 @@ impl Summary {
         self.counts.iter().map(|(p, n)| (p.key, *n))
     }
 
-    /// The count under `key`, if there is such a key.
-    pub fn get(&self, key: &str) -> Option<usize> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, n)| n)
-    }
-
     /// `2 resume, 1 fail, 3 symlink repairs`: the non-zero counts, in a fixed order.
     pub fn line(&self) -> String {
         let shown: Vec<String> = self
