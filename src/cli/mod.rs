@@ -153,8 +153,8 @@ pub enum Command {
     /// 130 (SIGINT) or 143 (SIGTERM); a second signal kills it at once.
     ///
     /// The lease of an apply that died (kill -9, a reboot) stays held until it lapses
-    /// (--lease-ttl, 60s by default); the next apply waits for that, then takes it over
-    /// and says from whom.
+    /// (--lease-ttl, 60s by default); the next apply waits for that (--lock-timeout, 90s
+    /// by default, outlasts it), then takes it over and says from whom.
     ///
     /// With a FILE saved by `trueup plan --out`, applies exactly that plan, and refuses
     /// it if the world changed since, naming what changed.

@@ -151,24 +151,52 @@ pub struct ApplyArgs {
     /// Show the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// How long to wait for another apply to finish, e.g. `30s` or `2m`
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    /// How long to wait for another apply to finish, e.g. `30s` or `2m`, at most `1h`.
+    /// The default outlasts the default `--lease-ttl`, so a dead apply's lease lapses
+    /// while the next one waits
+    #[arg(long, default_value = "90s", value_name = "DURATION", value_parser = lock_timeout)]
     pub lock_timeout: Duration,
-    /// How long the apply lease lasts unless renewed, e.g. `60s`. It is renewed before
-    /// every action, so it must outlast the slowest one; when an apply dies, the next one
-    /// waits this long for its lease to lapse, then takes it over
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    /// How long the apply lease lasts unless renewed, e.g. `60s`, from `1s` to `1d`. It
+    /// is renewed before every action, so it must outlast the slowest one; when an apply
+    /// dies, the next one waits this long for its lease to lapse, then takes it over
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = lease_ttl)]
     pub lease_ttl: Duration,
     /// Print the plan and the results as JSON
     #[arg(long)]
     pub json: bool,
 }
 
+/// The longest `--lease-ttl`: a day. A longer lease, left by a dead apply, would block
+/// every apply after it for that long.
+const MAX_LEASE_TTL: Duration = Duration::from_secs(86_400);
+
+/// The longest `--lock-timeout`: an hour. An apply stuck waiting longer than that is
+/// better told to the operator.
+const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Parses `--lease-ttl`: from 1s to [`MAX_LEASE_TTL`].
+fn lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl: Duration = text.parse().map_err(|e| format!("{e}"))?;
+    if ttl.secs() == 0 {
+        return Err("must be at least 1s: a lease of 0s would lapse as soon as it is taken".to_owned());
+    }
+    if ttl > MAX_LEASE_TTL {
+        return Err("must be at most 1d (86400s): a dead apply's lease would block the next for that long".to_owned());
+    }
+    Ok(ttl)
+}
+
+/// Parses `--lock-timeout`: at most [`MAX_LOCK_TIMEOUT`].
+fn lock_timeout(text: &str) -> Result<Duration, String> {
+    let timeout: Duration = text.parse().map_err(|e| format!("{e}"))?;
+    if timeout > MAX_LOCK_TIMEOUT {
+        return Err("must be at most 1h (3600s)".to_owned());
+    }
+    Ok(timeout)
+}
+
 /// Observes, plans, shows the plan, applies it, and shows each result and a summary.
 pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    if cmd.lease_ttl.secs() == 0 {
-        anyhow::bail!("`--lease-ttl` must be at least 1s: a lease of 0s would lapse as soon as it is taken");
-    }
     let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
     let saved = match &cmd.plan_file {

@@ -1021,3 +1021,29 @@ fn sigint_and_sigterm_stop_an_apply_between_actions_and_free_the_lease() {
         assert_eq!(again.status.code(), Some(0), "the world did not converge:\n{}", said(&again));
     }
 }
+
+#[test]
+fn lease_durations_are_bounded_when_parsed_and_the_default_wait_outlasts_the_lease() {
+    use crate::support::Trueup;
+    // A staged world, so that a bound that stops working changes nothing outside it.
+    let scratch = Scratch::new("bounds");
+    let staged = staged(&scratch, &damaged(1));
+    for (flag, value, limit) in [
+        ("--lease-ttl", "999999999999d", "at most 1d"),
+        ("--lease-ttl", "25h", "at most 1d"),
+        ("--lease-ttl", "0s", "at least 1s"),
+        ("--lock-timeout", "61m", "at most 1h"),
+    ] {
+        let out = Trueup::new(["apply", "--dry-run", flag, value]).staged(&staged).code(2).run();
+        assert!(out.stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{}", out.stderr);
+        assert!(out.stderr.contains(limit), "{flag} {value}: {}", out.stderr);
+    }
+    let help = Trueup::new(["apply", "--help"]).run().stdout;
+    let default = |flag: &str| {
+        let at = help.find(flag).unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
+        let rest = &help[at..];
+        let start = rest.find("[default: ").unwrap() + "[default: ".len();
+        rest[start..start + rest[start..].find(']').unwrap()].parse::<trueup::time::Duration>().unwrap()
+    };
+    assert!(default("--lock-timeout <") > default("--lease-ttl <"), "{help}");
+}
