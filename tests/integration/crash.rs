@@ -1047,3 +1047,23 @@ fn lease_durations_are_bounded_when_parsed_and_the_default_wait_outlasts_the_lea
     };
     assert!(default("--lock-timeout <") > default("--lease-ttl <"), "{help}");
 }
+
+#[test]
+fn a_lease_row_with_an_absurd_expiry_is_lapsed_not_fatal() {
+    let scratch = Scratch::new("absurd-lease");
+    let staged = staged(&scratch, &damaged(3));
+    // What `--lease-ttl 999999999999d` wrote before durations were bounded, or a hand edit.
+    for until in ["2737909033-01-01T00:00:00Z", "soon"] {
+        let conn = Connection::open(&staged.db).unwrap();
+        conn.execute("UPDATE lease SET owner = 'trueup-apply@gone:1', until = ?1 WHERE name = 'apply'", [until])
+            .unwrap();
+        drop(conn);
+        let status = trueup(&staged, &["status", "--now", NOW]);
+        assert_eq!(status.status.code(), Some(0), "{until}: {}", said(&status));
+        assert!(!text(&status.stdout).contains("An apply is running"), "{until}: {}", said(&status));
+        let next = apply_without_waiting(&staged);
+        assert_eq!(next.status.code(), Some(0), "{until}: {}", said(&next));
+        assert!(text(&next.stderr).contains("Took over the apply lease from `trueup-apply@gone:1`"), "{}", said(&next));
+        assert_eq!(lease(&db(&staged)).0, None);
+    }
+}
