@@ -207,6 +207,10 @@ pub enum HookError {
     /// The journal could not record an action.
     #[error("cannot write the journal")]
     Journal(#[source] BoxError),
+    /// The apply was asked to stop (a signal, an output that cannot be written): the
+    /// lease is still held, so the actions left are journaled as skipped with this reason.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// Where [`apply`] reports to the store. Every method defaults to doing nothing.
@@ -215,7 +219,7 @@ pub trait Hooks {
     ///
     /// # Errors
     ///
-    /// [`HookError::LeaseLost`] stops the apply.
+    /// [`HookError::LeaseLost`] or [`HookError::Interrupted`] stops the apply.
     fn fence(&mut self) -> Result<(), HookError> {
         Ok(())
     }
@@ -250,9 +254,13 @@ impl Hooks for NoHooks {}
 /// Carries out `plan` through `effects` at `now`, reporting to `hooks`.
 pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut dyn Hooks) -> Report {
     let mut report = Report::default();
+    // Whether the journal still takes rows: not once it failed or the lease was lost,
+    // but still after an interruption, so the actions left are recorded as skipped.
+    let mut journaling = true;
     for (index, action) in plan.actions.iter().enumerate() {
         if let Err(e) = hooks.planned(index, action) {
             report.stopped = Some(chain(&e));
+            journaling = false;
             break;
         }
     }
@@ -268,6 +276,7 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
             Status::Skipped(format!("the apply stopped: {why}"))
         } else if let Err(e) = hooks.fence() {
             let why = chain(&e);
+            journaling = matches!(e, HookError::Interrupted(_));
             report.stopped = Some(why.clone());
             Status::Skipped(format!("the apply stopped: {why}"))
         } else if let Some(s) = subjects.iter().find(|s| blocked.contains(&(action.project.as_str(), **s))) {
@@ -288,10 +297,9 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
             }
             blocked.extend(subjects.into_iter().map(|s| (action.project.as_str(), s)));
         }
-        if report.stopped.is_none()
-            && let Err(e) = hooks.finished(index, action, &status)
-        {
-            report.stopped = Some(chain(&e));
+        if journaling && let Err(e) = hooks.finished(index, action, &status) {
+            report.stopped.get_or_insert_with(|| chain(&e));
+            journaling = false;
         }
         report.counts.add(action.change.kind(), &status);
         report.outcomes.push(Outcome { action: action.clone(), status });

@@ -8,9 +8,6 @@ fn main() -> ExitCode {
     let args = trueup::cli::Args::parse();
     match trueup::cli::run(args) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
+        Err(err) => trueup::cli::exit_code(&err),
     }
 }

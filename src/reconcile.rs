@@ -60,6 +60,10 @@ pub enum ReconcileError {
         /// How long this one waited.
         waited: Duration,
     },
+    /// The apply was asked to stop (see [`Listener::interrupted`]) while it waited for the
+    /// lease or observed, before anything changed.
+    #[error("{0} before anything changed")]
+    Interrupted(String),
     /// The lease lapsed before the apply began (another apply took over meanwhile).
     #[error("the apply lease was lost before anything changed")]
     LeaseLost(#[source] crate::world::effects::BoxError),
@@ -342,6 +346,14 @@ pub trait Listener {
     fn finished(&mut self, index: usize, total: usize, action: &Action, status: &Status) {
         let _ = (index, total, action, status);
     }
+
+    /// Why the apply must stop, if it must (a signal, an output that cannot be written),
+    /// e.g. `interrupted by SIGTERM`. Asked while waiting for the lease and before each
+    /// action: the action in hand finishes, the rest are journaled as skipped with this
+    /// reason, and the lease is released as at every end.
+    fn interrupted(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// A listener that hears nothing.
@@ -377,7 +389,7 @@ pub fn apply_machine(
     listener: &mut dyn Listener,
 ) -> Result<Applied, ReconcileError> {
     let cfg = &cfg.absolute()?;
-    let (lease, took_over) = take_lease(store, cfg)?;
+    let (lease, took_over) = take_lease(store, cfg, listener)?;
     let result = apply_leased(store, specs, cfg, now, source, &lease, listener);
     // A lease lost mid-apply cannot be released; that is the reason the apply stopped.
     let _ = store.release_lease(&lease);
@@ -430,20 +442,27 @@ fn apply_leased(
         total: plan.actions.len(),
         listener,
     };
-    // Showing the plan may have taken a while (a slow reader of stdout): renew now.
-    hooks.fence().map_err(|e| match e {
-        HookError::LeaseLost(source) | HookError::Journal(source) => ReconcileError::LeaseLost(source),
-    })?;
+    // Showing the plan may have taken a while (a slow reader of stdout): renew now. An
+    // interruption meanwhile is seen again before the first action, which journals every
+    // action as skipped.
+    hooks.renew().map_err(|e| ReconcileError::LeaseLost(Box::new(e)))?;
     let mut host = Host::new(RealFs::new(&cfg.root, &cfg.routes_dir), store, lease.clone());
     let report = apply::apply(&plan, &mut host, now, &mut hooks);
     Ok((plan, report, run, verified_links, interrupted))
 }
 
-/// Takes the lease, polling until `cfg.lock_timeout`. Returns the lapsed holder it
-/// replaced, if any.
-fn take_lease(store: &Store, cfg: &Config) -> Result<(Lease, Option<(String, Timestamp)>), ReconcileError> {
+/// Takes the lease, polling until `cfg.lock_timeout` or until `listener` says to stop.
+/// Returns the lapsed holder it replaced, if any.
+fn take_lease(
+    store: &Store,
+    cfg: &Config,
+    listener: &mut dyn Listener,
+) -> Result<(Lease, Option<(String, Timestamp)>), ReconcileError> {
     let started = std::time::Instant::now();
     loop {
+        if let Some(why) = listener.interrupted() {
+            return Err(ReconcileError::Interrupted(why));
+        }
         let before = store.lease_holder_at()?;
         let now = clock::now();
         match store.acquire_lease(&cfg.owner, now, cfg.lease_ttl) {
@@ -479,19 +498,28 @@ fn seq(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 
-impl Hooks for Journal<'_, '_> {
-    fn fence(&mut self) -> Result<(), HookError> {
-        let renewed = self.store.renew_lease(&self.lease, clock::now(), self.ttl);
-        self.lease = renewed.map_err(|e| HookError::LeaseLost(Box::new(e)))?;
+impl Journal<'_, '_> {
+    /// Extends the lease by its time to live from now.
+    fn renew(&mut self) -> Result<(), StoreError> {
+        self.lease = self.store.renew_lease(&self.lease, clock::now(), self.ttl)?;
         self.renewed = std::time::Instant::now();
         Ok(())
+    }
+}
+
+impl Hooks for Journal<'_, '_> {
+    fn fence(&mut self) -> Result<(), HookError> {
+        if let Some(why) = self.listener.interrupted() {
+            return Err(HookError::Interrupted(why));
+        }
+        self.renew().map_err(|e| HookError::LeaseLost(Box::new(e)))
     }
 
     fn planned(&mut self, index: usize, action: &Action) -> Result<(), HookError> {
         // Journaling a large plan takes a while: keep the lease fresh meanwhile, renewing
         // once a third of its time has passed.
         if self.renewed.elapsed().as_secs() * 3 >= self.ttl.secs() {
-            self.fence()?;
+            self.renew().map_err(|e| HookError::LeaseLost(Box::new(e)))?;
         }
         let at = clock::now();
         self.store

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::Args;
 use super::plan_cmds::machine_config;
+use super::{Args, out, outln};
 use crate::apply;
 use crate::plan::{self, Verbosity, render_text};
 use crate::reconcile::{self, Source};
@@ -23,14 +23,20 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Tells the plan as step 2, before anything changes, and opens step 3.
-struct Narrate(crate::time::Timestamp);
+/// Tells the plan as step 2, before anything changes, and opens step 3; stops the apply
+/// when stdout cannot be written.
+struct Narrate(crate::time::Timestamp, Option<anyhow::Error>);
 
 impl reconcile::Listener for Narrate {
     fn planned(&mut self, plan: &crate::plan::Plan) {
-        println!("\n== 2. What trueup will do about it (trueup plan)\n");
-        print!("{}", render_text(plan, self.0, Verbosity::Verbose));
-        println!("\n== 3. Doing it (trueup apply)\n");
+        let told = outln!("\n== 2. What trueup will do about it (trueup plan)\n")
+            .and_then(|()| out!("{}", render_text(plan, self.0, Verbosity::Verbose)))
+            .and_then(|()| outln!("\n== 3. Doing it (trueup apply)\n"));
+        self.1 = told.err();
+    }
+
+    fn interrupted(&mut self) -> Option<String> {
+        self.1.as_ref().map(|_| "stopped: standard output cannot be written".to_owned())
     }
 }
 
@@ -54,30 +60,35 @@ pub fn demo(args: &Args, cmd: &DemoArgs) -> anyhow::Result<ExitCode> {
         staged.routes_dir.display()
     );
 
-    println!("trueup demo: a small PaaS, frozen right after the server rebooted in the middle of");
-    println!("four deploys. It lives in {}:", dir.display());
-    println!("  state database  {}", staged.db.display());
-    println!("  managed root    {}   (releases, `current` links, webroot links)", staged.root.display());
-    println!("  route files     {}   (Traefik dynamic configuration)", staged.routes_dir.display());
+    outln!("trueup demo: a small PaaS, frozen right after the server rebooted in the middle of")?;
+    outln!("four deploys. It lives in {}:", dir.display())?;
+    outln!("  state database  {}", staged.db.display())?;
+    outln!("  managed root    {}   (releases, `current` links, webroot links)", staged.root.display())?;
+    outln!("  route files     {}   (Traefik dynamic configuration)", staged.routes_dir.display())?;
 
     let (world, _) = reconcile::plan_machine(&store, &specs, &cfg, now)?;
-    println!("\n== 1. What the machine looks like (trueup status)\n");
-    print!("{}", plan::render_status(&plan::status(&specs, &world, now), Verbosity::Verbose));
+    outln!("\n== 1. What the machine looks like (trueup status)\n")?;
+    out!("{}", plan::render_status(&plan::status(&specs, &world, now), Verbosity::Verbose))?;
 
-    let applied = reconcile::apply_machine(&store, &specs, &cfg, now, Source::Fresh, &mut Narrate(now))?;
-    print!("{}", apply::render_report(&applied.report));
-    println!("{}", applied.summary_line());
+    let mut narrate = Narrate(now, None);
+    let applied = reconcile::apply_machine(&store, &specs, &cfg, now, Source::Fresh, &mut narrate);
+    if let Some(err) = narrate.1 {
+        return Err(err);
+    }
+    let applied = applied?;
+    out!("{}", apply::render_report(&applied.report))?;
+    outln!("{}", applied.summary_line())?;
 
-    println!("\n== 4. Planning again: a repaired world needs nothing more\n");
+    outln!("\n== 4. Planning again: a repaired world needs nothing more\n")?;
     let (world, again) = reconcile::plan_machine(&store, &specs, &cfg, now)?;
-    print!("{}", render_text(&again, now, Verbosity::Verbose));
-    println!("\n{}", plan::render_status(&plan::status(&specs, &world, now), Verbosity::Verbose));
+    out!("{}", render_text(&again, now, Verbosity::Verbose))?;
+    outln!("\n{}", plan::render_status(&plan::status(&specs, &world, now), Verbosity::Verbose))?;
 
-    println!("== Try it yourself\n");
-    println!("  trueup {flags} status");
-    println!("  rm {}/blog/current && trueup {flags} plan", staged.root.display());
-    println!("  trueup {flags} apply");
-    println!("\nThe folder stays until you remove it: rm -r {}", dir.display());
+    outln!("== Try it yourself\n")?;
+    outln!("  trueup {flags} status")?;
+    outln!("  rm {}/blog/current && trueup {flags} plan", staged.root.display())?;
+    outln!("  trueup {flags} apply")?;
+    outln!("\nThe folder stays until you remove it: rm -r {}", dir.display())?;
     let converged = applied.report.all_done() && again.actions.is_empty();
     Ok(if converged { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -15,8 +15,13 @@ use crate::spec::{self, Spec, Specs};
 use crate::time::Timestamp;
 
 mod demo;
+mod output;
 mod plan_cmds;
+mod signals;
 mod spec_cmds;
+
+pub use output::{EXIT_BROKEN_PIPE, exit_code};
+use output::{note, noteln, out, outln};
 
 /// trueup resumes PaaS deployments that a crash left stuck, and heals what they broke.
 ///
@@ -143,9 +148,13 @@ pub enum Command {
     /// is idempotent and journaled, so an apply killed halfway is repaired by running it
     /// again. One failing action never stops the others; the exit code is then 1.
     ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops it between two actions: the action in hand
+    /// finishes, the rest are journaled as skipped, the lease is released, and it exits
+    /// 130 (SIGINT) or 143 (SIGTERM); a second signal kills it at once.
+    ///
     /// The lease of an apply that died (kill -9, a reboot) stays held until it lapses
-    /// (--lease-ttl, 60s by default); the next apply waits for that, then takes it over
-    /// and says from whom.
+    /// (--lease-ttl, 60s by default); the next apply waits for that (--lock-timeout, 90s
+    /// by default, outlasts it), then takes it over and says from whom.
     ///
     /// With a FILE saved by `trueup plan --out`, applies exactly that plan, and refuses
     /// it if the world changed since, naming what changed.
@@ -264,7 +273,7 @@ pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
             // A spec that loads may still deserve a look (a version-1 spec, a transition
             // that can never fire): said on stderr, so scripts reading stdout are unaffected.
             if !warnings.is_empty() {
-                eprint!("{}", crate::diag::render(&name, &source, &warnings));
+                note!("{}", crate::diag::render(&name, &source, &warnings));
             }
             Ok(spec)
         }

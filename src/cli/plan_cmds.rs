@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::{Args, load_specs};
+use super::{Args, load_specs, note, noteln, out, outln, signals};
 use crate::apply;
 use crate::plan::{self, render_json, render_text};
 use crate::reconcile::{self, SavedPlan, Source};
@@ -34,16 +34,16 @@ pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let fixture = match fixture::load(&name, &source) {
         Ok(f) => f,
         Err(diagnostics) => {
-            eprint!("{}", crate::diag::render(&name, &source, &diagnostics));
+            note!("{}", crate::diag::render(&name, &source, &diagnostics));
             anyhow::bail!("fixture `{name}` is invalid");
         }
     };
     let now = args.now.unwrap_or(fixture.now);
     let plan = plan::plan(&specs, &fixture.world, now);
     if cmd.json {
-        println!("{}", render_json(&plan, now));
+        outln!("{}", render_json(&plan, now))?;
     } else {
-        print!("{}", render_text(&plan, now, args.verbosity()));
+        out!("{}", render_text(&plan, now, args.verbosity()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -69,14 +69,14 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     let now = super::now(args);
     let (world, plan) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
     if cmd.json {
-        println!("{}", render_json(&plan, now));
+        outln!("{}", render_json(&plan, now))?;
     } else {
-        print!("{}", render_text(&plan, now, args.verbosity()));
+        out!("{}", render_text(&plan, now, args.verbosity()))?;
     }
     if let Some(out) = &cmd.out {
         let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))? + "\n";
         write_atomically(out, &saved).with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
-        eprintln!("Saved the plan to `{}`. Apply it with: trueup apply {}", out.display(), out.display());
+        noteln!("Saved the plan to `{}`. Apply it with: trueup apply {}", out.display(), out.display());
     }
     let pending = !plan.actions.is_empty();
     Ok(if cmd.detailed_exitcode && pending { ExitCode::from(2) } else { ExitCode::SUCCESS })
@@ -120,21 +120,23 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
             "apply_lease": lease,
             "open_runs": open,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", plan::render_status(&status, args.verbosity()));
+    out!("{}", plan::render_status(&status, args.verbosity()))?;
     match &lease {
-        Some((owner, until)) => println!(
+        Some((owner, until)) => outln!(
             "\nAn apply is running: `{owner}` holds the lease until {until} (if it died, the lease lapses then)."
-        ),
+        )?,
         None => {
             for run in &open {
-                println!(
+                outln!(
                     "\nAn apply was interrupted: run `{}` (started {}) left {} actions unfinished. \
                      The next `trueup apply` redoes their work.",
-                    run.run, run.since, run.unfinished
-                );
+                    run.run,
+                    run.since,
+                    run.unfinished
+                )?;
             }
         }
     }
@@ -149,24 +151,52 @@ pub struct ApplyArgs {
     /// Show the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// How long to wait for another apply to finish, e.g. `30s` or `2m`
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    /// How long to wait for another apply to finish, e.g. `30s` or `2m`, at most `1h`.
+    /// The default outlasts the default `--lease-ttl`, so a dead apply's lease lapses
+    /// while the next one waits
+    #[arg(long, default_value = "90s", value_name = "DURATION", value_parser = lock_timeout)]
     pub lock_timeout: Duration,
-    /// How long the apply lease lasts unless renewed, e.g. `60s`. It is renewed before
-    /// every action, so it must outlast the slowest one; when an apply dies, the next one
-    /// waits this long for its lease to lapse, then takes it over
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    /// How long the apply lease lasts unless renewed, e.g. `60s`, from `1s` to `1d`. It
+    /// is renewed before every action, so it must outlast the slowest one; when an apply
+    /// dies, the next one waits this long for its lease to lapse, then takes it over
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = lease_ttl)]
     pub lease_ttl: Duration,
     /// Print the plan and the results as JSON
     #[arg(long)]
     pub json: bool,
 }
 
+/// The longest `--lease-ttl`: a day. A longer lease, left by a dead apply, would block
+/// every apply after it for that long.
+const MAX_LEASE_TTL: Duration = Duration::from_secs(86_400);
+
+/// The longest `--lock-timeout`: an hour. An apply stuck waiting longer than that is
+/// better told to the operator.
+const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Parses `--lease-ttl`: from 1s to [`MAX_LEASE_TTL`].
+fn lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl: Duration = text.parse().map_err(|e| format!("{e}"))?;
+    if ttl.secs() == 0 {
+        return Err("must be at least 1s: a lease of 0s would lapse as soon as it is taken".to_owned());
+    }
+    if ttl > MAX_LEASE_TTL {
+        return Err("must be at most 1d (86400s): a dead apply's lease would block the next for that long".to_owned());
+    }
+    Ok(ttl)
+}
+
+/// Parses `--lock-timeout`: at most [`MAX_LOCK_TIMEOUT`].
+fn lock_timeout(text: &str) -> Result<Duration, String> {
+    let timeout: Duration = text.parse().map_err(|e| format!("{e}"))?;
+    if timeout > MAX_LOCK_TIMEOUT {
+        return Err("must be at most 1h (3600s)".to_owned());
+    }
+    Ok(timeout)
+}
+
 /// Observes, plans, shows the plan, applies it, and shows each result and a summary.
 pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    if cmd.lease_ttl.secs() == 0 {
-        anyhow::bail!("`--lease-ttl` must be at least 1s: a lease of 0s would lapse as soon as it is taken");
-    }
     let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
     let saved = match &cmd.plan_file {
@@ -179,7 +209,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     // A saved plan is applied now: its resumes are stamped with the time they happen.
     let now = super::now(args);
     if args.now.is_some() && !cmd.dry_run {
-        eprintln!(
+        noteln!(
             "Note: --now makes apply record {now} in the state database (phase times, log lines). \
              Use it to rehearse on a copy, not on the live database."
         );
@@ -195,10 +225,10 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
             None => plan,
         };
         if cmd.json {
-            println!("{}", render_json(&plan, now));
+            outln!("{}", render_json(&plan, now))?;
         } else {
-            print!("{}", render_text(&plan, now, args.verbosity()));
-            println!("\nDry run: nothing was changed.");
+            out!("{}", render_text(&plan, now, args.verbosity()))?;
+            outln!("\nDry run: nothing was changed.")?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -208,52 +238,94 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         verbosity: args.verbosity(),
         text: !cmd.json,
         progress: std::io::stderr().is_terminal() && !cmd.json,
+        broken: None,
     };
-    let applied = reconcile::apply_machine(&store, &specs, &cfg, now, source, &mut shown)?;
+    // From here on, SIGINT and SIGTERM stop the apply between two actions instead of
+    // killing it with the lease held.
+    signals::catch().context("cannot catch SIGINT and SIGTERM")?;
+    let result = reconcile::apply_machine(&store, &specs, &cfg, now, source, &mut shown);
     if shown.progress {
-        eprint!("\r\x1b[2K");
+        note!("\r\x1b[2K");
     }
+    // The lease is released by now, whatever happened.
+    if let Some(err) = shown.broken.take() {
+        return Err(err);
+    }
+    let applied = match result {
+        Err(reconcile::ReconcileError::Interrupted(why)) => {
+            noteln!("error: the apply was {why} before it changed anything; the lease is free");
+            return Ok(interrupted_exit());
+        }
+        other => other?,
+    };
     for run in &applied.interrupted {
-        eprintln!(
+        noteln!(
             "An earlier apply (run `{}`, started {}) was interrupted with {} actions unfinished; this apply redid their work.",
-            run.run, run.since, run.unfinished
+            run.run,
+            run.since,
+            run.unfinished
         );
     }
     if let Some((owner, until)) = &applied.took_over {
-        eprintln!("Took over the apply lease from `{owner}`, whose lease expired at {until} (it died or stalled).");
+        noteln!("Took over the apply lease from `{owner}`, whose lease expired at {until} (it died or stalled).");
     }
     if cmd.json {
-        println!("{}", reconcile::render_json(&applied, now));
+        outln!("{}", reconcile::render_json(&applied, now))?;
     } else {
         if !applied.plan.actions.is_empty() {
-            print!("\n{}", apply::render_report(&applied.report));
+            out!("\n{}", apply::render_report(&applied.report))?;
         }
-        println!("{}", applied.summary_line());
+        outln!("{}", applied.summary_line())?;
+    }
+    if let Some((name, _)) = signals::caught() {
+        let skipped = applied.report.outcomes.iter().filter(|o| matches!(o.status, apply::Status::Skipped(_))).count();
+        noteln!(
+            "error: the apply was interrupted by {name}: the action in hand finished, {skipped} were skipped \
+             and journaled so; the lease is free. Run `trueup apply` again to finish."
+        );
+        return Ok(interrupted_exit());
     }
     Ok(if applied.report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// The exit code of an apply stopped by a signal: 128 + its number, as a shell reports a
+/// process that signal killed (130 for SIGINT, 143 for SIGTERM).
+fn interrupted_exit() -> ExitCode {
+    ExitCode::from(signals::caught().map_or(1, |(_, code)| code))
+}
+
 /// What `trueup apply` shows while it works: the plan before anything changes, then a
-/// progress line per action when stderr is a terminal.
+/// progress line per action when stderr is a terminal. It stops the apply when a signal
+/// comes, or when the plan cannot be shown.
 struct Shown {
     now: crate::time::Timestamp,
     verbosity: plan::Verbosity,
     text: bool,
     progress: bool,
+    /// Why stdout could not be written: the apply stops, and the command fails with it.
+    broken: Option<anyhow::Error>,
 }
 
 impl reconcile::Listener for Shown {
     fn planned(&mut self, plan: &plan::Plan) {
-        if self.text {
-            print!("{}", render_text(plan, self.now, self.verbosity));
-            // Shown before the first change, even when stdout is a pipe.
-            let _ = std::io::Write::flush(&mut std::io::stdout());
+        // Shown (and flushed) before the first change, even when stdout is a pipe.
+        if self.text
+            && let Err(err) = out!("{}", render_text(plan, self.now, self.verbosity))
+        {
+            self.broken = Some(err.context("cannot show the plan, so nothing was applied"));
         }
+    }
+
+    fn interrupted(&mut self) -> Option<String> {
+        if self.broken.is_some() {
+            return Some("stopped: standard output cannot be written".to_owned());
+        }
+        signals::caught().map(|(name, _)| format!("interrupted by {name}"))
     }
 
     fn finished(&mut self, index: usize, total: usize, action: &plan::Action, _: &apply::Status) {
         if self.progress {
-            eprint!("\r\x1b[2K  applying {}/{total}: {} {}", index + 1, action.project, action.change.kind().verb());
+            note!("\r\x1b[2K  applying {}/{total}: {} {}", index + 1, action.project, action.change.kind().verb());
         }
     }
 }
@@ -286,9 +358,9 @@ pub fn open_store(args: &Args) -> anyhow::Result<Store> {
     }
     let (store, opened) = Store::open(&args.db)?;
     match opened {
-        Opened::Created => eprintln!("Created an empty state database at `{}`.", args.db.display()),
+        Opened::Created => noteln!("Created an empty state database at `{}`.", args.db.display()),
         Opened::Migrated { from, to } => {
-            eprintln!("Migrated the state database `{}` from schema {from} to {to}.", args.db.display());
+            noteln!("Migrated the state database `{}` from schema {from} to {to}.", args.db.display());
         }
         Opened::Existing => {}
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::Args;
+use super::{Args, out};
 use crate::diag::{self, Diagnostic};
 use crate::graph::{self, Format};
 use crate::spec::{self, DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE};
@@ -113,6 +113,6 @@ pub fn validate(_args: &Args, cmd: &ValidateArgs) -> anyhow::Result<ExitCode> {
 pub fn graph(args: &Args, cmd: &GraphArgs) -> anyhow::Result<ExitCode> {
     let untyped = args.specs.iter().find(|s| s.kind.is_none()).map(|s| s.path.as_path());
     let spec = super::load_spec(cmd.spec.as_deref().or(untyped))?;
-    print!("{}", graph::render(&spec, cmd.format));
+    out!("{}", graph::render(&spec, cmd.format))?;
     Ok(ExitCode::SUCCESS)
 }

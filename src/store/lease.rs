@@ -50,7 +50,9 @@ impl Store {
                 .stmt(
                     WHAT,
                     "UPDATE lease SET owner = ?1, until = ?2, token = token + 1
-                     WHERE name = 'apply' AND (owner IS NULL OR until <= ?3) RETURNING token",
+                     WHERE name = 'apply'
+                       AND (owner IS NULL OR until <= ?3 OR length(until) != length(?3))
+                     RETURNING token",
                 )?
                 .query_row((owner, until.to_string(), now.to_string()), |r| r.get(0))
                 .optional()
@@ -64,9 +66,14 @@ impl Store {
 
     /// Who holds the lease, or last held it without releasing it, and until when.
     ///
+    /// An expiry that is not a fixed-width timestamp (written by hand, or by an older
+    /// trueup from an absurd `--lease-ttl` such as year 2737909033) is read as lapsed
+    /// at the Unix epoch, and [`Store::acquire_lease`] takes it over: one bad row must
+    /// never make every command fail.
+    ///
     /// # Errors
     ///
-    /// [`StoreError::Corrupt`] for an unreadable `until`; [`StoreError::Sql`].
+    /// [`StoreError::Sql`].
     pub fn lease_holder_at(&self) -> Result<Option<(String, Timestamp)>, StoreError> {
         let (_, held) = self.lease_row()?;
         held.map(|(owner, until)| Ok((owner, parse_until(&until)?))).transpose()
@@ -157,6 +164,12 @@ impl Store {
     }
 }
 
+/// The expiry of the lease row; garbage is lapsed (see [`Store::lease_holder_at`]).
 fn parse_until(text: &str) -> Result<Timestamp, StoreError> {
-    time_column("lease", "apply", "until", text)
+    // Fixed width, as trueup writes it and as `acquire_lease` compares it.
+    const WIDTH: usize = "2025-10-02T12:00:00Z".len();
+    match time_column("lease", "apply", "until", text) {
+        Ok(until) if text.len() == WIDTH => Ok(until),
+        _ => Ok(Timestamp::from_unix(0)),
+    }
 }

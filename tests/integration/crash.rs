@@ -6,7 +6,9 @@
 //! lapses, and is then taken over. The manual scenarios of the original design run
 //! against staged worlds: stuck deployments processed once each with a summary, a broken
 //! `current` restored, an upload gone before the resume, a saved plan refused once the
-//! world changed. And `apply --dry-run` changes nothing, byte for byte.
+//! world changed. And `apply --dry-run` changes nothing, byte for byte. An output that
+//! cannot be written (a closed pipe, `/dev/full`) never panics, and SIGINT or SIGTERM
+//! stop an apply between two actions with its lease released.
 //!
 //! Everything is asserted from what a person could look at afterwards (the journal, the
 //! lease row, deployment logs, the tree), never from timings.
@@ -910,4 +912,158 @@ fn a_dry_run_changes_nothing() {
     assert!(stdout.contains("Plan: ") && stdout.ends_with("\nDry run: nothing was changed.\n"), "{stdout}");
     let changed = diff(&before, &tree(&scratch.0));
     assert_eq!(changed, Vec::<String>::new(), "the dry run changed files (the database included)");
+}
+
+// ---------------------------------------------------------------------------------------
+// Output that cannot be written, and applies stopped by a signal
+
+/// `args` against `staged` with stdout on `stdout`: exit code and stderr.
+fn run_with_stdout(staged: &Staged, args: &[&str], stdout: Stdio) -> (Option<i32>, String) {
+    let out = trueup_command(staged, args).stdout(stdout).output().unwrap();
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn a_closed_stdout_ends_plan_quietly_with_the_sigpipe_status() {
+    let scratch = Scratch::new("pipe");
+    let staged = staged(&scratch, &damaged(40));
+    // `trueup plan | head -1`: the reader goes away after its first line. The pipe's
+    // reading end is closed before trueup even starts, so its first write fails.
+    let mut child =
+        trueup_command(&staged, &["plan", "--now", NOW]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{}", said(&out));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error"), "a closed pipe is not an error to report:\n{stderr}");
+}
+
+#[test]
+fn an_apply_whose_stdout_is_full_fails_with_a_message_and_frees_the_lease() {
+    let scratch = Scratch::new("full");
+    let staged = staged(&scratch, &damaged(20));
+    let (_, token_before) = lease(&db(&staged));
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let (code, stderr) = run_with_stdout(&staged, &["apply", "--now", NOW], Stdio::from(full));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("error: cannot show the plan, so nothing was applied: cannot write to standard output"));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let conn = db(&staged);
+    let (holder, token) = lease(&conn);
+    assert_eq!(holder, None, "the lease is still held");
+    assert!(token > token_before, "the apply never took the lease");
+    let (rows, done) = progress_since(&conn, token_before);
+    assert!(rows > 0 && done == 0, "{done} of {rows} actions were done with nobody to see them");
+    let (code, stderr) =
+        run_with_stdout(&staged, &["status", "--now", NOW], Stdio::from(std::fs::File::create("/dev/full").unwrap()));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("error: cannot write to standard output"), "{stderr}");
+}
+
+/// Starts `trueup apply` with the default flags, sends it `signal` (a kill(1) name) once a
+/// tenth of its actions are done, and returns its exit code, its stderr, and the token
+/// of the lease before it started.
+fn apply_signalled(staged: &Staged, scratch: &Scratch, signal: &str) -> (Option<i32>, String, i64) {
+    let conn = db(staged);
+    let (_, token_before) = lease(&conn);
+    // Files, not pipes: an unread pipe would block a large plan's output.
+    let stdout = std::fs::File::create(scratch.join(&format!("{signal}.out"))).unwrap();
+    let stderr_path = scratch.join(&format!("{signal}.err"));
+    let mut child = trueup_command(staged, &["apply", "--now", NOW])
+        .stdout(stdout)
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    loop {
+        let (rows, done) = progress_since(&conn, token_before);
+        if done > 0 && done * 10 >= rows {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the apply ended before the signal: make the world bigger");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let sent = std::process::Command::new("kill").args(["-s", signal, &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    (status.code(), std::fs::read_to_string(stderr_path).unwrap(), token_before)
+}
+
+#[test]
+fn sigint_and_sigterm_stop_an_apply_between_actions_and_free_the_lease() {
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let scratch = Scratch::new(&format!("signal-{signal}"));
+        let staged = staged(&scratch, &damaged(120));
+        let (exit, stderr, token_before) = apply_signalled(&staged, &scratch, signal);
+        assert_eq!(exit, Some(code), "SIG{signal}:\n{stderr}");
+        assert!(stderr.contains(&format!("error: the apply was interrupted by SIG{signal}")), "{stderr}");
+        let conn = db(&staged);
+        assert_eq!(lease(&conn).0, None, "SIG{signal} left the lease held");
+        // The action in hand finished; the rest are journaled as skipped, saying why.
+        let (rows, done) = progress_since(&conn, token_before);
+        let skipped: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM journal WHERE token > ?1 AND status = 'skipped' AND error LIKE ?2",
+                (token_before, format!("%interrupted by SIG{signal}%")),
+                |r| r.get(0),
+            )
+            .unwrap();
+        let skipped = usize::try_from(skipped).unwrap();
+        assert!(done > 0 && skipped > 0 && done + skipped <= rows, "{done} done, {skipped} skipped of {rows}");
+        let open: i64 =
+            conn.query_row("SELECT count(*) FROM journal WHERE status = 'planned'", [], |r| r.get(0)).unwrap();
+        assert_eq!(open, 0, "SIG{signal} left journal rows open");
+        // The next apply starts at once and finishes the work.
+        let next = apply_without_waiting(&staged);
+        assert_eq!(next.status.code(), Some(0), "{}", said(&next));
+        assert!(!text(&next.stderr).contains("Took over"), "{}", said(&next));
+        let again = plan_exit(&staged);
+        assert_eq!(again.status.code(), Some(0), "the world did not converge:\n{}", said(&again));
+    }
+}
+
+#[test]
+fn lease_durations_are_bounded_when_parsed_and_the_default_wait_outlasts_the_lease() {
+    use crate::support::Trueup;
+    // A staged world, so that a bound that stops working changes nothing outside it.
+    let scratch = Scratch::new("bounds");
+    let staged = staged(&scratch, &damaged(1));
+    for (flag, value, limit) in [
+        ("--lease-ttl", "999999999999d", "at most 1d"),
+        ("--lease-ttl", "25h", "at most 1d"),
+        ("--lease-ttl", "0s", "at least 1s"),
+        ("--lock-timeout", "61m", "at most 1h"),
+    ] {
+        let out = Trueup::new(["apply", "--dry-run", flag, value]).staged(&staged).code(2).run();
+        assert!(out.stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{}", out.stderr);
+        assert!(out.stderr.contains(limit), "{flag} {value}: {}", out.stderr);
+    }
+    let help = Trueup::new(["apply", "--help"]).run().stdout;
+    let default = |flag: &str| {
+        let at = help.find(flag).unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
+        let rest = &help[at..];
+        let start = rest.find("[default: ").unwrap() + "[default: ".len();
+        rest[start..start + rest[start..].find(']').unwrap()].parse::<trueup::time::Duration>().unwrap()
+    };
+    assert!(default("--lock-timeout <") > default("--lease-ttl <"), "{help}");
+}
+
+#[test]
+fn a_lease_row_with_an_absurd_expiry_is_lapsed_not_fatal() {
+    let scratch = Scratch::new("absurd-lease");
+    let staged = staged(&scratch, &damaged(3));
+    // What `--lease-ttl 999999999999d` wrote before durations were bounded, or a hand edit.
+    for until in ["2737909033-01-01T00:00:00Z", "soon"] {
+        let conn = Connection::open(&staged.db).unwrap();
+        conn.execute("UPDATE lease SET owner = 'trueup-apply@gone:1', until = ?1 WHERE name = 'apply'", [until])
+            .unwrap();
+        drop(conn);
+        let status = trueup(&staged, &["status", "--now", NOW]);
+        assert_eq!(status.status.code(), Some(0), "{until}: {}", said(&status));
+        assert!(!text(&status.stdout).contains("An apply is running"), "{until}: {}", said(&status));
+        let next = apply_without_waiting(&staged);
+        assert_eq!(next.status.code(), Some(0), "{until}: {}", said(&next));
+        assert!(text(&next.stderr).contains("Took over the apply lease from `trueup-apply@gone:1`"), "{}", said(&next));
+        assert_eq!(lease(&db(&staged)).0, None);
+    }
 }
