@@ -100,13 +100,6 @@ pub enum Fate {
     },
 }
 
-impl Fate {
-    /// True for a verdict (resume or fail): the deployment is stuck and the plan acts.
-    pub fn is_verdict(&self) -> bool {
-        !matches!(self, Fate::InFlight)
-    }
-}
-
 /// One unfinished deployment, judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judged<'a> {
