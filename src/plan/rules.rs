@@ -20,6 +20,12 @@ pub const HELPER_MAX_AGE: Duration = Duration::from_secs(3600);
 /// routes) within each project, projects sorted by id; findings follow the same order.
 pub fn plan(specs: &Specs, world: &World, now: Timestamp) -> Plan {
     let View { projects, skipped, findings } = view(specs, world, now);
+    // A configuration that looks wrong makes the whole view untrustworthy: no change at
+    // all, and only the errors are shown (the rest would be read off the wrong folders).
+    if findings.iter().any(|f| f.level == Level::Error) {
+        let findings = findings.into_iter().filter(|f| f.level == Level::Error).collect();
+        return Plan { actions: Vec::new(), findings, fingerprint: fingerprint(world) };
+    }
     let mut planner = Planner { specs, views: &projects, skipped: &skipped, world, now, actions: Vec::new(), findings };
     planner.run();
     let Planner { mut actions, mut findings, .. } = planner;

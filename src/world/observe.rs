@@ -92,6 +92,8 @@ pub fn observe_with_stats(
     scan.root(&cfg.root, &projects)?;
     scan.sources(&deployments)?;
     let routes = observe_routes(&cfg.routes_dir)?;
+    scan.stats.lstat += 1;
+    let routes_folder_missing = !cfg.routes_dir.is_dir();
     scan.stats.statements = store.statements() - before;
     let world = World {
         root: cfg.root.clone(),
@@ -101,6 +103,7 @@ pub fn observe_with_stats(
         containers: None,
         images: None,
         routes,
+        routes_folder_missing,
     };
     Ok((world, scan.stats))
 }

@@ -259,6 +259,7 @@ root: /var/www
 projects:
   - { id: p1 }
 images: [ "localhost/p1:d1" ]
+files: { /var/www: dir }
 deployments:
   - { id: d1, project: p1, type: image, phase: COMPILING, phase_updated_at: 2025-10-02T11:00:00Z, source: { image: "localhost/p1:d1" } }
 "#;
