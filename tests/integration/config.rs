@@ -120,3 +120,20 @@ fn the_right_configuration_does_change_this_machine() {
     assert!(out.stdout.contains("route gone"), "{}", out.stdout);
     assert_ne!(machine_state(&staged), before);
 }
+
+#[test]
+fn a_root_that_is_a_link_to_a_folder_works() {
+    // `/var/www` -> `/srv/www` is a common layout: the root link itself is followed.
+    let (scratch, staged) = staged("linked-root");
+    let link = scratch.join("www");
+    std::os::unix::fs::symlink(&staged.root, &link).unwrap();
+    let direct = run(&staged, &staged.root, &staged.routes_dir, &["plan", "--json"], 0).json();
+    let linked = run(&staged, &link, &staged.routes_dir, &["plan", "--json"], 0).json();
+    let shown =
+        |doc: &serde_json::Value, root: &Path| doc["actions"].to_string().replace(&root.display().to_string(), "ROOT");
+    assert_eq!(shown(&linked, &link), shown(&direct, &staged.root), "the plan through the link differs");
+    assert!(!linked["actions"].to_string().contains("is gone"), "{linked}");
+    run(&staged, &link, &staged.routes_dir, &["apply"], 0);
+    run(&staged, &link, &staged.routes_dir, &["plan", "--detailed-exitcode"], 0);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the root link was replaced");
+}
