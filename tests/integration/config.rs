@@ -137,3 +137,31 @@ fn a_root_that_is_a_link_to_a_folder_works() {
     run(&staged, &link, &staged.routes_dir, &["plan", "--detailed-exitcode"], 0);
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the root link was replaced");
 }
+
+#[test]
+fn a_wrong_database_removes_no_route_file() {
+    // The database of another machine: it knows a project, but none of these routes'.
+    let (_scratch, staged) = staged("wrong-db");
+    let other = r#"
+description: "another machine's database"
+now: 2025-10-02T12:00:00Z
+root: /var/www
+projects: [ { id: elsewhere } ]
+files: { /var/www: dir }
+"#;
+    let fx = fixture::load("other.yaml", other).unwrap();
+    let other_scratch = Scratch::new("other-db");
+    let other = stage(&fx.world, &other_scratch.join("w"), fx.now).unwrap();
+    let routes = crate::support::tree(&staged.routes_dir);
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    let with_db = |args: &[&str], code| {
+        let mut all: Vec<OsString> = vec!["--db".into(), other.db.clone().into(), "--root".into()];
+        all.extend([staged.root.clone().into(), "--routes-dir".into(), staged.routes_dir.clone().into()]);
+        all.extend(args.iter().map(OsString::from));
+        Trueup::new(all).now(NOW).code(code).run()
+    };
+    let planned = with_db(&["plan"], 0);
+    assert!(planned.stdout.contains("knows none of the projects of the 2 route files"), "{}", planned.stdout);
+    with_db(&["apply"], 0);
+    assert_eq!(crate::support::tree(&staged.routes_dir), routes, "a route file was touched");
+}
