@@ -390,8 +390,16 @@ impl<'a> Planner<'_, 'a> {
             let change = Change::WriteRoute { deployment: live.id.clone(), upstream: upstream.clone(), domain };
             self.act(&project.id, change, format!("{reason}; the live deployment is `{}` at `{upstream}`", live.id));
         }
+        // The route files this plan writes count as trueup's too: after the apply they are,
+        // and the next plan must not find a different answer (apply then plan is empty).
+        let writes: Vec<String> = self
+            .actions
+            .iter()
+            .filter(|a| matches!(a.change, Change::WriteRoute { .. }))
+            .map(|a| a.project.clone())
+            .collect();
         let written = self.world.routes.iter().filter(|(_, r)| r.managed()).map(|(id, _)| id.as_str());
-        if self.wrong_database(written, "route files written by trueup") {
+        if self.wrong_database(written.chain(writes.iter().map(String::as_str)), "route files written by trueup") {
             return;
         }
         // Stale routes: only files trueup wrote; any other file in the folder is not ours.
