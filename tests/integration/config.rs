@@ -119,6 +119,12 @@ fn the_right_configuration_does_change_this_machine() {
     let out = run(&staged, &staged.root, &staged.routes_dir, &["apply"], 0);
     assert!(out.stdout.contains("route gone"), "{}", out.stdout);
     assert_ne!(machine_state(&staged), before);
+    // The removed route file is kept under a name Traefik does not load, and the next
+    // plan does not see it.
+    let kept = staged.routes_dir.join("gone.yaml.trueup-removed-20251002T120000Z");
+    assert!(std::fs::read_to_string(&kept).unwrap().contains("x1"), "the removed route file is not kept");
+    assert!(!staged.routes_dir.join("gone.yaml").exists());
+    run(&staged, &staged.root, &staged.routes_dir, &["plan", "--detailed-exitcode"], 0);
 }
 
 #[test]
