@@ -360,7 +360,7 @@ fn run(action: &Action, effects: &mut dyn Effects, now: Timestamp) -> Result<(),
         Change::WriteRoute { deployment, upstream, domain } => {
             effects.write_route(&action.project, deployment, upstream, domain)
         }
-        Change::RemoveRoute { .. } => effects.remove_route(&action.project),
+        Change::RemoveRoute { .. } => effects.remove_route(&action.project, now),
     }
 }
 

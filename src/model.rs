@@ -36,6 +36,11 @@ pub struct World {
     pub images: Option<Vec<String>>,
     /// Route files by project id.
     pub routes: BTreeMap<String, Route>,
+    /// True when the routes folder does not exist: a wrong `--routes-dir`, so no route
+    /// file can be read or written. (Left out of the JSON when false, so the fingerprints
+    /// of every other world stay as they were.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub routes_folder_missing: bool,
 }
 
 /// A project of the PaaS.

@@ -93,6 +93,22 @@ pub enum ReconcileError {
         /// Its version.
         found: u32,
     },
+    /// The configuration looks wrong (a missing, empty or non-folder root, `/` as the
+    /// root, a missing routes folder): nothing was planned or changed.
+    #[error(
+        "the configuration looks wrong, so nothing was changed (root `{}`, routes folder `{}`): {}",
+        root.display(),
+        routes_dir.display(),
+        problems.join("; ")
+    )]
+    Configuration {
+        /// The root given.
+        root: PathBuf,
+        /// The routes folder given.
+        routes_dir: PathBuf,
+        /// What looks wrong, each naming the flag to check.
+        problems: Vec<String>,
+    },
     /// The world changed since the saved plan was made.
     #[error(
         "the plan is stale: the world changed since it was made ({}); run `trueup plan --out FILE` again",
@@ -228,16 +244,28 @@ pub fn digests(world: &World) -> BTreeMap<String, String> {
 ///
 /// # Errors
 ///
-/// When the store or the machine cannot be read.
+/// When the store or the machine cannot be read, and
+/// [`ReconcileError::Configuration`] when the configuration looks wrong.
 pub fn plan_machine(
     store: &Store,
     specs: &Specs,
     cfg: &Config,
     now: Timestamp,
 ) -> Result<(World, Plan), ReconcileError> {
-    let world = observe(store, specs, &observe_config(&cfg.absolute()?))?;
+    let cfg = &cfg.absolute()?;
+    let world = observe(store, specs, &observe_config(cfg))?;
     let plan = plan::plan(specs, &world, now);
+    refuse_wrong_configuration(&plan, cfg)?;
     Ok((world, plan))
+}
+
+/// `Ok` unless `plan` found the configuration wrong ([`plan::Level::Error`]).
+fn refuse_wrong_configuration(plan: &Plan, cfg: &Config) -> Result<(), ReconcileError> {
+    let problems: Vec<String> = plan.errors().map(|f| f.message.clone()).collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ReconcileError::Configuration { root: cfg.root.clone(), routes_dir: cfg.routes_dir.clone(), problems })
 }
 
 impl Config {
@@ -419,8 +447,12 @@ fn apply_leased(
         .flat_map(|p| [&p.current, &p.webroot])
         .filter(|h| **h == plan::LinkHealth::Ok)
         .count();
+    let fresh = plan::plan(specs, &world, now);
+    // Before any verdict, removal or journal row: a wrong configuration changes nothing,
+    // whatever a saved plan says.
+    refuse_wrong_configuration(&fresh, cfg)?;
     let plan = match source {
-        Source::Fresh => plan::plan(specs, &world, now),
+        Source::Fresh => fresh,
         Source::Saved(saved) => {
             saved.check_fresh(&world)?;
             saved.plan()

@@ -165,6 +165,11 @@ impl Change {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// The configuration looks wrong (a missing or empty root, `/` as the root, a missing
+    /// routes folder): the plan makes no change at all, `plan` exits 1 and `apply` refuses
+    /// to start, since acting on a wrong view of the machine could fail deployments and
+    /// remove routes for good.
+    Error,
     /// Needs a person: the engine will not repair it.
     Warning,
     /// For information.
@@ -176,7 +181,7 @@ pub enum Level {
 pub struct Finding {
     /// The project it concerns; empty for the whole world.
     pub project: String,
-    /// Warning or note.
+    /// Error, warning or note.
     pub level: Level,
     /// What, in one line.
     pub message: String,
@@ -191,6 +196,14 @@ impl Finding {
     /// A finding that is not about a healthy deployment in flight.
     pub fn new(project: &str, level: Level, message: String) -> Self {
         Finding { project: project.to_owned(), level, message, in_flight: None }
+    }
+}
+
+impl Plan {
+    /// The findings of level [`Level::Error`]: a configuration that looks wrong. A plan
+    /// with any has no actions, and nothing may be applied.
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.level == Level::Error)
     }
 }
 

@@ -115,7 +115,12 @@ fn short(from: &Path, to: &Path) -> String {
 pub fn render_text(plan: &Plan, now: Timestamp, verbosity: Verbosity) -> String {
     let mut out = String::new();
     let warnings = plan.findings.iter().filter(|f| f.level == Level::Warning).count();
-    if plan.actions.is_empty() && warnings > 0 {
+    let errors = plan.errors().count();
+    if errors > 0 {
+        let s = if errors == 1 { "" } else { "s" };
+        let _ =
+            writeln!(out, "Nothing will be changed at {now}: the configuration looks wrong ({errors} error{s} below).");
+    } else if plan.actions.is_empty() && warnings > 0 {
         let (s, verb) = if warnings == 1 { ("", "needs") } else { ("s", "need") };
         let _ = writeln!(out, "No changes to make at {now}, but {warnings} warning{s} below {verb} a person.");
     } else if plan.actions.is_empty() {
@@ -145,6 +150,7 @@ pub fn render_text(plan: &Plan, now: Timestamp, verbosity: Verbosity) -> String 
         }
         for f in plan.findings.iter().filter(|f| !brief || f.in_flight.is_none()) {
             let mark = match f.level {
+                Level::Error => "error",
                 Level::Warning => "warning",
                 Level::Note => "note",
             };

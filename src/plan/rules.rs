@@ -20,6 +20,12 @@ pub const HELPER_MAX_AGE: Duration = Duration::from_secs(3600);
 /// routes) within each project, projects sorted by id; findings follow the same order.
 pub fn plan(specs: &Specs, world: &World, now: Timestamp) -> Plan {
     let View { projects, skipped, findings } = view(specs, world, now);
+    // A configuration that looks wrong makes the whole view untrustworthy: no change at
+    // all, and only the errors are shown (the rest would be read off the wrong folders).
+    if findings.iter().any(|f| f.level == Level::Error) {
+        let findings = findings.into_iter().filter(|f| f.level == Level::Error).collect();
+        return Plan { actions: Vec::new(), findings, fingerprint: fingerprint(world) };
+    }
     let mut planner = Planner { specs, views: &projects, skipped: &skipped, world, now, actions: Vec::new(), findings };
     planner.run();
     let Planner { mut actions, mut findings, .. } = planner;
@@ -170,14 +176,8 @@ impl<'a> Planner<'_, 'a> {
     fn containers(&mut self) {
         let views = self.views;
         let Some(containers) = &self.world.containers else { return };
-        // As for route files: no projects at all is far more likely the wrong `--db`.
-        let managed = containers.iter().filter(|c| c.managed()).count();
-        if self.world.projects.is_empty() && managed > 0 {
-            let message = format!(
-                "the state database lists no projects, yet {managed} containers labelled by trueup exist: \
-                 is `--db` right? They are left alone"
-            );
-            self.note("", Level::Warning, message);
+        let labelled = containers.iter().filter(|c| c.managed()).map(|c| c.label(labels::PROJECT).unwrap_or_default());
+        if self.wrong_database(labelled, "containers labelled by trueup") {
             return;
         }
         for c in containers {
@@ -288,6 +288,34 @@ impl<'a> Planner<'_, 'a> {
         }
     }
 
+    /// True, with a warning, when the state database knows none of the projects that
+    /// trueup's `things` (its route files or containers) belong to: no projects at all, or
+    /// only others. That is far more likely the wrong `--db` than every one of those
+    /// projects gone, and removing them all would take every site down, so none is removed.
+    fn wrong_database<'i>(&mut self, projects: impl Iterator<Item = &'i str>, things: &str) -> bool {
+        let all: Vec<&str> = projects.collect();
+        let projects: BTreeSet<&str> = all.iter().copied().collect();
+        let known = |id: &&str| self.world.projects.iter().any(|p| p.id == *id);
+        if projects.is_empty() || projects.iter().any(known) {
+            return false;
+        }
+        let message = if self.world.projects.is_empty() {
+            format!(
+                "the state database lists no projects, yet {} {things} exist: is `--db` right? They are left alone",
+                all.len()
+            )
+        } else {
+            format!(
+                "the state database knows none of the projects of the {} {things} ({}): is `--db` right? \
+                 They are left alone",
+                all.len(),
+                projects.iter().map(|p| format!("`{}`", p.escape_debug())).collect::<Vec<_>>().join(", ")
+            )
+        };
+        self.note("", Level::Warning, message);
+        true
+    }
+
     fn held(&self, view: &ProjectView<'_>, deployment: &str) -> bool {
         view.judged.get(deployment).is_some_and(|j| j.deployment.held_at(self.now))
     }
@@ -362,16 +390,16 @@ impl<'a> Planner<'_, 'a> {
             let change = Change::WriteRoute { deployment: live.id.clone(), upstream: upstream.clone(), domain };
             self.act(&project.id, change, format!("{reason}; the live deployment is `{}` at `{upstream}`", live.id));
         }
-        // A state database with no projects at all next to route files trueup wrote is far
-        // more likely the wrong `--db` than every project gone: removing them all would
-        // take every site down.
-        let managed = self.world.routes.values().filter(|r| r.managed()).count();
-        if self.world.projects.is_empty() && managed > 0 {
-            let message = format!(
-                "the state database lists no projects, yet {managed} route files written by trueup exist: \
-                 is `--db` right? They are left alone"
-            );
-            self.note("", Level::Warning, message);
+        // The route files this plan writes count as trueup's too: after the apply they are,
+        // and the next plan must not find a different answer (apply then plan is empty).
+        let writes: Vec<String> = self
+            .actions
+            .iter()
+            .filter(|a| matches!(a.change, Change::WriteRoute { .. }))
+            .map(|a| a.project.clone())
+            .collect();
+        let written = self.world.routes.iter().filter(|(_, r)| r.managed()).map(|(id, _)| id.as_str());
+        if self.wrong_database(written.chain(writes.iter().map(String::as_str)), "route files written by trueup") {
             return;
         }
         // Stale routes: only files trueup wrote; any other file in the folder is not ours.

@@ -212,10 +212,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             "no container engine is configured: containers and images are not checked".into(),
         ));
     }
-    if !world.projects.is_empty() && world.files.get(&world.root) != Some(&Node::Dir) {
-        let message = format!("the managed root `{}` is not a folder (a wrong `--root`?)", world.root.display());
-        v.findings.push(Finding::new("", Level::Warning, message));
-    }
+    v.findings.extend(configuration_errors(specs, world));
     for project in &world.projects {
         if !valid_id(&project.id) {
             let message = format!("project id `{}` is not a plain name: it is left alone", project.id.escape_debug());
@@ -336,6 +333,40 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         }
     }
     v
+}
+
+/// What says the configuration is wrong, as [`Level::Error`] findings: a root that is
+/// `/`, missing, not a folder, or empty while the database has live releases, and a
+/// missing routes folder. Acting on such a world would fail deployments whose release
+/// folders merely look gone and remove route files for good, so the plan then makes no
+/// change at all.
+pub fn configuration_errors(specs: &Specs, world: &World) -> Vec<Finding> {
+    let mut errors = Vec::new();
+    let mut error = |message: String| errors.push(Finding::new("", Level::Error, message));
+    let root = world.root.display();
+    if world.root.parent().is_none() {
+        error(format!("the managed root is `{root}`, the whole file system: check `--root`"));
+    } else {
+        match world.files.get(&world.root) {
+            None => error(format!("the managed root `{root}` does not exist (a typo?): check `--root`")),
+            Some(Node::Dir) => {
+                let empty = !world.files.keys().any(|p| p != &world.root && p.starts_with(&world.root));
+                let live = world.deployments.iter().filter(|d| specs.is_live(d)).count();
+                if empty && live > 0 {
+                    let s = if live == 1 { "" } else { "s" };
+                    error(format!(
+                        "the managed root `{root}` is empty, yet the state database has {live} live release{s}: \
+                         check `--root` (and `--db`)"
+                    ));
+                }
+            }
+            Some(_) => error(format!("the managed root `{root}` is not a folder: check `--root`")),
+        }
+    }
+    if world.routes_folder_missing {
+        error("the routes folder does not exist: check `--routes-dir`".to_owned());
+    }
+    errors
 }
 
 /// The latest deployment in its live phase, and the live one: the latest whose release

@@ -48,10 +48,16 @@ struct FixtureFile {
     containers: Vec<Container>,
     #[serde(default)]
     routes: BTreeMap<String, Route>,
+    #[serde(default = "engine_present", skip_serializing_if = "is_true")]
+    routes_folder: bool,
 }
 
 fn engine_present() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -117,7 +123,16 @@ pub fn load(file: &str, source: &str) -> Result<Fixture, Vec<Diagnostic>> {
     } else {
         (None, None)
     };
-    let world = World { root: parsed.root, projects, deployments, files, containers, images, routes: parsed.routes };
+    let world = World {
+        root: parsed.root,
+        projects,
+        deployments,
+        files,
+        containers,
+        images,
+        routes: parsed.routes,
+        routes_folder_missing: !parsed.routes_folder,
+    };
     Ok(Fixture { description: parsed.description, now: parsed.now, world })
 }
 
@@ -150,6 +165,7 @@ pub fn to_yaml(fixture: &Fixture) -> String {
         images: w.images.clone().unwrap_or_default(),
         containers: w.containers.clone().unwrap_or_default(),
         routes: w.routes.clone(),
+        routes_folder: !w.routes_folder_missing,
     };
     serde_saphyr::to_string(&out).expect("a fixture is plain data and always serializes")
 }

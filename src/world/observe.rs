@@ -4,7 +4,8 @@
 //! It only looks. Under the root it reads exactly the paths the planner reasons about,
 //! for each project with a valid id: `ROOT/P`, `ROOT/P/current`, `ROOT/P/deployments`
 //! (one entry per release, plus `ROOT/P/deployments/ID/public`) and `ROOT/webroot/P`. It
-//! never walks a release's tree, never follows a symbolic link (links are recorded with
+//! never walks a release's tree, follows no symbolic link but the root itself (a root
+//! that is a link to a folder is observed as that folder; links below it are recorded with
 //! their target, as `readlink` gives it), and only descends through real directories,
 //! so nothing outside the root is reached through a link. Ids that are not plain names
 //! stay in the world for the planner to report, but never become paths.
@@ -92,6 +93,8 @@ pub fn observe_with_stats(
     scan.root(&cfg.root, &projects)?;
     scan.sources(&deployments)?;
     let routes = observe_routes(&cfg.routes_dir)?;
+    scan.stats.lstat += 1;
+    let routes_folder_missing = !cfg.routes_dir.is_dir();
     scan.stats.statements = store.statements() - before;
     let world = World {
         root: cfg.root.clone(),
@@ -101,6 +104,7 @@ pub fn observe_with_stats(
         containers: None,
         images: None,
         routes,
+        routes_folder_missing,
     };
     Ok((world, scan.stats))
 }
@@ -115,7 +119,15 @@ struct Scan {
 impl Scan {
     /// The root, `ROOT/webroot` and each valid project's paths.
     fn root(&mut self, root: &Path, projects: &[Project]) -> Result<(), ObserveError> {
-        if self.lstat(root)? != Some(Kind::Dir) {
+        let mut kind = self.lstat(root)?;
+        // The root itself may be a link to a folder (`/var/www` -> `/srv/www`): it is the
+        // one link followed, so it is recorded as the folder it leads to. Links below it
+        // are never followed.
+        if kind == Some(Kind::Symlink) && std::fs::metadata(root).is_ok_and(|m| m.is_dir()) {
+            self.files.insert(root.to_owned(), Node::Dir);
+            kind = Some(Kind::Dir);
+        }
+        if kind != Some(Kind::Dir) {
             return Ok(());
         }
         let webroot_dir = self.lstat(&root.join("webroot"))? == Some(Kind::Dir);

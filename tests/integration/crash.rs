@@ -28,6 +28,7 @@ use trueup::world::stage::{Staged, stage};
 
 use crate::machine::{trueup, trueup_command};
 use crate::scratch::Scratch;
+use crate::support::tree;
 
 /// The instant every plan and apply here is made at.
 const NOW: &str = "2025-10-02T12:00:00Z";
@@ -369,34 +370,6 @@ fn node(path: &Path) -> Option<Node> {
     } else {
         Node::File
     })
-}
-
-/// Every path under `dir`, with link targets and file contents: two equal trees are
-/// byte for byte the same.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_owned()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let what = match node(&path).unwrap() {
-                Node::Dir => {
-                    todo.push(path.clone());
-                    "dir".to_owned()
-                }
-                Node::File => {
-                    let bytes = std::fs::read(&path).unwrap();
-                    let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-                        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-                    });
-                    format!("file of {} bytes, digest {digest:016x}", bytes.len())
-                }
-                Node::Symlink(target) => format!("link {}", target.display()),
-            };
-            out.insert(path.strip_prefix(dir).unwrap().to_owned(), what);
-        }
-    }
-    out
 }
 
 /// The links a reader follows: each project's `current` and webroot link.

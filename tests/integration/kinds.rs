@@ -157,7 +157,7 @@ impl Effects for Scripted {
     fn write_route(&mut self, project: &str, _: &str, _: &str, _: &str) -> Result<(), EffectError> {
         outcome(project)
     }
-    fn remove_route(&mut self, project: &str) -> Result<(), EffectError> {
+    fn remove_route(&mut self, project: &str, _: trueup::time::Timestamp) -> Result<(), EffectError> {
         outcome(project)
     }
     fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError> {

@@ -50,6 +50,10 @@ fn real_plans_match_the_model_for_every_fixture() {
         let source = std::fs::read_to_string(&path).unwrap();
         let fx = fixture::load(&name, &source).unwrap();
         let scratch = Scratch::new("stage");
+        if plan::plan(&spec, &fx.world, fx.now).errors().next().is_some() {
+            wrong_configuration_changes_nothing(&name, &fx, &spec, &scratch);
+            continue;
+        }
         let staged = stage(&fx.world, &scratch.join("w"), fx.now);
         if UNSTORABLE.contains(&name.as_str()) {
             let err = staged.expect_err("the store must refuse this world");
@@ -71,6 +75,52 @@ fn real_plans_match_the_model_for_every_fixture() {
         let said = String::from_utf8_lossy(&again.stdout);
         assert_eq!(again.status.code(), Some(0), "{name}: the plan after apply is not empty:\n{said}");
     }
+}
+
+/// A fixture whose configuration is wrong: staged as the fixture says (its root or
+/// routes folder removed, or a file), `plan` must exit 1 naming each problem on stderr,
+/// and `apply` must exit 1 and change no file and no row. `/` as the root cannot be
+/// staged: `tests/integration/config.rs` runs it against the real `/`.
+fn wrong_configuration_changes_nothing(name: &str, fx: &fixture::Fixture, spec: &spec::Specs, scratch: &Scratch) {
+    let world = &fx.world;
+    if world.root.parent().is_none() {
+        return;
+    }
+    // Staged with its root as a folder, then made what the fixture says.
+    let mut as_staged = world.clone();
+    as_staged.files.remove(&world.root);
+    let staged = &stage(&as_staged, &scratch.join("w"), fx.now).unwrap();
+    let model = plan::plan(spec, &staged.rebase_world(world, spec), fx.now);
+    assert!(model.errors().next().is_some(), "{name}: staged, the configuration is no longer wrong");
+    match world.files.get(&world.root) {
+        Some(trueup::model::Node::Dir) => {}
+        Some(_) => {
+            std::fs::remove_dir_all(&staged.root).unwrap();
+            std::fs::write(&staged.root, "not a folder\n").unwrap();
+        }
+        None => std::fs::remove_dir_all(&staged.root).unwrap(),
+    }
+    if world.routes_folder_missing {
+        std::fs::remove_dir_all(&staged.routes_dir).unwrap();
+    }
+    let now = fx.now.to_string();
+    let before = crate::support::machine_state(staged);
+    let planned = crate::support::Trueup::new(["plan", "--now", &now]).staged(staged).code(1).run();
+    for error in model.errors() {
+        assert!(
+            planned.stderr.contains(&error.message),
+            "{name}: `plan` does not say {:?}:\n{}",
+            error.message,
+            planned.stderr
+        );
+    }
+    let applied = crate::support::Trueup::new(["apply", "--now", &now]).staged(staged).code(1).run();
+    assert!(
+        applied.stderr.contains("the configuration looks wrong, so nothing was changed"),
+        "{name}: {}",
+        applied.stderr
+    );
+    assert_eq!(crate::support::machine_state(staged), before, "{name}: a refused apply changed something");
 }
 
 #[test]

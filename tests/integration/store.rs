@@ -652,6 +652,7 @@ mod observe {
             files: expected_files,
             containers: None,
             images: None,
+            routes_folder_missing: false,
             routes: [
                 (
                     "p1".to_owned(),
@@ -727,7 +728,11 @@ mod observe {
         assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
         assert_eq!(large.statements, 5);
         let n = n as u64;
-        assert_eq!(large.lstat, 2 + 5 * n, "root, webroot, then P, current, deployments, public, webroot/P");
+        assert_eq!(
+            large.lstat,
+            3 + 5 * n,
+            "root, webroot, the routes folder, then P, current, deployments, public, webroot/P"
+        );
         assert_eq!(large.read_link, 2 * n, "current and webroot/P");
         assert_eq!(large.read_dir, n, "one listing of P/deployments");
     }

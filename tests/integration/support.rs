@@ -9,7 +9,9 @@
 //! environment, so what a test does not say cannot change what it sees. `run` checks the
 //! exit code (0 unless told) and returns what the process printed.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use trueup::world::stage::Staged;
@@ -136,4 +138,52 @@ impl Trueup {
         );
         ran
     }
+}
+
+/// Every path under `dir` (the folder itself excluded), with link targets and a digest of
+/// file contents: two equal trees are byte for byte the same. An absent `dir` is empty.
+pub fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                todo.push(path.clone());
+                "dir".to_owned()
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                let digest = bytes
+                    .iter()
+                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+                format!("file of {} bytes, digest {digest:016x}", bytes.len())
+            };
+            out.insert(path.strip_prefix(dir).unwrap().to_owned(), what);
+        }
+    }
+    out
+}
+
+/// What an apply could change on a staged machine: the files under its folder (the
+/// database file aside, whose lease row an apply takes and gives back), and the rows of
+/// the state database that record deployments, their logs and the journal.
+pub fn machine_state(staged: &Staged) -> (BTreeMap<PathBuf, String>, Vec<String>) {
+    let mut files = tree(&staged.dir);
+    files.retain(|p, _| !p.to_string_lossy().starts_with("state.db"));
+    let conn = rusqlite::Connection::open(&staged.db).unwrap();
+    let mut rows = Vec::new();
+    for table in ["projects", "deployments", "deployment_logs", "journal"] {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
+        let columns = stmt.column_count();
+        let mut query = stmt.query([]).unwrap();
+        while let Some(row) = query.next().unwrap() {
+            let values: Vec<String> = (0..columns).map(|i| format!("{:?}", row.get_ref(i).unwrap())).collect();
+            rows.push(format!("{table}: {}", values.join(", ")));
+        }
+    }
+    (files, rows)
 }

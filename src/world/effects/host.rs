@@ -66,8 +66,8 @@ impl Effects for Host<'_> {
         self.fs.write_route(project, deployment, upstream, domain)
     }
 
-    fn remove_route(&mut self, project: &str) -> Result<(), EffectError> {
-        self.fs.remove_route(project)
+    fn remove_route(&mut self, project: &str, now: Timestamp) -> Result<(), EffectError> {
+        self.fs.remove_route(project, now)
     }
 
     fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError> {

@@ -9,7 +9,7 @@
 //! | link, already right | remove a leftover `.trueup-tmp-NAME` (if any) |
 //! | move aside | rename, fsync the folder |
 //! | write route | write and sync the temporary file (invisible), rename over, fsync the folder |
-//! | remove route | unlink, fsync the folder |
+//! | remove route | rename to `PROJECT.yaml.trueup-removed-STAMP` (kept in [`MemoryWorld::removed_routes`]), fsync the folder |
 //! | start container | start |
 //! | recreate container | rename the old one to `NAME.trueup-old` (if present), stop it (if running), create, start, remove the old one |
 //! | remove container | stop (if running), remove |
@@ -49,6 +49,9 @@ pub struct MemoryWorld {
     pub world: World,
     /// The deployment log the store would keep, oldest first.
     pub log: Vec<LogEntry>,
+    /// Route files removed, as kept: by file name (`PROJECT.yaml.trueup-removed-STAMP`),
+    /// which the world's routes, like the real observer, do not list.
+    pub removed_routes: BTreeMap<String, Route>,
     reconciler: String,
     wall_clock: Timestamp,
     decide: Decide,
@@ -80,6 +83,7 @@ impl MemoryWorld {
         MemoryWorld {
             world,
             log: Vec::new(),
+            removed_routes: BTreeMap::new(),
             reconciler: "trueup".to_owned(),
             wall_clock: END_OF_TIME,
             decide: model::verdict,
@@ -409,7 +413,7 @@ impl Effects for MemoryWorld {
         })
     }
 
-    fn remove_route(&mut self, project: &str) -> Result<(), EffectError> {
+    fn remove_route(&mut self, project: &str, now: Timestamp) -> Result<(), EffectError> {
         if !valid_id(project) {
             return Err(EffectError::InvalidId(project.to_owned()));
         }
@@ -417,9 +421,17 @@ impl Effects for MemoryWorld {
             return Ok(());
         }
         self.ensure_ours(project)?;
-        self.step()?;
+        let file = PathBuf::from(format!("{project}.yaml"));
+        let taken = |p: &Path| Ok(self.removed_routes.contains_key(&*p.to_string_lossy()));
+        let to = free_aside(&file, &super::removed_route_path(&file, now), taken)?.to_string_lossy().into_owned();
+        self.step()?; // the rename
         let before = self.world.routes.remove(project).expect("checked just above");
-        self.fsync(|w| drop(w.routes.insert(project.to_owned(), before)))
+        self.removed_routes.insert(to.clone(), before.clone());
+        let result = self.fsync(|w| drop(w.routes.insert(project.to_owned(), before)));
+        if result.is_err() && self.power_loss {
+            self.removed_routes.remove(&to);
+        }
+        result
     }
 
     fn verdict(&mut self, v: &Verdict<'_>) -> Result<(), EffectError> {
@@ -737,10 +749,13 @@ mod tests {
         }
         assert_eq!(m.steps(), 3);
         assert_eq!(m.world.routes["p1"].deployment.as_deref(), Some("d1"));
+        let now = Timestamp::from_unix(1_759_406_400);
         for _ in 0..2 {
-            m.remove_route("p1").unwrap();
+            m.remove_route("p1", now).unwrap();
         }
         assert!(m.world.routes.is_empty());
-        assert!(matches!(m.remove_route("../x"), Err(EffectError::InvalidId(_))));
+        let kept: Vec<&str> = m.removed_routes.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["p1.yaml.trueup-removed-20251002T120000Z"], "kept under a name Traefik does not load");
+        assert!(matches!(m.remove_route("../x", now), Err(EffectError::InvalidId(_))));
     }
 }

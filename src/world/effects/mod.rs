@@ -24,6 +24,10 @@
 //!   the planner ignore these names.
 //! - `NAME.trueup-aside-20251002T120000Z` ([`aside_path`]), then `.1`, `.2`, ... when
 //!   taken: a real file or folder that stood where a link must go, moved, never deleted.
+//! - `PROJECT.yaml.trueup-removed-20251002T120000Z` ([`removed_route_path`]), then `.1`,
+//!   `.2`, ...: a route file of a project that is gone, kept under a name Traefik's file
+//!   provider does not load (it reads `*.yaml` only) and observation ignores, never
+//!   deleted.
 //! - `NAME.trueup-old` ([`old_container_name`]): a container being recreated, renamed out
 //!   of its name's way before the new one is created and removed once the new one runs. A
 //!   crash in between leaves it behind; the planner sees the name and plans the recreate
@@ -57,6 +61,9 @@ pub const TMP_PREFIX: &str = ".trueup-tmp-";
 
 /// The mark in the name of a moved-aside file or folder (see the module docs).
 pub const ASIDE_MARK: &str = ".trueup-aside-";
+
+/// The mark in the name of a removed route file (see the module docs).
+pub const REMOVED_MARK: &str = ".trueup-removed-";
 
 /// The suffix of a container renamed out of the way of its replacement (see the module
 /// docs).
@@ -132,12 +139,13 @@ pub trait Effects {
     fn write_route(&mut self, project: &str, deployment: &str, upstream: &str, domain: &str)
     -> Result<(), EffectError>;
 
-    /// Removes `project`'s route file; a missing one is fine.
+    /// Takes `project`'s route file out of the proxy's sight: it is renamed to
+    /// [`removed_route_path`] at `now`, never deleted. A missing one is fine.
     ///
     /// # Errors
     ///
-    /// [`EffectError::InvalidId`] or [`EffectError::Io`].
-    fn remove_route(&mut self, project: &str) -> Result<(), EffectError>;
+    /// [`EffectError::InvalidId`], [`EffectError::NoAsideName`] or [`EffectError::Io`].
+    fn remove_route(&mut self, project: &str, now: Timestamp) -> Result<(), EffectError>;
 
     /// Records the reconciler's verdict on a stuck deployment: claims it, moves it from
     /// `from_phase` to `to_phase` (with `attempts = attempt` and `phase_updated_at = now`
@@ -313,6 +321,14 @@ pub fn aside_path(path: &Path, now: Timestamp) -> PathBuf {
     name.push(ASIDE_MARK);
     name.push(now.compact());
     path.with_file_name(name)
+}
+
+/// `FILE.trueup-removed-STAMP`: where a removed route file `FILE` is kept.
+pub fn removed_route_path(file: &Path, now: Timestamp) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_owned();
+    name.push(REMOVED_MARK);
+    name.push(now.compact());
+    file.with_file_name(name)
 }
 
 /// `NAME.trueup-old`: the name a container takes while its replacement is created.

@@ -228,23 +228,30 @@ fn ensure_ours(file: &Path) -> Result<(), EffectError> {
     }
 }
 
-/// Removes `project`'s route file from `dir` (and a leftover temporary file); a missing
-/// one is fine. A file without trueup's header is not removed.
+/// Removes `project`'s route file from `dir` (and a leftover temporary file) by renaming
+/// it to [`removed_route_path`](super::removed_route_path) at `now` (numbered when taken),
+/// so the proxy no longer loads it and a person can still get it back; a missing one is
+/// fine. A file without trueup's header is not touched.
 ///
 /// # Errors
 ///
-/// [`EffectError::InvalidId`], [`EffectError::NotOurs`] or [`EffectError::Io`].
-pub fn remove_route_file(dir: &Path, project: &str) -> Result<(), EffectError> {
+/// [`EffectError::InvalidId`], [`EffectError::NotOurs`], [`EffectError::NoAsideName`] or
+/// [`EffectError::Io`].
+pub fn remove_route_file(dir: &Path, project: &str, now: Timestamp) -> Result<(), EffectError> {
     if !valid_id(project) {
         return Err(EffectError::InvalidId(project.to_owned()));
     }
     remove_leftover(&route_tmp(dir, project))?;
     let file = route_file(dir, project);
     ensure_ours(&file)?;
-    match fs::remove_file(&file) {
+    if lstat(&file)?.is_none() {
+        return Ok(());
+    }
+    let to = super::free_aside(&file, &super::removed_route_path(&file, now), |p| Ok(lstat(p)?.is_some()))?;
+    match fs::rename(&file, &to) {
         Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("remove", &file)(e)),
+        Err(e) => Err(io_err("move the removed route file", &file)(e)),
     }
 }
 
@@ -288,8 +295,8 @@ impl Effects for RealFs {
         write_route_file(&self.routes_dir, project, &text)
     }
 
-    fn remove_route(&mut self, project: &str) -> Result<(), EffectError> {
-        remove_route_file(&self.routes_dir, project)
+    fn remove_route(&mut self, project: &str, now: Timestamp) -> Result<(), EffectError> {
+        remove_route_file(&self.routes_dir, project, now)
     }
 
     fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError> {
@@ -420,15 +427,28 @@ mod tests {
         assert_ne!(fs::metadata(&file).unwrap().ino(), first, "new text: a new file renamed over");
         assert_eq!(fs::read_to_string(&file).unwrap(), two);
         assert_eq!(names(dir), ["p1.yaml"]);
-        remove_route_file(dir, "p1").unwrap();
-        remove_route_file(dir, "p1").unwrap();
-        assert!(names(dir).is_empty());
+        let now = Timestamp::from_unix(1_759_406_400);
+        remove_route_file(dir, "p1", now).unwrap();
+        remove_route_file(dir, "p1", now).unwrap();
+        // Kept, under a name the proxy does not load; a second removal is numbered.
+        assert_eq!(names(dir), ["p1.yaml.trueup-removed-20251002T120000Z"]);
+        assert_eq!(fs::read_to_string(dir.join("p1.yaml.trueup-removed-20251002T120000Z")).unwrap(), two);
+        write_route_file(dir, "p1", &one).unwrap();
+        remove_route_file(dir, "p1", now).unwrap();
+        assert_eq!(
+            names(dir),
+            ["p1.yaml.trueup-removed-20251002T120000Z", "p1.yaml.trueup-removed-20251002T120000Z.1"]
+        );
+        assert!(crate::world::routes::observe_routes(dir).unwrap().is_empty(), "observation ignores kept files");
+        for name in names(dir) {
+            fs::remove_file(dir.join(name)).unwrap();
+        }
         assert!(matches!(write_route_file(dir, "../p1", "x"), Err(EffectError::InvalidId(_))));
 
         // A file someone else wrote under a project's name is neither replaced nor removed.
         fs::write(&file, "http: {}\n").unwrap();
         assert!(matches!(write_route_file(dir, "p1", &one), Err(EffectError::NotOurs { .. })));
-        assert!(matches!(remove_route_file(dir, "p1"), Err(EffectError::NotOurs { .. })));
+        assert!(matches!(remove_route_file(dir, "p1", now), Err(EffectError::NotOurs { .. })));
         assert_eq!(fs::read_to_string(&file).unwrap(), "http: {}\n");
     }
 
