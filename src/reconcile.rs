@@ -441,11 +441,16 @@ fn apply_leased(
     listener: &mut dyn Listener,
 ) -> Result<(Plan, Report, String, usize, Vec<OpenRun>), ReconcileError> {
     let world = observe(store, specs, &observe_config(cfg))?;
-    let verified_links = plan::status(specs, &world, now)
+    // Each link on its own: a webroot link that is right counts even while `current`,
+    // which it leads through, is being repaired.
+    let verified_links = plan::view(specs, &world, now)
         .projects
-        .iter()
-        .flat_map(|p| [&p.current, &p.webroot])
-        .filter(|h| **h == plan::LinkHealth::Ok)
+        .values()
+        .filter_map(|v| v.live.map(|live| (crate::model::Layout::new(&world.root, &v.project.id), live)))
+        .flat_map(|(layout, live)| {
+            [(layout.current(), layout.release(&live.id)), (layout.webroot(), layout.webroot_target())]
+        })
+        .filter(|(link, want)| plan::health(&world, link, want) == plan::LinkHealth::Ok)
         .count();
     let fresh = plan::plan(specs, &world, now);
     // Before any verdict, removal or journal row: a wrong configuration changes nothing,

@@ -113,14 +113,33 @@ impl<'a> Planner<'_, 'a> {
 
     fn links(&mut self, view: &ProjectView<'a>) {
         let project = view.project;
-        // An inactive project has no live release, and one in flight owns its links.
-        let Some(live) = view.live.filter(|_| !view.busy()) else { return };
+        // An inactive project has no live release.
+        let Some(live) = view.live else { return };
         let layout = Layout::new(&self.world.root, &project.id);
         let release = layout.release(&live.id);
-        let why = format!("the live release is `{}`", live.id);
-        self.link(&project.id, "`current`", &layout.current(), &release, &why);
+        // A deployment in flight owns the links it may have switched. A link that is
+        // missing or dangles serves nothing, though: it is pointed at the live release
+        // whatever is in flight (the deployment's own phase switches it again when it gets
+        // there), so the site is never left down.
+        let owner = view.owner();
+        let down = |path: &Path, target: &Path| {
+            matches!(health(self.world, path, target), LinkHealth::Missing | LinkHealth::Dangling(_))
+        };
+        let while_in_flight = owner.map(|d| format!(", even while `{}` is in flight", d.id)).unwrap_or_default();
+        if owner.is_none() || down(&layout.current(), &release) {
+            let why = format!("the live release is `{}`{while_in_flight}", live.id);
+            self.link(&project.id, "`current`", &layout.current(), &release, &why);
+        }
         let webroot_dir = self.world.root.join("webroot");
-        if let Some(Node::Symlink(_) | Node::File) = self.world.files.get(&webroot_dir) {
+        let webroot_dir_ok = !matches!(self.world.files.get(&webroot_dir), Some(Node::Symlink(_) | Node::File));
+        if owner.is_some() {
+            if webroot_dir_ok && down(&layout.webroot(), &layout.webroot_target()) {
+                let why = format!("the webroot follows `current/public`{while_in_flight}");
+                self.link(&project.id, "the webroot link", &layout.webroot(), &layout.webroot_target(), &why);
+            }
+            return;
+        }
+        if !webroot_dir_ok {
             let message = format!("`{}` is not a folder: the webroot link is left alone", webroot_dir.display());
             self.note(&project.id, Level::Warning, message);
             return;

@@ -120,14 +120,25 @@ fn project(world: &World, view: &ProjectView<'_>) -> ProjectStatus {
     let layout = Layout::new(&world.root, &p.id);
     let release = view.live.map(|d| layout.release(&d.id));
     let deploying = view.owner().map(|d| d.id.clone());
-    // A link the plan leaves to a deployment in flight is that deployment's work.
+    // A link the plan leaves to a deployment in flight is that deployment's work; one that
+    // is missing or dangles is never left, so it shows as it is.
     let judge = |link: PathBuf, want: &std::path::Path| match (health(world, &link, want), &deploying) {
-        (LinkHealth::Ok, _) => LinkHealth::Ok,
+        (h @ (LinkHealth::Ok | LinkHealth::Missing | LinkHealth::Dangling(_)), _) | (h, None) => h,
         (_, Some(d)) => LinkHealth::Deploying(d.clone()),
-        (h, None) => h,
     };
     let (current, webroot) = match &release {
-        Some(release) => (judge(layout.current(), release), judge(layout.webroot(), &layout.webroot_target())),
+        Some(release) => {
+            let current = judge(layout.current(), release);
+            // The webroot link leads through `current`: right as a link, it still serves
+            // nothing while `current` is missing or dangles.
+            let webroot = match judge(layout.webroot(), &layout.webroot_target()) {
+                LinkHealth::Ok if matches!(current, LinkHealth::Missing | LinkHealth::Dangling(_)) => {
+                    LinkHealth::Dangling(layout.webroot_target())
+                }
+                h => h,
+            };
+            (current, webroot)
+        }
         None => (LinkHealth::Unknown, LinkHealth::Unknown),
     };
     ProjectStatus {

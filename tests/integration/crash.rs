@@ -583,8 +583,17 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
         let current = staged.root.join(format!("{p}/current"));
         let webroot = staged.root.join(format!("webroot/{p}"));
         if Damage::nth(n).in_flight() {
-            // A resumed deployment owns its project's links and route: none was touched.
-            assert_eq!((&after[&current], &after[&webroot]), (&before[&current], &before[&webroot]), "{p}");
+            // A resumed deployment owns its project's links and route: none that served
+            // anything was touched, and a missing one now leads to the live release (issue
+            // 8: the site is never left down).
+            for (link, want) in [(&current, &release), (&webroot, &current.join("public"))] {
+                let served = match &before[link] {
+                    Some(Node::Symlink(t)) => link.parent().unwrap().join(t).exists(),
+                    other => other.is_some(),
+                };
+                let expected = if served { before[link].clone() } else { Some(Node::Symlink(want.clone())) };
+                assert_eq!(after[link], expected, "{p}: {}", link.display());
+            }
             assert_eq!(routes.get(&p), world.routes.get(&p), "{p}");
             continue;
         }

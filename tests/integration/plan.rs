@@ -71,7 +71,7 @@ mod properties {
 
     use proptest::prelude::*;
     use trueup::model::{Layout, Node, inside, valid_id};
-    use trueup::plan::{self, Change};
+    use trueup::plan::{self, Change, LinkHealth};
     use trueup::spec;
     use trueup::world::fixture;
 
@@ -108,7 +108,11 @@ mod properties {
                     }
                     Change::Link { path, target, .. } => {
                         prop_assert!(inside(&w.root, path) && inside(&w.root, target), "link leaves the root: {:?}", action);
-                        prop_assert!(!held_projects.contains(action.project.as_str()), "held project's link touched: {:?}", action);
+                        // A held project's links are its worker's, unless they serve
+                        // nothing: a missing or dangling link is pointed at the live
+                        // release all the same (issue 8: the site is never left down).
+                        let down = matches!(plan::health(w, path, target), LinkHealth::Missing | LinkHealth::Dangling(_));
+                        prop_assert!(!held_projects.contains(action.project.as_str()) || down, "held project's link touched: {:?}", action);
                         let layout = Layout::new(&w.root, &action.project);
                         if *path == layout.current() {
                             prop_assert_eq!(w.files.get(target), Some(&Node::Dir), "current linked to a missing folder: {:?}", action);

@@ -134,7 +134,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// `status` calls a deployment stuck exactly when the plan has a verdict for it, and
-    /// shows a project as deploying exactly when the plan leaves its broken links alone.
+    /// shows a project as deploying exactly when the plan leaves its broken links alone;
+    /// a missing or dangling `current` is always repaired, never left.
     #[test]
     fn status_agrees_with_the_plan(case in worlds::case()) {
         let specs: Specs = spec::default_spec().into();
@@ -172,8 +173,16 @@ proptest! {
             let relinked = plan.actions.iter().any(|a| {
                 a.project == p.id && matches!(&a.change, Change::Link { path, .. } if *path == current)
             });
-            prop_assert_eq!(p.deploying.is_some(), !relinked, "{:?}", p);
-            prop_assert_eq!(matches!(p.current, LinkHealth::Deploying(_)), p.deploying.is_some(), "{:?}", p);
+            // A missing or dangling `current` serves nothing: it is repaired whatever is in
+            // flight, so it is never shown as left to a deployment (issue 8).
+            let down = matches!(plan::health(w, &current, release), LinkHealth::Missing | LinkHealth::Dangling(_));
+            if down {
+                prop_assert!(relinked, "a down `current` is repaired: {:?}", p);
+                prop_assert!(!matches!(p.current, LinkHealth::Deploying(_)), "{:?}", p);
+            } else {
+                prop_assert_eq!(p.deploying.is_some(), !relinked, "{:?}", p);
+                prop_assert_eq!(matches!(p.current, LinkHealth::Deploying(_)), p.deploying.is_some(), "{:?}", p);
+            }
         }
     }
 }
