@@ -18,6 +18,14 @@ mod demo;
 mod plan_cmds;
 mod spec_cmds;
 
+/// The exit codes of every command: the end of `trueup --help`, and the README's table
+/// (a test keeps the two the same).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: nothing to do, or all of it done; every spec valid
+  1  error: a usage error, an action that failed, an invalid spec, a refused plan
+  2  changes are pending (only `plan --detailed-exitcode`)";
+
 /// trueup resumes PaaS deployments that a crash left stuck, and heals what they broke.
 ///
 /// It reads deployment state from a SQLite database and the real machine (release
@@ -27,7 +35,7 @@ mod spec_cmds;
 /// Start with `trueup demo`, which builds a broken world in a temporary folder,
 /// repairs it and shows each step.
 #[derive(Debug, Parser)]
-#[command(name = "trueup", version, about, long_about, max_term_width = 100)]
+#[command(name = "trueup", version, about, long_about, max_term_width = 100, after_help = EXIT_CODES)]
 pub struct Args {
     /// The state database (created empty on first use)
     #[arg(long, global = true, env = "TRUEUP_DB", default_value = "/var/lib/trueup/trueup.db")]

@@ -1,0 +1,75 @@
+//! The command line as an operator meets it at 3 a.m. (issue 8, "Hardening"): exit
+//! codes, the global flags, saved plans, what read-only commands leave behind, and what
+//! a bad row or a large file does.
+
+use std::path::Path;
+
+use trueup::world::fixture;
+use trueup::world::stage::{Staged, stage};
+
+use crate::scratch::Scratch;
+use crate::support::Trueup;
+
+/// A fixture of `fixtures/plan/`, staged for real in a scratch folder (kept alive by the
+/// returned `Scratch`), and its instant.
+fn staged_fixture(name: &str) -> (Scratch, Staged, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan").join(name);
+    let fx = fixture::load(name, &std::fs::read_to_string(path).unwrap()).unwrap();
+    let scratch = Scratch::new("cli");
+    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    (scratch, staged, fx.now.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Exit codes
+
+/// Every subcommand, with an argument it needs so that only the usage error is wrong.
+const COMMANDS: &[&[&str]] = &[
+    &["demo"],
+    &["validate"],
+    &["graph"],
+    &["simulate", "fixtures/plan/0001_all_true.yaml"],
+    &["plan"],
+    &["apply"],
+    &["status"],
+];
+
+#[test]
+fn usage_errors_exit_1_not_the_2_of_pending_changes() {
+    for args in COMMANDS {
+        let out = Trueup::new(*args).arg("--no-such-flag").code(1).run();
+        assert!(out.stderr.contains("--no-such-flag"), "{args:?}: {}", out.stderr);
+    }
+    Trueup::new(["plan", "--lock-timeout", "1s"]).code(1).run();
+    Trueup::new(["apply", "--lock-timeout", "soon"]).code(1).run();
+    Trueup::new(["no-such-command"]).code(1).run();
+    Trueup::new(["--now", "3am", "status"]).code(1).run();
+    Trueup::new(Vec::<&str>::new()).code(1).run();
+    // Asking for help or the version is not an error.
+    Trueup::new(["--version"]).run();
+    for args in COMMANDS {
+        Trueup::new([args[0], "--help"]).run();
+    }
+}
+
+#[test]
+fn plan_detailed_exitcode_keeps_0_1_2() {
+    let (_scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
+    Trueup::new(["plan", "--detailed-exitcode"]).staged(&staged).now(&now).code(2).run();
+    Trueup::new(["plan", "--detailed-exitcode", "--spec", "no/such/spec.yaml"]).staged(&staged).now(&now).code(1).run();
+    Trueup::new(["apply"]).staged(&staged).now(&now).run();
+    Trueup::new(["plan", "--detailed-exitcode"]).staged(&staged).now(&now).run();
+}
+
+#[test]
+fn exit_codes_are_one_table_in_the_help_and_the_readme() {
+    let help = Trueup::new(["--help"]).run().stdout;
+    let table = help.split("Exit codes:\n").nth(1).expect("`trueup --help` ends with the exit codes");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let rows: Vec<(&str, &str)> =
+        table.lines().filter_map(|l| l.trim().split_once("  ")).map(|(c, m)| (c, m.trim())).collect();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), ["0", "1", "2"], "{table}");
+    for (code, meaning) in rows {
+        assert!(readme.contains(&format!("| {code} | {meaning} |")), "the README's table lacks `{code}`: {meaning}");
+    }
+}
