@@ -94,12 +94,13 @@ pub enum Command {
     /// Every problem in a file is reported in one run, each as `error: MESSAGE`, then
     /// ` --> FILE:LINE:COL`, the source line with a caret under the offending node, and a
     /// `help:` with the nearest valid name when one is close. Transitions that can never
-    /// fire are warnings. With no file, checks the built-in deployment spec. Exits 0 when
-    /// every file is valid (warnings allowed), 1 otherwise. The language is described in
-    /// specs/README.md.
+    /// fire are warnings. With no file, checks each `--spec` (or `TRUEUP_SPEC`), else the
+    /// built-in deployment spec. Exits 0 when every file is valid (warnings allowed), 1
+    /// otherwise. The language is described in specs/README.md.
     ///
     /// Examples:
     ///   trueup validate
+    ///   trueup --spec my-spec.yaml validate
     ///   trueup validate specs/deployment.yaml my-spec.yaml
     ///   trueup validate --json my-spec.yaml | jq '.[].diagnostics[].message'
     #[command(verbatim_doc_comment)]
@@ -109,8 +110,8 @@ pub enum Command {
     ///
     /// Superstates are drawn as nested states (Mermaid) or clusters (dot), final states
     /// are marked (`--> [*]`, or a double border), guards are shown in brackets on the
-    /// edges, and each phase's resume rule is a note beside it. With no file, draws
-    /// `--spec` or else the built-in deployment spec.
+    /// edges, and each phase's resume rule is a note beside it. With no file, draws the
+    /// `--spec` for every type (or the only `--spec`), else the built-in deployment spec.
     ///
     /// Examples:
     ///   trueup graph > deployment.mmd

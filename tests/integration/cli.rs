@@ -73,3 +73,33 @@ fn exit_codes_are_one_table_in_the_help_and_the_readme() {
         assert!(readme.contains(&format!("| {code} | {meaning} |")), "the README's table lacks `{code}`: {meaning}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The global `--spec`
+
+const BAD_SPEC: &str = "fixtures/validate/err/0003_unknown_target.yaml";
+const OTHER_SPEC: &str = "fixtures/validate/ok/0006_version_1_warns.yaml";
+
+#[test]
+fn validate_checks_the_global_spec() {
+    let out = Trueup::new(["--spec", BAD_SPEC, "validate"]).code(1).run();
+    assert!(out.stderr.contains(&format!("--> {BAD_SPEC}:")), "{}", out.stderr);
+    let out = Trueup::new(["validate"]).env("TRUEUP_SPEC", BAD_SPEC).code(1).run();
+    assert!(out.stderr.contains(&format!("{BAD_SPEC}: invalid")), "{}", out.stderr);
+    let out = Trueup::new(["validate", "--spec", &format!("image={OTHER_SPEC}")]).run();
+    assert_eq!(out.stdout, format!("{OTHER_SPEC}: valid (6 states, 1 warning)\n"));
+    // A file named on the command line wins over the global flag.
+    let out = Trueup::new(["--spec", BAD_SPEC, "validate", OTHER_SPEC]).run();
+    assert_eq!(out.stdout, format!("{OTHER_SPEC}: valid (6 states, 1 warning)\n"));
+}
+
+#[test]
+fn graph_draws_the_global_spec() {
+    let drawn = Trueup::new(["graph", OTHER_SPEC]).run().stdout;
+    let builtin = Trueup::new(["graph"]).run().stdout;
+    assert_ne!(drawn, builtin);
+    assert_eq!(Trueup::new(["graph", "--spec", OTHER_SPEC]).run().stdout, drawn);
+    assert_eq!(Trueup::new(["graph"]).env("TRUEUP_SPEC", OTHER_SPEC).run().stdout, drawn);
+    assert_eq!(Trueup::new(["--spec", &format!("git={OTHER_SPEC}"), "graph"]).run().stdout, drawn);
+    assert_eq!(Trueup::new(["graph", "specs/deployment.yaml", "--spec", OTHER_SPEC]).run().stdout, builtin);
+}
