@@ -273,6 +273,26 @@ pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
     }
 }
 
+/// Reads a file that trueup takes as input (a spec, a fixture, a saved plan), refusing
+/// one larger than `cap` bytes (or endless, like `/dev/zero`) before it fills memory.
+///
+/// # Errors
+///
+/// When the file cannot be read, is too large or is not UTF-8, naming it and `what` it is.
+pub fn read_capped(path: &std::path::Path, what: &str, cap: u64) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {what} `{shown}`"))?;
+    if bytes.len() as u64 > cap {
+        let size = if cap >= 1 << 20 { format!("{} MiB", cap >> 20) } else { format!("{} KiB", cap >> 10) };
+        anyhow::bail!("{what} `{shown}` is larger than {size}, the most trueup reads of a {what}");
+    }
+    String::from_utf8(bytes).with_context(|| format!("{what} `{shown}` is not UTF-8 text"))
+}
+
 impl Args {
     /// How much of what is healthy the text output lists.
     pub fn verbosity(&self) -> crate::plan::Verbosity {

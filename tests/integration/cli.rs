@@ -103,3 +103,77 @@ fn graph_draws_the_global_spec() {
     assert_eq!(Trueup::new(["--spec", &format!("git={OTHER_SPEC}"), "graph"]).run().stdout, drawn);
     assert_eq!(Trueup::new(["graph", "specs/deployment.yaml", "--spec", OTHER_SPEC]).run().stdout, builtin);
 }
+
+// ---------------------------------------------------------------------------------------
+// Saved plans
+
+#[test]
+fn plan_out_never_replaces_what_is_not_a_saved_plan() {
+    let (scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
+    let plan_out = |out: &Path| Trueup::new(["plan", "--out"]).arg(out).staged(&staged).now(&now);
+    let db = std::fs::read(&staged.db).unwrap();
+    let out = plan_out(&staged.db).code(1).run();
+    assert!(out.stderr.contains("is the state database"), "{}", out.stderr);
+    plan_out(&staged.db).arg("--force").code(1).run();
+    assert!(std::fs::read(&staged.db).unwrap() == db, "the state database was changed");
+
+    let target = scratch.join("notes.txt");
+    std::fs::write(&target, "mine\n").unwrap();
+    let link = scratch.join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = plan_out(&link).arg("--force").code(1).run();
+    assert!(out.stderr.contains("is a symbolic link"), "{}", out.stderr);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let out = plan_out(&scratch.0).code(1).run();
+    assert!(out.stderr.contains("is a folder"), "{}", out.stderr);
+    let fifo = scratch.join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = plan_out(&fifo).arg("--force").code(1).run();
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+    assert!(!std::fs::symlink_metadata(&fifo).unwrap().is_file());
+
+    let out = plan_out(&target).code(1).run();
+    assert!(out.stderr.contains("`--force`"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine\n");
+    // A plan saved before is replaced; another file only with `--force`.
+    let saved = scratch.join("plan.json");
+    plan_out(&saved).run();
+    plan_out(&saved).run();
+    plan_out(&target).arg("--force").run();
+    Trueup::new(["apply"]).arg(&target).staged(&staged).now(&now).run();
+}
+
+#[test]
+fn apply_refuses_a_saved_plan_edited_by_hand() {
+    let (scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
+    let saved = scratch.join("plan.json");
+    Trueup::new(["plan", "--out"]).arg(&saved).staged(&staged).now(&now).run();
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let extra = serde_json::json!({ "project": "p1", "kind": "remove_route", "deployment": "d0", "reason": "tidy" });
+    doc["actions"].as_array_mut().unwrap().push(extra);
+    std::fs::write(&saved, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    for dry_run in [true, false] {
+        let apply = Trueup::new(["apply"]).arg(&saved).staged(&staged).now(&now);
+        let out = if dry_run { apply.arg("--dry-run") } else { apply }.code(1).run();
+        assert!(
+            out.stderr.contains("action 2 of the file, `- route p1 (targeted d0)` of project `p1`, is not in the plan"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(staged.routes_dir.join("p1.yaml").exists(), "the live project's route was removed");
+    // Reasons are not checked: only what is done.
+    doc["actions"].as_array_mut().unwrap().pop();
+    doc["actions"][0]["reason"] = "reworded".into();
+    std::fs::write(&saved, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    Trueup::new(["apply"]).arg(&saved).staged(&staged).now(&now).run();
+}
+
+#[test]
+fn apply_refuses_an_endless_plan_file() {
+    let scratch = Scratch::new("zero");
+    let db = scratch.join("state.db");
+    let out = Trueup::new(["apply", "/dev/zero", "--db"]).arg(&db).code(1).run();
+    assert!(out.stderr.contains("saved plan `/dev/zero` is larger than 64 MiB"), "{}", out.stderr);
+    assert!(!db.exists(), "a database was created for a plan that cannot be read");
+}
