@@ -37,7 +37,7 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "trueup", version, about, long_about, max_term_width = 100, after_help = EXIT_CODES)]
 pub struct Args {
-    /// The state database (created empty on first use)
+    /// The state database (created by `trueup init` or the first `trueup apply`)
     #[arg(long, global = true, env = "TRUEUP_DB", default_value = "/var/lib/trueup/trueup.db")]
     pub db: PathBuf,
 
@@ -133,7 +133,8 @@ pub enum Command {
     ///
     /// Reads the state database (--db), the managed root (--root) and the route files
     /// (--routes-dir), and prints what `trueup apply` would do, grouped by project, with
-    /// the reason for each change. A first run with no database creates an empty one.
+    /// the reason for each change. It only reads: a missing database is an error (create
+    /// one with `trueup init`).
     ///
     /// Exit codes: 0 done, 1 error; with --detailed-exitcode, 2 when changes are pending.
     ///
@@ -165,6 +166,16 @@ pub enum Command {
     ///   trueup apply repairs.json --lock-timeout 2m
     #[command(verbatim_doc_comment)]
     Apply(plan_cmds::ApplyArgs),
+
+    /// Create the state database, or migrate it to this trueup's schema
+    ///
+    /// Creates the database at --db (and its folder) when there is none, or applies the
+    /// migrations an older one lacks; a database that is not trueup's, or is newer, is
+    /// refused and left untouched. `trueup apply` does the same on its first run; `plan`
+    /// and `status` only read, and refuse a missing database.
+    ///
+    /// Example: trueup --db /var/lib/trueup/trueup.db init
+    Init(plan_cmds::InitArgs),
 
     /// Show each project's live release and link health, and every unfinished deployment
     ///
@@ -198,6 +209,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Command::Plan(cmd) => plan_cmds::plan(&args, cmd),
         Command::Apply(cmd) => plan_cmds::apply(&args, cmd),
         Command::Status(cmd) => plan_cmds::status(&args, cmd),
+        Command::Init(cmd) => plan_cmds::init(&args, cmd),
     }
 }
 

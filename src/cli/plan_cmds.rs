@@ -74,7 +74,7 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     if let Some(out) = &cmd.out {
         check_out(out, &args.db, cmd.force)?;
     }
-    let store = open_store(args)?;
+    let store = open_store_read_only(args)?;
     let now = super::now(args);
     let (world, plan) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
     if cmd.json {
@@ -155,7 +155,7 @@ pub struct StatusArgs {
 /// Prints each project's live release and link health, and each unfinished deployment.
 pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
-    let store = open_store(args)?;
+    let store = open_store_read_only(args)?;
     let now = super::now(args);
     let (world, _) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
     let status = plan::status(&specs, &world, now);
@@ -328,6 +328,37 @@ pub(super) fn machine_config(
         lock_timeout: std::time::Duration::from_secs(lock_timeout.secs()),
         lease_ttl: Duration::from_secs(60),
     }
+}
+
+/// Opens the state database for reading only (`plan`, `status`): a missing one is an
+/// error, never created, and an older schema is read as it is, with a note.
+fn open_store_read_only(args: &Args) -> anyhow::Result<Store> {
+    let (store, version) = Store::open_read_only(&args.db)?;
+    if version < crate::store::SCHEMA_VERSION {
+        eprintln!(
+            "Note: the state database `{}` has schema version {version}; `trueup apply` or `trueup init` \
+             migrates it to {}.",
+            args.db.display(),
+            crate::store::SCHEMA_VERSION
+        );
+    }
+    Ok(store)
+}
+
+/// Arguments of `trueup init`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {}
+
+/// Creates the state database (and its folder), or migrates an existing one, and says
+/// which.
+pub fn init(args: &Args, _: &InitArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(args)?;
+    println!(
+        "The state database `{}` is ready (schema version {}).",
+        store.path().display(),
+        crate::store::SCHEMA_VERSION
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Opens the state database, creating it (and its folder) on first use, and says so.

@@ -32,6 +32,7 @@ const COMMANDS: &[&[&str]] = &[
     &["plan"],
     &["apply"],
     &["status"],
+    &["init"],
 ];
 
 #[test]
@@ -176,4 +177,52 @@ fn apply_refuses_an_endless_plan_file() {
     let out = Trueup::new(["apply", "/dev/zero", "--db"]).arg(&db).code(1).run();
     assert!(out.stderr.contains("saved plan `/dev/zero` is larger than 64 MiB"), "{}", out.stderr);
     assert!(!db.exists(), "a database was created for a plan that cannot be read");
+}
+
+// ---------------------------------------------------------------------------------------
+// Read-only commands
+
+#[test]
+fn read_only_commands_never_create_a_database() {
+    let scratch = Scratch::new("nodb");
+    let db = scratch.join("typo/state.db");
+    for args in [&["status"][..], &["plan"], &["plan", "--json"]] {
+        let out = Trueup::new(args).arg("--db").arg(&db).code(1).run();
+        assert!(out.stderr.contains("no state database at"), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("`trueup init`"), "{args:?}: {}", out.stderr);
+    }
+    for args in COMMANDS.iter().filter(|a| ["validate", "graph", "simulate"].contains(&a[0])) {
+        Trueup::new(*args).arg("--db").arg(&db).run();
+    }
+    assert!(!scratch.join("typo").exists(), "a read-only command created the database's folder");
+    std::fs::create_dir(scratch.join("typo")).unwrap();
+    std::fs::write(&db, "").unwrap();
+    let out = Trueup::new(["status", "--db"]).arg(&db).code(1).run();
+    assert!(out.stderr.contains("(an empty file)"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&db).unwrap(), b"");
+
+    let out = Trueup::new(["init", "--db"]).arg(&db).run();
+    assert!(out.stderr.contains("Created an empty state database"), "{}", out.stderr);
+    Trueup::new(["status", "--db"]).arg(&db).run();
+    let out = Trueup::new(["init", "--db"]).arg(&db).run();
+    assert!(out.stderr.is_empty(), "a second init changes nothing: {}", out.stderr);
+}
+
+#[test]
+fn an_older_schema_is_read_as_it_is() {
+    let (_scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
+    let conn = rusqlite::Connection::open(&staged.db).unwrap();
+    conn.execute_batch("DELETE FROM schema_migrations WHERE version > 2; PRAGMA user_version = 2;").unwrap();
+    drop(conn);
+    let before = std::fs::read(&staged.db).unwrap();
+    let out = Trueup::new(["plan", "--detailed-exitcode"]).staged(&staged).now(&now).code(2).run();
+    assert!(out.stderr.contains("has schema version 2; `trueup apply` or `trueup init` migrates it"), "{}", out.stderr);
+    Trueup::new(["status"]).staged(&staged).now(&now).run();
+    assert!(std::fs::read(&staged.db).unwrap() == before, "a read-only command changed the database");
+
+    let conn = rusqlite::Connection::open(&staged.db).unwrap();
+    conn.execute_batch("DELETE FROM schema_migrations; PRAGMA user_version = 0;").unwrap();
+    drop(conn);
+    let out = Trueup::new(["status"]).staged(&staged).now(&now).code(1).run();
+    assert!(out.stderr.contains("too old to read without migrating it; run `trueup init`"), "{}", out.stderr);
 }
