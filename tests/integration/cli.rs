@@ -226,3 +226,36 @@ fn an_older_schema_is_read_as_it_is() {
     let out = Trueup::new(["status"]).staged(&staged).now(&now).code(1).run();
     assert!(out.stderr.contains("too old to read without migrating it; run `trueup init`"), "{}", out.stderr);
 }
+
+// ---------------------------------------------------------------------------------------
+// Robust reading
+
+/// A world with ids that would drive a terminal: an escape sequence and a newline.
+const CONTROL_IDS: &str = r#"
+description: "ids with control characters"
+now: 2025-10-02T12:00:00Z
+root: /var/www
+projects:
+  - { id: p1, services: [ { id: web, primary: true } ] }
+  - { id: "\e[31mred", services: [ { id: web, primary: true } ] }
+  - { id: "two\nlines", services: [ { id: web, primary: true } ] }
+deployments:
+  - { id: d0, project: p1, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+  - { id: "d\e[2J", project: "two\nlines", type: upload, phase: "BUILD\eING", phase_updated_at: 2025-10-02T10:00:00Z }
+files:
+  /var/www/p1/deployments/d0/public/index.html: file
+"#;
+
+#[test]
+fn ids_from_the_database_are_printed_escaped() {
+    let fx = fixture::load("control.yaml", CONTROL_IDS).unwrap();
+    let scratch = Scratch::new("control");
+    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let now = fx.now.to_string();
+    for args in [&["status"][..], &["status", "-v"], &["plan"], &["plan", "-v"]] {
+        let out = Trueup::new(args).staged(&staged).now(&now).run();
+        assert!(!out.stdout.contains('\x1b'), "{args:?} printed an escape character:\n{}", out.stdout);
+        assert!(!out.stdout.contains("two\nlines"), "{args:?} printed a newline of an id:\n{}", out.stdout);
+        assert!(out.stdout.contains(r"two\nlines"), "{args:?}:\n{}", out.stdout);
+    }
+}
