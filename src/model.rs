@@ -36,6 +36,11 @@ pub struct World {
     pub images: Option<Vec<String>>,
     /// Route files by project id.
     pub routes: BTreeMap<String, Route>,
+    /// Projects with a state-database row that could not be read back, each with what is
+    /// wrong (naming the table, row and column): the plan leaves them alone as a whole,
+    /// since what it cannot read may be their live release.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreadable: BTreeMap<String, String>,
 }
 
 /// A project of the PaaS.

@@ -175,6 +175,9 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", plan::render_status(&status, args.verbosity()));
+    for (project, why) in &world.unreadable {
+        println!("\nwarning: {why}: project `{}` is left alone until the row is fixed", project.escape_debug());
+    }
     match &lease {
         Some((owner, until)) => println!(
             "\nAn apply is running: `{owner}` holds the lease until {until} (if it died, the lease lapses then)."

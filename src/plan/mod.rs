@@ -19,7 +19,7 @@ mod view;
 
 pub use kind::{Group, Kind, Planned, Tally};
 pub use render::{Summary, describe, render_json, render_text};
-pub use rules::{HELPER_MAX_AGE, plan};
+pub use rules::HELPER_MAX_AGE;
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
 pub use view::{
     Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, releases, view,
@@ -192,6 +192,28 @@ impl Finding {
     pub fn new(project: &str, level: Level, message: String) -> Self {
         Finding { project: project.to_owned(), level, message, in_flight: None }
     }
+}
+
+/// Computes the plan that makes `world` true at `now` under `specs`.
+///
+/// The order of the actions is the order of the rules (deployments, links, containers,
+/// routes) within each project, projects sorted by id; findings follow the same order.
+/// A project with a row the store could not read ([`World::unreadable`]) is left alone as
+/// a whole, with one warning that names the row: what is missing may be its live
+/// release, and the others are planned as usual.
+pub fn plan(specs: &crate::spec::Specs, world: &World, now: Timestamp) -> Plan {
+    let mut plan = rules::plan(specs, world, now);
+    if !world.unreadable.is_empty() {
+        let held = |project: &String| world.unreadable.contains_key(project);
+        plan.actions.retain(|a| !held(&a.project));
+        plan.findings.retain(|f| !held(&f.project));
+        for (project, why) in &world.unreadable {
+            let message = format!("{why}: project `{}` is left alone until the row is fixed", project.escape_debug());
+            plan.findings.push(Finding::new(project, Level::Warning, message));
+        }
+        plan.findings.sort_by(|a, b| a.project.cmp(&b.project));
+    }
+    plan
 }
 
 /// A stable digest of a world: 64-bit FNV-1a over its canonical JSON, in hex.

@@ -35,7 +35,7 @@ mod write;
 
 pub use journal::OpenRun;
 pub use lease::{Fence, Lease};
-pub use read::{JournalEntry, JournalStatus};
+pub use read::{JournalEntry, JournalStatus, Loaded};
 
 pub use write::PhaseUpdate;
 

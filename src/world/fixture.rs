@@ -117,7 +117,16 @@ pub fn load(file: &str, source: &str) -> Result<Fixture, Vec<Diagnostic>> {
     } else {
         (None, None)
     };
-    let world = World { root: parsed.root, projects, deployments, files, containers, images, routes: parsed.routes };
+    let world = World {
+        root: parsed.root,
+        projects,
+        deployments,
+        files,
+        containers,
+        images,
+        routes: parsed.routes,
+        unreadable: BTreeMap::new(),
+    };
     Ok(Fixture { description: parsed.description, now: parsed.now, world })
 }
 

@@ -87,7 +87,11 @@ pub fn observe_with_stats(
     cfg: &ObserveConfig,
 ) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
-    let (projects, deployments) = store.load_reconcilable(&specs.live_phases())?;
+    let (projects, deployments, bad_rows) = store.load_readable(&specs.live_phases())?;
+    let mut unreadable = BTreeMap::new();
+    for (project, error) in bad_rows {
+        unreadable.entry(project).or_insert_with(|| error.to_string());
+    }
     let mut scan = Scan::default();
     scan.root(&cfg.root, &projects)?;
     scan.sources(&deployments)?;
@@ -101,6 +105,7 @@ pub fn observe_with_stats(
         containers: None,
         images: None,
         routes,
+        unreadable,
     };
     Ok((world, scan.stats))
 }

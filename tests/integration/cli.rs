@@ -259,3 +259,45 @@ fn ids_from_the_database_are_printed_escaped() {
         assert!(out.stdout.contains(r"two\nlines"), "{args:?}:\n{}", out.stdout);
     }
 }
+
+/// Two projects whose `current` is missing.
+const TWO_PROJECTS: &str = r#"
+description: "two projects, each to relink"
+now: 2025-10-02T12:00:00Z
+root: /var/www
+projects:
+  - { id: p1, services: [ { id: web, primary: true } ] }
+  - { id: p2, services: [ { id: web, primary: true } ] }
+deployments:
+  - { id: d1, project: p1, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+  - { id: d2, project: p2, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+files:
+  /var/www/p1/deployments/d1/public/index.html: file
+  /var/www/p2/deployments/d2/public/index.html: file
+"#;
+
+#[test]
+fn one_unreadable_row_holds_back_its_project_only() {
+    let cases = [
+        ("UPDATE deployments SET finished_at = 'yesterday' WHERE id = 'd2'", "column `finished_at`"),
+        ("UPDATE deployments SET attempts = 1 << 40 WHERE id = 'd2'", "column `attempts`: 1099511627776 is not"),
+    ];
+    for (edit, said) in cases {
+        let fx = fixture::load("two.yaml", TWO_PROJECTS).unwrap();
+        let scratch = Scratch::new("badrow");
+        let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+        let now = fx.now.to_string();
+        rusqlite::Connection::open(&staged.db).unwrap().execute_batch(edit).unwrap();
+        let doc = Trueup::new(["plan", "--json"]).staged(&staged).now(&now).run().json();
+        let projects: Vec<&str> =
+            doc["actions"].as_array().unwrap().iter().map(|a| a["project"].as_str().unwrap()).collect();
+        assert!(!projects.is_empty() && projects.iter().all(|p| *p == "p1"), "{edit}: {doc:#}");
+        let warning = format!("table `deployments`, row `d2`, {said}");
+        assert!(doc["findings"].to_string().contains(&warning), "{edit}: {doc:#}");
+        let out = Trueup::new(["status"]).staged(&staged).now(&now).run();
+        assert!(out.stdout.contains(&warning), "{edit}: {}", out.stdout);
+        Trueup::new(["apply"]).staged(&staged).now(&now).run();
+        assert!(staged.root.join("p1/current").exists(), "{edit}: p1 is repaired");
+        assert!(!staged.root.join("p2/current").exists(), "{edit}: p2 is left alone");
+    }
+}

@@ -652,6 +652,7 @@ mod observe {
             files: expected_files,
             containers: None,
             images: None,
+            unreadable: Default::default(),
             routes: [
                 (
                     "p1".to_owned(),
