@@ -312,6 +312,19 @@ pub fn valid_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The names the layout gives a meaning of its own: `ROOT/webroot` holds the webroot
+/// links, and `deployments` and `current` are what a project's folder holds (as webroot
+/// links, `ROOT/webroot/current` and `ROOT/webroot/deployments` would be those of a
+/// project named `webroot`).
+pub const RESERVED_PROJECT_IDS: &[&str] = &["webroot", "deployments", "current"];
+
+/// True for a name a project can have: a plain name ([`valid_id`]) that the layout does
+/// not reserve ([`RESERVED_PROJECT_IDS`]). Deployments have no such limit: one named
+/// `current` is `ROOT/PROJECT/deployments/current`, which collides with nothing.
+pub fn valid_project_id(id: &str) -> bool {
+    valid_id(id) && !RESERVED_PROJECT_IDS.contains(&id)
+}
+
 /// The canonical release, link and webroot paths of a project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout<'a> {

@@ -18,7 +18,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::routes::{RouteError, observe_routes};
-use crate::model::{Deployment, Layout, Node, Project, World, valid_id};
+use crate::model::{Deployment, Layout, Node, Project, World, valid_id, valid_project_id};
 use crate::spec::Specs;
 use crate::store::{Store, StoreError};
 
@@ -124,7 +124,7 @@ impl Scan {
             return Ok(());
         }
         let webroot_dir = self.lstat(&root.join("webroot"))? == Some(Kind::Dir);
-        for project in projects.iter().filter(|p| valid_id(&p.id)) {
+        for project in projects.iter().filter(|p| valid_project_id(&p.id)) {
             let layout = Layout::new(root, &project.id);
             if self.lstat(&layout.project_dir())? == Some(Kind::Dir) {
                 self.lstat(&layout.current())?;

@@ -301,3 +301,43 @@ fn one_unreadable_row_holds_back_its_project_only() {
         assert!(!staged.root.join("p2/current").exists(), "{edit}: p2 is left alone");
     }
 }
+
+/// A project named like a folder of the layout, beside a plain one.
+const RESERVED: &str = r#"
+description: "a project named webroot"
+now: 2025-10-02T12:00:00Z
+root: /var/www
+projects:
+  - { id: p1, services: [ { id: web, primary: true } ] }
+  - { id: webroot, services: [ { id: web, primary: true } ] }
+  - { id: current, services: [ { id: web, primary: true } ] }
+deployments:
+  - { id: d1, project: p1, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+  - { id: current, project: p1, type: upload, phase: FAILED, finished_at: 2025-10-01T08:00:00Z }
+  - { id: d2, project: webroot, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+  - { id: d3, project: current, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+files:
+  /var/www/p1/deployments/d1/public/index.html: file
+  /var/www/webroot/deployments/d2/public/index.html: file
+  /var/www/current/deployments/d3/public/index.html: file
+"#;
+
+#[test]
+fn projects_named_like_the_layout_are_left_alone() {
+    let fx = fixture::load("reserved.yaml", RESERVED).unwrap();
+    let scratch = Scratch::new("reserved");
+    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let now = fx.now.to_string();
+    let doc = Trueup::new(["plan", "--json"]).staged(&staged).now(&now).run().json();
+    let projects: Vec<&str> =
+        doc["actions"].as_array().unwrap().iter().map(|a| a["project"].as_str().unwrap()).collect();
+    assert!(!projects.is_empty() && projects.iter().all(|p| *p == "p1"), "{doc:#}");
+    for name in ["webroot", "current"] {
+        let warning = format!("project name `{name}` is reserved by the layout");
+        assert!(doc["findings"].to_string().contains(&warning), "{name}: {doc:#}");
+    }
+    Trueup::new(["apply"]).staged(&staged).now(&now).run();
+    assert!(staged.root.join("webroot/deployments/d2/public/index.html").exists(), "webroot's release was moved");
+    assert!(staged.root.join("p1/current").exists());
+    assert!(!staged.root.join("webroot/current").exists() && !staged.root.join("webroot/webroot").exists());
+}
