@@ -268,7 +268,7 @@ pub fn load_specs(args: &[SpecArg]) -> anyhow::Result<Specs> {
 /// When the file cannot be read or is not a valid spec (with its diagnostics).
 pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
     let Some(path) = path else { return Ok(spec::default_spec()) };
-    let source = std::fs::read_to_string(path).with_context(|| format!("cannot read spec `{}`", path.display()))?;
+    let source = read_capped(path, "spec", SPEC_CAP)?;
     let name = path.display().to_string();
     match spec::load(&name, &source) {
         Ok((spec, warnings)) => {
@@ -285,6 +285,9 @@ pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
     }
 }
 
+/// The largest spec trueup reads: the built-in one is a few KiB.
+pub const SPEC_CAP: u64 = 1 << 20;
+
 /// Reads a file that trueup takes as input (a spec, a fixture, a saved plan), refusing
 /// one larger than `cap` bytes (or endless, like `/dev/zero`) before it fills memory.
 ///
@@ -292,6 +295,16 @@ pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
 ///
 /// When the file cannot be read, is too large or is not UTF-8, naming it and `what` it is.
 pub fn read_capped(path: &std::path::Path, what: &str, cap: u64) -> anyhow::Result<String> {
+    let bytes = read_capped_bytes(path, what, cap)?;
+    String::from_utf8(bytes).with_context(|| format!("{what} `{}` is not UTF-8 text", path.display()))
+}
+
+/// [`read_capped`], as bytes.
+///
+/// # Errors
+///
+/// When the file cannot be read or is too large, naming it and `what` it is.
+pub fn read_capped_bytes(path: &std::path::Path, what: &str, cap: u64) -> anyhow::Result<Vec<u8>> {
     use std::io::Read as _;
     let shown = path.display();
     let mut bytes = Vec::new();
@@ -302,7 +315,7 @@ pub fn read_capped(path: &std::path::Path, what: &str, cap: u64) -> anyhow::Resu
         let size = if cap >= 1 << 20 { format!("{} MiB", cap >> 20) } else { format!("{} KiB", cap >> 10) };
         anyhow::bail!("{what} `{shown}` is larger than {size}, the most trueup reads of a {what}");
     }
-    String::from_utf8(bytes).with_context(|| format!("{what} `{shown}` is not UTF-8 text"))
+    Ok(bytes)
 }
 
 impl Args {

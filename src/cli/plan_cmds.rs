@@ -31,7 +31,7 @@ pub struct SimulateArgs {
 pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let name = cmd.fixture.display().to_string();
-    let source = std::fs::read_to_string(&cmd.fixture).with_context(|| format!("cannot read fixture `{name}`"))?;
+    let source = super::read_capped(&cmd.fixture, "fixture", FIXTURE_CAP)?;
     let fixture = match fixture::load(&name, &source) {
         Ok(f) => f,
         Err(diagnostics) => {
@@ -48,6 +48,9 @@ pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The largest fixture `simulate` reads: a world of thousands of projects.
+const FIXTURE_CAP: u64 = 64 << 20;
 
 /// Arguments of `trueup plan`.
 #[derive(Debug, clap::Args)]

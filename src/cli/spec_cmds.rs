@@ -64,7 +64,7 @@ pub fn validate(args: &Args, cmd: &ValidateArgs) -> anyhow::Result<ExitCode> {
     }
     for path in paths {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read spec `{name}`: {e}"));
+        let bytes = super::read_capped_bytes(path, "spec", super::SPEC_CAP).map_err(|e| format!("{e:#}"));
         inputs.push((name, bytes));
     }
     let mut reports = Vec::new();

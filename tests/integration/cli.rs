@@ -341,3 +341,40 @@ fn projects_named_like_the_layout_are_left_alone() {
     assert!(staged.root.join("p1/current").exists());
     assert!(!staged.root.join("webroot/current").exists() && !staged.root.join("webroot/webroot").exists());
 }
+
+#[test]
+fn every_file_read_has_a_size_cap() {
+    let out = Trueup::new(["validate", "/dev/zero"]).code(1).run();
+    assert!(out.stderr.contains("spec `/dev/zero` is larger than 1 MiB"), "{}", out.stderr);
+    let out = Trueup::new(["--spec", "/dev/zero", "graph"]).code(1).run();
+    assert!(out.stderr.contains("spec `/dev/zero` is larger than 1 MiB"), "{}", out.stderr);
+    let out = Trueup::new(["simulate", "/dev/zero"]).code(1).run();
+    assert!(out.stderr.contains("fixture `/dev/zero` is larger than 64 MiB"), "{}", out.stderr);
+
+    let (_scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
+    let route = staged.routes_dir.join("p1.yaml");
+    let mut big = std::fs::read_to_string(&route).unwrap();
+    while big.len() <= 256 << 10 {
+        big.push_str("# padding, padding, padding, padding, padding, padding, padding, padding\n");
+    }
+    std::fs::write(&route, big).unwrap();
+    let doc = Trueup::new(["plan", "--json"]).staged(&staged).now(&now).run().json();
+    assert!(doc["findings"].to_string().contains("it is larger than 256 KiB"), "{doc:#}");
+}
+
+#[test]
+fn an_over_budget_fixture_is_worded_for_a_person() {
+    let scratch = Scratch::new("budget");
+    let path = scratch.join("huge.yaml");
+    let files: Vec<String> = (0..130_000).map(|i| format!("/r/{i}: file")).collect();
+    let files = files.join(", ");
+    std::fs::write(&path, format!("description: huge\nnow: 2025-10-02T12:00:00Z\nroot: /r\nfiles: {{{files}}}\n"))
+        .unwrap();
+    let out = Trueup::new(["simulate"]).arg(&path).code(1).run();
+    assert!(
+        out.stderr.contains("the file is too large or too deep to read: more than 250000 values"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("budget breached"), "{}", out.stderr);
+}
