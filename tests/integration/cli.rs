@@ -378,3 +378,18 @@ fn an_over_budget_fixture_is_worded_for_a_person() {
     );
     assert!(!out.stderr.contains("budget breached"), "{}", out.stderr);
 }
+
+#[test]
+fn the_readme_shows_the_shape_apply_json_prints() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let shown = "outcomes: [{action: {project, kind, ..., reason}, status: {status, why?}}]";
+    assert!(readme.contains(shown), "the README does not show `{shown}`");
+    let (_scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
+    let doc = Trueup::new(["apply", "--json"]).staged(&staged).now(&now).run().json();
+    let outcome = &doc["outcomes"][0];
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(outcome), ["action", "status"], "{doc:#}");
+    assert_eq!(keys(&outcome["action"]).first().map(String::as_str), Some("project"), "{doc:#}");
+    assert_eq!(keys(&outcome["action"]).last().map(String::as_str), Some("reason"), "{doc:#}");
+    assert_eq!(outcome["status"], serde_json::json!({ "status": "done" }), "{doc:#}");
+}
