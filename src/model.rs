@@ -41,6 +41,11 @@ pub struct World {
     /// of every other world stay as they were.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub routes_folder_missing: bool,
+    /// Projects with a state-database row that could not be read back, each with what is
+    /// wrong (naming the table, row and column): the plan leaves them alone as a whole,
+    /// since what it cannot read may be their live release.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreadable: BTreeMap<String, String>,
 }
 
 /// A project of the PaaS.
@@ -310,6 +315,19 @@ pub fn valid_id(id: &str) -> bool {
         && id.len() <= 128
         && !id.starts_with('.')
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The names the layout gives a meaning of its own: `ROOT/webroot` holds the webroot
+/// links, and `deployments` and `current` are what a project's folder holds (as webroot
+/// links, `ROOT/webroot/current` and `ROOT/webroot/deployments` would be those of a
+/// project named `webroot`).
+pub const RESERVED_PROJECT_IDS: &[&str] = &["webroot", "deployments", "current"];
+
+/// True for a name a project can have: a plain name ([`valid_id`]) that the layout does
+/// not reserve ([`RESERVED_PROJECT_IDS`]). Deployments have no such limit: one named
+/// `current` is `ROOT/PROJECT/deployments/current`, which collides with nothing.
+pub fn valid_project_id(id: &str) -> bool {
+    valid_id(id) && !RESERVED_PROJECT_IDS.contains(&id)
 }
 
 /// The canonical release, link and webroot paths of a project.

@@ -118,6 +118,16 @@ pub enum ReconcileError {
         /// What changed, e.g. `project p1`, `routes`.
         changed: Vec<String>,
     },
+    /// A saved plan whose actions are not those planned for the world it was made from:
+    /// edited by hand, or made with other specs.
+    #[error(
+        "the saved plan is not the plan of the world it was made from (edited, or made with another \
+         `--spec`?): {difference}; run `trueup plan --out FILE` again"
+    )]
+    Altered {
+        /// The first difference, e.g. an action the file has and the plan has not.
+        difference: String,
+    },
 }
 
 /// The version of the saved-plan file format.
@@ -176,14 +186,36 @@ impl SavedPlan {
         Plan { actions: self.actions.clone(), findings: self.findings.clone(), fingerprint: self.fingerprint.clone() }
     }
 
-    /// `Ok` when `world` is the world this plan was made from.
+    /// Whether `bytes` have the shape of a saved plan (of any format version): the test
+    /// for a file that `plan --out` may replace.
+    pub fn looks_like(bytes: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Shape {
+            #[allow(dead_code, reason = "only its presence is checked")]
+            format_version: u32,
+            #[allow(dead_code, reason = "only its presence is checked")]
+            fingerprint: String,
+            #[allow(dead_code, reason = "only its presence is checked")]
+            digests: BTreeMap<String, String>,
+        }
+        serde_json::from_slice::<Shape>(bytes).is_ok()
+    }
+
+    /// `Ok` when `world` is the world this plan was made from, and its actions are those
+    /// that `specs` plan for that world at the plan's instant (reasons aside): a file
+    /// edited by hand never applies an action trueup did not plan.
     ///
     /// # Errors
     ///
-    /// [`ReconcileError::Stale`], naming the parts that changed.
-    pub fn check_fresh(&self, world: &World) -> Result<(), ReconcileError> {
+    /// [`ReconcileError::Stale`], naming the parts that changed;
+    /// [`ReconcileError::Altered`], naming the first action that differs.
+    pub fn check_fresh(&self, specs: &Specs, world: &World) -> Result<(), ReconcileError> {
         if plan::fingerprint(world) == self.fingerprint {
-            return Ok(());
+            let planned = plan::plan(specs, world, self.now).actions;
+            return match first_difference(&self.actions, &planned) {
+                None => Ok(()),
+                Some(difference) => Err(ReconcileError::Altered { difference }),
+            };
         }
         let now = digests(world);
         let keys: std::collections::BTreeSet<&String> = now.keys().chain(self.digests.keys()).collect();
@@ -193,6 +225,31 @@ impl SavedPlan {
             changed.push("the world".to_owned());
         }
         Err(ReconcileError::Stale { changed })
+    }
+}
+
+/// The first action where `saved` and `planned` differ by kind, project or subject, in
+/// words; `None` when they are the same actions in the same order.
+fn first_difference(saved: &[Action], planned: &[Action]) -> Option<String> {
+    let shown = |a: &Action| {
+        let (symbol, verb, target) = plan::describe(&a.change, &a.project);
+        format!("`{symbol} {verb} {target}` of project `{}`", a.project)
+    };
+    let same = |a: &Action, b: &Action| a.project == b.project && a.change == b.change;
+    let at = saved.iter().zip(planned).position(|(a, b)| !same(a, b));
+    match (at, saved.len().cmp(&planned.len())) {
+        (Some(i), _) => {
+            Some(format!("action {} is {} in the file but {} in the plan", i + 1, shown(&saved[i]), shown(&planned[i])))
+        }
+        (None, std::cmp::Ordering::Greater) => {
+            let i = planned.len();
+            Some(format!("action {} of the file, {}, is not in the plan", i + 1, shown(&saved[i])))
+        }
+        (None, std::cmp::Ordering::Less) => {
+            let i = saved.len();
+            Some(format!("the file lacks action {}, {}", i + 1, shown(&planned[i])))
+        }
+        (None, std::cmp::Ordering::Equal) => None,
     }
 }
 
@@ -459,7 +516,7 @@ fn apply_leased(
     let plan = match source {
         Source::Fresh => fresh,
         Source::Saved(saved) => {
-            saved.check_fresh(&world)?;
+            saved.check_fresh(specs, &world)?;
             saved.plan()
         }
     };

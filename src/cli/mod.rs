@@ -22,6 +22,15 @@ mod spec_cmds;
 
 pub use output::{EXIT_BROKEN_PIPE, exit_code};
 use output::{note, noteln, out, outln};
+/// The exit codes of every command: the end of `trueup --help`, and the README's table
+/// (a test keeps the two the same).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: nothing to do, or all of it done; every spec valid
+  1  error: a usage error, an action that failed, an invalid spec, a refused plan
+  2  changes are pending (only `plan --detailed-exitcode`)
+  130, 143  interrupted by SIGINT or SIGTERM (`apply` finished the action in hand, freed the lease)
+  141  standard output was closed (piped into `head`): the command stopped quietly";
 
 /// trueup resumes PaaS deployments that a crash left stuck, and heals what they broke.
 ///
@@ -32,9 +41,9 @@ use output::{note, noteln, out, outln};
 /// Start with `trueup demo`, which builds a broken world in a temporary folder,
 /// repairs it and shows each step.
 #[derive(Debug, Parser)]
-#[command(name = "trueup", version, about, long_about, max_term_width = 100)]
+#[command(name = "trueup", version, about, long_about, max_term_width = 100, after_help = EXIT_CODES)]
 pub struct Args {
-    /// The state database (created empty on first use)
+    /// The state database (created by `trueup init` or the first `trueup apply`)
     #[arg(long, global = true, env = "TRUEUP_DB", default_value = "/var/lib/trueup/trueup.db")]
     pub db: PathBuf,
 
@@ -91,12 +100,13 @@ pub enum Command {
     /// Every problem in a file is reported in one run, each as `error: MESSAGE`, then
     /// ` --> FILE:LINE:COL`, the source line with a caret under the offending node, and a
     /// `help:` with the nearest valid name when one is close. Transitions that can never
-    /// fire are warnings. With no file, checks the built-in deployment spec. Exits 0 when
-    /// every file is valid (warnings allowed), 1 otherwise. The language is described in
-    /// specs/README.md.
+    /// fire are warnings. With no file, checks each `--spec` (or `TRUEUP_SPEC`), else the
+    /// built-in deployment spec. Exits 0 when every file is valid (warnings allowed), 1
+    /// otherwise. The language is described in specs/README.md.
     ///
     /// Examples:
     ///   trueup validate
+    ///   trueup --spec my-spec.yaml validate
     ///   trueup validate specs/deployment.yaml my-spec.yaml
     ///   trueup validate --json my-spec.yaml | jq '.[].diagnostics[].message'
     #[command(verbatim_doc_comment)]
@@ -106,8 +116,8 @@ pub enum Command {
     ///
     /// Superstates are drawn as nested states (Mermaid) or clusters (dot), final states
     /// are marked (`--> [*]`, or a double border), guards are shown in brackets on the
-    /// edges, and each phase's resume rule is a note beside it. With no file, draws
-    /// `--spec` or else the built-in deployment spec.
+    /// edges, and each phase's resume rule is a note beside it. With no file, draws the
+    /// `--spec` for every type (or the only `--spec`), else the built-in deployment spec.
     ///
     /// Examples:
     ///   trueup graph > deployment.mmd
@@ -129,7 +139,8 @@ pub enum Command {
     ///
     /// Reads the state database (--db), the managed root (--root) and the route files
     /// (--routes-dir), and prints what `trueup apply` would do, grouped by project, with
-    /// the reason for each change. A first run with no database creates an empty one.
+    /// the reason for each change. It only reads: a missing database is an error (create
+    /// one with `trueup init`).
     ///
     /// Exit codes: 0 done, 1 error; with --detailed-exitcode, 2 when changes are pending.
     ///
@@ -166,6 +177,16 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Apply(plan_cmds::ApplyArgs),
 
+    /// Create the state database, or migrate it to this trueup's schema
+    ///
+    /// Creates the database at --db (and its folder) when there is none, or applies the
+    /// migrations an older one lacks; a database that is not trueup's, or is newer, is
+    /// refused and left untouched. `trueup apply` does the same on its first run; `plan`
+    /// and `status` only read, and refuse a missing database.
+    ///
+    /// Example: trueup --db /var/lib/trueup/trueup.db init
+    Init(plan_cmds::InitArgs),
+
     /// Show each project's live release and link health, and every unfinished deployment
     ///
     /// For each project: the live deployment, whether `current` and the webroot link
@@ -198,6 +219,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Command::Plan(cmd) => plan_cmds::plan(&args, cmd),
         Command::Apply(cmd) => plan_cmds::apply(&args, cmd),
         Command::Status(cmd) => plan_cmds::status(&args, cmd),
+        Command::Init(cmd) => plan_cmds::init(&args, cmd),
     }
 }
 
@@ -257,16 +279,13 @@ pub fn load_specs(args: &[SpecArg]) -> anyhow::Result<Specs> {
 pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
     let Some(path) = path else { return Ok(spec::default_spec()) };
     let name = path.display().to_string();
-    let source = std::fs::read_to_string(path).with_context(|| {
+    let source = read_capped(path, "spec", SPEC_CAP).map_err(|e| match name.split_once('=') {
         // `imgae=FILE` is read as a file name: say what the prefix may be.
-        let typed = match name.split_once('=') {
-            Some((kind, _)) if !path.exists() => {
-                let kinds: Vec<String> = DeploymentType::ALL.iter().map(|t| format!("`{}`", t.name())).collect();
-                format!(" (`{kind}=` is not a deployment type: `--spec TYPE=FILE` takes {})", kinds.join(", "))
-            }
-            _ => String::new(),
-        };
-        format!("cannot read spec `{name}`{typed}")
+        Some((kind, _)) if !path.exists() => {
+            let kinds: Vec<String> = DeploymentType::ALL.iter().map(|t| format!("`{}`", t.name())).collect();
+            e.context(format!("`{kind}=` is not a deployment type: `--spec TYPE=FILE` takes {}", kinds.join(", ")))
+        }
+        _ => e,
     })?;
     match spec::load(&name, &source) {
         Ok((spec, warnings)) => {
@@ -281,6 +300,39 @@ pub fn load_spec(path: Option<&std::path::Path>) -> anyhow::Result<Spec> {
             anyhow::bail!("spec `{name}` is invalid:\n{}", crate::diag::render(&name, &source, &diagnostics))
         }
     }
+}
+
+/// The largest spec trueup reads: the built-in one is a few KiB.
+pub const SPEC_CAP: u64 = 1 << 20;
+
+/// Reads a file that trueup takes as input (a spec, a fixture, a saved plan), refusing
+/// one larger than `cap` bytes (or endless, like `/dev/zero`) before it fills memory.
+///
+/// # Errors
+///
+/// When the file cannot be read, is too large or is not UTF-8, naming it and `what` it is.
+pub fn read_capped(path: &std::path::Path, what: &str, cap: u64) -> anyhow::Result<String> {
+    let bytes = read_capped_bytes(path, what, cap)?;
+    String::from_utf8(bytes).with_context(|| format!("{what} `{}` is not UTF-8 text", path.display()))
+}
+
+/// [`read_capped`], as bytes.
+///
+/// # Errors
+///
+/// When the file cannot be read or is too large, naming it and `what` it is.
+pub fn read_capped_bytes(path: &std::path::Path, what: &str, cap: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {what} `{shown}`"))?;
+    if bytes.len() as u64 > cap {
+        let size = if cap >= 1 << 20 { format!("{} MiB", cap >> 20) } else { format!("{} KiB", cap >> 10) };
+        anyhow::bail!("{what} `{shown}` is larger than {size}, the most trueup reads of a {what}");
+    }
+    Ok(bytes)
 }
 
 impl Args {

@@ -1,7 +1,8 @@
 //! `trueup simulate`, `trueup plan`, `trueup status` and `trueup apply`.
 
-use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -30,7 +31,7 @@ pub struct SimulateArgs {
 pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let name = cmd.fixture.display().to_string();
-    let source = std::fs::read_to_string(&cmd.fixture).with_context(|| format!("cannot read fixture `{name}`"))?;
+    let source = super::read_capped(&cmd.fixture, "fixture", FIXTURE_CAP)?;
     let fixture = match fixture::load(&name, &source) {
         Ok(f) => f,
         Err(diagnostics) => {
@@ -48,6 +49,9 @@ pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The largest fixture `simulate` reads: a world of thousands of projects.
+const FIXTURE_CAP: u64 = 64 << 20;
+
 /// Arguments of `trueup plan`.
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -57,15 +61,23 @@ pub struct PlanArgs {
     /// Exit 2 when there are changes to make (0: nothing to do, 1: error)
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// Also save the plan to FILE, for `trueup apply FILE`
+    /// Also save the plan to FILE, for `trueup apply FILE`: a new file, or a plan saved
+    /// before (never the state database, a device, a folder or a symbolic link)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// With `--out`, replace FILE even if it is a regular file that is not a saved plan
+    #[arg(long, requires = "out")]
+    pub force: bool,
 }
 
 /// Observes the machine and prints the plan of repairs.
 pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
-    let store = open_store(args)?;
+    // Before anything is observed: a wrong `--out` is refused before the plan is shown.
+    if let Some(out) = &cmd.out {
+        check_out(out, &args.db, cmd.force)?;
+    }
+    let store = open_store_read_only(args)?;
     let now = super::now(args);
     let (world, plan) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
     if cmd.json {
@@ -82,12 +94,54 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(if cmd.detailed_exitcode && pending { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
-/// Writes `text` to a temporary file beside `path` and renames it over, so a crash never
-/// leaves a truncated plan behind.
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+/// The largest saved plan `trueup apply FILE` reads: far above the plan of 10,000 broken
+/// projects, far below what would exhaust memory.
+const SAVED_PLAN_CAP: u64 = 64 << 20;
+
+/// Refuses an `--out` that `plan` must not replace: the state database, anything but a
+/// regular file (a device, a folder, a symbolic link, whose target would be kept or
+/// replaced), and, unless `force`, an existing file that is not a saved plan.
+fn check_out(out: &Path, db: &Path, force: bool) -> anyhow::Result<()> {
+    let shown = out.display();
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot check `--out {shown}`")),
+    };
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        anyhow::bail!("`--out {shown}` is a symbolic link: give the path of the plan file itself");
+    }
+    if kind.is_dir() {
+        anyhow::bail!("`--out {shown}` is a folder: give the path of a file in it");
+    }
+    if !kind.is_file() {
+        anyhow::bail!("`--out {shown}` is not a regular file (a device, a pipe or a socket): it is left alone");
+    }
+    let db_meta = std::fs::metadata(db).ok();
+    if db_meta.is_some_and(|d| (d.dev(), d.ino()) == (meta.dev(), meta.ino())) {
+        anyhow::bail!("`--out {shown}` is the state database: save the plan to another file");
+    }
+    let mut head = Vec::new();
+    std::fs::File::open(out)
+        .and_then(|f| f.take(SAVED_PLAN_CAP).read_to_end(&mut head))
+        .with_context(|| format!("cannot read `--out {shown}`"))?;
+    if !force && !SavedPlan::looks_like(&head) {
+        anyhow::bail!(
+            "`--out {shown}` exists and is not a plan saved by trueup: give a new file, or `--force` to replace it"
+        );
+    }
+    Ok(())
+}
+
+/// Writes `text` to a new temporary file beside `path` and renames it over, so a crash
+/// never leaves a truncated plan behind.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.trueup-tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
+    // `create_new`: never through a link or over a file someone left under that name.
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::File::create_new(&tmp).and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
@@ -104,7 +158,7 @@ pub struct StatusArgs {
 /// Prints each project's live release and link health, and each unfinished deployment.
 pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
-    let store = open_store(args)?;
+    let store = open_store_read_only(args)?;
     let now = super::now(args);
     let (world, _) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
     let status = plan::status(&specs, &world, now);
@@ -124,6 +178,9 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     out!("{}", plan::render_status(&status, args.verbosity()))?;
+    for (project, why) in &world.unreadable {
+        outln!("\nwarning: {why}: project `{}` is left alone until the row is fixed", project.escape_debug())?;
+    }
     match &lease {
         Some((owner, until)) => outln!(
             "\nAn apply is running: `{owner}` holds the lease until {until} (if it died, the lease lapses then)."
@@ -198,14 +255,14 @@ fn lock_timeout(text: &str) -> Result<Duration, String> {
 /// Observes, plans, shows the plan, applies it, and shows each result and a summary.
 pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
-    let store = open_store(args)?;
     let saved = match &cmd.plan_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+            let text = super::read_capped(path, "saved plan", SAVED_PLAN_CAP)?;
             Some(SavedPlan::read(path, &text)?)
         }
         None => None,
     };
+    let store = open_store(args)?;
     // A saved plan is applied now: its resumes are stamped with the time they happen.
     let now = super::now(args);
     if args.now.is_some() && !cmd.dry_run {
@@ -219,7 +276,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         let (world, plan) = reconcile::plan_machine(&store, &specs, &cfg, now)?;
         let plan = match &saved {
             Some(saved) => {
-                saved.check_fresh(&world)?;
+                saved.check_fresh(&specs, &world)?;
                 saved.plan()
             }
             None => plan,
@@ -349,6 +406,37 @@ pub(super) fn machine_config(
         lock_timeout: std::time::Duration::from_secs(lock_timeout.secs()),
         lease_ttl: Duration::from_secs(60),
     }
+}
+
+/// Opens the state database for reading only (`plan`, `status`): a missing one is an
+/// error, never created, and an older schema is read as it is, with a note.
+fn open_store_read_only(args: &Args) -> anyhow::Result<Store> {
+    let (store, version) = Store::open_read_only(&args.db)?;
+    if version < crate::store::SCHEMA_VERSION {
+        eprintln!(
+            "Note: the state database `{}` has schema version {version}; `trueup apply` or `trueup init` \
+             migrates it to {}.",
+            args.db.display(),
+            crate::store::SCHEMA_VERSION
+        );
+    }
+    Ok(store)
+}
+
+/// Arguments of `trueup init`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {}
+
+/// Creates the state database (and its folder), or migrates an existing one, and says
+/// which.
+pub fn init(args: &Args, _: &InitArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(args)?;
+    println!(
+        "The state database `{}` is ready (schema version {}).",
+        store.path().display(),
+        crate::store::SCHEMA_VERSION
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Opens the state database, creating it (and its folder) on first use, and says so.

@@ -2,7 +2,7 @@
 //! and [`crate::graph::render`].
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -16,7 +16,8 @@ use crate::spec::{self, DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE};
 /// Arguments of `trueup validate`.
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// Spec files to check; the built-in spec when none is given
+    /// Spec files to check; else each `--spec`, else the built-in spec
+    #[arg(id = "files", value_name = "SPEC")]
     pub specs: Vec<PathBuf>,
     /// Print diagnostics as JSON on stdout instead of text on stderr
     #[arg(long)]
@@ -27,6 +28,8 @@ pub struct ValidateArgs {
 #[derive(Debug, clap::Args)]
 pub struct GraphArgs {
     /// The spec to draw; else `--spec`, else the built-in spec
+    // Its own id: one named `spec` would shadow the global `--spec`.
+    #[arg(id = "file", value_name = "SPEC")]
     pub spec: Option<PathBuf>,
     /// The diagram language
     #[arg(long, value_enum, default_value = "mermaid")]
@@ -47,14 +50,21 @@ struct Report {
 ///
 /// Only when stdout or stderr cannot be written; unreadable files are reported and
 /// make the exit code 1.
-pub fn validate(_args: &Args, cmd: &ValidateArgs) -> anyhow::Result<ExitCode> {
+pub fn validate(args: &Args, cmd: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    // The files named here, else the specs in force (`--spec`, `TRUEUP_SPEC`), whatever
+    // deployment type each is for, else the built-in spec.
+    let paths: Vec<&Path> = if cmd.specs.is_empty() {
+        args.specs.iter().map(|s| s.path.as_path()).collect()
+    } else {
+        cmd.specs.iter().map(PathBuf::as_path).collect()
+    };
     let mut inputs: Vec<(String, Result<Vec<u8>, String>)> = Vec::new();
-    if cmd.specs.is_empty() {
+    if paths.is_empty() {
         inputs.push((DEFAULT_SPEC_NAME.to_owned(), Ok(DEFAULT_SPEC_SOURCE.as_bytes().to_vec())));
     }
-    for path in &cmd.specs {
+    for path in paths {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read spec `{name}`: {e}"));
+        let bytes = super::read_capped_bytes(path, "spec", super::SPEC_CAP).map_err(|e| format!("{e:#}"));
         inputs.push((name, bytes));
     }
     let mut reports = Vec::new();
@@ -111,8 +121,15 @@ pub fn validate(_args: &Args, cmd: &ValidateArgs) -> anyhow::Result<ExitCode> {
 ///
 /// When the spec cannot be read or is invalid.
 pub fn graph(args: &Args, cmd: &GraphArgs) -> anyhow::Result<ExitCode> {
-    let untyped = args.specs.iter().find(|s| s.kind.is_none()).map(|s| s.path.as_path());
-    let spec = super::load_spec(cmd.spec.as_deref().or(untyped))?;
+    // The file named here, else the `--spec` for every type, else the only `--spec`.
+    let global = match args.specs.as_slice() {
+        [one] => Some(one),
+        many => many.iter().find(|s| s.kind.is_none()),
+    };
+    if cmd.spec.is_none() && global.is_none() && !args.specs.is_empty() {
+        anyhow::bail!("several `--spec TYPE=FILE` and none for every type: name the spec to draw, `trueup graph FILE`");
+    }
+    let spec = super::load_spec(cmd.spec.as_deref().or(global.map(|s| s.path.as_path())))?;
     out!("{}", graph::render(&spec, cmd.format))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -130,7 +130,7 @@ pub fn render_text(plan: &Plan, now: Timestamp, verbosity: Verbosity) -> String 
         let mut last: Option<&str> = None;
         for a in &plan.actions {
             if last != Some(a.project.as_str()) {
-                let _ = writeln!(out, "\n  # project {}", a.project);
+                let _ = writeln!(out, "\n  # project {}", a.project.escape_debug());
                 last = Some(a.project.as_str());
             }
             let (symbol, verb, target) = describe(&a.change, &a.project);
@@ -154,7 +154,9 @@ pub fn render_text(plan: &Plan, now: Timestamp, verbosity: Verbosity) -> String 
                 Level::Warning => "warning",
                 Level::Note => "note",
             };
-            let scope = if f.project.is_empty() { String::new() } else { format!("{}: ", f.project) };
+            // Ids come from the database: a control character in one (an escape sequence,
+            // a newline) is shown escaped, never sent to the terminal.
+            let scope = if f.project.is_empty() { String::new() } else { format!("{}: ", f.project.escape_debug()) };
             let _ = writeln!(out, "  {mark}: {scope}{}", f.message);
         }
     }

@@ -177,9 +177,9 @@ pub fn render_status(status: &Status, verbosity: Verbosity) -> String {
         let _ = writeln!(out, "  (none)");
     }
     for p in &status.projects {
-        let live = p.live.as_deref().unwrap_or("-");
+        let live = p.live.as_deref().unwrap_or("-").escape_debug();
         let inactive = if p.active { "" } else { " (inactive)" };
-        let route = p.route.as_deref().unwrap_or("-");
+        let route = p.route.as_deref().unwrap_or("-").escape_debug();
         // Said once: a link shown as `-> ID (deploying)` says it already.
         let shown = [&p.current, &p.webroot].iter().any(|h| matches!(h, LinkHealth::Deploying(_)));
         let deploying = match p.deploying.as_deref() {
@@ -189,7 +189,8 @@ pub fn render_status(status: &Status, verbosity: Verbosity) -> String {
         let _ = writeln!(
             out,
             "  {}{inactive}: live {live}, current {}, webroot {}, route -> {route}{deploying}",
-            p.id,
+            // Ids come from the database: control characters are shown escaped.
+            p.id.escape_debug(),
             p.current.text(),
             p.webroot.text()
         );
@@ -214,14 +215,14 @@ pub fn render_status(status: &Status, verbosity: Verbosity) -> String {
             (None, None) => "never".into(),
         };
         let limit = d.stuck_after.map(|l| format!(", stuck after {l}")).unwrap_or_default();
-        let owner = d.owner.as_deref().map(|o| format!(", held by {o}")).unwrap_or_default();
+        let owner = d.owner.as_deref().map(|o| format!(", held by {}", o.escape_debug())).unwrap_or_default();
         let verdict = d.verdict.map(|v| format!(": the plan will {v} it")).unwrap_or_default();
         let _ = writeln!(
             out,
             "  {}/{}: {} {}, last progress {age}{limit}, attempts {}{owner}{verdict}",
-            d.project,
-            d.id,
-            d.phase,
+            d.project.escape_debug(),
+            d.id.escape_debug(),
+            d.phase.escape_debug(),
             d.state.to_uppercase(),
             d.attempts
         );

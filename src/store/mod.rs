@@ -35,7 +35,7 @@ mod write;
 
 pub use journal::OpenRun;
 pub use lease::{Fence, Lease};
-pub use read::{JournalEntry, JournalStatus};
+pub use read::{JournalEntry, JournalStatus, Loaded};
 
 pub use write::PhaseUpdate;
 
@@ -51,6 +51,10 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// The oldest schema [`Store::open_read_only`] reads: the reads use no table, column or
+/// value added since (later migrations add indexes and the journal's `skipped` status).
+const OLDEST_READABLE: u32 = 1;
 
 /// How long a statement waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -91,6 +95,28 @@ pub enum StoreError {
         /// What SQLite said.
         #[source]
         source: rusqlite::Error,
+    },
+    /// A read-only command found no database to read; nothing was created.
+    #[error(
+        "no state database at `{path}` ({found}): check `--db`, or create one with `trueup init` \
+         (a first `trueup apply` also does)"
+    )]
+    Missing {
+        /// The path.
+        path: PathBuf,
+        /// What is there instead: no file, or an empty one.
+        found: &'static str,
+    },
+    /// A database too old for a read-only command to read; it was left untouched.
+    #[error(
+        "the state database `{path}` has schema version {found}, too old to read without migrating it; \
+         run `trueup init` or `trueup apply` to migrate it to {SCHEMA_VERSION}"
+    )]
+    OldSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its newest applied migration.
+        found: u32,
     },
     /// The file is not a trueup database; it was not modified.
     #[error("`{path}` is not a trueup state database ({reason}); it was left untouched")]
@@ -277,6 +303,36 @@ impl Store {
         let opened = store.migrate()?;
         store.use_wal()?;
         Ok((store, opened))
+    }
+
+    /// Opens an existing state database for reading only, for `plan` and `status`: it
+    /// creates nothing, migrates nothing and writes nothing. Returns its schema version,
+    /// which may be older than [`SCHEMA_VERSION`] (then [`Store::open`] would migrate it).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Missing`] when there is no file or an empty one,
+    /// [`StoreError::OldSchema`] for a schema older than the reads understand, and the
+    /// errors of [`Store::open`] for a file that is not a trueup database or is newer.
+    pub fn open_read_only(path: &Path) -> Result<(Store, u32), StoreError> {
+        let missing = |found| StoreError::Missing { path: path.to_owned(), found };
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing("no such file")),
+            Err(source) => return Err(StoreError::Read { path: path.to_owned(), source }),
+            Ok(meta) if meta.is_file() && meta.len() == 0 => return Err(missing("an empty file")),
+            Ok(_) => {}
+        }
+        precheck(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        let store = Store { conn, path: path.to_owned(), statements: Cell::new(0) };
+        store.configure()?;
+        match inspect(&store.conn, path, None)? {
+            Found::Empty => Err(missing("an empty file")),
+            Found::At(found) if found < OLDEST_READABLE => Err(StoreError::OldSchema { path: path.to_owned(), found }),
+            Found::At(found) => Ok((store, found)),
+        }
     }
 
     /// The database file.

@@ -67,6 +67,10 @@ pub struct JournalEntry {
     pub token: i64,
 }
 
+/// What [`Store::load_readable`] returns: the projects, the deployments that could be
+/// read, and each row that could not, with its project.
+pub type Loaded = (Vec<Project>, Vec<Deployment>, Vec<(String, StoreError)>);
+
 /// The columns a [`Deployment`] is read from, in [`RawDeployment`]'s order.
 const DEPLOYMENT_COLUMNS: &str = "id, project, service, type, phase, phase_updated_at, heartbeat_at, attempts, \
                                   finished_at, source, metadata, owner, lease_until, created_at";
@@ -95,7 +99,8 @@ struct RawDeployment {
     phase: String,
     phase_updated_at: Option<String>,
     heartbeat_at: Option<String>,
-    attempts: u32,
+    /// Read wide, so that a value out of range is this row's problem, not the query's.
+    attempts: i64,
     finished_at: Option<String>,
     source: String,
     metadata: String,
@@ -131,6 +136,8 @@ impl RawDeployment {
         let Some(kind) = DeploymentType::from_name(&self.kind) else {
             return Err(corrupt("type", format!("unknown type `{}`", self.kind)));
         };
+        let attempts = u32::try_from(self.attempts)
+            .map_err(|_| corrupt("attempts", format!("{} is not a count of attempts", self.attempts)))?;
         let source: Source = serde_json::from_str(&self.source).map_err(|e| corrupt("source", e.to_string()))?;
         let metadata = serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e.to_string()))?;
         let owner = match (self.owner, timestamp("deployments", key, "lease_until", self.lease_until)?) {
@@ -147,7 +154,7 @@ impl RawDeployment {
             service: self.service,
             kind,
             phase: self.phase,
-            attempts: self.attempts,
+            attempts,
             source,
             metadata,
             owner,
@@ -206,8 +213,35 @@ impl Store {
     ///
     /// As [`Store::load`].
     pub fn load_reconcilable(&self, live: &[&str]) -> Result<(Vec<Project>, Vec<Deployment>), StoreError> {
+        let (projects, deployments, mut unreadable) = self.load_readable(live)?;
+        match unreadable.pop() {
+            Some((_, error)) => Err(error),
+            None => Ok((projects, deployments)),
+        }
+    }
+
+    /// [`Store::load_reconcilable`], except that a deployment row that cannot be read
+    /// back (a timestamp an operator edited, a count out of range) does not fail the
+    /// load: it is returned apart, with its project, so that the other projects are
+    /// still reconciled.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sql`] when the database fails; [`StoreError::Corrupt`] for a
+    /// `services` row without its project.
+    pub fn load_readable(&self, live: &[&str]) -> Result<Loaded, StoreError> {
         self.transaction(TransactionBehavior::Deferred, "load the state", || {
-            Ok((self.projects()?, self.deployments_where(&reconcilable(live), live)?))
+            let projects = self.projects()?;
+            let mut deployments = Vec::new();
+            let mut unreadable = Vec::new();
+            for raw in self.raw_deployments_where(&reconcilable(live), live)? {
+                let project = raw.project.clone();
+                match raw.parse() {
+                    Ok(d) => deployments.push(d),
+                    Err(error) => unreadable.push((project, error)),
+                }
+            }
+            Ok((projects, deployments, unreadable))
         })
     }
 
@@ -319,14 +353,17 @@ impl Store {
     /// Deployments matching `filter` (empty, or a `WHERE` clause over `params`), sorted by
     /// project then id: one statement.
     fn deployments_where(&self, filter: &str, params: &[&str]) -> Result<Vec<Deployment>, StoreError> {
+        self.raw_deployments_where(filter, params)?.into_iter().map(RawDeployment::parse).collect()
+    }
+
+    /// The rows of [`Store::deployments_where`], not parsed yet.
+    fn raw_deployments_where(&self, filter: &str, params: &[&str]) -> Result<Vec<RawDeployment>, StoreError> {
         const WHAT: &str = "read `deployments`";
         let text = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY project, id");
-        let raw = self
-            .stmt(WHAT, &text)?
+        self.stmt(WHAT, &text)?
             .query_map(rusqlite::params_from_iter(params), RawDeployment::from_row)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(sql(WHAT))?;
-        raw.into_iter().map(RawDeployment::parse).collect()
+            .map_err(sql(WHAT))
     }
 }
 

@@ -132,6 +132,7 @@ pub fn load(file: &str, source: &str) -> Result<Fixture, Vec<Diagnostic>> {
         images,
         routes: parsed.routes,
         routes_folder_missing: !parsed.routes_folder,
+        unreadable: BTreeMap::new(),
     };
     Ok(Fixture { description: parsed.description, now: parsed.now, world })
 }
@@ -191,6 +192,9 @@ pub(crate) fn yaml_diagnostic(err: &serde_saphyr::Error) -> Diagnostic {
         .location()
         .map(|l| Pos { line: u32::try_from(l.line()).unwrap_or(0), column: u32::try_from(l.column()).unwrap_or(0) })
         .unwrap_or_default();
+    if let serde_saphyr::Error::Budget { breach, .. } = err.without_snippet() {
+        return Diagnostic::error(pos, budget_message(breach));
+    }
     let text = err.without_snippet().to_string();
     // serde-saphyr appends the position to its message; the renderer shows it already.
     let message = text.split(" at line ").next().unwrap_or(&text).trim();
@@ -200,6 +204,25 @@ pub(crate) fn yaml_diagnostic(err: &serde_saphyr::Error) -> Diagnostic {
     // serde names the expected keys or variants; point at the nearest one.
     let Some((found, expected)) = unknown_name(&message) else { return diagnostic };
     diagnostic.suggest(found, expected.split(", ").map(|e| e.trim_matches('`')))
+}
+
+/// What a YAML reader's budget refused, for a person: serde-saphyr's own text is the
+/// `Debug` of its breach (`budget breached: Nodes { nodes: 250001 }`).
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let what = match breach {
+        B::Nodes { nodes } => format!("more than {} values", nodes - 1),
+        B::Events { events } => format!("more than {} YAML events", events - 1),
+        B::Aliases { aliases } => format!("more than {} aliases (`*name`)", aliases - 1),
+        B::Anchors { anchors } => format!("more than {} anchors (`&name`)", anchors - 1),
+        B::Depth { depth } => format!("nesting deeper than {} levels", depth - 1),
+        B::Documents { documents } => format!("more than {} YAML documents", documents - 1),
+        B::ScalarBytes { .. } => "too much text in its values".to_owned(),
+        B::MergeKeys { merge_keys } => format!("more than {} merge keys (`<<`)", merge_keys - 1),
+        B::AliasAnchorRatio { .. } => "far more aliases than anchors (an alias bomb?)".to_owned(),
+        _ => "a size or shape the YAML reader refuses".to_owned(),
+    };
+    format!("the file is too large or too deep to read: {what}")
 }
 
 /// `(found, expected list)` from serde's "unknown field `x`, expected one of a, b".

@@ -19,7 +19,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::routes::{RouteError, observe_routes};
-use crate::model::{Deployment, Layout, Node, Project, World, valid_id};
+use crate::model::{Deployment, Layout, Node, Project, World, valid_id, valid_project_id};
 use crate::spec::Specs;
 use crate::store::{Store, StoreError};
 
@@ -88,7 +88,11 @@ pub fn observe_with_stats(
     cfg: &ObserveConfig,
 ) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
-    let (projects, deployments) = store.load_reconcilable(&specs.live_phases())?;
+    let (projects, deployments, bad_rows) = store.load_readable(&specs.live_phases())?;
+    let mut unreadable = BTreeMap::new();
+    for (project, error) in bad_rows {
+        unreadable.entry(project).or_insert_with(|| error.to_string());
+    }
     let mut scan = Scan::default();
     scan.root(&cfg.root, &projects)?;
     scan.sources(&deployments)?;
@@ -105,6 +109,7 @@ pub fn observe_with_stats(
         images: None,
         routes,
         routes_folder_missing,
+        unreadable,
     };
     Ok((world, scan.stats))
 }
@@ -131,7 +136,7 @@ impl Scan {
             return Ok(());
         }
         let webroot_dir = self.lstat(&root.join("webroot"))? == Some(Kind::Dir);
-        for project in projects.iter().filter(|p| valid_id(&p.id)) {
+        for project in projects.iter().filter(|p| valid_project_id(&p.id)) {
             let layout = Layout::new(root, &project.id);
             if self.lstat(&layout.project_dir())? == Some(Kind::Dir) {
                 self.lstat(&layout.current())?;

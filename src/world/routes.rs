@@ -162,11 +162,25 @@ struct Server {
 /// be read or is not a trueup route comes back with [`Route::problem`] set.
 pub fn read_route(path: &Path) -> Route {
     let project = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-    match std::fs::read_to_string(path) {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(ROUTE_CAP + 1).read_to_end(&mut bytes)) {
+        return broken(None, format!("cannot read it: {e}"));
+    }
+    if bytes.len() as u64 > ROUTE_CAP {
+        return broken(
+            None,
+            format!("it is larger than {} KiB, more than a route file trueup writes", ROUTE_CAP >> 10),
+        );
+    }
+    match String::from_utf8(bytes) {
         Ok(text) => parse_route(project, &text),
-        Err(e) => broken(None, format!("cannot read it: {e}")),
+        Err(_) => broken(None, "it is not UTF-8 text".to_owned()),
     }
 }
+
+/// The largest route file trueup reads: one it writes is a few hundred bytes.
+const ROUTE_CAP: u64 = 256 << 10;
 
 /// Reads the text of `project`'s route file (pure).
 pub fn parse_route(project: &str, text: &str) -> Route {

@@ -1016,7 +1016,7 @@ fn lease_durations_are_bounded_when_parsed_and_the_default_wait_outlasts_the_lea
         ("--lease-ttl", "0s", "at least 1s"),
         ("--lock-timeout", "61m", "at most 1h"),
     ] {
-        let out = Trueup::new(["apply", "--dry-run", flag, value]).staged(&staged).code(2).run();
+        let out = Trueup::new(["apply", "--dry-run", flag, value]).staged(&staged).code(1).run();
         assert!(out.stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{}", out.stderr);
         assert!(out.stderr.contains(limit), "{flag} {value}: {}", out.stderr);
     }

@@ -2,6 +2,7 @@
 
 mod apply_props;
 mod atomic_switch;
+mod cli;
 mod config;
 mod crash;
 mod kinds;

@@ -653,6 +653,7 @@ mod observe {
             containers: None,
             images: None,
             routes_folder_missing: false,
+            unreadable: Default::default(),
             routes: [
                 (
                     "p1".to_owned(),
