@@ -17,14 +17,14 @@ use crate::apply::{self, HookError, Hooks, Report, Status};
 use crate::model::{World, valid_id};
 use crate::plan::{self, Action, Finding, Plan};
 use crate::spec::Specs;
-use crate::store::{Lease, OpenRun, Store, StoreError};
+use crate::store::{Holder, Lease, OpenRun, Store, StoreError, TookOver};
 use crate::time::clock;
 use crate::time::{Duration, Timestamp};
 use crate::world::effects::{Host, RealFs};
 use crate::world::observe::{ObserveConfig, ObserveError, observe};
 
 /// Where the real machine is, and how an apply behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The managed root.
     pub root: PathBuf,
@@ -32,6 +32,13 @@ pub struct Config {
     pub routes_dir: PathBuf,
     /// Who this process is, in the lease and the journal.
     pub owner: String,
+    /// This machine's hostname, recorded in the lease.
+    pub host: String,
+    /// This process's id, recorded in the lease.
+    pub pid: u32,
+    /// Whether a process of this host still runs: a lease whose holder ran here and is
+    /// gone is taken over at once, instead of waiting for it to lapse.
+    pub alive: fn(u32) -> bool,
     /// How long to wait for another apply to finish before giving up.
     pub lock_timeout: std::time::Duration,
     /// How long the lease lasts without renewal (it is renewed before every action).
@@ -354,8 +361,8 @@ pub struct Applied {
     pub report: Report,
     /// The journal's run id.
     pub run: String,
-    /// The holder whose lapsed lease this apply took over, and when it lapsed.
-    pub took_over: Option<(String, Timestamp)>,
+    /// The holder whose lease this apply took over (it lapsed, or its process is gone).
+    pub took_over: Option<TookOver>,
     /// Links that were checked and already pointed where they should.
     pub verified_links: usize,
     /// Earlier applies that died with actions unfinished; this one closed them.
@@ -546,23 +553,20 @@ fn apply_leased(
 }
 
 /// Takes the lease, polling until `cfg.lock_timeout` or until `listener` says to stop.
-/// Returns the lapsed holder it replaced, if any.
+/// Returns the holder it replaced (lapsed, or dead on this host), if any.
 fn take_lease(
     store: &Store,
     cfg: &Config,
     listener: &mut dyn Listener,
-) -> Result<(Lease, Option<(String, Timestamp)>), ReconcileError> {
+) -> Result<(Lease, Option<TookOver>), ReconcileError> {
     let started = std::time::Instant::now();
     loop {
         if let Some(why) = listener.interrupted() {
             return Err(ReconcileError::Interrupted(why));
         }
-        let before = store.lease_holder_at()?;
-        let now = clock::now();
-        match store.acquire_lease(&cfg.owner, now, cfg.lease_ttl) {
-            // A holder whose lease had not lapsed released it between the read and the
-            // acquisition: it finished, and nothing was taken over from it.
-            Ok(lease) => return Ok((lease, before.filter(|(_, until)| *until <= now))),
+        let holder = Holder { owner: &cfg.owner, host: &cfg.host, pid: cfg.pid };
+        match store.acquire_lease_as(holder, clock::now(), cfg.lease_ttl, &cfg.alive) {
+            Ok(taken) => return Ok(taken),
             Err(StoreError::LeaseHeld { owner, until }) => {
                 let waited = started.elapsed();
                 if waited >= cfg.lock_timeout {

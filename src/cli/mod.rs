@@ -15,6 +15,7 @@ use crate::spec::{self, Spec, Specs};
 use crate::time::Timestamp;
 
 mod demo;
+mod lease_cmds;
 mod output;
 mod plan_cmds;
 mod signals;
@@ -163,9 +164,11 @@ pub enum Command {
     /// finishes, the rest are journaled as skipped, the lease is released, and it exits
     /// 130 (SIGINT) or 143 (SIGTERM); a second signal kills it at once.
     ///
-    /// The lease of an apply that died (kill -9, a reboot) stays held until it lapses
-    /// (--lease-ttl, 60s by default); the next apply waits for that (--lock-timeout, 90s
-    /// by default, outlasts it), then takes it over and says from whom.
+    /// The lease records its holder's host and process: when the holder ran on this host
+    /// and its process is gone (kill -9), the next apply takes the lease over at once and
+    /// says from whom. A holder on another host is waited for until its lease lapses
+    /// (--lease-ttl, 60s by default; --lock-timeout, 90s by default, outlasts it).
+    /// `trueup unlock` frees a dead holder's lease without applying.
     ///
     /// With a FILE saved by `trueup plan --out`, applies exactly that plan, and refuses
     /// it if the world changed since, naming what changed.
@@ -196,6 +199,22 @@ pub enum Command {
     ///
     /// Example: trueup status --json
     Status(plan_cmds::StatusArgs),
+
+    /// Free the apply lease of an apply that died
+    ///
+    /// An apply killed with kill -9, or cut off by a crash, leaves its lease held. The
+    /// next apply takes it over at once when the dead holder ran on this host; `unlock`
+    /// frees it without applying anything. It releases the lease when its holder's
+    /// process on this host is gone, or when the lease expired, and refuses a holder that
+    /// may still run (alive on this host, or on another host before its lease expires),
+    /// naming it.
+    ///
+    /// Exit codes: 0 released, or nothing to unlock; 1 the holder may still run, or error.
+    ///
+    /// Example:
+    ///   trueup status && trueup unlock
+    #[command(verbatim_doc_comment)]
+    Unlock(lease_cmds::UnlockArgs),
 }
 
 /// Runs one parsed command line.
@@ -220,6 +239,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Command::Apply(cmd) => plan_cmds::apply(&args, cmd),
         Command::Status(cmd) => plan_cmds::status(&args, cmd),
         Command::Init(cmd) => plan_cmds::init(&args, cmd),
+        Command::Unlock(cmd) => lease_cmds::unlock(&args, cmd),
     }
 }
 

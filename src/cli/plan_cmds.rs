@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use super::lease_cmds::{self, HolderState};
 use super::{Args, load_specs, note, noteln, out, outln, signals};
 use crate::apply;
 use crate::plan::{self, render_json, render_text};
 use crate::reconcile::{self, SavedPlan, Source};
-use crate::store::{Opened, Store};
+use crate::store::{Opened, Store, TookOver};
 use crate::time::Duration;
 use crate::world::fixture;
 
@@ -162,10 +163,22 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let now = super::now(args);
     let (world, _) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
     let status = plan::status(&specs, &world, now);
-    let lease = store.lease_holder_at()?.filter(|(_, until)| *until > crate::time::clock::now());
+    // The real clock, as the lease's expiry is. A lapsed lease is no apply any more.
+    let lease = store
+        .lease_held()?
+        .map(|held| (HolderState::of(&held, crate::time::clock::now()), held))
+        .filter(|(state, _)| *state != HolderState::Lapsed);
     let open = store.open_runs()?;
     if cmd.json {
-        let lease = lease.map(|(owner, until)| serde_json::json!({ "owner": owner, "until": until }));
+        let lease = lease.as_ref().map(|(state, held)| {
+            serde_json::json!({
+                "owner": held.owner,
+                "until": held.until,
+                "host": held.host,
+                "pid": held.pid,
+                "state": state.name(),
+            })
+        });
         let doc = serde_json::json!({
             "format_version": 1,
             "now": status.now,
@@ -182,10 +195,26 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
         outln!("\nwarning: {why}: project `{}` is left alone until the row is fixed", project.escape_debug())?;
     }
     match &lease {
-        Some((owner, until)) => outln!(
-            "\nAn apply is running: `{owner}` holds the lease until {until} (if it died, the lease lapses then)."
+        Some((HolderState::Running, held)) => outln!(
+            "\nAn apply is running: `{}` holds the lease until {} (if it died, the lease lapses then).",
+            held.owner,
+            held.until
         )?,
-        None => {
+        Some((HolderState::Unknown, held)) => outln!(
+            "\nThe lease is held by `{}`{} until {}: trueup cannot tell from this host whether it still runs \
+             (if it died, the lease lapses then).",
+            held.owner,
+            held.host.as_ref().map_or_else(String::new, |host| format!(" on {host}")),
+            held.until
+        )?,
+        _ => {
+            if let Some((_, held)) = &lease {
+                outln!(
+                    "\nThe apply of `{}` ({}) died; the next apply takes over at once, or run `trueup unlock`.",
+                    held.owner,
+                    held.pid.map_or_else(|| "its process".to_owned(), |pid| format!("process {pid}"))
+                )?;
+            }
             for run in &open {
                 outln!(
                     "\nAn apply was interrupted: run `{}` (started {}) left {} actions unfinished. \
@@ -209,13 +238,13 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// How long to wait for another apply to finish, e.g. `30s` or `2m`, at most `1h`.
-    /// The default outlasts the default `--lease-ttl`, so a dead apply's lease lapses
-    /// while the next one waits
+    /// The default outlasts the default `--lease-ttl`, so the lease of a dead apply of
+    /// another host lapses while the next one waits
     #[arg(long, default_value = "90s", value_name = "DURATION", value_parser = lock_timeout)]
     pub lock_timeout: Duration,
     /// How long the apply lease lasts unless renewed, e.g. `60s`, from `1s` to `1d`. It
-    /// is renewed before every action, so it must outlast the slowest one; when an apply
-    /// dies, the next one waits this long for its lease to lapse, then takes it over
+    /// is renewed before every action, so it must outlast the slowest one. A dead apply
+    /// of this host is taken over at once; one of another host only once its lease lapses
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = lease_ttl)]
     pub lease_ttl: Duration,
     /// Print the plan and the results as JSON
@@ -323,8 +352,19 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
             run.unfinished
         );
     }
-    if let Some((owner, until)) = &applied.took_over {
-        noteln!("Took over the apply lease from `{owner}`, whose lease expired at {until} (it died or stalled).");
+    match &applied.took_over {
+        Some(TookOver::Lapsed(held)) => noteln!(
+            "Took over the apply lease from `{}`, whose lease expired at {} (it died or stalled).",
+            held.owner,
+            held.until
+        ),
+        Some(TookOver::Dead(held)) => noteln!(
+            "Took over the lease of `{}` ({} is gone; its lease ran until {}).",
+            held.owner,
+            lease_cmds::process_of(held),
+            held.until
+        ),
+        None => {}
     }
     if cmd.json {
         outln!("{}", reconcile::render_json(&applied, now))?;
@@ -398,11 +438,15 @@ pub(super) fn machine_config(
     routes_dir: &std::path::Path,
     lock_timeout: Duration,
 ) -> reconcile::Config {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let host = lease_cmds::this_host();
+    let pid = std::process::id();
     reconcile::Config {
         root: root.to_owned(),
         routes_dir: routes_dir.to_owned(),
-        owner: format!("trueup-apply@{}:{}", if host.is_empty() { "localhost" } else { &host }, std::process::id()),
+        owner: format!("trueup-apply@{host}:{pid}"),
+        host,
+        pid,
+        alive: lease_cmds::alive,
         lock_timeout: std::time::Duration::from_secs(lock_timeout.secs()),
         lease_ttl: Duration::from_secs(60),
     }

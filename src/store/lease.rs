@@ -34,34 +34,186 @@ pub enum Fence<'a> {
     },
 }
 
+/// Who asks for the lease: its owner name, and the host and process it runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder<'a> {
+    /// Its owner name, as the lease and the journal show it.
+    pub owner: &'a str,
+    /// The machine's hostname.
+    pub host: &'a str,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// The lease row while someone holds it (or held it without releasing it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Who holds it.
+    pub owner: String,
+    /// When it lapses unless renewed (the Unix epoch for an unreadable expiry).
+    pub until: Timestamp,
+    /// The holder's host, unless an older trueup took the lease.
+    pub host: Option<String>,
+    /// The holder's process id, unless an older trueup took the lease.
+    pub pid: Option<u32>,
+}
+
+impl Held {
+    /// Whether the holder is known to be gone: it ran on `host` (this machine) and
+    /// `alive` says its process no longer exists. A holder on another host, or one whose
+    /// host and process are not recorded, cannot be checked from here: it is not gone.
+    pub fn is_gone(&self, host: &str, alive: &dyn Fn(u32) -> bool) -> bool {
+        match (&self.host, self.pid) {
+            (Some(h), Some(pid)) => h == host && !alive(pid),
+            _ => false,
+        }
+    }
+
+    /// Whether its lease lapsed at `now`.
+    pub fn lapsed(&self, now: Timestamp) -> bool {
+        self.until <= now
+    }
+}
+
+/// Why [`Store::acquire_lease_as`] took the lease over from its last holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TookOver {
+    /// Its lease had lapsed.
+    Lapsed(Held),
+    /// Its process, on this host, is gone, whatever its lease's expiry.
+    Dead(Held),
+}
+
+/// What [`Store::unlock_lease`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlocked {
+    /// Nobody held the lease: nothing was changed.
+    Free,
+    /// The lease of a holder that is gone was released.
+    Released(TookOver),
+}
+
 impl Store {
     /// Takes the single-writer lease for `owner` until `now + ttl`, when nobody holds it
-    /// or the holder's lease lapsed. Every acquisition gets a new fencing token.
+    /// or the holder's lease lapsed. Every acquisition gets a new fencing token. The
+    /// holder's host and process are not recorded: see [`Store::acquire_lease_as`].
     ///
     /// # Errors
     ///
     /// [`StoreError::LeaseHeld`] naming the holder while another lease is live;
     /// [`StoreError::Sql`] when the database fails.
     pub fn acquire_lease(&self, owner: &str, now: Timestamp, ttl: Duration) -> Result<Lease, StoreError> {
+        self.acquire(owner, None, now, ttl, &|_| true).map(|(lease, _)| lease)
+    }
+
+    /// Takes the single-writer lease for `holder` until `now + ttl`, recording its host
+    /// and process, when nobody holds it, when the last holder's lease lapsed, or when the
+    /// last holder ran on this host and its process is gone (`alive` answers for a process
+    /// id of this host; the lease's expiry does not matter then). Every acquisition gets a
+    /// new fencing token, so a late write of the holder it replaced is refused. Returns
+    /// the lease and, when it replaced a holder that had not released it, why.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseHeld`] naming the holder while another lease is live;
+    /// [`StoreError::Sql`] when the database fails.
+    pub fn acquire_lease_as(
+        &self,
+        holder: Holder<'_>,
+        now: Timestamp,
+        ttl: Duration,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<(Lease, Option<TookOver>), StoreError> {
+        self.acquire(holder.owner, Some((holder.host, holder.pid)), now, ttl, &|pid| {
+            // This very process is alive, whatever the check says.
+            pid == holder.pid || alive(pid)
+        })
+    }
+
+    fn acquire(
+        &self,
+        owner: &str,
+        process: Option<(&str, u32)>,
+        now: Timestamp,
+        ttl: Duration,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<(Lease, Option<TookOver>), StoreError> {
         const WHAT: &str = "acquire the `lease`";
         let until = now.plus(ttl);
+        let this_host = process.map_or("", |(host, _)| host);
         self.write(WHAT, || {
-            let token: Option<i64> = self
+            let took_over = match self.held()? {
+                None => None,
+                Some(held) if held.lapsed(now) => Some(TookOver::Lapsed(held)),
+                Some(held) if process.is_some() && held.is_gone(this_host, alive) => Some(TookOver::Dead(held)),
+                Some(held) => return Err(StoreError::LeaseHeld { owner: held.owner, until: held.until }),
+            };
+            let token: i64 = self
                 .stmt(
                     WHAT,
-                    "UPDATE lease SET owner = ?1, until = ?2, token = token + 1
-                     WHERE name = 'apply'
-                       AND (owner IS NULL OR until <= ?3 OR length(until) != length(?3))
-                     RETURNING token",
+                    "UPDATE lease SET owner = ?1, until = ?2, host = ?3, pid = ?4, token = token + 1
+                     WHERE name = 'apply' RETURNING token",
                 )?
-                .query_row((owner, until.to_string(), now.to_string()), |r| r.get(0))
-                .optional()
+                .query_row((owner, until.to_string(), process.map(|p| p.0), process.map(|p| p.1)), |r| r.get(0))
                 .map_err(sql(WHAT))?;
-            match token {
-                Some(token) => Ok(Lease { owner: owner.to_owned(), until, token }),
-                None => Err(self.lease_holder()?),
-            }
+            Ok((Lease { owner: owner.to_owned(), until, token }, took_over))
         })
+    }
+
+    /// Releases the lease of a holder that is gone: its lease lapsed at `now`, or it ran
+    /// on `host` (this machine) and `alive` says its process no longer exists. For
+    /// `trueup unlock`, after a crash.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseHeld`] naming the holder when it may still run (nothing is
+    /// changed then); [`StoreError::Sql`] when the database fails.
+    pub fn unlock_lease(
+        &self,
+        host: &str,
+        now: Timestamp,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Unlocked, StoreError> {
+        const WHAT: &str = "unlock the `lease`";
+        self.write(WHAT, || {
+            let took_over = match self.held()? {
+                None => return Ok(Unlocked::Free),
+                Some(held) if held.lapsed(now) => TookOver::Lapsed(held),
+                Some(held) if held.is_gone(host, alive) => TookOver::Dead(held),
+                Some(held) => return Err(StoreError::LeaseHeld { owner: held.owner, until: held.until }),
+            };
+            // The token stays: with no holder, no fence of the dead one passes, and the
+            // next acquisition bumps it.
+            self.exec(
+                WHAT,
+                "UPDATE lease SET owner = NULL, until = NULL, host = NULL, pid = NULL WHERE name = 'apply'",
+                [],
+            )?;
+            Ok(Unlocked::Released(took_over))
+        })
+    }
+
+    /// The lease's holder, with its host and process when recorded, or `None` when free.
+    /// An unreadable expiry is lapsed, as in [`Store::lease_holder_at`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sql`].
+    pub fn lease_held(&self) -> Result<Option<Held>, StoreError> {
+        self.held()
+    }
+
+    fn held(&self) -> Result<Option<Held>, StoreError> {
+        const WHAT: &str = "read the `lease` holder";
+        let row: (Option<String>, Option<String>, Option<String>, Option<i64>) = self
+            .stmt(WHAT, "SELECT owner, until, host, pid FROM lease WHERE name = 'apply'")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(sql(WHAT))?;
+        let (owner, until, host, pid) = row;
+        let Some((owner, until)) = owner.zip(until) else { return Ok(None) };
+        // A process id that is no `u32` (a hand edit) cannot be checked: unknown.
+        let pid = pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
+        Ok(Some(Held { owner, until: parse_until(&until)?, host, pid }))
     }
 
     /// Who holds the lease, or last held it without releasing it, and until when.
@@ -107,7 +259,7 @@ impl Store {
         const WHAT: &str = "release the `lease`";
         self.write(WHAT, || {
             let text =
-                "UPDATE lease SET owner = NULL, until = NULL WHERE name = 'apply' AND token = ?1 AND owner IS NOT NULL";
+                "UPDATE lease SET owner = NULL, until = NULL, host = NULL, pid = NULL WHERE name = 'apply' AND token = ?1 AND owner IS NOT NULL";
             match self.exec(WHAT, text, [lease.token])? {
                 0 => Err(self.stale(lease)?),
                 _ => Ok(()),
@@ -155,13 +307,6 @@ impl Store {
         let (current, _) = self.lease_row()?;
         Ok(StoreError::StaleLease { token: lease.token, current })
     }
-
-    /// The error naming who holds the lease.
-    fn lease_holder(&self) -> Result<StoreError, StoreError> {
-        let (_, held) = self.lease_row()?;
-        let (owner, until) = held.unwrap_or_default();
-        Ok(StoreError::LeaseHeld { owner, until: parse_until(&until)? })
-    }
 }
 
 /// The expiry of the lease row; garbage is lapsed (see [`Store::lease_holder_at`]).
@@ -171,5 +316,25 @@ fn parse_until(text: &str) -> Result<Timestamp, StoreError> {
     match time_column("lease", "apply", "until", text) {
         Ok(until) if text.len() == WIDTH => Ok(until),
         _ => Ok(Timestamp::from_unix(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(host: Option<&str>, pid: Option<u32>) -> Held {
+        Held { owner: "a".to_owned(), until: Timestamp::from_unix(60), host: host.map(str::to_owned), pid }
+    }
+
+    #[test]
+    fn only_a_holder_of_this_host_whose_process_is_gone_is_gone() {
+        let dead = |_: u32| false;
+        let alive = |_: u32| true;
+        assert!(held(Some("h"), Some(7)).is_gone("h", &dead));
+        assert!(!held(Some("h"), Some(7)).is_gone("h", &alive), "alive");
+        assert!(!held(Some("other"), Some(7)).is_gone("h", &dead), "another host cannot be checked");
+        assert!(!held(None, None).is_gone("h", &dead), "an older trueup's lease cannot be checked");
+        assert!(!held(Some("h"), None).is_gone("h", &dead));
     }
 }

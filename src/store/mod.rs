@@ -34,7 +34,7 @@ mod recover;
 mod write;
 
 pub use journal::OpenRun;
-pub use lease::{Fence, Lease};
+pub use lease::{Fence, Held, Holder, Lease, TookOver, Unlocked};
 pub use read::{JournalEntry, JournalStatus, Loaded};
 
 pub use write::PhaseUpdate;
@@ -47,6 +47,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "live phase index", include_str!("migrations/0002_live_phase_index.sql")),
     (3, "journal skipped status", include_str!("migrations/0003_journal_skipped.sql")),
+    (4, "lease holder host and pid", include_str!("migrations/0004_lease_holder.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -429,14 +429,14 @@ struct Killed {
     holder: Option<String>,
 }
 
-/// Starts `trueup apply` with a short lease and kills it with SIGKILL at `at`: the one
-/// caller of a killed apply.
+/// Starts `trueup apply` with a lease of `lease_ttl` and kills it with SIGKILL at `at`:
+/// the one caller of a killed apply.
 #[track_caller]
-fn apply_killed(staged: &Staged, at: KillAt) -> Killed {
+fn apply_killed(staged: &Staged, at: KillAt, lease_ttl: &str) -> Killed {
     let conn = db(staged);
     let (_, token_before) = lease(&conn);
     let mut child: Child =
-        trueup_command(staged, &["apply", "--now", NOW, "--lease-ttl", SHORT_LEASE, "--lock-timeout", "60s"])
+        trueup_command(staged, &["apply", "--now", NOW, "--lease-ttl", lease_ttl, "--lock-timeout", "60s"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -520,7 +520,7 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
     let mut killed_runs = 0;
     let mut last_holder = None;
     for at in [KillAt::Spawned, KillAt::Done(5), KillAt::Done(50), KillAt::Done(90)] {
-        let killed = apply_killed(&staged, at);
+        let killed = apply_killed(&staged, at, SHORT_LEASE);
         let conn = db(&staged);
         if let KillAt::Done(percent) = at {
             assert!(killed.rows > 0 && killed.done * 100 >= killed.rows * percent);
@@ -535,14 +535,14 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
         assert_eq!(twice, vec![], "deployments logged more than once after a crash at {at:?}");
         mids.push(links(&staged, PROJECTS));
 
-        // The dead apply's lease is still held (renewed just before the kill): the next
-        // apply that will not wait is refused, naming the dead holder.
+        // The dead apply's lease is still held (renewed just before the kill), by a
+        // process that is gone: `status` says so.
         if let Some(holder) = &killed.holder {
             assert!(holder.ends_with(&format!(":{}", killed.pid)), "holder `{holder}`, pid {}", killed.pid);
-            let refused = apply_without_waiting(&staged);
-            assert_eq!(refused.status.code(), Some(1), "{}", said(&refused));
-            let stderr = text(&refused.stderr);
-            assert!(stderr.contains(&format!("`{holder}` holds the lease")), "{stderr}");
+            let status = text(&trueup(&staged, &["status", "--now", NOW]).stdout);
+            let died = format!("The apply of `{holder}` (process {}) died", killed.pid);
+            assert!(status.contains(&died) || status.contains("An apply was interrupted: run"), "{status}");
+            assert!(!status.contains("An apply is running"), "{status}");
         } else {
             assert!(matches!(at, KillAt::Spawned), "an apply killed at {at:?} held no lease");
         }
@@ -550,7 +550,8 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
         // as a run with unfinished actions.
         if killed.done > 0 {
             let status = text(&trueup(&staged, &["status", "--now", NOW]).stdout);
-            let shown = status.contains("An apply is running:") || status.contains("An apply was interrupted: run");
+            let shown = status.contains(") died; the next apply takes over at once, or run `trueup unlock`.")
+                || status.contains("An apply was interrupted: run");
             assert!(shown, "status does not show the apply killed at {at:?}:\n{status}");
         }
         last_holder = killed.holder;
@@ -563,7 +564,9 @@ fn an_apply_killed_at_any_point_converges_when_run_again() {
     assert_eq!(holder, None, "the lease is released at the end");
     let took_over = text(&last.stderr);
     let dead = last_holder.expect("the last apply was killed holding the lease");
-    assert!(took_over.contains(&format!("Took over the apply lease from `{dead}`")), "{took_over}");
+    let dead_or_lapsed =
+        [format!("Took over the lease of `{dead}` (process "), format!("Took over the apply lease from `{dead}`")];
+    assert!(dead_or_lapsed.iter().any(|m| took_over.contains(m)), "{took_over}");
     assert!(took_over.contains("was interrupted with"), "the killed runs are not reported:\n{took_over}");
     let open: i64 =
         db(&staged).query_row("SELECT count(*) FROM journal WHERE status = 'planned'", [], |r| r.get(0)).unwrap();
@@ -1048,4 +1051,99 @@ fn a_lease_row_with_an_absurd_expiry_is_lapsed_not_fatal() {
         assert!(text(&next.stderr).contains("Took over the apply lease from `trueup-apply@gone:1`"), "{}", said(&next));
         assert_eq!(lease(&db(&staged)).0, None);
     }
+}
+
+/// This machine's hostname, as trueup records it in the lease.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned()
+}
+
+/// The lease row's expiry, as stored.
+fn lease_until(conn: &Connection) -> Option<String> {
+    conn.query_row("SELECT until FROM lease WHERE name = 'apply'", [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn an_apply_killed_mid_way_is_taken_over_at_once_by_the_next_with_default_flags() {
+    use crate::support::Trueup;
+    let scratch = Scratch::new("dead-holder");
+    let world = damaged(300);
+    let staged = staged(&scratch, &world);
+    // Killed with the default lease of a minute, a third of the way through.
+    let killed = apply_killed(&staged, KillAt::Done(30), "60s");
+    let holder = killed.holder.expect("killed holding the lease");
+    let until: Timestamp = lease_until(&db(&staged)).unwrap().parse().unwrap();
+
+    let status = Trueup::new(["status", "--now", NOW]).staged(&staged).run().stdout;
+    let died = format!(
+        "The apply of `{holder}` (process {}) died; the next apply takes over at once, or run `trueup unlock`.",
+        killed.pid
+    );
+    assert!(status.contains(&died), "{status}");
+    assert!(!status.contains("An apply is running"), "{status}");
+
+    // With default flags: it would wait up to 90s for the lease to lapse, and does not.
+    let started = trueup::time::clock::now();
+    let next = Trueup::new(["apply", "--now", NOW]).staged(&staged).run();
+    assert!(started < until, "the dead apply's lease had lapsed ({until}) before the next began ({started})");
+    let took_over = format!(
+        "Took over the lease of `{holder}` (process {} on {} is gone; its lease ran until {until}).",
+        killed.pid,
+        hostname()
+    );
+    assert!(next.stderr.contains(&took_over), "{}", next.stderr);
+    assert_eq!(lease(&db(&staged)).0, None, "the lease is released at the end");
+    let plan = plan_exit(&staged);
+    assert_eq!(plan.status.code(), Some(0), "{}", said(&plan));
+}
+
+#[test]
+fn unlock_frees_a_dead_holder_and_refuses_a_live_one() {
+    use crate::support::Trueup;
+    use trueup::store::{Holder, Store};
+    let scratch = Scratch::new("unlock");
+    let staged = staged(&scratch, &damaged(3));
+    let out = Trueup::new(["unlock"]).staged(&staged).run();
+    assert_eq!(out.stdout, "The apply lease is free: nothing to unlock.\n");
+    let host = hostname();
+    let ttl = trueup::time::Duration::from_secs(60);
+    let hold = |pid: u32| {
+        let (store, _) = Store::open(&staged.db).unwrap();
+        let holder = Holder { owner: "holder", host: &host, pid };
+        store.acquire_lease_as(holder, trueup::time::clock::now(), ttl, &|_| true).unwrap();
+    };
+
+    // This test's own process holds it: alive, refused, naming it.
+    hold(std::process::id());
+    let refused = Trueup::new(["unlock"]).staged(&staged).code(1).run();
+    let pid = std::process::id();
+    assert!(
+        refused.stderr.contains("error: not unlocking: `holder` holds the apply lease until ")
+            && refused.stderr.contains(&format!("its process {pid} on {host} is running")),
+        "{}",
+        refused.stderr
+    );
+    let status = Trueup::new(["status", "--now", NOW]).staged(&staged).run().stdout;
+    assert!(status.contains("An apply is running: `holder` holds the lease"), "{status}");
+    assert_eq!(lease(&db(&staged)).0.as_deref(), Some("holder"), "a refused unlock changes nothing");
+
+    // A process that ended: its lease is freed, long before it expires.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let (store, _) = Store::open(&staged.db).unwrap();
+    let current = store.lease_held().unwrap().unwrap();
+    drop(store);
+    let conn = Connection::open(&staged.db).unwrap();
+    conn.execute("UPDATE lease SET pid = ?1 WHERE name = 'apply'", [dead]).unwrap();
+    drop(conn);
+    let out = Trueup::new(["unlock"]).staged(&staged).run();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "Released the apply lease of `holder` (process {dead} on {host} is gone). The next apply starts at once.\n"
+        )
+    );
+    assert!(trueup::time::clock::now() < current.until);
+    assert_eq!(lease(&db(&staged)).0, None);
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use trueup::model::{Claim, Deployment, DeploymentType, Project, Service, Source};
 use trueup::model::{LogEntry, LogLevel};
-use trueup::store::{Fence, JournalStatus, Opened, PhaseUpdate, SCHEMA_VERSION, Store, StoreError};
+use trueup::store::{
+    Fence, Held, Holder, JournalStatus, Opened, PhaseUpdate, SCHEMA_VERSION, Store, StoreError, TookOver, Unlocked,
+};
 use trueup::time::{Duration, Timestamp};
 
 pub use crate::scratch::Scratch;
@@ -88,9 +90,14 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
         .unwrap();
     assert_eq!(
         versions,
-        vec![(1, "init".to_owned()), (2, "live phase index".to_owned()), (3, "journal skipped status".to_owned())]
+        vec![
+            (1, "init".to_owned()),
+            (2, "live phase index".to_owned()),
+            (3, "journal skipped status".to_owned()),
+            (4, "lease holder host and pid".to_owned())
+        ]
     );
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
@@ -132,6 +139,7 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
     drop(store);
     // Make it what trueup 1 left: schema 1, without the live-phase index.
     let raw = rusqlite::Connection::open(&db).unwrap();
+    lease_of_schema_3(&raw);
     journal_of_schema_2(&raw);
     raw.execute_batch(
         "DROP INDEX deployments_by_phase; DROP INDEX deployments_claimed; DROP INDEX journal_planned;
@@ -152,6 +160,51 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
         )
         .unwrap();
     assert_eq!(index, 1);
+}
+
+/// Takes migration 4 out: the lease row without its holder's host and process.
+fn lease_of_schema_3(raw: &rusqlite::Connection) {
+    raw.execute_batch(
+        "ALTER TABLE lease DROP COLUMN host; ALTER TABLE lease DROP COLUMN pid;
+         DELETE FROM schema_migrations WHERE version = 4; PRAGMA user_version = 3;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_schema_3_lease_is_migrated_keeping_its_holder_and_waited_for() {
+    let dir = Scratch::new("schema3");
+    let db = dir.join("state.db");
+    drop(open(&db));
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    lease_of_schema_3(&raw);
+    // An apply of trueup 3 holds the lease: no host, no process.
+    raw.execute_batch(
+        "UPDATE lease SET owner = 'trueup-apply@h:7', until = '2025-10-02T12:01:00Z', token = 5 WHERE name = 'apply'",
+    )
+    .unwrap();
+    drop(raw);
+
+    let (store, opened) = Store::open(&db).unwrap();
+    assert_eq!(opened, Opened::Migrated { from: 3, to: SCHEMA_VERSION });
+    let held = store.lease_held().unwrap().unwrap();
+    assert_eq!(
+        held,
+        Held { owner: "trueup-apply@h:7".to_owned(), until: t("2025-10-02T12:01:00Z"), host: None, pid: None }
+    );
+    // Its process is unknown: it is waited for until it lapses, whatever the check says.
+    let me = Holder { owner: "b", host: "h", pid: 8 };
+    let now = t("2025-10-02T12:00:00Z");
+    let err = store.acquire_lease_as(me, now, Duration::from_secs(60), &|_| false).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseHeld { .. }), "{err}");
+    let (lease, took_over) =
+        store.acquire_lease_as(me, t("2025-10-02T12:01:00Z"), Duration::from_secs(60), &|_| false).unwrap();
+    assert_eq!(lease.token, 6, "the token is kept and grows");
+    assert!(matches!(took_over, Some(TookOver::Lapsed(_))));
+    drop(store);
+    let before = snapshot(&dir.0);
+    assert_eq!(Store::open(&db).unwrap().1, Opened::Existing);
+    assert_eq!(snapshot(&dir.0), before, "once migrated, opening changes no byte");
 }
 
 /// Rebuilds the journal as schema 1 and 2 had it (the table of `0001_init.sql`, whose
@@ -175,6 +228,7 @@ fn a_schema_2_journal_is_migrated_and_its_old_skips_become_skipped() {
     let db = dir.join("state.db");
     drop(open(&db));
     let raw = rusqlite::Connection::open(&db).unwrap();
+    lease_of_schema_3(&raw);
     journal_of_schema_2(&raw);
     // As trueup 2 wrote them: a skip was `failed` with a `skipped: ` prefix.
     raw.execute_batch(
@@ -408,6 +462,75 @@ fn a_stale_lease_cannot_write() {
     assert!(matches!(store.append_log(Fence::Lease(&b), &log), Err(StoreError::StaleLease { .. })));
     let c = store.acquire_lease("apply-c", now, ttl).unwrap();
     assert_eq!(c.token, b.token + 1, "a released lease is free at once");
+}
+
+/// The one caller of [`Store::acquire_lease_as`] in the take-over tests: `b` on host `h`,
+/// with `alive` answering for the processes of `h`.
+#[track_caller]
+fn take(
+    store: &Store,
+    now: &str,
+    alive: &dyn Fn(u32) -> bool,
+) -> Result<(trueup::store::Lease, Option<TookOver>), StoreError> {
+    store.acquire_lease_as(Holder { owner: "b", host: "h", pid: 2 }, t(now), Duration::from_secs(60), alive)
+}
+
+#[test]
+fn a_dead_holder_on_this_host_is_taken_over_at_once_and_fenced_off() {
+    let dir = Scratch::new("take-over");
+    let store = open(&dir.join("state.db"));
+    let now = "2025-10-02T12:00:00Z";
+    let a = store
+        .acquire_lease_as(Holder { owner: "a", host: "h", pid: 1 }, t(now), Duration::from_secs(60), &|_| true)
+        .unwrap()
+        .0;
+    let held = store.lease_held().unwrap().unwrap();
+    assert_eq!((held.host.as_deref(), held.pid), (Some("h"), Some(1)), "the holder's host and process are recorded");
+
+    // Alive: waited for, as before.
+    let err = take(&store, now, &|pid| pid == 1).unwrap_err();
+    assert_eq!(err.to_string(), "the state database is being changed by `a` (lease held until 2025-10-02T12:01:00Z)");
+    // Dead on this host: taken over at once, long before its lease lapses.
+    let (b, took_over) = take(&store, now, &|pid| pid != 1).unwrap();
+    assert_eq!(took_over, Some(TookOver::Dead(held)));
+    assert_eq!(b.token, a.token + 1);
+    assert!(matches!(store.renew_lease(&a, t(now), Duration::from_secs(60)), Err(StoreError::StaleLease { .. })));
+    assert!(matches!(store.journal_planned(&a, "run-a", 0, &"x", t(now)), Err(StoreError::StaleLease { .. })));
+    store.release_lease(&b).unwrap();
+    assert_eq!(store.lease_held().unwrap(), None);
+
+    // A holder on another host is never checked, dead or not: waited for until it lapses.
+    store
+        .acquire_lease_as(Holder { owner: "c", host: "elsewhere", pid: 1 }, t(now), Duration::from_secs(60), &|_| true)
+        .unwrap();
+    let err = take(&store, now, &|_| false).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseHeld { ref owner, .. } if owner == "c"), "{err}");
+    let (_, took_over) = take(&store, "2025-10-02T12:01:00Z", &|_| false).unwrap();
+    assert!(matches!(took_over, Some(TookOver::Lapsed(ref h)) if h.owner == "c"), "{took_over:?}");
+}
+
+#[test]
+fn unlock_frees_a_gone_holder_and_refuses_a_live_one() {
+    let dir = Scratch::new("unlock");
+    let store = open(&dir.join("state.db"));
+    let now = t("2025-10-02T12:00:00Z");
+    let ttl = Duration::from_secs(60);
+    assert_eq!(store.unlock_lease("h", now, &|_| false).unwrap(), Unlocked::Free);
+
+    let a = store.acquire_lease_as(Holder { owner: "a", host: "h", pid: 1 }, now, ttl, &|_| true).unwrap().0;
+    let err = store.unlock_lease("h", now, &|_| true).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseHeld { ref owner, .. } if owner == "a"), "a live holder is refused: {err}");
+    let err = store.unlock_lease("other", now, &|_| false).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseHeld { .. }), "another host's live lease cannot be told dead: {err}");
+    assert!(matches!(store.unlock_lease("h", now, &|_| false).unwrap(), Unlocked::Released(TookOver::Dead(_))));
+    assert_eq!(store.lease_held().unwrap(), None);
+    assert!(matches!(store.journal_planned(&a, "run-a", 0, &"x", now), Err(StoreError::StaleLease { .. })));
+
+    store.acquire_lease_as(Holder { owner: "c", host: "other", pid: 1 }, now, ttl, &|_| true).unwrap();
+    let released = store.unlock_lease("h", t("2025-10-02T12:01:00Z"), &|_| true).unwrap();
+    assert!(matches!(released, Unlocked::Released(TookOver::Lapsed(_))), "an expired lease: {released:?}");
+    let next = store.acquire_lease("d", now, ttl).unwrap();
+    assert!(next.token > a.token);
 }
 
 #[test]
