@@ -3,7 +3,7 @@
 //!
 //! Deployment phases and their resume rules are a hierarchical state machine loaded from
 //! YAML ([`spec`]) and interpreted by [`machine`]. A reconciler observes the state store
-//! and the real machine into a [`world::World`], computes a [`plan::Plan`] of repairs, and
+//! and the real machine into a [`model::World`], computes a [`plan::Plan`] of repairs, and
 //! [`apply`] carries it out, idempotently.
 //!
 //! # Architecture: a pure core between two edges
@@ -24,6 +24,8 @@
 //! - [`apply`] is the only caller of effects, and every effect is idempotent: applying an
 //!   action twice equals applying it once.
 //! - A plan computed after a successful apply is empty (convergence).
+//! - Each kind of action is described once, in [`plan::Kind`]'s table: the plan's symbols
+//!   and summary and the apply's counts are derived from it, never listed by hand.
 //! - Nothing the engine did not create is touched: unlabelled containers, files outside
 //!   the managed root, a `current` that is a real directory (moved aside, never deleted).
 //! - The library never prints; the `cli` module (feature `cli`) does.

@@ -4,9 +4,9 @@
 //! each idempotent: applying it twice leaves the machine as applying it once. Two
 //! implementations live here:
 //!
-//! - [`MemoryWorld`] changes a [`World`](super::World) snapshot exactly as the real machine
-//!   would change, sub-step by sub-step, and can crash after any number of sub-steps, so
-//!   property tests can check that a fresh run repairs every interrupted one.
+//! - [`MemoryWorld`] changes a [`World`](crate::model::World) snapshot exactly as the real
+//!   machine would change, sub-step by sub-step, and can crash after any number of
+//!   sub-steps, so property tests can check that a fresh run repairs every interrupted one.
 //! - [`RealFs`] changes the real file system under the managed root and the route files
 //!   (atomic symlink switch, move-aside, atomic route write). Containers and the store are
 //!   not wired yet: it answers those with [`EffectError::NoContainerEngine`] and
