@@ -27,6 +27,8 @@
 //! - Whether a verdict on a stuck deployment may still go through, and what it writes, is
 //!   decided once, by [`model::verdict`]: the store and the in-memory world of the
 //!   property tests both write what it says, and a differential test holds them together.
+//! - Each kind of action is described once, in [`plan::Kind`]'s table: the plan's symbols
+//!   and summary and the apply's counts are derived from it, never listed by hand.
 //! - Nothing the engine did not create is touched: unlabelled containers, files outside
 //!   the managed root, a `current` that is a real directory (moved aside, never deleted).
 //! - The library never prints; the `cli` module (feature `cli`) does.
