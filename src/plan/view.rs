@@ -602,18 +602,14 @@ mod tests {
     use super::*;
     use crate::model::Source;
 
-    #[test]
-    fn progress_is_running_until_the_deadline_and_future_only_after_now() {
-        let spec = crate::spec::default_spec();
-        let now: Timestamp = "2025-10-02T12:00:00Z".parse().unwrap();
-        let at = |secs_ago: i64| Timestamp::from_unix(now.unix() - secs_ago);
-        let building = |last: Timestamp| Deployment {
-            id: "d1".into(),
+    fn deployment(id: &str, phase: &str) -> Deployment {
+        Deployment {
+            id: id.into(),
             project: "p1".into(),
             service: None,
             kind: DeploymentType::Upload,
-            phase: "BUILDING".into(),
-            phase_updated_at: Some(last),
+            phase: phase.into(),
+            phase_updated_at: None,
             heartbeat_at: None,
             attempts: 0,
             finished_at: None,
@@ -621,7 +617,85 @@ mod tests {
             metadata: BTreeMap::new(),
             owner: None,
             created_at: None,
+        }
+    }
+
+    /// Runs `check` with a judge over a project holding `deployments`, whose release
+    /// folders `with_folder` exist.
+    fn judged<T>(deployments: Vec<Deployment>, with_folder: &[&str], check: impl Fn(&Judge<'_, '_>) -> T) -> T {
+        let specs: Specs = crate::spec::default_spec().into();
+        let mut world = World { root: "/r".into(), deployments, ..World::default() };
+        world.projects.push(Project { id: "p1".into(), active: true, domain: None, services: Vec::new() });
+        for id in with_folder {
+            world.files.insert(Layout::new(Path::new("/r"), "p1").release(id), Node::Dir);
+        }
+        let view = ProjectView {
+            project: &world.projects[0],
+            deployments: world.deployments.iter().collect(),
+            latest: None,
+            live: None,
+            judged: BTreeMap::new(),
         };
+        check(&Judge { specs: &specs, spec: specs.of_type(DeploymentType::Upload), world: &world, view: &view })
+    }
+
+    #[test]
+    fn guards_read_attempts_and_earlier_releases() {
+        let mut d = deployment("d2", "HEALTH_CHECK");
+        d.attempts = 2;
+        let live = deployment("d1", "ACTIVE");
+        let (attempts, previous) = judged(vec![d.clone(), live.clone()], &["d1"], |j| {
+            (
+                j.guard(Guard::AttemptsRemaining, &j.view.deployments[0]),
+                j.guard(Guard::HasPreviousRelease, &j.view.deployments[0]),
+            )
+        });
+        assert!(attempts, "2 of 3 attempts used: one remains");
+        assert!(previous, "`d1` is live and has its folder");
+        d.attempts = 3;
+        let attempts = judged(vec![d.clone()], &[], |j| j.guard(Guard::AttemptsRemaining, &j.view.deployments[0]));
+        assert!(!attempts, "3 of 3 attempts used");
+        // An earlier release without its folder, or the deployment itself, is no previous release.
+        assert!(
+            !judged(vec![d.clone(), live.clone()], &[], |j| j.guard(Guard::HasPreviousRelease, &j.view.deployments[0]))
+        );
+        let mut own = d.clone();
+        own.phase = "ACTIVE".into();
+        assert!(!judged(vec![own], &["d2"], |j| j.guard(Guard::HasPreviousRelease, &j.view.deployments[0])));
+        assert!(!judged(vec![d.clone(), deployment("d1", "FAILED")], &["d1"], |j| {
+            j.guard(Guard::HasPreviousRelease, &j.view.deployments[0])
+        }));
+        let image = Deployment { kind: DeploymentType::Image, ..d.clone() };
+        assert!(judged(vec![image], &[], |j| j.guard(Guard::IsImageDeployment, &j.view.deployments[0])));
+        assert!(!judged(vec![d], &[], |j| j.guard(Guard::IsImageDeployment, &j.view.deployments[0])));
+    }
+
+    #[test]
+    fn only_a_live_deployment_created_strictly_later_supersedes() {
+        let at = |t: &str| Some(t.parse::<Timestamp>().unwrap());
+        let stuck = Deployment { created_at: at("2025-10-02T09:00:00Z"), ..deployment("d1", "BUILDING") };
+        let later = Deployment { created_at: at("2025-10-02T10:00:00Z"), ..deployment("d2", "ACTIVE") };
+        let tie = Deployment { created_at: at("2025-10-02T09:00:00Z"), ..deployment("d3", "ACTIVE") };
+        let other_service = Deployment { service: Some("worker".into()), ..later.clone() };
+        let unknown = Deployment { created_at: None, ..later.clone() };
+        let superseded = |others: Vec<Deployment>| {
+            let mut all = vec![stuck.clone()];
+            all.extend(others);
+            judged(all, &[], |j| j.superseded_by(&j.view.deployments[0]).map(|d| d.id.clone()))
+        };
+        assert_eq!(superseded(vec![later.clone()]), Some("d2".into()));
+        assert_eq!(superseded(vec![tie]), None, "created at the same instant is not after it");
+        assert_eq!(superseded(vec![other_service]), None, "another service");
+        assert_eq!(superseded(vec![unknown]), None, "an unknown creation time");
+        assert_eq!(superseded(vec![Deployment { phase: "FAILED".into(), ..later }]), None, "not live");
+    }
+
+    #[test]
+    fn progress_is_running_until_the_deadline_and_future_only_after_now() {
+        let spec = crate::spec::default_spec();
+        let now: Timestamp = "2025-10-02T12:00:00Z".parse().unwrap();
+        let at = |secs_ago: i64| Timestamp::from_unix(now.unix() - secs_ago);
+        let building = |last: Timestamp| Deployment { phase_updated_at: Some(last), ..deployment("d1", "BUILDING") };
         let kind = |d: &Deployment| match progress(&spec, d, now) {
             Progress::Running { .. } => "running",
             Progress::Stuck { .. } => "stuck",
