@@ -646,28 +646,28 @@ mod tests {
         let live = deployment("d1", "ACTIVE");
         let (attempts, previous) = judged(vec![d.clone(), live.clone()], &["d1"], |j| {
             (
-                j.guard(Guard::AttemptsRemaining, &j.view.deployments[0]),
-                j.guard(Guard::HasPreviousRelease, &j.view.deployments[0]),
+                j.guard(Guard::AttemptsRemaining, j.view.deployments[0]),
+                j.guard(Guard::HasPreviousRelease, j.view.deployments[0]),
             )
         });
         assert!(attempts, "2 of 3 attempts used: one remains");
         assert!(previous, "`d1` is live and has its folder");
         d.attempts = 3;
-        let attempts = judged(vec![d.clone()], &[], |j| j.guard(Guard::AttemptsRemaining, &j.view.deployments[0]));
+        let attempts = judged(vec![d.clone()], &[], |j| j.guard(Guard::AttemptsRemaining, j.view.deployments[0]));
         assert!(!attempts, "3 of 3 attempts used");
         // An earlier release without its folder, or the deployment itself, is no previous release.
         assert!(
-            !judged(vec![d.clone(), live.clone()], &[], |j| j.guard(Guard::HasPreviousRelease, &j.view.deployments[0]))
+            !judged(vec![d.clone(), live.clone()], &[], |j| j.guard(Guard::HasPreviousRelease, j.view.deployments[0]))
         );
         let mut own = d.clone();
         own.phase = "ACTIVE".into();
-        assert!(!judged(vec![own], &["d2"], |j| j.guard(Guard::HasPreviousRelease, &j.view.deployments[0])));
+        assert!(!judged(vec![own], &["d2"], |j| j.guard(Guard::HasPreviousRelease, j.view.deployments[0])));
         assert!(!judged(vec![d.clone(), deployment("d1", "FAILED")], &["d1"], |j| {
-            j.guard(Guard::HasPreviousRelease, &j.view.deployments[0])
+            j.guard(Guard::HasPreviousRelease, j.view.deployments[0])
         }));
         let image = Deployment { kind: DeploymentType::Image, ..d.clone() };
-        assert!(judged(vec![image], &[], |j| j.guard(Guard::IsImageDeployment, &j.view.deployments[0])));
-        assert!(!judged(vec![d], &[], |j| j.guard(Guard::IsImageDeployment, &j.view.deployments[0])));
+        assert!(judged(vec![image], &[], |j| j.guard(Guard::IsImageDeployment, j.view.deployments[0])));
+        assert!(!judged(vec![d], &[], |j| j.guard(Guard::IsImageDeployment, j.view.deployments[0])));
     }
 
     #[test]
