@@ -681,7 +681,7 @@ mod tests {
         let superseded = |others: Vec<Deployment>| {
             let mut all = vec![stuck.clone()];
             all.extend(others);
-            judged(all, &[], |j| j.superseded_by(&j.view.deployments[0]).map(|d| d.id.clone()))
+            judged(all, &[], |j| j.superseded_by(j.view.deployments[0]).map(|d| d.id.clone()))
         };
         assert_eq!(superseded(vec![later.clone()]), Some("d2".into()));
         assert_eq!(superseded(vec![tie]), None, "created at the same instant is not after it");
