@@ -154,6 +154,10 @@ pub struct StatusArgs {
     /// Print the status as JSON
     #[arg(long)]
     pub json: bool,
+    /// Exit 2 when something needs repair: a deployment is stuck, a link is broken, or a
+    /// row cannot be read (0: all is well, 1: error)
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 /// Prints each project's live release and link health, and each unfinished deployment.
@@ -169,6 +173,8 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
         .map(|held| (HolderState::of(&held, crate::time::clock::now()), held))
         .filter(|(state, _)| *state != HolderState::Lapsed);
     let open = store.open_runs()?;
+    let attention = status.needs_repair() || !world.unreadable.is_empty();
+    let exit = if cmd.detailed_exitcode && attention { ExitCode::from(2) } else { ExitCode::SUCCESS };
     if cmd.json {
         let lease = lease.as_ref().map(|(state, held)| {
             serde_json::json!({
@@ -188,7 +194,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
             "open_runs": open,
         });
         outln!("{}", serde_json::to_string_pretty(&doc)?)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit);
     }
     out!("{}", plan::render_status(&status, args.verbosity()))?;
     for (project, why) in &world.unreadable {
@@ -226,7 +232,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit)
 }
 
 /// Arguments of `trueup apply`.

@@ -73,6 +73,16 @@ pub struct DeploymentStatus {
     pub owner: Option<String>,
 }
 
+impl Status {
+    /// True when something needs repair: a deployment is stuck (the plan has a verdict for
+    /// it), or a link of a live project is broken and not left to a deployment in flight.
+    pub fn needs_repair(&self) -> bool {
+        let broken = |h: &LinkHealth| !matches!(h, LinkHealth::Ok | LinkHealth::Deploying(_) | LinkHealth::Unknown);
+        self.unfinished.iter().any(|d| d.verdict.is_some())
+            || self.projects.iter().any(|p| p.active && (broken(&p.current) || broken(&p.webroot)))
+    }
+}
+
 /// Reads the status of a world at `now`: the same [`view`] the planner acts on.
 pub fn status(specs: &Specs, world: &World, now: Timestamp) -> Status {
     let view = view(specs, world, now);

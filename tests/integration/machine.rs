@@ -206,7 +206,7 @@ fn route_files_trueup_did_not_write_survive_apply() {
 
 /// A world staged for real in a scratch folder (kept alive by the returned `Scratch`),
 /// from YAML in the fixture format, and its instant.
-fn staged_yaml(label: &str, yaml: &str) -> (Scratch, Staged, trueup::time::Timestamp) {
+pub fn staged_yaml(label: &str, yaml: &str) -> (Scratch, Staged, trueup::time::Timestamp) {
     let fx = fixture::load(label, yaml).unwrap();
     let scratch = Scratch::new(label);
     let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
@@ -214,7 +214,7 @@ fn staged_yaml(label: &str, yaml: &str) -> (Scratch, Staged, trueup::time::Times
 }
 
 /// A fixture of `fixtures/plan/`, staged for real.
-fn staged_fixture(name: &str) -> (Scratch, Staged, trueup::time::Timestamp) {
+pub fn staged_fixture(name: &str) -> (Scratch, Staged, trueup::time::Timestamp) {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan").join(name));
     staged_yaml(name, &text.unwrap())
 }
@@ -342,4 +342,18 @@ fn skipped_actions_are_journaled_as_skipped_and_leave_no_run_open() {
     let again = trueup(&staged, &["apply", "--now", &now]);
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success() && !said.contains("interrupted"), "the next apply closes no run:\n{said}");
+}
+
+#[test]
+fn status_detailed_exitcode_says_whether_anything_needs_repair() {
+    // Stuck deployments and a wrong `current`: 2 until an apply repairs them, then 0.
+    let (_scratch, staged, now) = staged_fixture("0045_many_stuck_after_reboot.yaml");
+    let now = now.to_string();
+    let status = |code| Trueup::new(["status", "--detailed-exitcode"]).staged(&staged).now(&now).code(code);
+    let out = status(2).run();
+    assert!(out.stdout.contains("STUCK"), "{}", out.stdout);
+    status(2).arg("--json").run();
+    Trueup::new(["status"]).staged(&staged).now(&now).run();
+    Trueup::new(["apply"]).staged(&staged).now(&now).run();
+    status(0).run();
 }
