@@ -29,7 +29,7 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success: nothing to do, or all of it done; every spec valid
   1  error: a usage error, an action that failed, an invalid spec, a refused plan
-  2  changes are pending (`plan --detailed-exitcode`), or something needs repair (`status --detailed-exitcode`)
+  2  with `--detailed-exitcode`: changes pending (`plan`), repair needed (`status`)
   130, 143  interrupted by SIGINT or SIGTERM (`apply` finished the action in hand, freed the lease)
   141  standard output was closed (piped into `head`): the command stopped quietly";
 
