@@ -215,6 +215,28 @@ pub enum Command {
     ///   trueup status && trueup unlock
     #[command(verbatim_doc_comment)]
     Unlock(lease_cmds::UnlockArgs),
+
+    /// Print a shell completion script
+    ///
+    /// Examples:
+    ///   trueup completions bash > /etc/bash_completion.d/trueup
+    ///   trueup completions zsh > "${fpath[1]}/_trueup"
+    #[command(verbatim_doc_comment)]
+    Completions(CompletionsArgs),
+
+    /// Print the manual page (roff), generated from this help
+    ///
+    /// Example:
+    ///   trueup man > /usr/local/share/man/man1/trueup.1 && man trueup
+    #[command(verbatim_doc_comment)]
+    Man,
+}
+
+/// Arguments of `trueup completions`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    pub shell: clap_complete::Shell,
 }
 
 /// Runs one parsed command line.
@@ -240,6 +262,20 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Command::Status(cmd) => plan_cmds::status(&args, cmd),
         Command::Init(cmd) => plan_cmds::init(&args, cmd),
         Command::Unlock(cmd) => lease_cmds::unlock(&args, cmd),
+        Command::Completions(cmd) => {
+            let mut script = Vec::new();
+            clap_complete::generate(cmd.shell, &mut <Args as clap::CommandFactory>::command(), "trueup", &mut script);
+            out!("{}", String::from_utf8_lossy(&script))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Args as clap::CommandFactory>::command())
+                .render(&mut page)
+                .context("cannot render the manual page")?;
+            out!("{}", String::from_utf8_lossy(&page))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -395,3 +395,28 @@ fn the_readme_shows_the_shape_apply_json_prints() {
     assert_eq!(keys(&outcome["action"]).last().map(String::as_str), Some("reason"), "{doc:#}");
     assert_eq!(outcome["status"], serde_json::json!({ "status": "done" }), "{doc:#}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Completions and the manual page
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_clap_definitions() {
+    let bash = Trueup::new(["completions", "bash"]).run().stdout;
+    let scratch = Scratch::new("completions");
+    let script = scratch.join("trueup.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let syntax = std::process::Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(syntax.status.success(), "bash rejects the script: {}", String::from_utf8_lossy(&syntax.stderr));
+    for command in ["plan", "apply", "status", "unlock", "init", "completions", "man"] {
+        assert!(bash.contains(command), "bash completion lacks `{command}`");
+    }
+    assert!(Trueup::new(["completions", "zsh"]).run().stdout.starts_with("#compdef trueup"));
+    let out = Trueup::new(["completions", "nosh"]).code(1).run();
+    assert!(out.stderr.contains("possible values: bash, elvish, fish, powershell, zsh"), "{}", out.stderr);
+
+    let man = Trueup::new(["man"]).run().stdout;
+    assert!(man.contains(".TH trueup 1"), "{man}");
+    for command in ["plan", "apply", "status", "unlock", "validate"] {
+        assert!(man.contains(&format!("trueup\\-{command}(1)")), "the manual page lacks `{command}`:\n{man}");
+    }
+}
