@@ -439,6 +439,12 @@ pub trait Listener {
         let _ = (index, total, action, status);
     }
 
+    /// Another apply holds the lease until `until`: this one waits, up to its
+    /// `lock_timeout`. Heard once, when the wait begins.
+    fn waiting(&mut self, owner: &str, until: Timestamp) {
+        let _ = (owner, until);
+    }
+
     /// Why the apply must stop, if it must (a signal, an output that cannot be written),
     /// e.g. `interrupted by SIGTERM`. Asked while waiting for the lease and before each
     /// action: the action in hand finishes, the rest are journaled as skipped with this
@@ -560,6 +566,7 @@ fn take_lease(
     listener: &mut dyn Listener,
 ) -> Result<(Lease, Option<TookOver>), ReconcileError> {
     let started = std::time::Instant::now();
+    let mut heard = false;
     loop {
         if let Some(why) = listener.interrupted() {
             return Err(ReconcileError::Interrupted(why));
@@ -568,6 +575,9 @@ fn take_lease(
         match store.acquire_lease_as(holder, clock::now(), cfg.lease_ttl, &cfg.alive) {
             Ok(taken) => return Ok(taken),
             Err(StoreError::LeaseHeld { owner, until }) => {
+                if !std::mem::replace(&mut heard, true) && !cfg.lock_timeout.is_zero() {
+                    listener.waiting(&owner, until);
+                }
                 let waited = started.elapsed();
                 if waited >= cfg.lock_timeout {
                     let waited = Duration::from_secs(waited.as_secs());

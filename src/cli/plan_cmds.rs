@@ -327,6 +327,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let source = saved.as_ref().map_or(Source::Fresh, Source::Saved);
     let mut shown = Shown {
         now,
+        lock_timeout: cmd.lock_timeout,
         verbosity: args.verbosity(),
         text: !cmd.json,
         progress: std::io::stderr().is_terminal() && !cmd.json,
@@ -402,6 +403,7 @@ fn interrupted_exit() -> ExitCode {
 /// comes, or when the plan cannot be shown.
 struct Shown {
     now: crate::time::Timestamp,
+    lock_timeout: Duration,
     verbosity: plan::Verbosity,
     text: bool,
     progress: bool,
@@ -417,6 +419,16 @@ impl reconcile::Listener for Shown {
         {
             self.broken = Some(err.context("cannot show the plan, so nothing was applied"));
         }
+    }
+
+    fn waiting(&mut self, owner: &str, until: crate::time::Timestamp) {
+        // On stderr, so a script reading the plan from stdout is not disturbed.
+        noteln!(
+            "Waiting for the apply lease: `{}` holds it until {until} (up to `--lock-timeout` {}; \
+             Ctrl-C stops waiting)...",
+            owner.escape_debug(),
+            self.lock_timeout
+        );
     }
 
     fn interrupted(&mut self) -> Option<String> {

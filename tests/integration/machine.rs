@@ -357,3 +357,20 @@ fn status_detailed_exitcode_says_whether_anything_needs_repair() {
     Trueup::new(["apply"]).staged(&staged).now(&now).run();
     status(0).run();
 }
+
+#[test]
+fn an_apply_that_waits_for_the_lease_says_so_on_stderr() {
+    let (_scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
+    // Another apply holds the lease for a minute from now (by the real clock).
+    let (store, _) = trueup::store::Store::open(&staged.db).unwrap();
+    let lease = store
+        .acquire_lease("apply-elsewhere", trueup::time::clock::now(), trueup::time::Duration::from_secs(60))
+        .unwrap();
+    let out = Trueup::new(["apply", "--lock-timeout", "1s"]).staged(&staged).now(&now.to_string()).code(1).run();
+    assert!(out.stderr.contains("Waiting for the apply lease: `apply-elsewhere` holds it until"), "{}", out.stderr);
+    assert!(out.stderr.contains("up to `--lock-timeout` 1s"), "{}", out.stderr);
+    store.release_lease(&lease).unwrap();
+    // No wait, no word of it.
+    let out = Trueup::new(["apply"]).staged(&staged).now(&now.to_string()).run();
+    assert!(!out.stderr.contains("Waiting"), "{}", out.stderr);
+}
