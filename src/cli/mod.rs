@@ -14,6 +14,7 @@ use crate::model::DeploymentType;
 use crate::spec::{self, Spec, Specs};
 use crate::time::Timestamp;
 
+mod color;
 mod demo;
 mod lease_cmds;
 mod output;
@@ -72,6 +73,10 @@ pub struct Args {
     /// List every healthy deployment in flight, instead of one line that sums them up
     #[arg(long, short, global = true)]
     pub verbose: bool,
+
+    /// Colour the text output: `auto` on a terminal unless `NO_COLOR` is set
+    #[arg(long, global = true, value_enum, default_value_t = color::ColorChoice::Auto, value_name = "WHEN")]
+    pub color: color::ColorChoice,
 
     /// Pretend the time is this instant (RFC 3339), e.g. to ask what would happen at 3 a.m.
     #[arg(long, global = true, value_name = "RFC3339")]
@@ -392,6 +397,11 @@ pub fn read_capped_bytes(path: &std::path::Path, what: &str, cap: u64) -> anyhow
 }
 
 impl Args {
+    /// `text` coloured as `--color` (and `NO_COLOR`) say, for standard output.
+    pub fn paint(&self, text: &str) -> String {
+        color::paint(text, self.color.enabled())
+    }
+
     /// How much of what is healthy the text output lists.
     pub fn verbosity(&self) -> crate::plan::Verbosity {
         if self.verbose { crate::plan::Verbosity::Verbose } else { crate::plan::Verbosity::Brief }

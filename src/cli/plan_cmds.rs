@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::lease_cmds::{self, HolderState};
-use super::{Args, load_specs, note, noteln, out, outln, signals};
+use super::{Args, color, load_specs, note, noteln, out, outln, signals};
 use crate::apply;
 use crate::plan::{self, render_json, render_text};
 use crate::reconcile::{self, SavedPlan, Source};
@@ -45,7 +45,7 @@ pub fn simulate(args: &Args, cmd: &SimulateArgs) -> anyhow::Result<ExitCode> {
     if cmd.json {
         outln!("{}", render_json(&plan, now))?;
     } else {
-        out!("{}", render_text(&plan, now, args.verbosity()))?;
+        out!("{}", args.paint(&render_text(&plan, now, args.verbosity())))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -84,7 +84,7 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     if cmd.json {
         outln!("{}", render_json(&plan, now))?;
     } else {
-        out!("{}", render_text(&plan, now, args.verbosity()))?;
+        out!("{}", args.paint(&render_text(&plan, now, args.verbosity())))?;
     }
     if let Some(out) = &cmd.out {
         let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))? + "\n";
@@ -196,7 +196,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(exit);
     }
-    out!("{}", plan::render_status(&status, args.verbosity()))?;
+    out!("{}", args.paint(&plan::render_status(&status, args.verbosity())))?;
     for (project, why) in &world.unreadable {
         outln!("\nwarning: {why}: project `{}` is left alone until the row is fixed", project.escape_debug())?;
     }
@@ -319,7 +319,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         if cmd.json {
             outln!("{}", render_json(&plan, now))?;
         } else {
-            out!("{}", render_text(&plan, now, args.verbosity()))?;
+            out!("{}", args.paint(&render_text(&plan, now, args.verbosity())))?;
             outln!("\nDry run: nothing was changed.")?;
         }
         return Ok(ExitCode::SUCCESS);
@@ -328,6 +328,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut shown = Shown {
         now,
         lock_timeout: cmd.lock_timeout,
+        color: args.color.enabled(),
         verbosity: args.verbosity(),
         text: !cmd.json,
         progress: std::io::stderr().is_terminal() && !cmd.json,
@@ -404,6 +405,8 @@ fn interrupted_exit() -> ExitCode {
 struct Shown {
     now: crate::time::Timestamp,
     lock_timeout: Duration,
+    /// Whether the plan is coloured.
+    color: bool,
     verbosity: plan::Verbosity,
     text: bool,
     progress: bool,
@@ -415,7 +418,7 @@ impl reconcile::Listener for Shown {
     fn planned(&mut self, plan: &plan::Plan) {
         // Shown (and flushed) before the first change, even when stdout is a pipe.
         if self.text
-            && let Err(err) = out!("{}", render_text(plan, self.now, self.verbosity))
+            && let Err(err) = out!("{}", color::paint(&render_text(plan, self.now, self.verbosity), self.color))
         {
             self.broken = Some(err.context("cannot show the plan, so nothing was applied"));
         }

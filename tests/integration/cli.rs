@@ -420,3 +420,16 @@ fn completions_and_the_manual_page_come_from_the_clap_definitions() {
         assert!(man.contains(&format!("trueup\\-{command}(1)")), "the manual page lacks `{command}`:\n{man}");
     }
 }
+
+#[test]
+fn colours_only_when_asked_or_on_a_terminal() {
+    let fixture = "fixtures/plan/0045_many_stuck_after_reboot.yaml";
+    let piped = Trueup::new(["simulate", fixture]).run().stdout;
+    assert!(!piped.contains('\x1b'), "no colour in a pipe: {piped}");
+    let always = Trueup::new(["simulate", "--color", "always", fixture]).env("NO_COLOR", "1").run().stdout;
+    assert!(always.contains("    \x1b[33m~\x1b[0m resume"), "{always}");
+    assert!(always.contains("    \x1b[31mx\x1b[0m fail"), "{always}");
+    let json = Trueup::new(["simulate", "--color", "always", "--json", fixture]).run().stdout;
+    assert!(!json.contains('\x1b'), "JSON is never coloured");
+    Trueup::new(["simulate", "--color", "sometimes", fixture]).code(1).run();
+}
