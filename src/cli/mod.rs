@@ -71,8 +71,12 @@ pub struct Args {
     pub specs: Vec<SpecArg>,
 
     /// List every healthy deployment in flight, instead of one line that sums them up
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
+
+    /// Say only what needs a person: warnings, errors, failed actions and the closing line
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 
     /// Colour the text output: `auto` on a terminal unless `NO_COLOR` is set
     #[arg(long, global = true, value_enum, default_value_t = color::ColorChoice::Auto, value_name = "WHEN")]
@@ -404,7 +408,11 @@ impl Args {
 
     /// How much of what is healthy the text output lists.
     pub fn verbosity(&self) -> crate::plan::Verbosity {
-        if self.verbose { crate::plan::Verbosity::Verbose } else { crate::plan::Verbosity::Brief }
+        match (self.quiet, self.verbose) {
+            (true, _) => crate::plan::Verbosity::Quiet,
+            (false, true) => crate::plan::Verbosity::Verbose,
+            (false, false) => crate::plan::Verbosity::Brief,
+        }
     }
 }
 

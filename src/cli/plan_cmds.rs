@@ -377,7 +377,18 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     if cmd.json {
         outln!("{}", reconcile::render_json(&applied, now))?;
     } else {
-        if !applied.plan.actions.is_empty() {
+        if args.quiet {
+            // Only what did not go through, each with why.
+            for o in applied.report.outcomes.iter().filter(|o| o.status != apply::Status::Done) {
+                let (_, verb, target) = plan::describe(&o.action.change, &o.action.project);
+                let (mark, why) = match &o.status {
+                    apply::Status::Failed(why) => ("FAILED ", why),
+                    apply::Status::Skipped(why) => ("skipped", why),
+                    apply::Status::Done => continue,
+                };
+                outln!("  {mark} {}: {verb} {target}\n          {why}", o.action.project.escape_debug())?;
+            }
+        } else if !applied.plan.actions.is_empty() {
             out!("\n{}", apply::render_report(&applied.report))?;
         }
         outln!("{}", applied.summary_line())?;

@@ -147,6 +147,9 @@ pub enum Change {
 /// How much of what is healthy a text rendering lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Verbosity {
+    /// Only what needs a person: warnings, errors and the closing line; no list of
+    /// changes, no notes.
+    Quiet,
     /// Healthy deployments in flight are summed up in one line.
     #[default]
     Brief,

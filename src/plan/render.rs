@@ -125,6 +125,8 @@ pub fn render_text(plan: &Plan, now: Timestamp, verbosity: Verbosity) -> String 
         let _ = writeln!(out, "No changes to make at {now}, but {warnings} warning{s} below {verb} a person.");
     } else if plan.actions.is_empty() {
         let _ = writeln!(out, "No changes. The world matches its deployments at {now}.");
+    } else if verbosity == Verbosity::Quiet {
+        let _ = writeln!(out, "trueup will make {} changes at {now}.", plan.actions.len());
     } else {
         let _ = writeln!(out, "trueup will make these changes at {now}:");
         let mut last: Option<&str> = None;
@@ -140,7 +142,12 @@ pub fn render_text(plan: &Plan, now: Timestamp, verbosity: Verbosity) -> String 
     }
     let brief = verbosity == Verbosity::Brief;
     let flying: BTreeSet<&str> = plan.findings.iter().filter_map(|f| f.in_flight.as_deref()).collect();
-    if !plan.findings.is_empty() {
+    let shown = |f: &&super::Finding| match verbosity {
+        Verbosity::Quiet => f.level != Level::Note,
+        Verbosity::Brief => f.in_flight.is_none(),
+        Verbosity::Verbose => true,
+    };
+    if plan.findings.iter().any(|f| shown(&f)) || (brief && !flying.is_empty()) {
         let _ = writeln!(out, "\nFindings (not changed):");
         if brief && !flying.is_empty() {
             let stuck = plan.actions.iter().filter(|a| a.change.is_verdict()).count();
@@ -148,7 +155,7 @@ pub fn render_text(plan: &Plan, now: Timestamp, verbosity: Verbosity) -> String 
             let line = super::status::deployments_in_flight(flying.len());
             let _ = writeln!(out, "  note: {line}, {stuck} (`--verbose` lists each)");
         }
-        for f in plan.findings.iter().filter(|f| !brief || f.in_flight.is_none()) {
+        for f in plan.findings.iter().filter(shown) {
             let mark = match f.level {
                 Level::Error => "error",
                 Level::Warning => "warning",

@@ -211,7 +211,7 @@ pub fn render_status(status: &Status, verbosity: Verbosity) -> String {
     }
     let healthy = |d: &&DeploymentStatus| matches!(d.state, "in_flight" | "held");
     let flying = status.unfinished.iter().filter(healthy).count();
-    let quiet = verbosity == Verbosity::Brief && flying > 0;
+    let quiet = verbosity != Verbosity::Verbose && flying > 0;
     if quiet {
         let others = status.unfinished.len() - flying;
         let rest = if others == 0 { "nothing else".to_owned() } else { format!("{others} more below") };

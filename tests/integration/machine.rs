@@ -374,3 +374,33 @@ fn an_apply_that_waits_for_the_lease_says_so_on_stderr() {
     let out = Trueup::new(["apply"]).staged(&staged).now(&now.to_string()).run();
     assert!(!out.stderr.contains("Waiting"), "{}", out.stderr);
 }
+
+#[test]
+fn quiet_says_only_what_needs_a_person() {
+    // Two missing links; p1's folder is immutable, so its link fails and p2's is made.
+    let yaml = r#"
+description: "two missing links, one of which cannot be made"
+now: 2025-10-02T12:00:00Z
+root: /var/www
+projects: [ { id: p1 }, { id: p2 } ]
+deployments:
+  - { id: a1, project: p1, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+  - { id: b1, project: p2, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+files:
+  /var/www/p1/deployments/a1/public/index.html: file
+  /var/www/webroot/p1: { symlink: /var/www/p1/current/public }
+  /var/www/p2/deployments/b1/public/index.html: file
+  /var/www/webroot/p2: { symlink: /var/www/p2/current/public }
+"#;
+    let (_scratch, staged, now) = staged_yaml("quiet", yaml);
+    let now = now.to_string();
+    let plan = Trueup::new(["plan", "-q"]).staged(&staged).now(&now).run().stdout;
+    assert_eq!(plan, format!("trueup will make 2 changes at {now}.\n\nPlan: 2 symlink repairs.\n"));
+    let frozen = Immutable::new(&staged.root.join("p1"));
+    let out = Trueup::new(["apply", "--quiet"]).staged(&staged).now(&now).code(1).run();
+    drop(frozen);
+    assert!(out.stdout.contains("FAILED  p1: link"), "{}", out.stdout);
+    assert!(!out.stdout.contains("done    p2"), "a done action is not said: {}", out.stdout);
+    assert!(!out.stdout.contains("because"), "no list of changes: {}", out.stdout);
+    assert!(out.stdout.contains("Summary: "), "{}", out.stdout);
+}
