@@ -404,3 +404,37 @@ files:
     assert!(!out.stdout.contains("because"), "no list of changes: {}", out.stdout);
     assert!(out.stdout.contains("Summary: "), "{}", out.stdout);
 }
+
+#[test]
+fn a_project_folder_that_links_out_of_the_root_is_never_read_or_written() {
+    // `ROOT/p1` links to a folder outside the root that holds what looks like a project:
+    // a dangling `current` and a release. Following the link would "repair" it.
+    let yaml = r#"
+description: "a project folder that is a symlink out of the root, beside a sound project"
+now: 2025-10-02T12:00:00Z
+root: /var/www
+projects: [ { id: p1 }, { id: p2 } ]
+deployments:
+  - { id: d0, project: p1, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+  - { id: e0, project: p2, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
+files:
+  /var/www/p2/deployments/e0/public/index.html: file
+  /var/www/p2/current: { symlink: /var/www/p2/deployments/e0 }
+  /var/www/webroot/p2: { symlink: /var/www/p2/current/public }
+"#;
+    let (scratch, staged, now) = staged_yaml("outside", yaml);
+    let outside = scratch.join("outside-p1");
+    std::fs::create_dir_all(outside.join("deployments/d0/public")).unwrap();
+    std::os::unix::fs::symlink("deployments/gone", outside.join("current")).unwrap();
+    std::os::unix::fs::symlink(&outside, staged.root.join("p1")).unwrap();
+    let before = crate::support::tree(&outside);
+
+    let json = Trueup::new(["plan", "--json"]).staged(&staged).now(&now.to_string()).run().json();
+    let actions = json["actions"].as_array().unwrap();
+    assert!(actions.iter().all(|a| a["project"] != "p1"), "an action on p1: {json}");
+    let findings = json["findings"].to_string();
+    assert!(findings.contains("is never followed, and the project is left alone"), "{findings}");
+    Trueup::new(["apply"]).staged(&staged).now(&now.to_string()).run();
+    assert_eq!(crate::support::tree(&outside), before, "the folder outside the root changed");
+    assert_eq!(std::fs::read_link(outside.join("current")).unwrap(), Path::new("deployments/gone"));
+}
