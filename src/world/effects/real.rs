@@ -68,7 +68,49 @@ fn lstat(path: &Path) -> Result<Option<fs::Metadata>, EffectError> {
 
 /// Makes the folder entries of `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), EffectError> {
-    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err("sync folder", dir))
+    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err("sync folder", dir))?;
+    #[cfg(test)]
+    trace::push(trace::Event::Synced(dir.to_owned()));
+    Ok(())
+}
+
+/// `rename(2)`, recorded in tests so they can check that every rename is made durable.
+fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    #[cfg(test)]
+    trace::push(trace::Event::Renamed(to.to_owned()));
+    Ok(())
+}
+
+/// What the tests record of the real adapter's durability, on this thread.
+#[cfg(test)]
+pub(crate) mod trace {
+    use std::cell::RefCell;
+    use std::path::PathBuf;
+
+    /// One recorded step.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) enum Event {
+        /// A rename landed at this path.
+        Renamed(PathBuf),
+        /// This folder was fsynced.
+        Synced(PathBuf),
+        /// The executor recorded action `n` as done.
+        Done(usize),
+    }
+
+    thread_local! {
+        static EVENTS: RefCell<Vec<Event>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) fn push(event: Event) {
+        EVENTS.with(|e| e.borrow_mut().push(event));
+    }
+
+    /// The events recorded so far, and a fresh start.
+    pub(crate) fn take() -> Vec<Event> {
+        EVENTS.with(|e| std::mem::take(&mut *e.borrow_mut()))
+    }
 }
 
 fn parent(path: &Path) -> &Path {
@@ -143,7 +185,7 @@ pub fn switch_link(root: &Path, path: &Path, target: &Path) -> Result<(), Effect
         }
     }
     std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create link", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("rename link over", path))?;
+    rename(&tmp, path).map_err(io_err("rename link over", path))?;
     sync_dir(parent(path))
 }
 
@@ -168,7 +210,7 @@ pub fn move_aside(root: &Path, path: &Path, to: &Path) -> Result<Option<PathBuf>
         _ => return Ok(None),
     }
     let to = free_aside(path, to, |c| Ok(lstat(c)?.is_some()))?;
-    fs::rename(path, &to).map_err(io_err("move aside", path))?;
+    rename(path, &to).map_err(io_err("move aside", path))?;
     sync_dir(parent(path))?;
     if parent(&to) != parent(path) {
         sync_dir(parent(&to))?;
@@ -210,7 +252,7 @@ pub fn write_route_file(dir: &Path, project: &str, text: &str) -> Result<(), Eff
     let mut f = fs::File::create_new(&tmp).map_err(io_err("create", &tmp))?;
     f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io_err("write", &tmp))?;
     drop(f);
-    fs::rename(&tmp, &file).map_err(io_err("rename route file over", &file))?;
+    rename(&tmp, &file).map_err(io_err("rename route file over", &file))?;
     sync_dir(dir)
 }
 
@@ -248,7 +290,7 @@ pub fn remove_route_file(dir: &Path, project: &str, now: Timestamp) -> Result<()
         return Ok(());
     }
     let to = super::free_aside(&file, &super::removed_route_path(&file, now), |p| Ok(lstat(p)?.is_some()))?;
-    match fs::rename(&file, &to) {
+    match rename(&file, &to) {
         Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("move the removed route file", &file)(e)),
@@ -343,6 +385,75 @@ mod tests {
         let mut v: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         v.sort();
         v
+    }
+
+    /// Records in the trace when the executor marks an action done, as the journal would.
+    struct DoneHooks;
+
+    impl crate::apply::Hooks for DoneHooks {
+        fn finished(
+            &mut self,
+            index: usize,
+            _: &crate::plan::Action,
+            status: &crate::apply::Status,
+        ) -> Result<(), crate::apply::HookError> {
+            if *status == crate::apply::Status::Done {
+                trace::push(trace::Event::Done(index));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_rename_is_synced_in_its_folder_before_its_action_is_done() {
+        use crate::plan::{Action, Change, Plan};
+        let t = TempRoot::new("durable");
+        let root = t.0.join("root");
+        let routes = t.0.join("routes");
+        fs::create_dir_all(&routes).unwrap();
+        let d0 = release(&root, "d0");
+        fs::create_dir_all(root.join("p1/current")).unwrap(); // a real folder in the way
+        fs::write(routes.join("gone.yaml"), format!("{}\n", header_line("gone", "x1"))).unwrap();
+        let now: Timestamp = "2025-10-02T12:00:00Z".parse().unwrap();
+        let act = |project: &str, change| Action { project: project.into(), change, reason: "test".into() };
+        let current = root.join("p1/current");
+        let plan = Plan {
+            actions: vec![
+                act("p1", Change::MoveAside { path: current.clone(), to: root.join("p1/current.aside") }),
+                act("p1", Change::Link { path: current.clone(), before: None, target: d0.clone() }),
+                act("p1", Change::Link { path: root.join("webroot/p1"), before: None, target: current.join("public") }),
+                act(
+                    "p1",
+                    Change::WriteRoute {
+                        deployment: "d0".into(),
+                        upstream: "http://127.0.0.1:8080".into(),
+                        domain: "p1.localhost".into(),
+                    },
+                ),
+                act("gone", Change::RemoveRoute { deployment: Some("x1".into()) }),
+            ],
+            findings: Vec::new(),
+            fingerprint: String::new(),
+        };
+        trace::take();
+        let report = crate::apply::apply(&plan, &mut RealFs::new(&root, &routes), now, &mut DoneHooks);
+        assert!(report.all_done(), "{report:?}");
+        let events = trace::take();
+        // Every rename is followed by an fsync of the folder it landed in, before the
+        // action that made it is marked done.
+        let mut renames = 0;
+        for (i, event) in events.iter().enumerate() {
+            let trace::Event::Renamed(to) = event else { continue };
+            renames += 1;
+            let folder = to.parent().unwrap();
+            let synced = events[i + 1..]
+                .iter()
+                .take_while(|e| !matches!(e, trace::Event::Done(_)))
+                .any(|e| *e == trace::Event::Synced(folder.to_owned()));
+            assert!(synced, "the rename to `{}` is not synced before its action is done: {events:?}", to.display());
+        }
+        assert_eq!(renames, 5, "one rename per action: {events:?}");
+        assert_eq!(events.iter().filter(|e| matches!(e, trace::Event::Done(_))).count(), 5);
     }
 
     #[test]
