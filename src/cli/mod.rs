@@ -229,7 +229,7 @@ pub enum Command {
     ///
     /// Examples:
     ///   trueup completions bash > /etc/bash_completion.d/trueup
-    ///   trueup completions zsh > "${fpath[1]}/_trueup"
+    ///   trueup completions zsh > ~/.zfunc/_trueup
     #[command(verbatim_doc_comment)]
     Completions(CompletionsArgs),
 
