@@ -179,6 +179,8 @@ proptest! {
             if down {
                 prop_assert!(relinked, "a down `current` is repaired: {:?}", p);
                 prop_assert!(!matches!(p.current, LinkHealth::Deploying(_)), "{:?}", p);
+                // The webroot leads through `current`: it serves nothing either.
+                prop_assert_ne!(&p.webroot, &LinkHealth::Ok, "{:?}", p);
             } else {
                 prop_assert_eq!(p.deploying.is_some(), !relinked, "{:?}", p);
                 prop_assert_eq!(matches!(p.current, LinkHealth::Deploying(_)), p.deploying.is_some(), "{:?}", p);
