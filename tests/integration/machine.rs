@@ -155,11 +155,9 @@ impl Drop for Immutable {
     }
 }
 
-#[test]
-fn one_failing_action_does_not_stop_the_others() {
-    // p1's `current` is missing and its project folder is immutable, so the link cannot be
-    // made; p2's `current` is missing too and must be repaired all the same.
-    let yaml = r#"
+/// Two projects whose `current` is missing; the tests make p1's folder immutable, so its
+/// link cannot be made.
+const TWO_MISSING_LINKS: &str = r#"
 description: "a link that cannot be made on one project, a missing link on another"
 now: 2025-10-02T12:00:00Z
 root: /var/www
@@ -173,7 +171,12 @@ files:
   /var/www/p2/deployments/b1/public/index.html: file
   /var/www/webroot/p2: { symlink: /var/www/p2/current/public }
 "#;
-    let (_scratch, staged, now) = staged_yaml("partial", yaml);
+
+#[test]
+fn one_failing_action_does_not_stop_the_others() {
+    // p1's `current` is missing and its project folder is immutable, so the link cannot be
+    // made; p2's `current` is missing too and must be repaired all the same.
+    let (_scratch, staged, now) = staged_yaml("partial", TWO_MISSING_LINKS);
     let frozen = Immutable::new(&staged.root.join("p1"));
     let out = trueup(&staged, &["apply", "--now", &now.to_string()]);
     drop(frozen);
@@ -378,21 +381,7 @@ fn an_apply_that_waits_for_the_lease_says_so_on_stderr() {
 #[test]
 fn quiet_says_only_what_needs_a_person() {
     // Two missing links; p1's folder is immutable, so its link fails and p2's is made.
-    let yaml = r#"
-description: "two missing links, one of which cannot be made"
-now: 2025-10-02T12:00:00Z
-root: /var/www
-projects: [ { id: p1 }, { id: p2 } ]
-deployments:
-  - { id: a1, project: p1, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
-  - { id: b1, project: p2, type: upload, phase: ACTIVE, finished_at: 2025-10-01T09:00:00Z }
-files:
-  /var/www/p1/deployments/a1/public/index.html: file
-  /var/www/webroot/p1: { symlink: /var/www/p1/current/public }
-  /var/www/p2/deployments/b1/public/index.html: file
-  /var/www/webroot/p2: { symlink: /var/www/p2/current/public }
-"#;
-    let (_scratch, staged, now) = staged_yaml("quiet", yaml);
+    let (_scratch, staged, now) = staged_yaml("quiet", TWO_MISSING_LINKS);
     let now = now.to_string();
     let plan = Trueup::new(["plan", "-q"]).staged(&staged).now(&now).run().stdout;
     assert_eq!(plan, format!("trueup will make 2 changes at {now}.\n\nPlan: 2 symlink repairs.\n"));
