@@ -19,7 +19,7 @@ mod view;
 
 pub use kind::{Group, Kind, Planned, Tally};
 pub use render::{Summary, describe, render_json, render_text};
-pub use rules::HELPER_MAX_AGE;
+pub use rules::{HELPER_MAX_AGE, plan};
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
 pub use view::{
     Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, releases, view,
@@ -208,45 +208,6 @@ impl Plan {
     pub fn errors(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(|f| f.level == Level::Error)
     }
-}
-
-/// Computes the plan that makes `world` true at `now` under `specs`.
-///
-/// The order of the actions is the order of the rules (deployments, links, containers,
-/// routes) within each project, projects sorted by id; findings follow the same order.
-/// A project with a row the store could not read ([`World::unreadable`]) is left alone as
-/// a whole, with one warning that names the row: what is missing may be its live
-/// release, and the others are planned as usual. So is a project whose name the layout
-/// reserves ([`crate::model::RESERVED_PROJECT_IDS`]): its folder is not its own.
-pub fn plan(specs: &crate::spec::Specs, world: &World, now: Timestamp) -> Plan {
-    let mut plan = rules::plan(specs, world, now);
-    let mut held: std::collections::BTreeMap<&str, String> = world
-        .unreadable
-        .iter()
-        .map(|(project, why)| {
-            (
-                project.as_str(),
-                format!("{why}: project `{}` is left alone until the row is fixed", project.escape_debug()),
-            )
-        })
-        .collect();
-    for project in world.projects.iter().filter(|p| crate::model::RESERVED_PROJECT_IDS.contains(&p.id.as_str())) {
-        let why = format!(
-            "project name `{}` is reserved by the layout (`ROOT/webroot`, `ROOT/PROJECT/current`, \
-             `ROOT/PROJECT/deployments`): it is left alone; rename the project",
-            project.id
-        );
-        held.entry(&project.id).or_insert(why);
-    }
-    if !held.is_empty() {
-        plan.actions.retain(|a| !held.contains_key(a.project.as_str()));
-        plan.findings.retain(|f| !held.contains_key(f.project.as_str()));
-        for (project, why) in held {
-            plan.findings.push(Finding::new(project, Level::Warning, why));
-        }
-        plan.findings.sort_by(|a, b| a.project.cmp(&b.project));
-    }
-    plan
 }
 
 /// A stable digest of a world: 64-bit FNV-1a over its canonical JSON, in hex.

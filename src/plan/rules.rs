@@ -18,6 +18,9 @@ pub const HELPER_MAX_AGE: Duration = Duration::from_secs(3600);
 ///
 /// The order of the actions is the order of the rules (deployments, links, containers,
 /// routes) within each project, projects sorted by id; findings follow the same order.
+/// A project with a row the store could not read ([`World::unreadable`]), or whose name
+/// the layout reserves ([`crate::model::RESERVED_PROJECT_IDS`]), is left alone as a whole
+/// with one warning (see [`super::view`]).
 pub fn plan(specs: &Specs, world: &World, now: Timestamp) -> Plan {
     let View { projects, skipped, findings } = view(specs, world, now);
     // A configuration that looks wrong makes the whole view untrustworthy: no change at

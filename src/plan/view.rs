@@ -17,7 +17,10 @@ use serde::Serialize;
 
 use super::{Finding, Level};
 use crate::machine;
-use crate::model::{Claim, Deployment, DeploymentType, Layout, Node, Project, World, inside, resolve_link, valid_id};
+use crate::model::{
+    Claim, Deployment, DeploymentType, Layout, Node, Project, RESERVED_PROJECT_IDS, World, inside, resolve_link,
+    valid_id,
+};
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, Specs, StateId};
 use crate::time::{Duration, Timestamp};
 
@@ -217,6 +220,25 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         if !valid_id(&project.id) {
             let message = format!("project id `{}` is not a plain name: it is left alone", project.id.escape_debug());
             v.findings.push(Finding::new(&project.id, Level::Warning, message));
+            continue;
+        }
+        // A project with a row the store could not read is left alone as a whole (what is
+        // missing may be its live release), and so is one whose name the layout reserves
+        // (its folder is not its own).
+        let held = match world.unreadable.get(&project.id) {
+            Some(why) => {
+                Some(format!("{why}: project `{}` is left alone until the row is fixed", project.id.escape_debug()))
+            }
+            None if RESERVED_PROJECT_IDS.contains(&project.id.as_str()) => Some(format!(
+                "project name `{}` is reserved by the layout (`ROOT/webroot`, `ROOT/PROJECT/current`, \
+                 `ROOT/PROJECT/deployments`): it is left alone; rename the project",
+                project.id
+            )),
+            None => None,
+        };
+        if let Some(why) = held {
+            v.findings.push(Finding::new(&project.id, Level::Warning, why));
+            v.skipped.insert(&project.id);
             continue;
         }
         if v.projects.contains_key(project.id.as_str()) {
