@@ -62,6 +62,7 @@ pub mod diag;
 pub mod graph;
 pub mod machine;
 pub mod model;
+pub mod phases;
 pub mod plan;
 pub mod reconcile;
 pub mod spec;

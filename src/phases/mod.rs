@@ -1,0 +1,77 @@
+//! The phase executors: what each phase of a deployment really does.
+//!
+//! A spec's phase names what it runs (`run:`); a worker (see [`crate::engine`]) maps that
+//! to one of these executors and calls it with the deployment's stored options. Every
+//! executor is idempotent and safe to re-run after a crash at any instant: what it makes
+//! is made under a temporary name and renamed into place, so a re-run replaces a partial
+//! result whole and never builds on it.
+//!
+//! Executors do no bookkeeping of their own. They report output lines and ask whether to
+//! go on through a [`Watch`], which the worker implements (it heartbeats its claim and
+//! notices Ctrl-C there), and they end with a [`PhaseError`] that says what the worker
+//! should do next: fail the deployment, or leave it to be resumed.
+
+use crate::model::LogLevel;
+
+/// What an executor reports to, and asks of, the worker that runs it.
+pub trait Watch {
+    /// A line for the deployment's log (a build's output line, a step taken).
+    fn line(&mut self, level: LogLevel, text: &str);
+
+    /// Called at least once a second while an executor works. The worker heartbeats its
+    /// claim here, and answers [`Stopped`] when the deployment must stop now (Ctrl-C,
+    /// SIGTERM, its claim lost): the executor then stops what it started (a build's whole
+    /// process group) and returns [`PhaseError::Stopped`].
+    ///
+    /// # Errors
+    ///
+    /// [`Stopped`] when the executor must stop.
+    fn tick(&mut self) -> Result<(), Stopped>;
+}
+
+/// Why an executor must stop before its phase is done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Stopped(pub String);
+
+/// How a phase ended when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhaseError {
+    /// It was asked to stop: the deployment stays in its phase, to be resumed.
+    #[error("stopped: {0}")]
+    Stopped(String),
+    /// It failed for a reason that running it again will not fix (a missing source, an
+    /// unsafe tarball, a failed build): the deployment fails with this reason.
+    #[error("{0}")]
+    Failed(String),
+    /// It could not be done now (a full disk, a server that does not answer): the
+    /// deployment stays in its phase, and a resume runs it again.
+    #[error("{0}")]
+    Retry(String),
+}
+
+impl From<Stopped> for PhaseError {
+    fn from(s: Stopped) -> Self {
+        PhaseError::Stopped(s.0)
+    }
+}
+
+/// A [`Watch`] that keeps the lines and never stops: for tests and one-off calls.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// Every line reported, with its level.
+    pub lines: Vec<(LogLevel, String)>,
+    /// How many times [`Watch::tick`] was called.
+    pub ticks: usize,
+}
+
+impl Watch for Lines {
+    fn line(&mut self, level: LogLevel, text: &str) {
+        self.lines.push((level, text.to_owned()));
+    }
+
+    fn tick(&mut self) -> Result<(), Stopped> {
+        self.ticks += 1;
+        Ok(())
+    }
+}
