@@ -251,7 +251,7 @@ mod tests {
         assert!(text.starts_with("stateDiagram-v2\n"));
         assert!(text.contains("    state IN_PROGRESS {\n        [*] --> PULLING_SOURCE\n"));
         assert!(text.contains("    ACTIVE --> [*]\n"));
-        assert!(text.contains("        HEALTH_CHECK --> HEALTH_CHECK : unhealthy [attempts_remaining]\n"));
+        assert!(text.contains("        HEALTH_CHECK --> HEALTH_CHECK : retry [attempts_remaining]\n"));
     }
 
     #[test]

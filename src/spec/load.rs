@@ -1323,14 +1323,7 @@ mod tests {
             ("FAILED", "BROKEN"),
             ("CANCELLED", "STOPPED"),
         ];
-        let events = [
-            ("start", "begin"),
-            ("done", "ok"),
-            ("fail", "abort"),
-            ("retry", "again"),
-            ("cancel", "halt"),
-            ("unhealthy", "sick"),
-        ];
+        let events = [("done", "ok"), ("fail", "abort"), ("retry", "again"), ("cancel", "halt")];
         let rename = |table: &[(&str, &'static str)], name: &str| {
             table.iter().find(|(from, _)| *from == name).map(|(_, to)| (*to).to_owned()).unwrap()
         };

@@ -107,7 +107,7 @@ fn check_trace(start: &str, events: &[&str], guards: bool) -> String {
 
 #[test]
 fn trace_happy_path() {
-    let text = check_trace("QUEUED", &["start", "done", "done", "done", "done", "done", "done"], true);
+    let text = check_trace("QUEUED", &["done", "done", "done", "done", "done", "done", "done"], true);
     settings().bind(|| insta::assert_snapshot!(text));
 }
 
@@ -130,15 +130,15 @@ fn trace_cancel_from_a_deep_phase() {
 #[test]
 fn trace_self_transitions() {
     let mut text = check_trace("BUILDING", &["retry", "retry"], true);
-    text += &check_trace("HEALTH_CHECK", &["unhealthy"], true);
-    text += &check_trace("HEALTH_CHECK", &["unhealthy"], false);
+    text += &check_trace("HEALTH_CHECK", &["retry"], true);
+    text += &check_trace("HEALTH_CHECK", &["retry"], false);
     settings().bind(|| insta::assert_snapshot!(text));
 }
 
 #[test]
 fn trace_rejected_events() {
     let mut text = check_trace("BUILDING", &["deploy"], true);
-    text += &check_trace("QUEUED", &["done"], true);
+    text += &check_trace("QUEUED", &["retry"], true);
     text += &check_trace("FAILED", &["retry"], true);
     settings().bind(|| insta::assert_snapshot!(text));
 }

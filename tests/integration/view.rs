@@ -28,14 +28,7 @@ const STATES: [(&str, &str); 11] = [
     ("FAILED", "BROKEN"),
     ("CANCELLED", "STOPPED"),
 ];
-const EVENTS: [(&str, &str); 6] = [
-    ("start", "begin"),
-    ("done", "ok"),
-    ("fail", "abort"),
-    ("retry", "again"),
-    ("cancel", "halt"),
-    ("unhealthy", "sick"),
-];
+const EVENTS: [(&str, &str); 4] = [("done", "ok"), ("fail", "abort"), ("retry", "again"), ("cancel", "halt")];
 
 /// The spec with every phase and event of the default renamed.
 fn renamed_spec() -> Specs {
