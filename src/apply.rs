@@ -332,21 +332,25 @@ pub fn render_report(report: &Report) -> String {
 /// Makes one change.
 fn run(action: &Action, effects: &mut dyn Effects, now: Timestamp) -> Result<(), EffectError> {
     match &action.change {
-        Change::Resume { deployment, from_phase, to_phase, attempt, stuck_since } => effects.verdict(&Verdict {
-            deployment,
-            from_phase,
-            to_phase,
-            attempt: Some(*attempt),
-            stuck_since: *stuck_since,
-            reason: &action.reason,
-            now,
-        }),
-        Change::Fail { deployment, from_phase, to_phase, stuck_since } => effects.verdict(&Verdict {
+        Change::Resume { deployment, from_phase, to_phase, attempt, stuck_since, dead_claim } => {
+            effects.verdict(&Verdict {
+                deployment,
+                from_phase,
+                to_phase,
+                attempt: Some(*attempt),
+                stuck_since: *stuck_since,
+                dead_claim: dead_claim.as_deref(),
+                reason: &action.reason,
+                now,
+            })
+        }
+        Change::Fail { deployment, from_phase, to_phase, stuck_since, dead_claim } => effects.verdict(&Verdict {
             deployment,
             from_phase,
             to_phase,
             attempt: None,
             stuck_since: *stuck_since,
+            dead_claim: dead_claim.as_deref(),
             reason: &action.reason,
             now,
         }),
@@ -532,6 +536,7 @@ mod tests {
                     to_phase: "BUILDING".into(),
                     attempt: 1,
                     stuck_since: None,
+                    dead_claim: None,
                 },
             ),
             action(
@@ -541,6 +546,7 @@ mod tests {
                     from_phase: "BUILDING".into(),
                     to_phase: "FAILED".into(),
                     stuck_since: None,
+                    dead_claim: None,
                 },
             ),
         ]);

@@ -60,6 +60,7 @@ pub mod apply;
 pub mod cli;
 pub mod diag;
 pub mod graph;
+pub mod host;
 pub mod machine;
 pub mod model;
 pub mod phases;

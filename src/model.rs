@@ -130,6 +130,14 @@ pub struct Source {
     /// The build command run in the source folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<String>,
+    /// The folder, inside the source, that the build leaves the site in (`public`, `dist`);
+    /// it becomes the release's `public/`. Absent: `public` when the source has one after
+    /// the build, else the whole source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The path the health check requests (`/` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
 }
 
 /// A worker's claim on a deployment: while `until` is in the future, nobody else
@@ -141,6 +149,36 @@ pub struct Claim {
     pub owner: String,
     /// When it lapses unless renewed.
     pub until: Timestamp,
+    /// The worker's host and process, when it recorded them (trueup's own workers do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    /// Observed: the worker ran on this host and its process is gone (kill -9, a crash,
+    /// a reboot). Such a claim is dead at once, whatever `until` says, and its deployment
+    /// counts as stuck without waiting for `stuck_after`; the fencing keeps a late writer
+    /// out, since the claim is taken over by name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
+}
+
+impl Claim {
+    /// A claim by `owner` until `until`, with no process recorded.
+    pub fn new(owner: impl Into<String>, until: Timestamp) -> Self {
+        Claim { owner: owner.into(), until, process: None, gone: false }
+    }
+}
+
+/// Where a worker runs: enough to tell, on its own host, whether it is still there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    /// The machine's hostname.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it started, in clock ticks since boot (`/proc/PID/stat`), so that a reused
+    /// process id is not mistaken for the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
 }
 
 /// One deployment of a project.
@@ -200,9 +238,15 @@ impl Deployment {
         self.phase_updated_at.max(self.heartbeat_at)
     }
 
-    /// True while a worker holds a claim that has not lapsed at `now`.
+    /// True while a worker holds a claim that has not lapsed at `now` and whose process
+    /// is not known to be gone.
     pub fn held_at(&self, now: Timestamp) -> bool {
-        self.owner.as_ref().is_some_and(|c| c.until > now)
+        self.owner.as_ref().is_some_and(|c| c.until > now && !c.gone)
+    }
+
+    /// The claim of a worker whose process is gone, if that is what holds it.
+    pub fn dead_claim(&self) -> Option<&Claim> {
+        self.owner.as_ref().filter(|c| c.gone)
     }
 }
 
@@ -440,6 +484,10 @@ pub struct Verdict<'a> {
     pub attempt: Option<u32>,
     /// Its last progress, as the plan saw it.
     pub stuck_since: Option<Timestamp>,
+    /// The owner of a claim the plan saw dead (its process gone): that claim does not
+    /// refuse the verdict. Owner names are unique per process, so a claim taken since by
+    /// a live worker still does.
+    pub dead_claim: Option<&'a str>,
     /// Why, one line.
     pub reason: &'a str,
     /// When.
@@ -593,7 +641,7 @@ pub struct Move {
 ///    verdict is a no-op, whoever holds the deployment now.
 /// 2. Another owner's claim live at `min(v.now, wall)` refuses it: an instant passed by
 ///    hand (`--now`) can never make a worker's live claim look lapsed. A claim held by
-///    the reconciler itself does not refuse.
+///    the reconciler itself does not refuse, nor one the plan saw dead (`v.dead_claim`).
 /// 3. A phase other than `from_phase` refuses it: someone moved the deployment.
 /// 4. Last progress other than `stuck_since` refuses it: its worker is not stuck after
 ///    all. Phase and progress say whether anyone touched it; attempts alone would not (a
@@ -605,6 +653,7 @@ pub fn verdict(v: &Verdict<'_>, row: &Standing, wall: Timestamp, reconciler: &st
     }
     if let Some(claim) = &row.owner
         && claim.owner != reconciler
+        && Some(claim.owner.as_str()) != v.dead_claim
         && claim.until > v.now.min(wall)
     {
         return Decision::Refused(Refusal::Claimed { owner: claim.owner.clone(), until: claim.until });
@@ -676,6 +725,7 @@ mod verdict_tests {
             to_phase: to,
             attempt: Some(attempt),
             stuck_since: Some(t(STUCK)),
+            dead_claim: None,
             reason: "stuck 1h",
             now: t(NOW),
         }
@@ -689,7 +739,7 @@ mod verdict_tests {
         Standing {
             phase: phase.to_owned(),
             attempts,
-            owner: owner.map(|(owner, until)| Claim { owner: owner.to_owned(), until: t(until) }),
+            owner: owner.map(|(owner, until)| Claim::new(owner, t(until))),
             last_progress: Some(t(STUCK)),
         }
     }
@@ -771,6 +821,12 @@ mod verdict_tests {
         assert!(claimed("2025-10-02T11:30:01Z", "2025-10-02T11:30:00Z", "w"), "live at the wall clock");
         assert!(!claimed("2025-10-02T11:30:00Z", "2025-10-02T11:30:00Z", "w"));
         assert!(!claimed("2999-01-01T00:00:00Z", "2025-10-02T13:00:00Z", "r"), "the reconciler's own claim");
+        // A claim the plan saw dead does not refuse; another owner's live claim still does.
+        let dead = Verdict { dead_claim: Some("w"), ..v.clone() };
+        let row_w = row("BUILDING", 0, Some(("w", "2999-01-01T00:00:00Z")));
+        assert!(!matches!(verdict(&dead, &row_w, t(NOW), "r"), Decision::Refused(_)), "the dead worker's claim");
+        let row_x = row("BUILDING", 0, Some(("x", "2999-01-01T00:00:00Z")));
+        assert!(matches!(verdict(&dead, &row_x, t(NOW), "r"), Decision::Refused(Refusal::Claimed { .. })));
         let why = refusal(check(&v, &row("QUEUED", 4, Some(("w", "2999-01-01T00:00:00Z")))));
         assert_eq!(why, Refusal::Claimed { owner: "w".into(), until: t("2999-01-01T00:00:00Z") }, "before the phase");
     }

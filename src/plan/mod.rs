@@ -72,6 +72,9 @@ pub enum Change {
         attempt: u32,
         /// Its last sign of progress.
         stuck_since: Option<Timestamp>,
+        /// The owner of the claim on it, when the plan saw that worker's process gone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dead_claim: Option<String>,
     },
     /// Mark a deployment failed, recording the action's reason on it (the reason is not
     /// repeated here: a saved or JSON plan would then hold the key `reason` twice).
@@ -84,6 +87,9 @@ pub enum Change {
         to_phase: String,
         /// Its last sign of progress.
         stuck_since: Option<Timestamp>,
+        /// The owner of the claim on it, when the plan saw that worker's process gone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dead_claim: Option<String>,
     },
     /// Point a symlink at `target`, atomically (temporary link, then rename over).
     Link {

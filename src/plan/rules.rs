@@ -79,6 +79,7 @@ impl<'a> Planner<'_, 'a> {
     fn verdict(&mut self, judged: &Judged<'_>) {
         let d = judged.deployment;
         let stuck_since = d.last_progress();
+        let dead_claim = d.dead_claim().map(|c| c.owner.clone());
         let (change, reason) = match &judged.fate {
             Fate::InFlight => return,
             Fate::Resume { to, attempt, reason } => {
@@ -89,13 +90,20 @@ impl<'a> Planner<'_, 'a> {
                     to_phase,
                     attempt: *attempt,
                     stuck_since,
+                    dead_claim,
                 };
                 (change, reason.clone())
             }
             Fate::Fail { to, reason } => {
                 let to_phase = self.spec_name(d, *to);
                 (
-                    Change::Fail { deployment: d.id.clone(), from_phase: d.phase.clone(), to_phase, stuck_since },
+                    Change::Fail {
+                        deployment: d.id.clone(),
+                        from_phase: d.phase.clone(),
+                        to_phase,
+                        stuck_since,
+                        dead_claim,
+                    },
                     reason.clone(),
                 )
             }

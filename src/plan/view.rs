@@ -67,11 +67,16 @@ pub fn progress<'a>(spec: &Spec, d: &'a Deployment, now: Timestamp) -> Progress<
         return Progress::Finished;
     }
     let last = d.last_progress();
+    let limit = spec.state(state).stuck_after.unwrap_or_default();
+    let age = last.and_then(|t| now.since(t));
+    // A worker whose process is gone makes no more progress: its deployment is stuck at
+    // once, without waiting for `stuck_after` (nor for a clock that looks ahead).
+    if d.dead_claim().is_some() {
+        return Progress::Stuck { state, since: last, limit, age };
+    }
     if let Some(last) = last.filter(|t| *t > now) {
         return Progress::Future(last);
     }
-    let limit = spec.state(state).stuck_after.unwrap_or_default();
-    let age = last.and_then(|t| now.since(t));
     match age {
         Some(age) if age < limit => Progress::Running { state, age, limit },
         _ => Progress::Stuck { state, since: last, limit, age },
@@ -433,6 +438,10 @@ impl Judge<'_, '_> {
         let spec = self.spec;
         let s = spec.state(state);
         let stuck = match (last, age) {
+            _ if let Some(claim) = d.dead_claim() => {
+                let process = claim.process.as_ref().map(|p| format!(" (process {} on {})", p.pid, p.host));
+                format!("its worker `{}`{} is gone, in {}", claim.owner, process.unwrap_or_default(), d.phase)
+            }
             (Some(last), Some(age)) => {
                 format!("stuck in {} since {last} ({age} without progress, limit {limit})", d.phase)
             }

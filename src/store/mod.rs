@@ -31,12 +31,14 @@ mod journal;
 mod lease;
 mod read;
 mod recover;
+mod work;
 mod write;
 
 pub use journal::OpenRun;
 pub use lease::{Fence, Held, Holder, Lease, TookOver, Unlocked};
 pub use read::{JournalEntry, JournalStatus, Loaded};
 
+pub use work::Advance;
 pub use write::PhaseUpdate;
 
 /// The `PRAGMA application_id` of every trueup database: `TRUP` in ASCII.
@@ -48,13 +50,15 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (2, "live phase index", include_str!("migrations/0002_live_phase_index.sql")),
     (3, "journal skipped status", include_str!("migrations/0003_journal_skipped.sql")),
     (4, "lease holder host and pid", include_str!("migrations/0004_lease_holder.sql")),
+    (5, "worker processes and settings", include_str!("migrations/0005_workers_and_settings.sql")),
 ];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// The oldest schema [`Store::open_read_only`] reads: the reads use no table, column or
-/// value added since (later migrations add indexes and the journal's `skipped` status).
+/// value added since (later migrations add indexes and the journal's `skipped` status),
+/// except the claims' worker processes (schema 5), read as unknown before.
 const OLDEST_READABLE: u32 = 1;
 
 /// How long a statement waits for another writer's lock before giving up.
@@ -67,6 +71,8 @@ pub struct Store {
     path: PathBuf,
     /// Statements run so far (including `BEGIN` and `COMMIT`), see [`Store::statements`].
     statements: Cell<u64>,
+    /// Its schema version (older than [`SCHEMA_VERSION`] only when opened read-only).
+    schema: u32,
 }
 
 /// What [`Store::open`] found.
@@ -299,7 +305,7 @@ impl Store {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-        let store = Store { conn, path: path.to_owned(), statements: Cell::new(0) };
+        let store = Store { conn, path: path.to_owned(), statements: Cell::new(0), schema: SCHEMA_VERSION };
         store.configure()?;
         let opened = store.migrate()?;
         store.use_wal()?;
@@ -327,12 +333,15 @@ impl Store {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-        let store = Store { conn, path: path.to_owned(), statements: Cell::new(0) };
+        let mut store = Store { conn, path: path.to_owned(), statements: Cell::new(0), schema: SCHEMA_VERSION };
         store.configure()?;
         match inspect(&store.conn, path, None)? {
             Found::Empty => Err(missing("an empty file")),
             Found::At(found) if found < OLDEST_READABLE => Err(StoreError::OldSchema { path: path.to_owned(), found }),
-            Found::At(found) => Ok((store, found)),
+            Found::At(found) => {
+                store.schema = found;
+                Ok((store, found))
+            }
         }
     }
 

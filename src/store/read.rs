@@ -7,7 +7,7 @@
 use rusqlite::{Row, TransactionBehavior};
 
 use super::{Store, StoreError, sql};
-use crate::model::{Claim, Deployment, DeploymentType, LogEntry, LogLevel, Project, Service, Source};
+use crate::model::{Claim, Deployment, DeploymentType, LogEntry, LogLevel, Process, Project, Service, Source};
 use crate::time::Timestamp;
 
 /// Where a journaled action stands.
@@ -73,7 +73,8 @@ pub type Loaded = (Vec<Project>, Vec<Deployment>, Vec<(String, StoreError)>);
 
 /// The columns a [`Deployment`] is read from, in [`RawDeployment`]'s order.
 const DEPLOYMENT_COLUMNS: &str = "id, project, service, type, phase, phase_updated_at, heartbeat_at, attempts, \
-                                  finished_at, source, metadata, owner, lease_until, created_at";
+                                  finished_at, source, metadata, owner, lease_until, created_at, \
+                                  claim_host, claim_pid, claim_start";
 
 /// The open deployments (the stuck scan), those in a live phase (`{LIVE}`, one parameter
 /// per phase), and finished ones a worker still holds (a claim protects its project
@@ -91,7 +92,7 @@ fn reconcilable(live: &[&str]) -> String {
 }
 
 /// A `deployments` row as stored, before its text columns are parsed.
-struct RawDeployment {
+pub(super) struct RawDeployment {
     id: String,
     project: String,
     service: Option<String>,
@@ -107,6 +108,10 @@ struct RawDeployment {
     owner: Option<String>,
     lease_until: Option<String>,
     created_at: Option<String>,
+    claim_host: Option<String>,
+    /// Read wide, as `attempts`.
+    claim_pid: Option<i64>,
+    claim_start: Option<i64>,
 }
 
 impl RawDeployment {
@@ -126,10 +131,13 @@ impl RawDeployment {
             owner: r.get(11)?,
             lease_until: r.get(12)?,
             created_at: r.get(13)?,
+            claim_host: r.get(14)?,
+            claim_pid: r.get(15)?,
+            claim_start: r.get(16)?,
         })
     }
 
-    fn parse(self) -> Result<Deployment, StoreError> {
+    pub(super) fn parse(self) -> Result<Deployment, StoreError> {
         let key = self.id.as_str();
         let corrupt =
             |column, reason: String| StoreError::Corrupt { table: "deployments", key: key.to_owned(), column, reason };
@@ -140,8 +148,16 @@ impl RawDeployment {
             .map_err(|_| corrupt("attempts", format!("{} is not a count of attempts", self.attempts)))?;
         let source: Source = serde_json::from_str(&self.source).map_err(|e| corrupt("source", e.to_string()))?;
         let metadata = serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e.to_string()))?;
+        let process = match (self.claim_host, self.claim_pid) {
+            (Some(host), Some(pid)) => Some(Process {
+                host,
+                pid: u32::try_from(pid).map_err(|_| corrupt("claim_pid", format!("{pid} is not a process id")))?,
+                started: self.claim_start.and_then(|s| u64::try_from(s).ok()),
+            }),
+            _ => None,
+        };
         let owner = match (self.owner, timestamp("deployments", key, "lease_until", self.lease_until)?) {
-            (Some(owner), Some(until)) => Some(Claim { owner, until }),
+            (Some(owner), Some(until)) => Some(Claim { process, ..Claim::new(owner, until) }),
             _ => None,
         };
         Ok(Deployment {
@@ -357,9 +373,17 @@ impl Store {
     }
 
     /// The rows of [`Store::deployments_where`], not parsed yet.
-    fn raw_deployments_where(&self, filter: &str, params: &[&str]) -> Result<Vec<RawDeployment>, StoreError> {
+    pub(super) fn raw_deployments_where(
+        &self,
+        filter: &str,
+        params: &[&str],
+    ) -> Result<Vec<RawDeployment>, StoreError> {
         const WHAT: &str = "read `deployments`";
-        let text = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY project, id");
+        let mut text = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY project, id");
+        if self.schema < 5 {
+            // Before schema 5 no claim recorded its worker's process.
+            text = text.replace("claim_host, claim_pid, claim_start", "NULL, NULL, NULL");
+        }
         self.stmt(WHAT, &text)?
             .query_map(rusqlite::params_from_iter(params), RawDeployment::from_row)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)

@@ -78,7 +78,7 @@ impl Store {
         };
         let stamp = |column, text| timestamp("deployments", id, column, text);
         // An owner without an expiry is no claim, as `Store::load` reads it.
-        let owner = owner.zip(stamp("lease_until", until)?).map(|(owner, until)| Claim { owner, until });
+        let owner = owner.zip(stamp("lease_until", until)?).map(|(owner, until)| Claim::new(owner, until));
         let last_progress = stamp("phase_updated_at", updated)?.max(stamp("heartbeat_at", heartbeat)?);
         Ok(Standing { phase, attempts, owner, last_progress })
     }
@@ -88,7 +88,8 @@ impl Store {
         self.exec(
             what,
             "UPDATE deployments SET phase = ?2, attempts = ?3, phase_updated_at = ?4,
-                    finished_at = coalesce(?5, finished_at), owner = NULL, lease_until = NULL
+                    finished_at = coalesce(?5, finished_at), owner = NULL, lease_until = NULL,
+                    claim_host = NULL, claim_pid = NULL, claim_start = NULL
              WHERE id = ?1",
             (id, &to.phase, to.attempts, to.phase_updated_at.to_string(), to.finished_at.map(|t| t.to_string())),
         )?;

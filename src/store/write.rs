@@ -28,7 +28,7 @@ pub struct PhaseUpdate<'a> {
     pub metadata: Option<&'a BTreeMap<String, String>>,
 }
 
-fn json<T: Serialize>(what: impl FnOnce() -> String, value: &T) -> Result<String, StoreError> {
+pub(super) fn json<T: Serialize>(what: impl FnOnce() -> String, value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|source| StoreError::Encode { what: what(), source })
 }
 
@@ -109,15 +109,17 @@ impl Store {
         self.write("write `deployments`", || deployments.iter().try_for_each(|d| self.put_deployment(d, created_at)))
     }
 
-    fn put_deployment(&self, d: &Deployment, created_at: Timestamp) -> Result<(), StoreError> {
+    pub(super) fn put_deployment(&self, d: &Deployment, created_at: Timestamp) -> Result<(), StoreError> {
         let what = format!("insert deployment `{}`", d.id);
         let source = json(|| format!("the source of deployment `{}`", d.id), &d.source)?;
         let metadata = json(|| format!("the metadata of deployment `{}`", d.id), &d.metadata)?;
+        let process = d.owner.as_ref().and_then(|c| c.process.as_ref());
         self.exec(
             &what,
             "INSERT INTO deployments (id, project, service, type, phase, phase_updated_at, heartbeat_at, attempts,
-                                      finished_at, created_at, source, metadata, owner, lease_until)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                      finished_at, created_at, source, metadata, owner, lease_until,
+                                      claim_host, claim_pid, claim_start)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             rusqlite::params![
                 d.id,
                 d.project,
@@ -133,6 +135,9 @@ impl Store {
                 metadata,
                 d.owner.as_ref().map(|c| &c.owner),
                 text(d.owner.as_ref().map(|c| c.until)),
+                process.map(|p| &p.host),
+                process.map(|p| p.pid),
+                process.and_then(|p| p.started).and_then(|s| i64::try_from(s).ok()),
             ],
         )?;
         Ok(())
@@ -189,7 +194,7 @@ impl Store {
         self.write(&what, || {
             let changed = self.exec(
                 &what,
-                "UPDATE deployments SET owner = ?2, lease_until = ?3
+                "UPDATE deployments SET owner = ?2, lease_until = ?3, claim_host = NULL, claim_pid = NULL, claim_start = NULL
                  WHERE id = ?1 AND (owner IS NULL OR lease_until <= ?4)",
                 (deployment, owner, until.to_string(), now.to_string()),
             )?;
@@ -211,7 +216,9 @@ impl Store {
         self.write(&what, || {
             let changed = self.exec(
                 &what,
-                "UPDATE deployments SET owner = NULL, lease_until = NULL WHERE id = ?1 AND owner = ?2",
+                "UPDATE deployments SET owner = NULL, lease_until = NULL, claim_host = NULL, claim_pid = NULL,
+                        claim_start = NULL
+                 WHERE id = ?1 AND owner = ?2",
                 (deployment, owner),
             )?;
             if changed == 0 {
@@ -341,7 +348,7 @@ impl Store {
     }
 
     /// Fails with [`StoreError::UnknownDeployment`] when `deployment` does not exist.
-    fn exists(&self, deployment: &str) -> Result<(), StoreError> {
+    pub(super) fn exists(&self, deployment: &str) -> Result<(), StoreError> {
         let what = format!("look up deployment `{deployment}`");
         let n: i64 = self
             .stmt(&what, "SELECT count(*) FROM deployments WHERE id = ?1")?

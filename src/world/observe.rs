@@ -88,7 +88,8 @@ pub fn observe_with_stats(
     cfg: &ObserveConfig,
 ) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
-    let (projects, deployments, bad_rows) = store.load_readable(&specs.live_phases())?;
+    let (projects, mut deployments, bad_rows) = store.load_readable(&specs.live_phases())?;
+    mark_gone_workers(&mut deployments, &crate::host::hostname());
     let mut unreadable = BTreeMap::new();
     for (project, error) in bad_rows {
         unreadable.entry(project).or_insert_with(|| error.to_string());
@@ -112,6 +113,15 @@ pub fn observe_with_stats(
         unreadable,
     };
     Ok((world, scan.stats))
+}
+
+/// Marks the claims whose worker ran on `host` and whose process is gone: their
+/// deployments are resumable at once (see [`crate::model::Claim::gone`]).
+fn mark_gone_workers(deployments: &mut [crate::model::Deployment], host: &str) {
+    let claims = deployments.iter_mut().filter_map(|d| d.owner.as_mut());
+    for claim in claims.filter(|c| c.process.as_ref().is_some_and(|p| crate::host::is_gone(p, host))) {
+        claim.gone = true;
+    }
 }
 
 /// The paths seen so far and what seeing them cost.

@@ -118,6 +118,12 @@ impl Staged {
                 *repo = self.rebase(Path::new(repo.as_str())).display().to_string();
             }
         }
+        // A claim whose worker is gone is staged as one of this host whose process is
+        // not there: process 1 with a start time no process has.
+        for claim in w.deployments.iter_mut().filter_map(|d| d.owner.as_mut()).filter(|c| c.gone) {
+            let gone = crate::model::Process { host: crate::host::hostname(), pid: 1, started: Some(i64::MAX as u64) };
+            claim.process = Some(gone);
+        }
         // The model gets each route as the observer will read its staged file back.
         for (project, route) in &mut w.routes {
             *route = routes::parse_route(project, &staged_text(project, route));

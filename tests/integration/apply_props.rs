@@ -191,6 +191,7 @@ fn build(draws: &[Draw], engine: bool) -> Case {
                 to_phase: PHASES[d.phase].into(),
                 attempt,
                 stuck_since,
+                dead_claim: None,
             })),
             2 => actions.push(act(Change::Resume {
                 deployment: dep.clone(),
@@ -198,12 +199,14 @@ fn build(draws: &[Draw], engine: bool) -> Case {
                 to_phase: PHASES[d.phase + 1].into(),
                 attempt,
                 stuck_since,
+                dead_claim: None,
             })),
             3 => actions.push(act(Change::Fail {
                 deployment: dep.clone(),
                 from_phase: from,
                 to_phase: "FAILED".into(),
                 stuck_since,
+                dead_claim: None,
             })),
             _ => {}
         }

@@ -27,6 +27,7 @@ fn resume(deployment: &str, to_phase: &str) -> Change {
         to_phase: to_phase.into(),
         attempt: 2,
         stuck_since: Some("2025-10-02T11:00:00Z".parse().unwrap()),
+        dead_claim: None,
     }
 }
 
@@ -36,6 +37,7 @@ fn fail(deployment: &str) -> Change {
         from_phase: "BUILDING".into(),
         to_phase: "FAILED".into(),
         stuck_since: None,
+        dead_claim: None,
     }
 }
 

@@ -27,7 +27,7 @@ proptest! {
         for (i, (phase, finished, claimed)) in rows.into_iter().enumerate() {
             let mut d = deployment(&format!("d{i:02}"), "p1", PHASES[phase]);
             d.finished_at = finished.then(|| t("2025-10-01T00:00:00Z"));
-            d.owner = claimed.then(|| Claim { owner: "w".into(), until: t("2025-10-02T12:00:00Z") });
+            d.owner = claimed.then(|| Claim::new("w", t("2025-10-02T12:00:00Z")));
             all.push(d);
         }
         store.insert_deployments(&all, t("2025-09-30T00:00:00Z")).unwrap();

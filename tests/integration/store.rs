@@ -94,10 +94,11 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
             (1, "init".to_owned()),
             (2, "live phase index".to_owned()),
             (3, "journal skipped status".to_owned()),
-            (4, "lease holder host and pid".to_owned())
+            (4, "lease holder host and pid".to_owned()),
+            (5, "worker processes and settings".to_owned())
         ]
     );
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
@@ -162,8 +163,20 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
     assert_eq!(index, 1);
 }
 
-/// Takes migration 4 out: the lease row without its holder's host and process.
+/// Takes migration 5 out: claims without their worker's process, no settings.
+fn workers_of_schema_4(raw: &rusqlite::Connection) {
+    raw.execute_batch(
+        "DROP INDEX deployments_queue; DROP TABLE settings;
+         ALTER TABLE deployments DROP COLUMN claim_host; ALTER TABLE deployments DROP COLUMN claim_pid;
+         ALTER TABLE deployments DROP COLUMN claim_start;
+         DELETE FROM schema_migrations WHERE version = 5; PRAGMA user_version = 4;",
+    )
+    .unwrap();
+}
+
+/// Takes migrations 4 and 5 out: the lease row without its holder's host and process.
 fn lease_of_schema_3(raw: &rusqlite::Connection) {
+    workers_of_schema_4(raw);
     raw.execute_batch(
         "ALTER TABLE lease DROP COLUMN host; ALTER TABLE lease DROP COLUMN pid;
          DELETE FROM schema_migrations WHERE version = 4; PRAGMA user_version = 3;",
@@ -313,7 +326,7 @@ fn load_returns_the_world_types_sorted_in_a_bounded_number_of_statements() {
     d1.attempts = 2;
     d1.source.file_path = Some("/uploads/d1.tar.gz".into());
     d1.metadata.insert("upstream".into(), "http://127.0.0.1:8080".into());
-    d1.owner = Some(Claim { owner: "worker-1".into(), until: t("2025-10-02T12:05:00Z") });
+    d1.owner = Some(Claim::new("worker-1", t("2025-10-02T12:05:00Z")));
     let mut d0 = deployment("d0", "p1", "ACTIVE");
     d0.finished_at = Some(t("2025-10-01T09:00:00Z"));
     d0.service = Some("web".into());
@@ -399,7 +412,7 @@ fn a_claim_is_exclusive_and_a_lapsed_one_can_be_retaken() {
     let later = t("2025-10-02T12:01:00Z");
     assert!(store.claim("d1", "w3", later, t("2025-10-02T12:02:00Z")).unwrap(), "lapsed at 12:01");
     let owner = store.load().unwrap().1[0].owner.clone().unwrap();
-    assert_eq!(owner, Claim { owner: "w3".into(), until: t("2025-10-02T12:02:00Z") });
+    assert_eq!(owner, Claim::new("w3", t("2025-10-02T12:02:00Z")));
 
     // The first winner's writes are now fenced off.
     let update = PhaseUpdate { phase: "COPYING_FILES", at: later, attempts: 1, finished: false, metadata: None };
@@ -574,7 +587,7 @@ fn the_reconciler_reads_open_and_live_deployments_not_the_history() {
         d
     };
     let mut held = deployment("b-held", "p1", "BUILDING");
-    held.owner = Some(Claim { owner: "w".into(), until: t("2025-10-02T12:00:01Z") });
+    held.owner = Some(Claim::new("w", t("2025-10-02T12:00:01Z")));
     let rows = [
         finished("a-live", "p1", "ACTIVE"),
         finished("c-failed", "p1", "FAILED"),
@@ -583,7 +596,7 @@ fn the_reconciler_reads_open_and_live_deployments_not_the_history() {
         deployment("e-free", "p2", "QUEUED"),
         finished("f-live", "p2", "ACTIVE"),
         Deployment {
-            owner: Some(Claim { owner: "w".into(), until: t("2025-10-02T12:10:00Z") }),
+            owner: Some(Claim::new("w", t("2025-10-02T12:10:00Z"))),
             ..finished("g-rolling-back", "p2", "FAILED")
         },
     ];
@@ -611,6 +624,7 @@ fn verdict(
         to_phase: "BUILDING",
         attempt: Some(1),
         stuck_since: since,
+        dead_claim: None,
         reason: "stuck",
         now,
     };
@@ -629,7 +643,7 @@ fn a_verdict_is_refused_when_its_worker_progressed_or_holds_a_live_claim() {
     let mut d2 = d1.clone();
     d2.id = "d2".into();
     // A claim lapsed at the plan's instant, but live by the wall clock (years later).
-    d2.owner = Some(Claim { owner: "worker-7".into(), until: t("2999-01-01T00:00:00Z") });
+    d2.owner = Some(Claim::new("worker-7", t("2999-01-01T00:00:00Z")));
     store.insert_deployments(&[d1, d2], now).unwrap();
     let lease = store.acquire_lease("apply", trueup::time::clock::now(), Duration::from_secs(60)).unwrap();
 
@@ -654,6 +668,7 @@ fn a_verdict_is_refused_when_its_worker_progressed_or_holds_a_live_claim() {
         to_phase: "UPDATING_ROUTES",
         attempt: Some(0),
         stuck_since: Some(stuck_since),
+        dead_claim: None,
         reason: "links verified",
         now,
     };

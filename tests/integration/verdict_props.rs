@@ -99,6 +99,7 @@ impl Race {
             to_phase: &self.verdict.to_phase,
             attempt: self.verdict.attempt,
             stuck_since: self.verdict.stuck_since,
+            dead_claim: None,
             reason: "stuck for an hour",
             now: self.now,
         }
@@ -204,8 +205,7 @@ fn race() -> impl Strategy<Value = Race> {
     )
         .prop_map(|((mut start, claim), kind, again, stale, events, wall)| {
             let wall = at(wall);
-            start.owner =
-                claim.map(|(owner, expiry)| Claim { owner: owner.into(), until: expiry.instant(now(), wall) });
+            start.owner = claim.map(|(owner, expiry)| Claim::new(owner, expiry.instant(now(), wall)));
             let i = PHASES.iter().position(|p| *p == start.phase).unwrap_or(0);
             let (to_phase, attempt) = match kind {
                 // `again` plans the attempt the row already has: already there at once.
@@ -361,7 +361,7 @@ fn memory_side(race: &Race, decide: Decide) -> Observed {
             Event::Claim { owner, at, until } => {
                 let free = d.owner.as_ref().is_none_or(|c| c.until <= *at);
                 if free {
-                    d.owner = Some(Claim { owner: owner.clone(), until: *until });
+                    d.owner = Some(Claim::new(owner.clone(), *until));
                 }
                 claims.push(free);
             }
@@ -467,7 +467,7 @@ fn the_harness_notices_a_model_that_drifts() {
         // A worker's claim lapsed at the verdict's instant (`--now` an hour ahead), live
         // by the wall clock.
         wall: at(-3600),
-        start: Deployment { owner: Some(Claim { owner: WORKERS[0].into(), until: at(-1800) }), ..stuck().start },
+        start: Deployment { owner: Some(Claim::new(WORKERS[0], at(-1800))), ..stuck().start },
         ..stuck()
     };
     let progressed = Race { events: vec![Event::Heartbeat { at: at(-1) }], ..stuck() };

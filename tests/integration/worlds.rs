@@ -162,7 +162,7 @@ fn build(seeds: &[ProjectSeed], invalid: bool, stray: bool, engine: bool) -> Fix
                 finished_at: finished.then(|| at(1000 - di as i64)),
                 source,
                 metadata,
-                owner: d.claim.map(|m| Claim { owner: "worker-1".into(), until: at(-m) }),
+                owner: d.claim.map(|m| Claim::new("worker-1", at(-m))),
                 // Later deployments of a project are created later; odd projects do not
                 // record it, so both the superseded rule and its absence are exercised.
                 created_at: (pi % 2 == 0).then(|| at(2000 - 10 * di as i64)),

@@ -675,6 +675,7 @@ mod tests {
             to_phase: to,
             attempt: Some(attempt),
             stuck_since: None,
+            dead_claim: None,
             reason,
             now: now(),
         }
@@ -687,6 +688,7 @@ mod tests {
             to_phase: "FAILED",
             attempt: None,
             stuck_since: None,
+            dead_claim: None,
             reason,
             now: now(),
         }
@@ -716,9 +718,9 @@ mod tests {
         let mut w = world();
         let mut held = deployment("d1", "BUILDING", 0);
         // Lapsed at the verdict's instant, live by a wall clock an hour earlier.
-        held.owner = Some(Claim { owner: "worker-7".into(), until: "2025-10-02T11:30:00Z".parse().unwrap() });
+        held.owner = Some(Claim::new("worker-7", "2025-10-02T11:30:00Z".parse().unwrap()));
         let mut own = deployment("d2", "BUILDING", 0);
-        own.owner = Some(Claim { owner: "apply-1".into(), until: "2999-01-01T00:00:00Z".parse().unwrap() });
+        own.owner = Some(Claim::new("apply-1", "2999-01-01T00:00:00Z".parse().unwrap()));
         w.deployments = vec![held, own];
         let wall = "2025-10-02T11:00:00Z".parse().unwrap();
         let mut m = MemoryWorld::new(w.clone()).reconciler("apply-1").wall_clock(wall);

@@ -581,6 +581,7 @@ mod tests {
             to_phase: "A",
             attempt: Some(1),
             stuck_since: None,
+            dead_claim: None,
             reason: "r",
             now: Timestamp::from_unix(0),
         };
