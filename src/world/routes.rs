@@ -1,8 +1,15 @@
 //! Proxy route files: one Traefik dynamic-configuration YAML file per project,
 //! `ROUTES_DIR/PROJECT.yaml`, that the proxy's file provider watches.
 //!
+//! # Format v2
+//!
 //! A file starts with a header comment naming the project and the deployment it was
-//! written for; the router and service are both called `trueup-PROJECT`:
+//! written for. The router and the service are both called `trueup-PROJECT`; the router
+//! always goes through a `headers` middleware, `trueup-PROJECT-id`, that answers every
+//! response with `X-Trueup-Deployment: ID`. When the upstream has a path
+//! (`http://127.0.0.1:8081/webroot/p1`, the static web server whose root is trueup's
+//! root), the service's server is the origin only and an `addPrefix` middleware,
+//! `trueup-PROJECT-prefix`, adds the path:
 //!
 //! ```yaml
 //! # Managed by trueup: project=p1 deployment=d7. Changes are overwritten.
@@ -11,18 +18,56 @@
 //!     trueup-p1:
 //!       rule: "Host(`p1.localhost`)"
 //!       service: trueup-p1
+//!       middlewares:
+//!         - trueup-p1-id
+//!         - trueup-p1-prefix
+//!   middlewares:
+//!     trueup-p1-id:
+//!       headers:
+//!         customResponseHeaders:
+//!           X-Trueup-Deployment: "d7"
+//!     trueup-p1-prefix:
+//!       addPrefix:
+//!         prefix: "/webroot/p1"
 //!   services:
 //!     trueup-p1:
 //!       loadBalancer:
 //!         servers:
-//!           - url: "http://127.0.0.1:8080"
+//!           - url: "http://127.0.0.1:8081"
 //! ```
 //!
-//! [`render_route`] is pure and validates everything it interpolates, so a rendered file
-//! is always well-formed. Reading never fails on a bad file: [`read_route`] reports it in
+//! Why the header: Traefik's file provider reloads a changed file only after a delay
+//! (a few hundred milliseconds, measured by the proxy tests), so a deployment that has
+//! just written its route cannot tell from the file whether the proxy already routes by
+//! it. The header tells, in every response, which deployment the route in force was
+//! written for: a switch is confirmed when a request through Traefik answers with the new
+//! id.
+//!
+//! Why the prefix: Traefik's server URLs carry no path, so an upstream with one needs a
+//! middleware to reach it. [`parse_route`] reads the upstream back as the server URL
+//! followed by the prefix, the same string that was rendered, so the planner never sees
+//! a difference. A version-1 file (no middlewares) still reads as it always did.
+//!
+//! # Preview
+//!
+//! A new release is probed through Traefik before it is exposed (healthy before
+//! exposed): [`render`] with a [`Preview`] adds a second router, `trueup-PROJECT~preview`,
+//! with the rule ``Host(`DOMAIN`) && Header(`X-Trueup-Preview`, `ID`)`` (Traefik v3 rule
+//! syntax; v2 spelled it `Headers`) and a higher `priority` than the main router, its own
+//! service with the same prefix treatment, and its own headers middleware answering
+//! `X-Trueup-Deployment: PREVIEW_ID`. Only requests that carry the preview header reach
+//! the new release; everyone else still gets the live one. The preview's names hold a
+//! `~`, which no id may hold, so they never collide with another project's names (a
+//! project called `p1-preview` owns `trueup-p1-preview`). The header line and the main
+//! router name the live deployment: [`parse_route`] ignores the preview, and
+//! [`preview_of`] reads it.
+//!
+//! [`render`] is pure and validates everything it interpolates, so a rendered file is
+//! always well-formed. Reading never fails on a bad file: [`read_route`] reports it in
 //! [`Route::problem`] for the planner to repair. Nothing here writes files.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -34,19 +79,28 @@ const HEADER_PREFIX: &str = "# Managed by trueup: project=";
 /// How its header ends.
 const HEADER_SUFFIX: &str = ". Changes are overwritten.";
 
+/// The response header that names the deployment a route was written for.
+pub const DEPLOYMENT_HEADER: &str = "X-Trueup-Deployment";
+/// The request header that reaches a preview: its value is the previewed deployment.
+pub const PREVIEW_HEADER: &str = "X-Trueup-Preview";
+/// The preview router's priority. Traefik gives a router without one the length of its
+/// rule; a main router's rule, `Host(`DOMAIN`)` with a domain of at most 253 bytes, is
+/// shorter than this, so a request that matches both goes to the preview.
+const PREVIEW_PRIORITY: u32 = 1000;
+
 /// Why a route cannot be rendered or the routes folder cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// A project or deployment id is not a plain name (see [`valid_id`]).
     #[error("{what} id `{id}` is not a plain name")]
     InvalidId {
-        /// `project` or `deployment`.
+        /// `project`, `deployment` or `preview deployment`.
         what: &'static str,
         /// The id.
         id: String,
     },
     /// The upstream is not an `http://` or `https://` URL of plain characters.
-    #[error("upstream `{0}` is not an http(s) URL without spaces, quotes or control characters")]
+    #[error("upstream `{0}` is not an http(s) URL without spaces, quotes, control characters, query or fragment")]
     InvalidUpstream(String),
     /// The domain is not a host name.
     #[error("domain `{0}` is not a host name")]
@@ -67,46 +121,174 @@ pub fn route_path(dir: &Path, project: &str) -> PathBuf {
     dir.join(format!("{project}.yaml"))
 }
 
-/// Renders the route file that sends `domain` to `upstream` for `deployment` of `project`.
+/// What one route file says: `domain` goes to `upstream` for `deployment` of `project`,
+/// and, with a [`Preview`], requests that ask for the preview go to its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteFile<'a> {
+    /// The project, which names the file, its router and its service.
+    pub project: &'a str,
+    /// The live deployment, named by the header line and the response header.
+    pub deployment: &'a str,
+    /// Where the live deployment is served, e.g. `http://127.0.0.1:8081/webroot/p1`.
+    pub upstream: &'a str,
+    /// The host name the project answers on.
+    pub domain: &'a str,
+    /// A release probed before it is exposed.
+    pub preview: Option<Preview<'a>>,
+}
+
+/// A release reachable through the proxy only by requests that carry
+/// `X-Trueup-Preview: DEPLOYMENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preview<'a> {
+    /// The previewed deployment.
+    pub deployment: &'a str,
+    /// Where it is served.
+    pub upstream: &'a str,
+}
+
+/// A preview as read back from a route file by [`preview_of`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewRoute {
+    /// The previewed deployment.
+    pub deployment: String,
+    /// Where it is served, as it was rendered.
+    pub upstream: String,
+}
+
+/// Renders the route file that sends `domain` to `upstream` for `deployment` of `project`,
+/// with no preview: [`render`] of a [`RouteFile`] without one.
+///
+/// # Errors
+///
+/// As [`render`].
+pub fn render_route(project: &str, deployment: &str, upstream: &str, domain: &str) -> Result<String, RouteError> {
+    render(&RouteFile { project, deployment, upstream, domain, preview: None })
+}
+
+/// Renders a route file (format v2, see the module docs).
 ///
 /// # Errors
 ///
 /// [`RouteError::InvalidId`], [`RouteError::InvalidUpstream`] or
 /// [`RouteError::InvalidDomain`] when a value could break out of its place in the file.
-pub fn render_route(project: &str, deployment: &str, upstream: &str, domain: &str) -> Result<String, RouteError> {
-    for (what, id) in [("project", project), ("deployment", deployment)] {
+pub fn render(route: &RouteFile<'_>) -> Result<String, RouteError> {
+    let RouteFile { project, deployment, upstream, domain, preview } = *route;
+    let mut ids = vec![("project", project), ("deployment", deployment)];
+    let mut upstreams = vec![upstream];
+    if let Some(preview) = preview {
+        ids.push(("preview deployment", preview.deployment));
+        upstreams.push(preview.upstream);
+    }
+    for (what, id) in ids {
         if !valid_id(id) {
             return Err(RouteError::InvalidId { what, id: id.to_owned() });
         }
     }
-    if !valid_upstream(upstream) {
-        return Err(RouteError::InvalidUpstream(upstream.to_owned()));
+    if let Some(bad) = upstreams.into_iter().find(|u| !valid_upstream(u)) {
+        return Err(RouteError::InvalidUpstream(bad.to_owned()));
     }
     if !valid_domain(domain) {
         return Err(RouteError::InvalidDomain(domain.to_owned()));
     }
-    Ok(format!(
-        "{HEADER_PREFIX}{project} deployment={deployment}{HEADER_SUFFIX}
-http:
-  routers:
-    trueup-{project}:
-      rule: \"Host(`{domain}`)\"
-      service: trueup-{project}
-  services:
-    trueup-{project}:
-      loadBalancer:
-        servers:
-          - url: \"{upstream}\"
-"
-    ))
+    let main =
+        Served { name: format!("trueup-{project}"), rule: host_rule(domain), priority: None, deployment, upstream };
+    let preview = preview.map(|p| Served {
+        name: preview_name(project),
+        rule: preview_rule(domain, p.deployment),
+        priority: Some(PREVIEW_PRIORITY),
+        deployment: p.deployment,
+        upstream: p.upstream,
+    });
+    let all: Vec<&Served<'_>> = std::iter::once(&main).chain(preview.as_ref()).collect();
+    let mut text = header_line(project, deployment);
+    text.push_str("\nhttp:\n  routers:\n");
+    for s in &all {
+        s.router(&mut text);
+    }
+    text.push_str("  middlewares:\n");
+    for s in &all {
+        s.middlewares(&mut text);
+    }
+    text.push_str("  services:\n");
+    for s in &all {
+        s.service(&mut text);
+    }
+    Ok(text)
+}
+
+/// One router of a route file with its middlewares and its service, all named after it.
+struct Served<'a> {
+    name: String,
+    rule: String,
+    priority: Option<u32>,
+    deployment: &'a str,
+    upstream: &'a str,
+}
+
+impl Served<'_> {
+    fn router(&self, text: &mut String) {
+        let Served { name, rule, .. } = self;
+        // Writing into a `String` cannot fail.
+        let _ = writeln!(text, "    {name}:\n      rule: \"{rule}\"");
+        if let Some(priority) = self.priority {
+            let _ = writeln!(text, "      priority: {priority}");
+        }
+        let _ = writeln!(text, "      service: {name}\n      middlewares:\n        - {name}-id");
+        if split_upstream(self.upstream).1.is_some() {
+            let _ = writeln!(text, "        - {name}-prefix");
+        }
+    }
+
+    fn middlewares(&self, text: &mut String) {
+        let Served { name, deployment, .. } = self;
+        let _ = writeln!(
+            text,
+            "    {name}-id:\n      headers:\n        customResponseHeaders:\n          {DEPLOYMENT_HEADER}: \"{deployment}\""
+        );
+        if let (_, Some(prefix)) = split_upstream(self.upstream) {
+            let _ = writeln!(text, "    {name}-prefix:\n      addPrefix:\n        prefix: \"{prefix}\"");
+        }
+    }
+
+    fn service(&self, text: &mut String) {
+        let (origin, _) = split_upstream(self.upstream);
+        let _ =
+            writeln!(text, "    {}:\n      loadBalancer:\n        servers:\n          - url: \"{origin}\"", self.name);
+    }
+}
+
+/// The preview's router and service. `~` is in no id, so no project's names are these.
+fn preview_name(project: &str) -> String {
+    format!("trueup-{project}~preview")
+}
+
+fn host_rule(domain: &str) -> String {
+    format!("Host(`{domain}`)")
+}
+
+fn preview_rule(domain: &str, deployment: &str) -> String {
+    format!("Host(`{domain}`) && Header(`{PREVIEW_HEADER}`, `{deployment}`)")
+}
+
+/// An upstream's origin (scheme and authority) and its path, when it has one other than
+/// `/`: Traefik's server URL and the prefix its `addPrefix` middleware adds. The two
+/// together are the upstream again, byte for byte.
+fn split_upstream(upstream: &str) -> (&str, Option<&str>) {
+    let scheme = upstream.find("://").map_or(0, |i| i + 3);
+    match upstream[scheme..].find('/').map(|i| scheme + i) {
+        Some(at) if &upstream[at..] != "/" => (&upstream[..at], Some(&upstream[at..])),
+        _ => (upstream, None),
+    }
 }
 
 /// `http://` or `https://`, a host, and only printable ASCII that needs no escaping in a
-/// double-quoted YAML string.
+/// double-quoted YAML string. No query or fragment: the path becomes a Traefik `addPrefix`,
+/// where they would mean nothing.
 pub fn valid_upstream(upstream: &str) -> bool {
     let rest = upstream.strip_prefix("http://").or_else(|| upstream.strip_prefix("https://"));
     rest.is_some_and(|r| {
-        !r.is_empty() && !r.starts_with('/') && r.bytes().all(|b| b.is_ascii_graphic() && !b"\"'\\`".contains(&b))
+        !r.is_empty() && !r.starts_with('/') && r.bytes().all(|b| b.is_ascii_graphic() && !b"\"'\\`?#".contains(&b))
     })
 }
 
@@ -132,6 +314,8 @@ struct Http {
     #[serde(default)]
     routers: BTreeMap<String, Router>,
     #[serde(default)]
+    middlewares: BTreeMap<String, Middleware>,
+    #[serde(default)]
     services: BTreeMap<String, Service>,
 }
 
@@ -140,6 +324,27 @@ struct Router {
     #[serde(default)]
     rule: String,
     service: String,
+    #[serde(default)]
+    middlewares: Vec<String>,
+}
+
+/// The two kinds of middleware trueup writes; others are read as neither.
+#[derive(Deserialize)]
+struct Middleware {
+    headers: Option<Headers>,
+    #[serde(rename = "addPrefix")]
+    add_prefix: Option<AddPrefix>,
+}
+
+#[derive(Deserialize)]
+struct Headers {
+    #[serde(rename = "customResponseHeaders", default)]
+    custom_response_headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct AddPrefix {
+    prefix: String,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +363,50 @@ struct Server {
     url: String,
 }
 
+/// What a router of a route file does, as read back.
+struct Read<'f> {
+    rule: &'f str,
+    /// The server URL followed by the `addPrefix` prefix, as it was rendered.
+    upstream: String,
+    /// The value of [`DEPLOYMENT_HEADER`] it answers with, when it has trueup's headers
+    /// middleware.
+    answers: Option<&'f str>,
+}
+
+/// Reads router `name` with its service and the middlewares trueup writes for it
+/// (`NAME-id`, `NAME-prefix`). A router that uses another middleware is not one trueup
+/// wrote.
+fn read_router<'f>(http: &'f Http, name: &str) -> Result<Read<'f>, String> {
+    let Some(router) = http.routers.get(name).filter(|r| r.service == name) else {
+        return Err(format!("it has no router `{name}` for service `{name}`"));
+    };
+    let (id, prefix_name) = (format!("{name}-id"), format!("{name}-prefix"));
+    let (mut answers, mut prefix) = (None, "");
+    for used in &router.middlewares {
+        let defined = http.middlewares.get(used);
+        if *used == id {
+            let Some(headers) = defined.and_then(|m| m.headers.as_ref()) else {
+                return Err(format!(
+                    "router `{name}` uses `{used}`, which the file does not define as a headers middleware"
+                ));
+            };
+            answers = headers.custom_response_headers.get(DEPLOYMENT_HEADER).map(String::as_str);
+        } else if *used == prefix_name {
+            let Some(add) = defined.and_then(|m| m.add_prefix.as_ref()) else {
+                return Err(format!(
+                    "router `{name}` uses `{used}`, which the file does not define as an addPrefix middleware"
+                ));
+            };
+            prefix = &add.prefix;
+        } else {
+            return Err(format!("router `{name}` uses middleware `{used}`, which trueup does not write"));
+        }
+    }
+    match http.services.get(name).map(|s| s.load_balancer.servers.as_slice()) {
+        Some([server]) => Ok(Read { rule: &router.rule, upstream: format!("{}{prefix}", server.url), answers }),
+        _ => Err(format!("service `{name}` does not have exactly one server")),
+    }
+}
 /// Reads the route file at `path`, for the project named by its stem. A file that cannot
 /// be read or is not a trueup route comes back with [`Route::problem`] set.
 pub fn read_route(path: &Path) -> Route {
@@ -182,34 +431,56 @@ pub fn read_route(path: &Path) -> Route {
 /// The largest route file trueup reads: one it writes is a few hundred bytes.
 const ROUTE_CAP: u64 = 256 << 10;
 
-/// Reads the text of `project`'s route file (pure).
+/// Reads the text of `project`'s route file (pure): the header line's deployment and the
+/// main router's domain and upstream. A preview in the file is left out (see
+/// [`preview_of`]).
 pub fn parse_route(project: &str, text: &str) -> Route {
     let Some((named, deployment)) = header(text.lines().next().unwrap_or_default()) else {
         return broken(None, "it has no `# Managed by trueup:` header".to_owned());
     };
-    let deployment = Some(deployment.to_owned());
     if named != project {
-        return broken(deployment, format!("its header names project `{named}`"));
+        return broken(Some(deployment.to_owned()), format!("its header names project `{named}`"));
     }
     let file: TraefikFile = match serde_saphyr::from_str(text) {
         Ok(f) => f,
         Err(e) => {
             let first = e.to_string().lines().next().unwrap_or_default().to_owned();
-            return broken(deployment, format!("it is not valid Traefik YAML: {first}"));
+            return broken(Some(deployment.to_owned()), format!("it is not valid Traefik YAML: {first}"));
         }
     };
     let name = format!("trueup-{project}");
-    let Some(router) = file.http.routers.get(&name).filter(|r| r.service == name) else {
-        return broken(deployment, format!("it has no router `{name}` for service `{name}`"));
+    let read = match read_router(&file.http, &name) {
+        Ok(read) => read,
+        Err(problem) => return broken(Some(deployment.to_owned()), problem),
     };
-    let Some(domain) = router.rule.strip_prefix("Host(`").and_then(|r| r.strip_suffix("`)")) else {
-        return broken(deployment, format!("router `{name}` has rule `{}`, not Host(`DOMAIN`)", router.rule));
+    let Some(domain) = read.rule.strip_prefix("Host(`").and_then(|r| r.strip_suffix("`)")) else {
+        let problem = format!("router `{name}` has rule `{}`, not Host(`DOMAIN`)", read.rule);
+        return broken(Some(deployment.to_owned()), problem);
     };
-    let domain = Some(domain.to_owned());
-    match file.http.services.get(&name).map(|s| s.load_balancer.servers.as_slice()) {
-        Some([server]) => Route { deployment, upstream: server.url.clone(), domain, problem: None },
-        _ => broken(deployment, format!("service `{name}` does not have exactly one server")),
+    if let Some(answers) = read.answers.filter(|a| *a != deployment) {
+        let problem = format!("router `{name}` answers `{DEPLOYMENT_HEADER}: {answers}`, not `{deployment}`");
+        return broken(Some(deployment.to_owned()), problem);
     }
+    Route {
+        deployment: Some(deployment.to_owned()),
+        upstream: read.upstream,
+        domain: Some(domain.to_owned()),
+        problem: None,
+    }
+}
+
+/// The preview in the text of `project`'s route file (pure), when it holds one as
+/// [`render`] writes it: its router, service and middlewares, a rule naming the previewed
+/// deployment and a response header that names the same one.
+pub fn preview_of(project: &str, text: &str) -> Option<PreviewRoute> {
+    let file: TraefikFile = serde_saphyr::from_str(text).ok()?;
+    let read = read_router(&file.http, &preview_name(project)).ok()?;
+    let (_, rest) = read.rule.split_once(&format!(") && Header(`{PREVIEW_HEADER}`, `"))?;
+    let deployment = rest.strip_suffix("`)")?;
+    let rendered = read.rule.strip_prefix("Host(`").and_then(|r| r.split_once('`')).map(|(d, _)| d);
+    let sound = rendered.is_some_and(|domain| read.rule == preview_rule(domain, deployment))
+        && read.answers == Some(deployment);
+    sound.then(|| PreviewRoute { deployment: deployment.to_owned(), upstream: read.upstream })
 }
 
 /// The first line of a route file trueup writes, naming its project and deployment.
@@ -273,6 +544,15 @@ pub fn observe_routes(dir: &Path) -> Result<BTreeMap<String, Route>, RouteError>
 mod tests {
     use super::*;
 
+    fn route(deployment: &str, upstream: &str, domain: &str) -> Route {
+        Route {
+            deployment: Some(deployment.into()),
+            upstream: upstream.into(),
+            domain: Some(domain.into()),
+            problem: None,
+        }
+    }
+
     #[test]
     fn a_rendered_route_reads_back() {
         let text = render_route("p1", "d7", "http://127.0.0.1:8080", "p1.localhost").unwrap();
@@ -284,6 +564,13 @@ http:
     trueup-p1:
       rule: \"Host(`p1.localhost`)\"
       service: trueup-p1
+      middlewares:
+        - trueup-p1-id
+  middlewares:
+    trueup-p1-id:
+      headers:
+        customResponseHeaders:
+          X-Trueup-Deployment: \"d7\"
   services:
     trueup-p1:
       loadBalancer:
@@ -291,70 +578,217 @@ http:
           - url: \"http://127.0.0.1:8080\"
 "
         );
-        let route = parse_route("p1", &text);
-        assert_eq!(
-            route,
-            Route {
-                deployment: Some("d7".into()),
-                upstream: "http://127.0.0.1:8080".into(),
-                domain: Some("p1.localhost".into()),
-                problem: None
-            }
-        );
+        assert_eq!(parse_route("p1", &text), route("d7", "http://127.0.0.1:8080", "p1.localhost"));
+        assert_eq!(preview_of("p1", &text), None);
         // Ids may end in a dot; the header still reads back.
         let text = render_route("p1", "d7.", "https://app:8443/x", "a.example.org").unwrap();
-        assert_eq!(parse_route("p1", &text).deployment.as_deref(), Some("d7."));
+        assert_eq!(parse_route("p1", &text), route("d7.", "https://app:8443/x", "a.example.org"));
+    }
+
+    #[test]
+    fn an_upstream_path_becomes_a_prefix_and_reads_back_whole() {
+        let text = render_route("site", "d2", "http://127.0.0.1:8081/webroot/site", "site.localhost").unwrap();
+        assert_eq!(
+            text,
+            "# Managed by trueup: project=site deployment=d2. Changes are overwritten.
+http:
+  routers:
+    trueup-site:
+      rule: \"Host(`site.localhost`)\"
+      service: trueup-site
+      middlewares:
+        - trueup-site-id
+        - trueup-site-prefix
+  middlewares:
+    trueup-site-id:
+      headers:
+        customResponseHeaders:
+          X-Trueup-Deployment: \"d2\"
+    trueup-site-prefix:
+      addPrefix:
+        prefix: \"/webroot/site\"
+  services:
+    trueup-site:
+      loadBalancer:
+        servers:
+          - url: \"http://127.0.0.1:8081\"
+"
+        );
+        assert_eq!(parse_route("site", &text), route("d2", "http://127.0.0.1:8081/webroot/site", "site.localhost"));
+        // Every upstream reads back as it was written, whatever its path.
+        let upstreams = [
+            ("http://h", None),
+            ("http://h/", None),
+            ("http://h:1/a/", Some("/a/")),
+            ("https://h/a//b", Some("/a//b")),
+            ("http://u@h:9/x.y/z", Some("/x.y/z")),
+        ];
+        for (upstream, prefix) in upstreams {
+            let text = render_route("p", "d", upstream, "p.localhost").unwrap();
+            assert_eq!(parse_route("p", &text).upstream, upstream, "{text}");
+            let rendered = text.split_once("prefix: \"").map(|(_, rest)| rest.split_once('"').unwrap().0);
+            assert_eq!(rendered, prefix, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_version_1_file_still_reads() {
+        let v1 = "# Managed by trueup: project=p1 deployment=d7. Changes are overwritten.
+http:
+  routers:
+    trueup-p1:
+      rule: \"Host(`p1.localhost`)\"
+      service: trueup-p1
+  services:
+    trueup-p1:
+      loadBalancer:
+        servers:
+          - url: \"http://127.0.0.1:8080/x\"
+";
+        assert_eq!(parse_route("p1", v1), route("d7", "http://127.0.0.1:8080/x", "p1.localhost"));
+        assert_eq!(preview_of("p1", v1), None);
+    }
+
+    #[test]
+    fn a_preview_sits_beside_the_live_route() {
+        let text = render(&RouteFile {
+            project: "p1",
+            deployment: "d1",
+            upstream: "http://127.0.0.1:8081/webroot/p1",
+            domain: "p1.localhost",
+            preview: Some(Preview { deployment: "d2", upstream: "http://127.0.0.1:8082" }),
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            "# Managed by trueup: project=p1 deployment=d1. Changes are overwritten.
+http:
+  routers:
+    trueup-p1:
+      rule: \"Host(`p1.localhost`)\"
+      service: trueup-p1
+      middlewares:
+        - trueup-p1-id
+        - trueup-p1-prefix
+    trueup-p1~preview:
+      rule: \"Host(`p1.localhost`) && Header(`X-Trueup-Preview`, `d2`)\"
+      priority: 1000
+      service: trueup-p1~preview
+      middlewares:
+        - trueup-p1~preview-id
+  middlewares:
+    trueup-p1-id:
+      headers:
+        customResponseHeaders:
+          X-Trueup-Deployment: \"d1\"
+    trueup-p1-prefix:
+      addPrefix:
+        prefix: \"/webroot/p1\"
+    trueup-p1~preview-id:
+      headers:
+        customResponseHeaders:
+          X-Trueup-Deployment: \"d2\"
+  services:
+    trueup-p1:
+      loadBalancer:
+        servers:
+          - url: \"http://127.0.0.1:8081\"
+    trueup-p1~preview:
+      loadBalancer:
+        servers:
+          - url: \"http://127.0.0.1:8082\"
+"
+        );
+        // The live route is what the planner reads; the preview is read on its own.
+        assert_eq!(parse_route("p1", &text), route("d1", "http://127.0.0.1:8081/webroot/p1", "p1.localhost"));
+        let preview = PreviewRoute { deployment: "d2".into(), upstream: "http://127.0.0.1:8082".into() };
+        assert_eq!(preview_of("p1", &text), Some(preview));
+        let text = render(&RouteFile {
+            project: "p1",
+            deployment: "d1",
+            upstream: "http://127.0.0.1:8081/webroot/p1",
+            domain: "p1.localhost",
+            preview: Some(Preview { deployment: "d2.x", upstream: "http://127.0.0.1:8081/webroot/p1-next" }),
+        })
+        .unwrap();
+        let preview =
+            PreviewRoute { deployment: "d2.x".into(), upstream: "http://127.0.0.1:8081/webroot/p1-next".into() };
+        assert_eq!(preview_of("p1", &text), Some(preview));
+        // Another project's file holds no preview of this one.
+        assert_eq!(preview_of("p2", &text), None);
+        // A preview whose response header names another deployment is not trueup's.
+        assert_eq!(preview_of("p1", &text.replace("\"d2.x\"", "\"d3\"")), None);
     }
 
     #[test]
     fn render_refuses_what_would_break_the_file() {
+        let not_url = "is not an http(s) URL without spaces, quotes, control characters, query or fragment";
         let bad = [
-            ("../p", "d1", "http://x", "p.localhost", "project id `../p` is not a plain name"),
-            ("p", "d 1", "http://x", "p.localhost", "deployment id `d 1` is not a plain name"),
-            (
-                "p",
-                "d1",
-                "http://x\"\n  evil: 1",
-                "p.localhost",
-                "upstream `http://x\"\n  evil: 1` is not an http(s) URL without spaces, quotes or control characters",
-            ),
-            (
-                "p",
-                "d1",
-                "ftp://x",
-                "p.localhost",
-                "upstream `ftp://x` is not an http(s) URL without spaces, quotes or control characters",
-            ),
-            (
-                "p",
-                "d1",
-                "http://",
-                "p.localhost",
-                "upstream `http://` is not an http(s) URL without spaces, quotes or control characters",
-            ),
-            ("p", "d1", "http://x", "a`)||Host(`b", "domain `a`)||Host(`b` is not a host name"),
-            ("p", "d1", "http://x", "", "domain `` is not a host name"),
+            ("../p", "d1", "http://x", "p.localhost", "project id `../p` is not a plain name".to_owned()),
+            ("p", "d 1", "http://x", "p.localhost", "deployment id `d 1` is not a plain name".to_owned()),
+            ("p", "d1", "http://x\"\n  evil: 1", "p.localhost", format!("upstream `http://x\"\n  evil: 1` {not_url}")),
+            ("p", "d1", "ftp://x", "p.localhost", format!("upstream `ftp://x` {not_url}")),
+            ("p", "d1", "http://", "p.localhost", format!("upstream `http://` {not_url}")),
+            ("p", "d1", "http://x/a?b=1", "p.localhost", format!("upstream `http://x/a?b=1` {not_url}")),
+            ("p", "d1", "http://x/a#b", "p.localhost", format!("upstream `http://x/a#b` {not_url}")),
+            ("p", "d1", "http://x", "a`)||Host(`b", "domain `a`)||Host(`b` is not a host name".to_owned()),
+            ("p", "d1", "http://x", "", "domain `` is not a host name".to_owned()),
         ];
         for (project, deployment, upstream, domain, message) in bad {
             let err = render_route(project, deployment, upstream, domain).unwrap_err();
             assert_eq!(err.to_string(), message);
         }
+        let previews = [
+            (
+                Preview { deployment: "d`2", upstream: "http://x" },
+                "preview deployment id `d`2` is not a plain name".to_owned(),
+            ),
+            (Preview { deployment: "d2", upstream: "http://x/\"" }, format!("upstream `http://x/\"` {not_url}")),
+        ];
+        for (preview, message) in previews {
+            let file = RouteFile {
+                project: "p",
+                deployment: "d1",
+                upstream: "http://x",
+                domain: "p.localhost",
+                preview: Some(preview),
+            };
+            assert_eq!(render(&file).unwrap_err().to_string(), message);
+        }
     }
 
     #[test]
     fn a_bad_file_is_a_problem_not_an_error() {
-        let good = render_route("p1", "d7", "http://127.0.0.1:8080", "p1.localhost").unwrap();
+        let good = render_route("p1", "d7", "http://127.0.0.1:8080/webroot/p1", "p1.localhost").unwrap();
         let cases = [
             ("http: {}\n", "it has no `# Managed by trueup:` header"),
             (&good.replace("project=p1", "project=p2"), "its header names project `p2`"),
             (&format!("{good}  : : [\n"), "it is not valid Traefik YAML"),
             (&good.replace("service: trueup-p1", "service: other"), "it has no router `trueup-p1`"),
             (&good.replace("          - url", "          - url: \"http://b\"\n          - url"), "exactly one server"),
+            (
+                &good.replace("X-Trueup-Deployment: \"d7\"", "X-Trueup-Deployment: \"d6\""),
+                "router `trueup-p1` answers `X-Trueup-Deployment: d6`, not `d7`",
+            ),
+            (
+                &good.replace("        - trueup-p1-prefix", "        - trueup-p1-prefix\n        - auth@file"),
+                "router `trueup-p1` uses middleware `auth@file`, which trueup does not write",
+            ),
+            (
+                &good.replace("    trueup-p1-prefix:", "    trueup-p1-other:"),
+                "router `trueup-p1` uses `trueup-p1-prefix`, which the file does not define as an addPrefix middleware",
+            ),
+            (
+                &good.replace("      headers:", "      chain:"),
+                "router `trueup-p1` uses `trueup-p1-id`, which the file does not define as a headers middleware",
+            ),
         ];
         for (text, problem) in cases {
             let route = parse_route("p1", text);
             let got = route.problem.unwrap_or_default();
             assert!(got.starts_with(problem) || got.contains(problem), "{got:?} for\n{text}");
+            let header = (!text.starts_with("http:")).then_some("d7");
+            assert_eq!(route.deployment.as_deref(), header, "{text}");
         }
     }
 }
