@@ -1,7 +1,6 @@
 //! The phase executors: what each phase of a deployment really does.
 //!
-//! A spec's phase names what it runs (`run:`); a worker (see [`crate::engine`]) maps that
-//! to one of these executors and calls it with the deployment's stored options. Every
+//! A spec's phase names what it runs (`run:`); a worker maps that to one of these executors and calls it with the deployment's stored options. Every
 //! executor is idempotent and safe to re-run after a crash at any instant: what it makes
 //! is made under a temporary name and renamed into place, so a re-run replaces a partial
 //! result whole and never builds on it.
@@ -10,8 +9,17 @@
 //! go on through a [`Watch`], which the worker implements (it heartbeats its claim and
 //! notices Ctrl-C there), and they end with a [`PhaseError`] that says what the worker
 //! should do next: fail the deployment, or leave it to be resumed.
+//!
+//! - [`build`] runs the build command in its own process group, streaming its output.
+//!
+//! Executors touch only the folders they are given; they never read the store or the
+//! spec, and they never print.
+
+use std::time::{Duration, Instant};
 
 use crate::model::LogLevel;
+
+pub mod build;
 
 /// What an executor reports to, and asks of, the worker that runs it.
 pub trait Watch {
@@ -73,5 +81,38 @@ impl Watch for Lines {
     fn tick(&mut self) -> Result<(), Stopped> {
         self.ticks += 1;
         Ok(())
+    }
+}
+
+/// Calls [`Watch::tick`] about twice a second from a loop that may spin faster: copying
+/// many small files should not heartbeat once per file.
+pub(crate) struct Ticker {
+    last: Instant,
+}
+
+impl Ticker {
+    /// How often the watch is asked: well inside its "at least once a second".
+    const EVERY: Duration = Duration::from_millis(400);
+
+    pub(crate) fn new() -> Self {
+        Ticker { last: Instant::now() }
+    }
+
+    /// Ticks the watch when [`Ticker::EVERY`] has passed since the last tick.
+    pub(crate) fn tick(&mut self, watch: &mut dyn Watch) -> Result<(), PhaseError> {
+        if self.last.elapsed() >= Self::EVERY {
+            self.last = Instant::now();
+            watch.tick()?;
+        }
+        Ok(())
+    }
+}
+
+/// A limit as a person writes it: `30m`, `90s`, `1h30m`, or `500ms` below a second.
+pub(crate) fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        crate::time::Duration::from_secs(d.as_secs()).to_string()
     }
 }

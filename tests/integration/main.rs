@@ -8,6 +8,7 @@ mod crash;
 mod kinds;
 mod machine;
 mod observed;
+mod phases;
 mod plan;
 mod scratch;
 mod spec;
