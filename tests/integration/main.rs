@@ -9,6 +9,7 @@ mod kinds;
 mod machine;
 mod observed;
 mod plan;
+mod proxy;
 mod scratch;
 mod spec;
 mod store;
