@@ -166,10 +166,16 @@ impl Proxy {
             if answer.1.as_deref() == Some(deployment) {
                 return started.elapsed();
             }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "{host} does not answer for `{deployment}` after {PATIENCE:?}; it answers {answer:?}"
-            );
+            if started.elapsed() > PATIENCE {
+                let dir = self.root.parent().expect("the root is in the proxy's folder");
+                let log = std::fs::read_to_string(dir.join("traefik.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "{host} does not answer for `{deployment}` after {PATIENCE:?}; it answers {answer:?}; \
+                     the end of Traefik's log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
