@@ -792,4 +792,27 @@ http:
             assert_eq!(route.deployment.as_deref(), header, "{text}");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever it holds, a rendered file reads back as the route and the preview it
+        /// was rendered from.
+        #[test]
+        fn render_then_parse_is_the_identity(
+            project in "[a-z0-9][a-z0-9._-]{0,12}",
+            live in "[A-Za-z0-9][A-Za-z0-9._-]{0,12}",
+            next in "[A-Za-z0-9][A-Za-z0-9._-]{0,12}",
+            upstream in "https?://[a-z0-9.-]{1,12}(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]{0,20})?",
+            preview_upstream in "https?://[a-z0-9.-]{1,12}(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]{0,20})?",
+            domain in "[a-z0-9][a-z0-9_-]{0,10}(\\.[a-z0-9][a-z0-9_-]{0,10}){0,3}",
+            with_preview: bool,
+        ) {
+            let preview = with_preview.then_some(Preview { deployment: &next, upstream: &preview_upstream });
+            let file = RouteFile { project: &project, deployment: &live, upstream: &upstream, domain: &domain, preview };
+            let text = render(&file).unwrap();
+            proptest::prop_assert_eq!(parse_route(&project, &text), route(&live, &upstream, &domain));
+            let read = preview_of(&project, &text);
+            let want = preview.map(|p| PreviewRoute { deployment: p.deployment.to_owned(), upstream: p.upstream.to_owned() });
+            proptest::prop_assert_eq!(read, want);
+        }
+    }
 }
