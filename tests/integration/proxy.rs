@@ -209,12 +209,12 @@ impl Proxy {
         format!("http://{}/{project}/deployments/{id}/public", self.static_server)
     }
 
-    /// Writes `project`'s route file as trueup does: a temporary name the proxy ignores,
-    /// then a rename.
+    /// Writes `project`'s route file as trueup does ([`write_route_file`]): a temporary
+    /// name the proxy ignores, then a rename.
+    ///
+    /// [`write_route_file`]: trueup::world::effects::write_route_file
     pub fn write_route(&self, project: &str, text: &str) {
-        let temporary = self.routes.join(format!(".{project}.yaml.new"));
-        std::fs::write(&temporary, text).unwrap();
-        std::fs::rename(temporary, routes::route_path(&self.routes, project)).unwrap();
+        trueup::world::effects::write_route_file(&self.routes, project, text).unwrap();
     }
 }
 
@@ -292,6 +292,27 @@ fn a_preview_reaches_the_new_release_while_everyone_else_gets_the_live_one() {
     let other = [(routes::PREVIEW_HEADER, "d3")];
     assert_eq!(proxy.get_with(host, "/", &other), (200, Some("d1".to_owned()), "live d1\n".to_owned()));
     eprintln!("traefik's file provider: the preview in force after {waited:?}");
+}
+
+/// The route `apply` writes through the real adapter is served, and reads back as the
+/// route the planner asked for: an upstream with a path makes no difference to plan.
+#[test]
+fn the_route_apply_writes_is_served_and_reads_back_unchanged() {
+    use trueup::world::effects::{Effects as _, RealFs};
+    let proxy = proxy();
+    let (project, host) = ("proxy-apply", "proxy-apply.localhost");
+    proxy.release(project, "d1", "applied d1\n");
+    proxy.switch(project, "d1");
+    let upstream = proxy.upstream(project);
+    RealFs::new(&proxy.root, &proxy.routes).write_route(project, "d1", &upstream, host).unwrap();
+    proxy.until(host, &[], "d1");
+    assert_eq!(proxy.get(host, "/"), (200, Some("d1".to_owned()), "applied d1\n".to_owned()));
+    let observed = routes::observe_routes(&proxy.routes).unwrap();
+    let route = &observed[project];
+    assert_eq!(
+        (route.deployment.as_deref(), route.upstream.as_str(), route.problem.as_deref()),
+        (Some("d1"), upstream.as_str(), None)
+    );
 }
 
 #[test]
