@@ -36,12 +36,13 @@
 //!           - url: "http://127.0.0.1:8081"
 //! ```
 //!
-//! Why the header: Traefik's file provider reloads a changed file only after a delay
-//! (a few hundred milliseconds, measured by the proxy tests), so a deployment that has
-//! just written its route cannot tell from the file whether the proxy already routes by
-//! it. The header tells, in every response, which deployment the route in force was
-//! written for: a switch is confirmed when a request through Traefik answers with the new
-//! id.
+//! Why the header: Traefik's file provider reloads a changed file only after a delay, so
+//! a deployment that has just written its route cannot tell from the file whether the
+//! proxy already routes by it. With Traefik 3.7's defaults the delay is about two seconds
+//! (its `providers.providersThrottleDuration`, 2 s: measured 1.9 to 2.3 s for a changed
+//! file, 0.05 to 0.3 s with the throttle at 0 or 200 ms; the proxy tests print it). The
+//! header tells, in every response, which deployment the route in force was written for:
+//! a switch is confirmed when a request through Traefik answers with the new id.
 //!
 //! Why the prefix: Traefik's server URLs carry no path, so an upstream with one needs a
 //! middleware to reach it. [`parse_route`] reads the upstream back as the server URL
@@ -789,6 +790,29 @@ http:
             assert!(got.starts_with(problem) || got.contains(problem), "{got:?} for\n{text}");
             let header = (!text.starts_with("http:")).then_some("d7");
             assert_eq!(route.deployment.as_deref(), header, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever it holds, a rendered file reads back as the route and the preview it
+        /// was rendered from.
+        #[test]
+        fn render_then_parse_is_the_identity(
+            project in "[a-z0-9][a-z0-9._-]{0,12}",
+            live in "[A-Za-z0-9][A-Za-z0-9._-]{0,12}",
+            next in "[A-Za-z0-9][A-Za-z0-9._-]{0,12}",
+            upstream in "https?://[a-z0-9.-]{1,12}(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]{0,20})?",
+            preview_upstream in "https?://[a-z0-9.-]{1,12}(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]{0,20})?",
+            domain in "[a-z0-9][a-z0-9_-]{0,10}(\\.[a-z0-9][a-z0-9_-]{0,10}){0,3}",
+            with_preview: bool,
+        ) {
+            let preview = with_preview.then_some(Preview { deployment: &next, upstream: &preview_upstream });
+            let file = RouteFile { project: &project, deployment: &live, upstream: &upstream, domain: &domain, preview };
+            let text = render(&file).unwrap();
+            proptest::prop_assert_eq!(parse_route(&project, &text), route(&live, &upstream, &domain));
+            let read = preview_of(&project, &text);
+            let want = preview.map(|p| PreviewRoute { deployment: p.deployment.to_owned(), upstream: p.upstream.to_owned() });
+            proptest::prop_assert_eq!(read, want);
         }
     }
 }

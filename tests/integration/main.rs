@@ -10,6 +10,7 @@ mod machine;
 mod observed;
 mod phases;
 mod plan;
+mod proxy;
 mod scratch;
 mod spec;
 mod store;
