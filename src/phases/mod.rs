@@ -13,6 +13,8 @@
 //! - [`source`] pulls a deployment's source (an upload folder, a tarball, a git
 //!   repository) into a folder of its own.
 //! - [`build`] runs the build command in its own process group, streaming its output.
+//! - [`release`] copies the build output into the release folder, with a completion
+//!   marker.
 //!
 //! Executors touch only the folders they are given; they never read the store or the
 //! spec, and they never print.
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::model::LogLevel;
 
 pub mod build;
+pub mod release;
 pub mod source;
 
 /// What an executor reports to, and asks of, the worker that runs it.

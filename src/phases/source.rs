@@ -9,7 +9,7 @@
 //! may land outside the destination, and no link may point out of it.
 //!
 //! This module owns the one tree copy of the phases (`copy_tree`), which
-//! `release` reuses; it never runs a build or touches a release.
+//! [`super::release`] reuses; it never runs a build or touches a release.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -483,3 +483,92 @@ mod source {
         assert!(refused(&origin, &dest, &Limits::default()).ends_with("is not a valid repository and ref"));
     }
 }
+
+mod release {
+    use super::*;
+    use trueup::phases::release;
+
+    fn output(s: &Scratch) -> std::path::PathBuf {
+        let out = s.join("build/public");
+        std::fs::create_dir_all(out.join("css")).unwrap();
+        std::fs::write(out.join("index.html"), "v2").unwrap();
+        std::fs::write(out.join("css/site.css"), "body{}").unwrap();
+        out
+    }
+
+    #[test]
+    fn a_release_is_copied_marked_and_left_alone_when_complete() {
+        let s = Scratch::new("release-copy");
+        let from = output(&s);
+        let release = s.join("site/deployments/d7");
+        let mut lines = Lines::default();
+        release::copy(&from, &release, "d7", &mut lines).unwrap();
+        assert!(release::is_complete(&release));
+        assert_eq!(
+            listing(&release),
+            [
+                ".trueup-release: file 644 d7",
+                "css: dir 755",
+                "css/site.css: file 644 body{}",
+                "index.html: file 644 v2"
+            ]
+        );
+        // A second run leaves it as it is, even when the output changed since.
+        std::fs::write(from.join("index.html"), "changed").unwrap();
+        release::copy(&from, &release, "d7", &mut lines).unwrap();
+        assert_eq!(std::fs::read_to_string(release.join("index.html")).unwrap(), "v2");
+        assert_eq!(std::fs::read_dir(s.join("site/deployments")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_crash_before_the_rename_is_finished_by_a_re_run() {
+        let s = Scratch::new("release-crash");
+        let from = output(&s);
+        let release = s.join("site/deployments/d7");
+        // What a kill between the copy and the rename leaves: a half temporary folder.
+        let tmp = s.join("site/deployments/.trueup-tmp-d7");
+        std::fs::create_dir_all(tmp.join("css")).unwrap();
+        std::fs::write(tmp.join("index.html"), "half").unwrap();
+        std::fs::write(tmp.join("leftover"), "").unwrap();
+        release::copy(&from, &release, "d7", &mut Lines::default()).unwrap();
+        assert!(release::is_complete(&release));
+        assert!(!tmp.exists());
+        assert_eq!(std::fs::read_to_string(release.join("index.html")).unwrap(), "v2");
+        assert!(!release.join("leftover").exists());
+    }
+
+    #[test]
+    fn an_incomplete_folder_in_the_way_is_moved_aside() {
+        let s = Scratch::new("release-aside");
+        let from = output(&s);
+        let release = s.join("site/deployments/d7");
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::write(release.join("precious"), "keep me").unwrap();
+        assert!(!release::is_complete(&release));
+        let mut lines = Lines::default();
+        release::copy(&from, &release, "d7", &mut lines).unwrap();
+        assert!(release::is_complete(&release));
+        let names: Vec<String> = std::fs::read_dir(s.join("site/deployments"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let aside = names.iter().find(|n| n.starts_with("d7.trueup-aside-")).expect("moved aside");
+        let kept = s.join("site/deployments").join(aside).join("precious");
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), "keep me");
+        assert!(lines.lines.iter().any(|(l, t)| *l == LogLevel::Warn && t.contains("moved aside")));
+    }
+
+    #[test]
+    fn missing_output_fails_with_its_name() {
+        let s = Scratch::new("release-missing");
+        let from = s.join("build/public");
+        let release = s.join("site/deployments/d7");
+        let result = release::copy(&from, &release, "d7", &mut Lines::default());
+        assert_eq!(
+            result,
+            Err(PhaseError::Failed(format!("the build made no `public/` folder (looked for `{}`)", from.display())))
+        );
+        assert!(!release.exists() && !s.join("site/deployments/.trueup-tmp-d7").exists());
+        assert!(!release::is_complete(&release));
+    }
+}
