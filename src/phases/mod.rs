@@ -15,6 +15,7 @@
 //! - [`build`] runs the build command in its own process group, streaming its output.
 //! - [`release`] copies the build output into the release folder, with a completion
 //!   marker.
+//! - [`probe`] asks a release over HTTP whether it is healthy.
 //!
 //! Executors touch only the folders they are given; they never read the store or the
 //! spec, and they never print.
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::model::LogLevel;
 
 pub mod build;
+pub mod probe;
 pub mod release;
 pub mod source;
 

@@ -572,3 +572,129 @@ mod release {
         assert!(!release::is_complete(&release));
     }
 }
+
+mod probe {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use trueup::phases::probe::{self, Request, Unmet};
+
+    /// A loopback server that answers one connection per canned answer, in order, and
+    /// returns the request heads it got. An empty answer holds the connection silent.
+    fn serve(answers: Vec<Vec<u8>>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for answer in answers {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                heads.push(String::from_utf8(head).unwrap());
+                if answer.is_empty() {
+                    std::thread::sleep(Duration::from_millis(800));
+                    continue;
+                }
+                // Written in pieces, as a real server may.
+                for piece in answer.chunks(7) {
+                    let _ = conn.write_all(piece);
+                    let _ = conn.flush();
+                }
+            }
+            heads
+        });
+        (port, handle)
+    }
+
+    fn get(port: u16, path: &str) -> Result<probe::Response, String> {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        probe::get(&url, Some("site.localhost"), &[("X-Probe", "1")], Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_get_sends_the_host_asked_for_and_reads_status_headers_and_first_line() {
+        let body = "  <!doctype html>  \nrest\n";
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Trueup-Deployment: d7\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (port, server) = serve(vec![answer.into_bytes()]);
+        let response = get(port, "/health").unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("x-trueup-deployment"), Some("d7"));
+        assert_eq!(response.header("CONTENT-TYPE"), Some("text/html"));
+        assert_eq!(response.header("missing"), None);
+        assert_eq!(response.first_line, "<!doctype html>");
+        let heads = server.join().unwrap();
+        assert!(heads[0].starts_with("GET /health HTTP/1.1\r\nHost: site.localhost\r\nX-Probe: 1\r\n"), "{}", heads[0]);
+    }
+
+    #[test]
+    fn chunked_close_delimited_and_long_bodies() {
+        let chunked = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot \r\n9;x=y\r\nready\nyet\r\n0\r\n\r\n";
+        let closed = b"HTTP/1.0 404 Not Found\r\n\r\nno such site".to_vec();
+        let long = format!("HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n{}", "y".repeat(300));
+        let (port, server) = serve(vec![chunked.to_vec(), closed, long.into_bytes()]);
+        let r = get(port, "").unwrap();
+        assert_eq!((r.status, r.first_line.as_str()), (503, "not ready"));
+        let r = get(port, "/").unwrap();
+        assert_eq!((r.status, r.first_line.as_str()), (404, "no such site"));
+        let r = get(port, "/").unwrap();
+        assert_eq!(r.first_line, "y".repeat(200));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn no_server_and_a_silent_one_are_errors() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = get(port, "/").unwrap_err();
+        assert!(e.starts_with(&format!("could not connect to `127.0.0.1:{port}`")), "{e}");
+        let (port, server) = serve(vec![Vec::new()]);
+        let url = format!("http://127.0.0.1:{port}/");
+        let e = probe::get(&url, None, &[], Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e, format!("`{url}` did not answer within 300ms"));
+        assert!(server.join().unwrap()[0].contains(&format!("Host: 127.0.0.1:{port}\r\n")));
+        assert!(probe::get("https://x/", None, &[], Duration::from_secs(1)).is_err());
+        assert!(probe::get(&url, Some("a\r\nEvil: 1"), &[], Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn until_retries_until_the_answer_is_right() {
+        let busy = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let ready = b"HTTP/1.1 200 OK\r\nX-Trueup-Deployment: d7\r\nContent-Length: 2\r\n\r\nok".to_vec();
+        let (port, server) = serve(vec![busy.clone(), busy.clone(), ready]);
+        let url = format!("http://127.0.0.1:{port}/");
+        let request =
+            Request { url: &url, host: Some("site.localhost"), headers: &[], timeout: Duration::from_secs(2) };
+        let mut lines = Lines::default();
+        let ok = |r: &probe::Response| r.status == 200 && r.header("x-trueup-deployment") == Some("d7");
+        let response = probe::until(&request, Duration::from_secs(10), ok, &mut lines).unwrap();
+        assert_eq!(response.first_line, "ok");
+        assert!(lines.ticks >= 2);
+        assert_eq!(server.join().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn until_gives_the_last_answer_or_error_on_timeout_and_stops_when_told() {
+        let busy = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let (port, server) = serve(vec![busy.clone(); 40]);
+        let url = format!("http://127.0.0.1:{port}/");
+        let request = Request { url: &url, host: None, headers: &[], timeout: Duration::from_secs(1) };
+        let start = Instant::now();
+        let result = probe::until(&request, Duration::from_millis(700), |r| r.status == 200, &mut Lines::default());
+        assert!(matches!(result, Err(Unmet::Answer(ref r)) if r.status == 502), "{result:?}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+        let mut stop = StopAfter { after: Instant::now(), lines: Vec::new() };
+        let result = probe::until(&request, Duration::from_secs(30), |r| r.status == 200, &mut stop);
+        assert_eq!(result, Err(Unmet::Stopped("Ctrl-C".to_owned())));
+        drop(server);
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{closed}/");
+        let request = Request { url: &url, host: None, headers: &[], timeout: Duration::from_secs(1) };
+        let result = probe::until(&request, Duration::from_millis(300), |_| true, &mut Lines::default());
+        assert!(matches!(result, Err(Unmet::NoAnswer(ref e)) if e.starts_with("could not connect")), "{result:?}");
+    }
+}
