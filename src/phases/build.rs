@@ -4,7 +4,7 @@
 //! at least once a second whether to go on. When it must stop, or runs past its time
 //! limit, the whole process group goes (SIGTERM, then SIGKILL after a short grace), so no
 //! compiler or bundler it started lives on. The same supervision runs `git` for
-//! `source`.
+//! [`super::source`].
 //!
 //! This module only runs processes: it never decides what to build or where the output
 //! goes.

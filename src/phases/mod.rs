@@ -10,16 +10,26 @@
 //! notices Ctrl-C there), and they end with a [`PhaseError`] that says what the worker
 //! should do next: fail the deployment, or leave it to be resumed.
 //!
+//! - [`source`] pulls a deployment's source (an upload folder, a tarball, a git
+//!   repository) into a folder of its own.
 //! - [`build`] runs the build command in its own process group, streaming its output.
+//! - [`release`] copies the build output into the release folder, with a completion
+//!   marker.
+//! - [`probe`] asks a release over HTTP whether it is healthy.
 //!
 //! Executors touch only the folders they are given; they never read the store or the
 //! spec, and they never print.
 
+use std::io;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::model::LogLevel;
 
 pub mod build;
+pub mod probe;
+pub mod release;
+pub mod source;
 
 /// What an executor reports to, and asks of, the worker that runs it.
 pub trait Watch {
@@ -114,5 +124,65 @@ pub(crate) fn human(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         crate::time::Duration::from_secs(d.as_secs()).to_string()
+    }
+}
+
+/// An IO error while doing `what`, as a phase error: a full disk or another passing
+/// condition of the machine is [`PhaseError::Retry`] (a resume may succeed), anything else
+/// (a missing or unreadable input, a path that is in the way) is [`PhaseError::Failed`].
+pub(crate) fn io_error(what: &str, e: &io::Error) -> PhaseError {
+    let passing = [
+        libc::ENOSPC,
+        libc::EDQUOT,
+        libc::EIO,
+        libc::ENOMEM,
+        libc::EMFILE,
+        libc::ENFILE,
+        libc::EAGAIN,
+        libc::EINTR,
+        libc::EBUSY,
+        libc::EROFS,
+    ];
+    let text = format!("{what}: {e}");
+    match e.raw_os_error() {
+        Some(code) if passing.contains(&code) => PhaseError::Retry(text),
+        _ if matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => PhaseError::Retry(text),
+        _ => PhaseError::Failed(text),
+    }
+}
+
+/// Flushes everything written under `dir` to disk, then the folder itself: one `syncfs`
+/// for a whole copied tree instead of an fsync per file.
+pub(crate) fn sync_tree(dir: &Path) -> io::Result<()> {
+    let folder = std::fs::File::open(dir)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `folder` is an open descriptor for the whole call.
+        if unsafe { libc::syncfs(folder.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: `sync` takes no arguments and cannot fail.
+    unsafe {
+        libc::sync()
+    };
+    folder.sync_all()
+}
+
+/// Makes a rename or removal inside `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes what is at `path`, a folder tree or a file or link, without following a link;
+/// nothing there is fine.
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
