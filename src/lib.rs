@@ -59,6 +59,7 @@ pub mod apply;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod diag;
+pub mod engine;
 pub mod graph;
 pub mod host;
 pub mod machine;

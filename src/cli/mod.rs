@@ -16,6 +16,7 @@ use crate::time::Timestamp;
 
 mod color;
 mod demo;
+mod deploy_cmds;
 mod lease_cmds;
 mod output;
 mod plan_cmds;
@@ -196,7 +197,14 @@ pub enum Command {
     /// refused and left untouched. `trueup apply` does the same on its first run; `plan`
     /// and `status` only read, and refuse a missing database.
     ///
-    /// Example: trueup --db /var/lib/trueup/trueup.db init
+    /// It also records the settings every command reads (flags override them): the
+    /// proxy's address, the base domain, the static server that serves webroots, and the
+    /// limits. A setting not given keeps its recorded value, or its default.
+    ///
+    /// Examples:
+    ///   trueup --db /var/lib/trueup/trueup.db init
+    ///   trueup init --proxy 127.0.0.1:8080 --webroot-upstream http://127.0.0.1:8081 --domain example.org
+    #[command(verbatim_doc_comment)]
     Init(plan_cmds::InitArgs),
 
     /// Show each project's live release and link health, and every unfinished deployment
@@ -224,6 +232,66 @@ pub enum Command {
     ///   trueup status && trueup unlock
     #[command(verbatim_doc_comment)]
     Unlock(lease_cmds::UnlockArgs),
+
+    /// Run a deployment through its phases, in the foreground
+    ///
+    /// Queues a deployment of --project (created on first use) and runs it at once:
+    /// pulls the source (a folder, a .tar.gz checked entry by entry, or a git repository
+    /// at --ref), runs --build in it with a time limit, copies the output into
+    /// ROOT/PROJECT/deployments/ID through a temporary folder, probes the new release
+    /// before it is exposed, switches `current` and the webroot link, writes the Traefik
+    /// route and checks through Traefik that the new release answers. Each phase is
+    /// printed as it starts. A failed check puts the previous release back.
+    ///
+    /// Ctrl-C or SIGTERM stops the build's whole process group and leaves the deployment
+    /// in its phase: `trueup apply` (or `trueup work`) resumes it from there, as it does
+    /// after a kill -9. --detach only queues it, for `trueup work`.
+    ///
+    /// Exit codes: 0 live; 1 failed (the reason is printed) or error; 130, 143 stopped.
+    ///
+    /// Examples:
+    ///   trueup deploy --project blog --source ./site --build 'make' --output public
+    ///   trueup deploy --project blog --source file:///srv/git/blog.git --ref v2
+    ///   trueup deploy --project blog --source site.tar.gz --detach
+    #[command(verbatim_doc_comment)]
+    Deploy(deploy_cmds::DeployArgs),
+
+    /// Run queued deployments: a worker for `deploy --detach`
+    ///
+    /// Claims the oldest queued deployment of each project that nobody holds (one
+    /// deployment of a project at a time, oldest first) and runs it to the end, up to
+    /// --jobs at once. Two workers never run the same deployment. A claim names its
+    /// process, so a worker killed with kill -9 is noticed at once and its deployment
+    /// resumed. Without --once it waits for more until SIGINT or SIGTERM.
+    ///
+    /// Examples:
+    ///   trueup work --once
+    ///   trueup work --jobs 4
+    #[command(verbatim_doc_comment)]
+    Work(deploy_cmds::WorkArgs),
+
+    /// Fire an event on a deployment (`cancel`, ...), checked against its spec
+    ///
+    /// An event the deployment's phase does not accept is refused, naming the events it
+    /// accepts. A deployment a live worker runs is refused too.
+    ///
+    /// Example: trueup event d20251002T120000Z-1a2b3c4d cancel
+    Event(deploy_cmds::EventArgs),
+
+    /// Record a sign of life of a deployment that the PaaS's own worker runs
+    ///
+    /// Its phase's `stuck_after` counts from now.
+    ///
+    /// Example: trueup heartbeat d20251002T120000Z-1a2b3c4d
+    Heartbeat(deploy_cmds::HeartbeatArgs),
+
+    /// Print a deployment's log, or follow it until the deployment finishes
+    ///
+    /// Examples:
+    ///   trueup logs d20251002T120000Z-1a2b3c4d
+    ///   trueup logs d20251002T120000Z-1a2b3c4d --follow
+    #[command(verbatim_doc_comment)]
+    Logs(deploy_cmds::LogsArgs),
 
     /// Print a shell completion script
     ///
@@ -271,6 +339,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Command::Status(cmd) => plan_cmds::status(&args, cmd),
         Command::Init(cmd) => plan_cmds::init(&args, cmd),
         Command::Unlock(cmd) => lease_cmds::unlock(&args, cmd),
+        Command::Deploy(cmd) => deploy_cmds::deploy(&args, cmd),
+        Command::Work(cmd) => deploy_cmds::work(&args, cmd),
+        Command::Event(cmd) => deploy_cmds::event(&args, cmd),
+        Command::Heartbeat(cmd) => deploy_cmds::heartbeat(&args, cmd),
+        Command::Logs(cmd) => deploy_cmds::logs(&args, cmd),
         Command::Completions(cmd) => {
             let mut script = Vec::new();
             clap_complete::generate(cmd.shell, &mut <Args as clap::CommandFactory>::command(), "trueup", &mut script);

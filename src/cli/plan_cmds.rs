@@ -256,6 +256,14 @@ pub struct ApplyArgs {
     /// Print the plan and the results as JSON
     #[arg(long)]
     pub json: bool,
+    /// Only record the resumes, for the PaaS's own workers to run (as before `deploy`)
+    #[arg(long)]
+    pub no_run: bool,
+    /// How many resumed deployments to run at once, after the repairs
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub settings: super::deploy_cmds::SettingsArgs,
 }
 
 /// The longest `--lease-ttl`: a day. A longer lease, left by a dead apply, would block
@@ -401,7 +409,29 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(interrupted_exit());
     }
-    Ok(if applied.report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // The lease is free: the deployments just resumed now run under their own claims.
+    let resumed = resumed(&applied);
+    let mut failed_runs = 0;
+    if !cmd.no_run && !cmd.dry_run && !resumed.is_empty() {
+        if !cmd.json {
+            outln!("\nRunning {} resumed deployment(s) to the end (--no-run only records them):", resumed.len())?;
+        }
+        failed_runs = super::deploy_cmds::run_all(args, &specs, &cmd.settings, &resumed, usize::from(cmd.jobs))?;
+        if signals::caught().is_some() {
+            return Ok(interrupted_exit());
+        }
+    }
+    Ok(if applied.report.succeeded() && failed_runs == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The deployments this apply resumed: their resume went through.
+fn resumed(applied: &reconcile::Applied) -> Vec<String> {
+    let done = applied.report.outcomes.iter().filter(|o| o.status == apply::Status::Done);
+    done.filter_map(|o| match &o.action.change {
+        plan::Change::Resume { deployment, .. } => Some(deployment.clone()),
+        _ => None,
+    })
+    .collect()
 }
 
 /// The exit code of an apply stopped by a signal: 128 + its number, as a shell reports a
@@ -501,17 +531,21 @@ fn open_store_read_only(args: &Args) -> anyhow::Result<Store> {
 
 /// Arguments of `trueup init`.
 #[derive(Debug, clap::Args)]
-pub struct InitArgs {}
+pub struct InitArgs {
+    #[command(flatten)]
+    settings: super::deploy_cmds::SettingsArgs,
+}
 
 /// Creates the state database (and its folder), or migrates an existing one, and says
 /// which.
-pub fn init(args: &Args, _: &InitArgs) -> anyhow::Result<ExitCode> {
+pub fn init(args: &Args, cmd: &InitArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(args)?;
-    println!(
-        "The state database `{}` is ready (schema version {}).",
+    outln!(
+        "The state database `{}` is ready (schema version {}). Settings:",
         store.path().display(),
         crate::store::SCHEMA_VERSION
-    );
+    )?;
+    super::deploy_cmds::record_settings(&store, &cmd.settings)?;
     Ok(ExitCode::SUCCESS)
 }
 

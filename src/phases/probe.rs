@@ -143,18 +143,21 @@ pub fn until(
 ) -> Result<Response, Unmet> {
     let deadline = Instant::now() + within;
     let mut pause = Duration::from_millis(100);
+    // The last answer that came, kept: a last try cut short by the deadline says less.
+    let mut answered = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let last = Request { timeout: request.timeout.min(left.max(Duration::from_millis(1))), ..*request }.get();
         match last {
             Ok(response) if ok(&response) => return Ok(response),
-            _ if Instant::now() >= deadline => {
-                return Err(match last {
-                    Ok(response) => Unmet::Answer(response),
-                    Err(e) => Unmet::NoAnswer(e),
-                });
+            Ok(response) => answered = Some(response),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(answered.map_or(Unmet::NoAnswer(e), Unmet::Answer));
             }
-            _ => {}
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(Unmet::Answer(answered.expect("the last try answered")));
         }
         watch.tick()?;
         let mut sleep = pause.min(deadline.saturating_duration_since(Instant::now()));

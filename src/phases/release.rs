@@ -21,7 +21,8 @@ use crate::model::LogLevel;
 /// The name of the completion marker inside a release folder; it holds the deployment id.
 pub const MARKER: &str = ".trueup-release";
 
-/// Copies the build output `from` into `release`, marked complete for `deployment`.
+/// Copies the build output `from` into `release` (into its subfolder `under` when given:
+/// `public`, what the webroot link serves), marked complete for `deployment`.
 ///
 /// The copy is made in the sibling `.trueup-tmp-ID` (a leftover one is replaced), the
 /// marker written last, everything flushed, and the folder renamed into place. A release
@@ -35,7 +36,13 @@ pub const MARKER: &str = ".trueup-release";
 ///   fifo or a socket.
 /// - [`PhaseError::Retry`] on a full disk or another passing IO condition.
 /// - [`PhaseError::Stopped`] when the watch says so.
-pub fn copy(from: &Path, release: &Path, deployment: &str, watch: &mut dyn Watch) -> Result<(), PhaseError> {
+pub fn copy(
+    from: &Path,
+    release: &Path,
+    under: Option<&str>,
+    deployment: &str,
+    watch: &mut dyn Watch,
+) -> Result<(), PhaseError> {
     if marker_of(release).as_deref() == Some(deployment) {
         watch.line(LogLevel::Info, &format!("the release `{}` is already complete", release.display()));
         return Ok(());
@@ -51,8 +58,14 @@ pub fn copy(from: &Path, release: &Path, deployment: &str, watch: &mut dyn Watch
         }
     }
     let tmp = temporary(release)?;
-    let made = copy_tree(from, &tmp, &format!("the build output `{}`", from.display()), watch)
-        .and_then(|()| mark(&tmp, deployment));
+    let what = format!("the build output `{}`", from.display());
+    let made = match under {
+        None => copy_tree(from, &tmp, &what, watch),
+        Some(sub) => fs::create_dir(&tmp)
+            .map_err(|e| io_error(&format!("could not create `{}`", tmp.display()), &e))
+            .and_then(|()| copy_tree(from, &tmp.join(sub), &what, watch)),
+    }
+    .and_then(|()| mark(&tmp, deployment));
     if let Err(e) = made {
         let _ = remove(&tmp);
         return Err(e);

@@ -5,6 +5,7 @@ mod atomic_switch;
 mod cli;
 mod config;
 mod crash;
+mod deploy;
 mod kinds;
 mod machine;
 mod observed;

@@ -502,7 +502,7 @@ mod release {
         let from = output(&s);
         let release = s.join("site/deployments/d7");
         let mut lines = Lines::default();
-        release::copy(&from, &release, "d7", &mut lines).unwrap();
+        release::copy(&from, &release, None, "d7", &mut lines).unwrap();
         assert!(release::is_complete(&release));
         assert_eq!(
             listing(&release),
@@ -515,7 +515,7 @@ mod release {
         );
         // A second run leaves it as it is, even when the output changed since.
         std::fs::write(from.join("index.html"), "changed").unwrap();
-        release::copy(&from, &release, "d7", &mut lines).unwrap();
+        release::copy(&from, &release, None, "d7", &mut lines).unwrap();
         assert_eq!(std::fs::read_to_string(release.join("index.html")).unwrap(), "v2");
         assert_eq!(std::fs::read_dir(s.join("site/deployments")).unwrap().count(), 1);
     }
@@ -530,7 +530,7 @@ mod release {
         std::fs::create_dir_all(tmp.join("css")).unwrap();
         std::fs::write(tmp.join("index.html"), "half").unwrap();
         std::fs::write(tmp.join("leftover"), "").unwrap();
-        release::copy(&from, &release, "d7", &mut Lines::default()).unwrap();
+        release::copy(&from, &release, None, "d7", &mut Lines::default()).unwrap();
         assert!(release::is_complete(&release));
         assert!(!tmp.exists());
         assert_eq!(std::fs::read_to_string(release.join("index.html")).unwrap(), "v2");
@@ -546,7 +546,7 @@ mod release {
         std::fs::write(release.join("precious"), "keep me").unwrap();
         assert!(!release::is_complete(&release));
         let mut lines = Lines::default();
-        release::copy(&from, &release, "d7", &mut lines).unwrap();
+        release::copy(&from, &release, None, "d7", &mut lines).unwrap();
         assert!(release::is_complete(&release));
         let names: Vec<String> = std::fs::read_dir(s.join("site/deployments"))
             .unwrap()
@@ -563,7 +563,7 @@ mod release {
         let s = Scratch::new("release-missing");
         let from = s.join("build/public");
         let release = s.join("site/deployments/d7");
-        let result = release::copy(&from, &release, "d7", &mut Lines::default());
+        let result = release::copy(&from, &release, None, "d7", &mut Lines::default());
         assert_eq!(
             result,
             Err(PhaseError::Failed(format!("the build made no `public/` folder (looked for `{}`)", from.display())))

@@ -51,6 +51,14 @@ pub fn proxy() -> &'static Proxy {
     PROXY.get_or_init(start)
 }
 
+impl Proxy {
+    /// A proxy of the caller's own, with its own root and routes folder: for tests whose
+    /// `trueup apply` owns every route file in the folder. Stopped when dropped.
+    pub fn own() -> Proxy {
+        start()
+    }
+}
+
 /// How long a request or a wait for a server may take.
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -61,7 +69,9 @@ fn start() -> Proxy {
         "traefik",
     );
     let caddy_bin = find_binary("TRUEUP_CADDY", &[], "caddy");
-    let dir = std::env::temp_dir().join(format!("trueup-proxy-test-{}", std::process::id()));
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("trueup-proxy-test-{}-{n}", std::process::id()));
     let (root, routes, home) = (dir.join("root"), dir.join("routes"), dir.join("caddy-home"));
     for folder in [&root.join("webroot"), &routes, &home] {
         std::fs::create_dir_all(folder).unwrap();

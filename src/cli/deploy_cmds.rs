@@ -1,0 +1,426 @@
+//! `trueup deploy`, `work`, `event`, `heartbeat` and `logs`: the engine's operations for
+//! a PaaS, and the settings `init` records.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use super::{Args, load_specs, noteln, out, outln, plan_cmds::open_store, signals};
+use crate::engine::{Control, Ended, Engine, NewDeployment, Settings, Worker, run::Report};
+use crate::model::{DeploymentType, LogLevel, Source};
+use crate::spec::Specs;
+use crate::store::Store;
+
+/// The settings `trueup init` records and other commands may override.
+#[derive(Debug, Default, clap::Args)]
+pub struct SettingsArgs {
+    /// Traefik's HTTP entrypoint (`127.0.0.1:8080`): health checks go through it
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy: Option<String>,
+    /// The base domain: a project answers on PROJECT.DOMAIN (default `localhost`)
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// The static web server whose root is --root and that follows links (`http://127.0.0.1:8081`)
+    #[arg(long, value_name = "URL")]
+    pub webroot_upstream: Option<String>,
+    /// How long a build may run (default 30m)
+    #[arg(long, value_name = "DURATION")]
+    pub build_timeout: Option<String>,
+    /// How long a worker's claim lasts between heartbeats (default 60s)
+    #[arg(long, value_name = "DURATION")]
+    pub claim_ttl: Option<String>,
+    /// How long one health check attempt retries (default 30s)
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+}
+
+impl SettingsArgs {
+    /// The flags that were given, by setting key.
+    fn given(&self) -> Vec<(&'static str, &str)> {
+        let all = [
+            ("proxy", &self.proxy),
+            ("domain", &self.domain),
+            ("webroot_upstream", &self.webroot_upstream),
+            ("build_timeout", &self.build_timeout),
+            ("claim_ttl", &self.claim_ttl),
+            ("health_timeout", &self.health_timeout),
+        ];
+        all.into_iter().filter_map(|(k, v)| v.as_deref().map(|v| (k, v))).collect()
+    }
+}
+
+/// The settings in force: those recorded in the database, then the flags over them.
+fn settings(store: &Store, flags: &SettingsArgs) -> anyhow::Result<Settings> {
+    let mut settings = Settings::from_map(&store.settings()?)
+        .context("the settings recorded in the state database do not read; fix them with `trueup init`")?;
+    for (key, value) in flags.given() {
+        settings.set(key, value).with_context(|| format!("--{}", key.replace('_', "-")))?;
+    }
+    Ok(settings)
+}
+
+/// Records the given settings (for `trueup init`) and prints them all.
+pub fn record_settings(store: &Store, flags: &SettingsArgs) -> anyhow::Result<()> {
+    let settings = settings(store, flags)?;
+    store.put_settings(&settings.to_map())?;
+    for (key, value) in settings.to_map() {
+        outln!("  {key} = {value}")?;
+    }
+    Ok(())
+}
+
+/// Arguments of `trueup deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The project (created on first use): a plain name
+    #[arg(long)]
+    pub project: String,
+    /// The upload (a folder or a .tar.gz) or the git repository (a path or file:// URL)
+    #[arg(long, value_name = "PATH|GIT_URL")]
+    pub source: String,
+    /// `upload` or `git` (default: `git` for a repository, else `upload`)
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// The branch, tag or commit to deploy (git)
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// The build command, run with `sh -c` in the source folder
+    #[arg(long, value_name = "CMD")]
+    pub build: Option<String>,
+    /// The folder the build leaves the site in (default `public`, else the whole source)
+    #[arg(long, value_name = "SUBDIR")]
+    pub output: Option<String>,
+    /// The path the health check requests (default `/`)
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// Only queue it, for `trueup work` to run
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// Arguments of `trueup work`.
+#[derive(Debug, clap::Args)]
+pub struct WorkArgs {
+    /// Run what is queued now, then exit (instead of waiting for more)
+    #[arg(long)]
+    pub once: bool,
+    /// How many deployments to run at once (of different projects)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// Arguments of `trueup event`.
+#[derive(Debug, clap::Args)]
+pub struct EventArgs {
+    /// The deployment
+    pub id: String,
+    /// The event, one its phase accepts (`cancel`, ...)
+    pub event: String,
+}
+
+/// Arguments of `trueup heartbeat`.
+#[derive(Debug, clap::Args)]
+pub struct HeartbeatArgs {
+    /// The deployment
+    pub id: String,
+}
+
+/// Arguments of `trueup logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The deployment
+    pub id: String,
+    /// Keep printing new lines until the deployment finishes
+    #[arg(long, short)]
+    pub follow: bool,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn new_engine<'a>(args: &Args, store: &'a Store, specs: &'a Specs, flags: &SettingsArgs) -> anyhow::Result<Engine<'a>> {
+    Ok(Engine {
+        store,
+        specs,
+        root: args.root.clone(),
+        routes_dir: args.routes_dir.clone(),
+        settings: settings(store, flags)?,
+        worker: Worker::this(),
+    })
+}
+
+/// Prints phases and the lines that matter as a deployment runs.
+struct Printer {
+    verbose: bool,
+    quiet: bool,
+}
+
+impl Report for Printer {
+    fn phase(&mut self, id: &str, phase: &str) {
+        if !self.quiet {
+            let _ = outln!("{id}: {phase}");
+        }
+    }
+
+    fn line(&mut self, id: &str, level: LogLevel, text: &str) {
+        if self.verbose || level >= LogLevel::Warn {
+            let shown: String = text.chars().map(|c| if c.is_control() && c != '\t' { '?' } else { c }).collect();
+            let _ = outln!("{id}:   {shown}");
+        }
+    }
+}
+
+/// The exit code and closing line of a run.
+fn close(id: &str, ended: &Ended, json: bool) -> anyhow::Result<ExitCode> {
+    let (code, text, status) = match ended {
+        Ended::Finished { phase, live: true, .. } => (0, format!("{id} is live ({phase})"), "live"),
+        Ended::Finished { phase, reason, .. } => {
+            (1, format!("{id} ended in {phase}: {}", reason.as_deref().unwrap_or("no reason recorded")), "failed")
+        }
+        Ended::Stopped { phase, why } => (
+            signals::caught().map_or(1, |(_, c)| c),
+            format!("{id} stopped in {phase} ({why}); `trueup apply` or `trueup work` resumes it"),
+            "stopped",
+        ),
+        Ended::Interrupted { phase, why } => (1, format!("{id} left in {phase} to be resumed: {why}"), "interrupted"),
+    };
+    if json {
+        outln!("{}", serde_json::json!({ "deployment": id, "status": status, "message": text }))?;
+    } else if code == 0 {
+        outln!("{text}")?;
+    } else {
+        noteln!("{text}");
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// `trueup deploy`.
+pub fn deploy(args: &Args, cmd: &DeployArgs) -> anyhow::Result<ExitCode> {
+    let specs = load_specs(&args.specs)?;
+    let store = open_store(args)?;
+    let engine = new_engine(args, &store, &specs, &cmd.settings)?;
+    let new = new_deployment(cmd)?;
+    let d = engine.create(&new, super::now(args))?;
+    if cmd.detach {
+        if cmd.json {
+            outln!("{}", serde_json::json!({ "deployment": d.id, "status": "queued" }))?;
+        } else {
+            outln!("queued {} for project {}; `trueup work` runs it", d.id, d.project)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    signals::catch().context("cannot catch SIGINT and SIGTERM")?;
+    let mut printer = Printer { verbose: args.verbose, quiet: args.quiet || cmd.json };
+    let stop = || signals::caught().is_some();
+    let ended = engine.run(&d.id, Control { stop: &stop }, &mut printer)?;
+    close(&d.id, &ended, cmd.json)
+}
+
+/// The deployment `cmd` asks for.
+fn new_deployment(cmd: &DeployArgs) -> anyhow::Result<NewDeployment> {
+    let looks_git = |s: &str| {
+        s.starts_with("file://")
+            || s.starts_with("git@")
+            || s.starts_with("https://")
+            || s.starts_with("http://")
+            || s.ends_with(".git")
+            || std::path::Path::new(s).join(".git").exists()
+    };
+    let kind = match cmd.kind.as_deref() {
+        Some(name) => DeploymentType::from_name(name)
+            .filter(|k| *k != DeploymentType::Image)
+            .with_context(|| format!("--type `{name}`: `trueup deploy` takes `upload` or `git`"))?,
+        None if looks_git(&cmd.source) => DeploymentType::Git,
+        None => DeploymentType::Upload,
+    };
+    let absolute = |s: &str| -> anyhow::Result<PathBuf> {
+        Ok(crate::model::normalize(&std::path::absolute(s).with_context(|| format!("cannot resolve `{s}`"))?))
+    };
+    let mut source = Source {
+        build: cmd.build.clone(),
+        output: cmd.output.clone(),
+        health_path: cmd.health_path.clone(),
+        ..Source::default()
+    };
+    match kind {
+        DeploymentType::Git => {
+            let repo = if cmd.source.contains("://") || cmd.source.starts_with("git@") {
+                cmd.source.clone()
+            } else {
+                absolute(&cmd.source)?.display().to_string()
+            };
+            source.repo = Some(repo);
+            source.git_ref.clone_from(&cmd.git_ref);
+        }
+        _ => {
+            if cmd.git_ref.is_some() {
+                anyhow::bail!("--ref is for git sources; `{}` is an upload", cmd.source);
+            }
+            source.file_path = Some(absolute(&cmd.source)?);
+        }
+    }
+    Ok(NewDeployment { project: cmd.project.clone(), kind, source })
+}
+
+/// `trueup work`.
+pub fn work(args: &Args, cmd: &WorkArgs) -> anyhow::Result<ExitCode> {
+    let specs = load_specs(&args.specs)?;
+    let store = open_store(args)?;
+    signals::catch().context("cannot catch SIGINT and SIGTERM")?;
+    let mut failed = 0usize;
+    loop {
+        let engine = new_engine(args, &store, &specs, &cmd.settings)?;
+        let ready = ready(&engine)?;
+        if ready.is_empty() {
+            if cmd.once || signals::caught().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            continue;
+        }
+        let batch: Vec<String> = ready.into_iter().take(usize::from(cmd.jobs)).collect();
+        failed += run_all(args, &specs, &cmd.settings, &batch, usize::from(cmd.jobs))?;
+        if signals::caught().is_some() {
+            break;
+        }
+    }
+    if let Some((_, code)) = signals::caught() {
+        return Ok(ExitCode::from(code));
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs deployments `ids` to the end, up to `jobs` at once, each under its own claim and
+/// store connection, printing each one's outcome. Returns how many did not go live (a
+/// deployment another worker holds is not counted: it runs there).
+///
+/// # Errors
+///
+/// When printing fails.
+pub fn run_all(
+    args: &Args,
+    specs: &Specs,
+    settings: &SettingsArgs,
+    ids: &[String],
+    jobs: usize,
+) -> anyhow::Result<usize> {
+    let mut failed = 0;
+    for batch in ids.chunks(jobs.max(1)) {
+        if signals::caught().is_some() {
+            break;
+        }
+        let results: Vec<(String, anyhow::Result<Ended>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|id| {
+                    scope.spawn(move || -> anyhow::Result<Ended> {
+                        let (store, _) = Store::open(&args.db)?;
+                        let engine = new_engine(args, &store, specs, settings)?;
+                        let mut printer = Printer { verbose: args.verbose, quiet: args.quiet };
+                        let stop = || signals::caught().is_some();
+                        Ok(engine.run(id, Control { stop: &stop }, &mut printer)?)
+                    })
+                })
+                .collect();
+            batch
+                .iter()
+                .zip(handles)
+                .map(|(id, h)| (id.clone(), h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("its worker panicked")))))
+                .collect()
+        });
+        for (id, result) in results {
+            match result {
+                Ok(ended) => {
+                    if close(&id, &ended, false)? != ExitCode::SUCCESS {
+                        failed += 1;
+                    }
+                }
+                // Another worker took it first: it runs there.
+                Err(e)
+                    if e.downcast_ref::<crate::engine::EngineError>()
+                        .is_some_and(|e| matches!(e, crate::engine::EngineError::Held { .. })) =>
+                {
+                    noteln!("{id}: {e}");
+                }
+                Err(e) => {
+                    noteln!("error: {id}: {e:#}");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// The deployments a worker may take now: the head of each project's queue that is
+/// queued (in its spec's initial phase) and unheld, or held by a worker that is gone.
+fn ready(engine: &Engine<'_>) -> anyhow::Result<Vec<String>> {
+    let now = crate::time::clock::now();
+    let heads = engine.store.queue_heads()?;
+    let host = crate::host::hostname();
+    Ok(heads
+        .into_iter()
+        .filter(|d| {
+            let spec = engine.specs.of(d);
+            let queued = spec.find(&d.phase).is_some_and(|s| s == spec.leaf_of(spec.initial));
+            let dead =
+                d.owner.as_ref().is_some_and(|c| c.process.as_ref().is_some_and(|p| crate::host::is_gone(p, &host)));
+            (queued && !d.held_at(now)) || dead
+        })
+        .map(|d| d.id)
+        .collect())
+}
+
+/// `trueup event`.
+pub fn event(args: &Args, cmd: &EventArgs) -> anyhow::Result<ExitCode> {
+    let specs = load_specs(&args.specs)?;
+    let store = open_store(args)?;
+    let engine = new_engine(args, &store, &specs, &SettingsArgs::default())?;
+    let to = engine.fire(&cmd.id, &cmd.event, super::now(args))?;
+    outln!("{}: {} -> {to}", cmd.id, cmd.event)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `trueup heartbeat`.
+pub fn heartbeat(args: &Args, cmd: &HeartbeatArgs) -> anyhow::Result<ExitCode> {
+    let specs = load_specs(&args.specs)?;
+    let store = open_store(args)?;
+    let engine = new_engine(args, &store, &specs, &SettingsArgs::default())?;
+    engine.heartbeat(&cmd.id, super::now(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `trueup logs`.
+pub fn logs(args: &Args, cmd: &LogsArgs) -> anyhow::Result<ExitCode> {
+    let (store, _) = Store::open_read_only(&args.db)?;
+    let mut shown = 0usize;
+    loop {
+        let d = store.deployment(&cmd.id)?;
+        let lines = store.logs(&cmd.id)?;
+        for l in lines.iter().skip(shown) {
+            if cmd.json {
+                let line = serde_json::json!({
+                    "at": l.at.to_string(), "level": l.level.as_str(), "phase": l.phase, "message": l.message,
+                });
+                outln!("{line}")?;
+            } else {
+                let text: String =
+                    l.message.chars().map(|c| if c.is_control() && c != '\t' { '?' } else { c }).collect();
+                out!("{} {:5} {} {text}\n", l.at, l.level.as_str(), l.phase.as_deref().unwrap_or("-"))?;
+            }
+        }
+        shown = lines.len();
+        if !cmd.follow || d.finished_at.is_some() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

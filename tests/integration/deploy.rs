@@ -1,0 +1,380 @@
+//! `trueup deploy`, `work`, `event` and `logs` for real: sources in folders, builds with
+//! `sh`, releases on disk, served by Caddy through Traefik (the shared [`proxy`]).
+//!
+//! Each test has a state database of its own and project names of its own in the
+//! proxy's shared root.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::proxy::Proxy;
+use crate::scratch::Scratch;
+use crate::support::{Ran, Trueup};
+
+/// A test's own database, root and routes folder, behind a Traefik and a Caddy of its own:
+/// `apply` owns every route file of its folder.
+struct Paas {
+    scratch: Scratch,
+    proxy: Arc<Proxy>,
+}
+
+impl Paas {
+    /// A new database, with the proxy's addresses recorded by `trueup init`.
+    fn new(name: &str) -> Paas {
+        let paas = Paas { scratch: Scratch::new(name), proxy: Arc::new(Proxy::own()) };
+        paas.trueup(["init"])
+            .arg("--proxy")
+            .arg(paas.proxy.traefik.to_string())
+            .arg("--webroot-upstream")
+            .arg(format!("http://{}", paas.proxy.static_server))
+            .arg("--health-timeout")
+            .arg("10s")
+            .run();
+        paas
+    }
+
+    fn db(&self) -> PathBuf {
+        self.scratch.join("state.db")
+    }
+
+    /// `trueup` with this database, the proxy's root and routes folder, then `args`.
+    fn trueup<const N: usize>(&self, args: [&str; N]) -> Trueup {
+        Trueup::new(["--db"])
+            .arg(self.db())
+            .arg("--root")
+            .arg(&self.proxy.root)
+            .arg("--routes-dir")
+            .arg(&self.proxy.routes)
+            .args(args)
+    }
+
+    /// A source folder `name` whose `index.html` says `body`.
+    fn source(&self, name: &str, body: &str) -> PathBuf {
+        let dir = self.scratch.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), body).unwrap();
+        dir
+    }
+
+    /// `trueup deploy` of `source` to `project`, with the build that copies it to `public/`.
+    fn deploy(&self, project: &str, source: &Path) -> Trueup {
+        self.trueup(["deploy", "--project", project, "--build", BUILD, "--source"]).arg(source)
+    }
+
+    /// Deployment ids of `project`, oldest first, with their phase.
+    fn deployments(&self, project: &str) -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        let mut stmt =
+            conn.prepare("SELECT id, phase FROM deployments WHERE project = ?1 ORDER BY created_at, id").unwrap();
+        stmt.query_map([project], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+}
+
+/// The build of every test site: its `index.html` into `public/`.
+const BUILD: &str = "mkdir -p public && cp index.html public/";
+
+/// The id a `deploy` printed first (`ID: QUEUED`).
+fn id_of(ran: &Ran) -> String {
+    ran.stdout.split(':').next().unwrap().trim().to_owned()
+}
+
+/// The id a `deploy --detach --json` printed.
+fn queued_id(ran: &Ran) -> String {
+    let json = ran.json();
+    assert_eq!(json["status"], "queued", "{}", ran.stdout);
+    json["deployment"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_site_is_deployed_served_through_traefik_and_replaced_by_its_next_version() {
+    let paas = Paas::new("deploy-two");
+    let v1 = paas.deploy("blog", &paas.source("v1", "blog v1")).run();
+    let id1 = id_of(&v1);
+    assert!(v1.stdout.contains(&format!("{id1}: BUILDING\n")), "each phase is printed:\n{}", v1.stdout);
+    assert!(v1.stdout.ends_with(&format!("{id1} is live (ACTIVE)\n")), "{}", v1.stdout);
+    assert_eq!(paas.proxy.get("blog.localhost", "/"), (200, Some(id1.clone()), "blog v1".to_owned()));
+
+    let id2 = id_of(&paas.deploy("blog", &paas.source("v2", "blog v2")).run());
+    assert_eq!(paas.proxy.get("blog.localhost", "/"), (200, Some(id2.clone()), "blog v2".to_owned()));
+    let phases: Vec<String> = paas.deployments("blog").into_iter().map(|(_, p)| p).collect();
+    assert_eq!(phases, ["ACTIVE", "ACTIVE"]);
+    // What deploy made is what apply would make: nothing to repair.
+    paas.trueup(["plan", "--detailed-exitcode"]).run();
+    // The work folders are gone; the releases stay.
+    assert!(!paas.proxy.root.join(".trueup/work").join(&id1).exists());
+    assert!(paas.proxy.root.join("blog/deployments").join(&id1).join("public/index.html").is_file());
+    let log = paas.trueup(["logs"]).arg(&id2).run().stdout;
+    for phase in ["PULLING_SOURCE", "BUILDING", "COPYING_FILES", "CREATING_SYMLINKS", "UPDATING_ROUTES", "HEALTH_CHECK"]
+    {
+        assert!(log.contains(&format!(" {phase} {phase} done\n")), "{phase} in the log:\n{log}");
+    }
+}
+
+#[test]
+fn a_release_whose_check_fails_is_never_served_and_the_deployment_says_why() {
+    let paas = Paas::new("deploy-broken");
+    let id1 = id_of(&paas.deploy("shop", &paas.source("v1", "shop v1")).run());
+    let serving = Serving::watch(&paas.proxy, "shop.localhost", &["shop v1"]);
+    // The build leaves no index.html: the release answers 404.
+    let broken = paas
+        .trueup(["deploy", "--project", "shop", "--build", "mkdir -p public", "--source"])
+        .arg(paas.source("v2", "never served"))
+        .code(1)
+        .run();
+    let id2 = id_of(&broken);
+    assert!(
+        broken.stderr.contains(&format!("{id2} ended in FAILED: failed in CREATING_SYMLINKS: the new release failed its check before it was exposed: http://")),
+        "{}",
+        broken.stderr
+    );
+    assert!(broken.stderr.contains("answered 404"), "{}", broken.stderr);
+    assert_eq!(paas.proxy.get("shop.localhost", "/"), (200, Some(id1.clone()), "shop v1".to_owned()));
+    serving.stop_and_check();
+    let log = paas.trueup(["logs"]).arg(&id2).run().stdout;
+    assert!(
+        log.contains("error CREATING_SYMLINKS failed in CREATING_SYMLINKS: the new release failed its check"),
+        "{log}"
+    );
+    paas.trueup(["plan", "--detailed-exitcode"]).run();
+}
+
+#[test]
+fn a_first_release_that_fails_its_check_gets_no_route() {
+    let paas = Paas::new("deploy-first-broken");
+    let broken = paas
+        .trueup(["deploy", "--project", "fresh", "--build", "mkdir -p public", "--source"])
+        .arg(paas.source("v1", "x"))
+        .code(1)
+        .run();
+    assert!(broken.stderr.contains("answered 404"), "{}", broken.stderr);
+    assert!(!paas.proxy.routes.join("fresh.yaml").exists(), "no route for a release that never passed");
+    assert_eq!(paas.proxy.get("fresh.localhost", "/").0, 404);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_that_leaves_the_live_release_untouched() {
+    let paas = Paas::new("deploy-bad");
+    let id1 = id_of(&paas.deploy("tidy", &paas.source("v1", "tidy v1")).run());
+    let live = || paas.proxy.get("tidy.localhost", "/");
+    let missing = paas.scratch.join("nowhere");
+    let err = paas.deploy("tidy", &missing).code(1).run().stderr;
+    assert!(err.contains(&format!("the upload `{}` does not exist", missing.display())), "{err}");
+    let err = paas.deploy("a/b", &paas.source("v2", "x")).code(1).run().stderr;
+    assert!(err.contains("project `a/b` is not a plain name"), "{err}");
+    let err = paas
+        .trueup([
+            "deploy",
+            "--project",
+            "tidy",
+            "--build",
+            "echo compiling; echo 'syntax error' >&2; exit 3",
+            "--source",
+        ])
+        .arg(paas.source("v3", "x"))
+        .code(1)
+        .run()
+        .stderr;
+    assert!(err.contains("failed in BUILDING"), "{err}");
+    assert!(err.contains("syntax error"), "the last lines of the build are in the reason: {err}");
+    let slow = paas
+        .trueup(["deploy", "--project", "tidy", "--build", "sleep 100", "--build-timeout", "2s", "--source"])
+        .arg(paas.source("v4", "x"))
+        .code(1)
+        .run()
+        .stderr;
+    assert!(slow.contains("past its limit of 2s"), "{slow}");
+    let git = paas
+        .trueup(["deploy", "--project", "tidy", "--type", "git", "--source"])
+        .arg(format!("file://{}", paas.scratch.join("no-repo").display()))
+        .code(1)
+        .run()
+        .stderr;
+    assert!(git.contains("failed in PULLING_SOURCE"), "{git}");
+    assert_eq!(live(), (200, Some(id1.clone()), "tidy v1".to_owned()), "the live release is untouched");
+    // An event the phase does not accept names those it does.
+    let err = paas.trueup(["event"]).arg(&id1).arg("cancel").code(1).run().stderr;
+    assert!(err.contains("is in ACTIVE, which does not accept event `cancel`; it accepts none: it is final"), "{err}");
+    let queued = queued_id(&paas.deploy("tidy", &paas.source("v5", "x")).args(["--detach", "--json"]).run());
+    let err = paas.trueup(["event"]).arg(&queued).arg("deploy").code(1).run().stderr;
+    assert!(err.contains("is in QUEUED, which does not accept event `deploy`; it accepts `done`, `cancel`"), "{err}");
+    let out = paas.trueup(["event"]).arg(&queued).arg("cancel").run().stdout;
+    assert!(out.contains("cancel -> CANCELLED"), "{out}");
+    assert_eq!(live(), (200, Some(id1), "tidy v1".to_owned()));
+}
+
+/// Requests through Traefik in a loop, on another thread, recording every answer that is
+/// not one of the expected bodies.
+struct Serving {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Serving {
+    fn watch(proxy: &Arc<Proxy>, host: &'static str, bodies: &[&str]) -> Serving {
+        Self::watching(proxy, host, Arc::new(std::sync::Mutex::new(bodies.iter().map(|b| (*b).to_owned()).collect())))
+    }
+
+    fn watching(proxy: &Arc<Proxy>, host: &'static str, bodies: Arc<std::sync::Mutex<Vec<String>>>) -> Serving {
+        let proxy = Arc::clone(proxy);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let (mut count, mut wrong) = (0, Vec::new());
+            while !flag.load(Ordering::SeqCst) {
+                let (status, _, body) = proxy.get(host, "/");
+                count += 1;
+                if status != 200 || !bodies.lock().unwrap().contains(&body) {
+                    wrong.push(format!("{status} {body:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (count, wrong)
+        });
+        Serving { stop, thread }
+    }
+
+    fn stop_and_check(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let (count, wrong) = self.thread.join().unwrap();
+        assert!(
+            wrong.is_empty(),
+            "{} of {count} requests got something else: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+        assert!(count > 0);
+        count
+    }
+}
+
+#[test]
+fn ten_deployments_in_a_row_lose_no_request() {
+    let paas = Paas::new("deploy-ten");
+    paas.deploy("steady", &paas.source("v0", "steady 0")).run();
+    let bodies = Arc::new(std::sync::Mutex::new(vec!["steady 0".to_owned()]));
+    let serving = Serving::watching(&paas.proxy, "steady.localhost", Arc::clone(&bodies));
+    let mut last = String::new();
+    for n in 1..=10 {
+        let body = format!("steady {n}");
+        bodies.lock().unwrap().push(body.clone());
+        last = id_of(&paas.deploy("steady", &paas.source(&format!("v{n}"), &body)).run());
+    }
+    let requests = serving.stop_and_check();
+    assert_eq!(paas.proxy.get("steady.localhost", "/"), (200, Some(last), "steady 10".to_owned()));
+    assert!(requests > 100, "only {requests} requests were made");
+}
+
+/// Starts a deploy that pauses at `pause` (`PHASE` or `PHASE:after`), and waits until it
+/// is there: its log says so.
+// The caller kills and waits for the child it gets back.
+#[allow(clippy::zombie_processes)]
+fn paused_deploy(paas: &Paas, project: &str, source: &Path, pause: &str) -> (Child, String) {
+    let mut command = paas.deploy(project, source).env("TRUEUP_TEST_PAUSE", pause).command();
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let (phase, when) = pause.split_once(':').unwrap_or((pause, "before"));
+    let said = format!("TRUEUP_TEST_PAUSE: paused {when} {phase}");
+    let started = Instant::now();
+    loop {
+        let conn = rusqlite::Connection::open(paas.db()).unwrap();
+        let paused: Option<String> = conn
+            .query_row("SELECT deployment FROM deployment_logs WHERE message = ?1 ORDER BY id DESC", [&said], |r| {
+                r.get(0)
+            })
+            .ok();
+        if let Some(id) = paused.filter(|id| paas.deployments(project).last().is_some_and(|(last, _)| last == id)) {
+            return (child, id);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the deploy never paused {when} {phase}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_deploy_killed_in_any_phase_is_resumed_by_the_next_apply_and_the_site_never_fails() {
+    let paas = Paas::new("deploy-kill");
+    paas.deploy("phoenix", &paas.source("v0", "phoenix 0")).run();
+    let bodies = Arc::new(std::sync::Mutex::new(vec!["phoenix 0".to_owned()]));
+    let serving = Serving::watching(&paas.proxy, "phoenix.localhost", Arc::clone(&bodies));
+    let pauses = [
+        "QUEUED",
+        "PULLING_SOURCE",
+        "BUILDING",
+        "BUILDING:after",
+        "COPYING_FILES:after",
+        "CREATING_SYMLINKS",
+        "CREATING_SYMLINKS:after",
+        "UPDATING_ROUTES",
+        "HEALTH_CHECK",
+    ];
+    let current = paas.proxy.root.join("phoenix/current");
+    for (n, pause) in pauses.iter().enumerate() {
+        let body = format!("phoenix {}", n + 1);
+        bodies.lock().unwrap().push(body.clone());
+        let (mut child, id) = paused_deploy(&paas, "phoenix", &paas.source(&format!("v{}", n + 1), &body), pause);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // No half-copied release is ever `current`.
+        let target = std::fs::read_link(&current).unwrap();
+        assert!(target.join(".trueup-release").is_file(), "{pause}: current is {}", target.display());
+        // No --now: the dead claim is noticed at once.
+        let applied = paas.trueup(["apply"]).run();
+        assert!(applied.stdout.contains(&format!("{id} is live (ACTIVE)")), "{pause}:\n{}", applied.stdout);
+        assert_eq!(paas.proxy.get("phoenix.localhost", "/"), (200, Some(id.clone()), body), "{pause}");
+        paas.trueup(["plan", "--detailed-exitcode"]).run();
+    }
+    serving.stop_and_check();
+}
+
+#[test]
+fn two_workers_never_run_the_same_deployment_nor_two_of_a_project_at_once() {
+    let paas = Paas::new("deploy-workers");
+    let mut queued = BTreeMap::new();
+    for n in 0..3 {
+        for project in ["alpha", "beta"] {
+            let source = paas.source(&format!("{project}{n}"), &format!("{project} {n}"));
+            queued.insert(queued_id(&paas.deploy(project, &source).args(["--detach", "--json"]).run()), project);
+        }
+    }
+    let workers: Vec<Child> =
+        (0..2).map(|_| paas.trueup(["work", "--once", "--jobs", "2"]).command().spawn().unwrap()).collect();
+    for mut w in workers {
+        assert!(w.wait().unwrap().success());
+    }
+    let conn = rusqlite::Connection::open(paas.db()).unwrap();
+    for id in queued.keys() {
+        let phase: String = conn.query_row("SELECT phase FROM deployments WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+        // Each ran once: one run line, whichever worker it was.
+        let runs: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM deployment_logs WHERE deployment = ?1 AND message LIKE 'run by %'",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((phase.as_str(), runs), ("ACTIVE", 1), "{id}");
+    }
+    // Within a project, one deployment's log rows never interleave with another's.
+    for project in ["alpha", "beta"] {
+        let mut stmt = conn
+            .prepare(
+                "SELECT l.deployment FROM deployment_logs l JOIN deployments d ON d.id = l.deployment
+                 WHERE d.project = ?1 ORDER BY l.id",
+            )
+            .unwrap();
+        let order: Vec<String> = stmt.query_map([project], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        let mut runs: Vec<&String> = order.iter().collect();
+        runs.dedup();
+        // The queue lines come first, then each deployment's run in one block, oldest first.
+        let blocks: Vec<&&String> = runs.iter().skip(3).collect();
+        assert_eq!(blocks.len(), 3, "{project}: {runs:?}");
+    }
+}
