@@ -348,7 +348,8 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     let applied = match result {
         Err(reconcile::ReconcileError::Interrupted(why)) => {
-            noteln!("error: the apply was {why} before it changed anything; the lease is free");
+            // Only ever while it waited for the lease: another apply may still hold it.
+            noteln!("error: the apply was {why} before it took the lease; nothing was changed");
             return Ok(interrupted_exit());
         }
         other => other?,

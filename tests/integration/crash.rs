@@ -1167,7 +1167,11 @@ fn check_fault(fault: Fault) {
             match point {
                 Point::Start => assert_eq!(done, 0, "an action was done"),
                 Point::WaitingForLease => {
-                    assert!(stderr.contains(&format!("{} before it changed anything", interrupted(name))), "{stderr}");
+                    assert!(
+                        stderr
+                            .contains(&format!("{} before it took the lease; nothing was changed", interrupted(name))),
+                        "{stderr}"
+                    );
                     assert_eq!(rows, 0, "it journaled without the lease");
                     assert_eq!(holder.as_deref(), Some("live-holder"), "the live holder's lease was taken");
                     assert_eq!(token, faulted.token_before, "it took the lease");
