@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use super::{Args, noteln, outln, plan_cmds::open_store};
-use crate::store::{Held, StoreError, TookOver, Unlocked};
+use crate::store::{Held, Store, StoreError, TookOver, Unlocked};
 
 /// Arguments of `trueup unlock`.
 #[derive(Debug, clap::Args)]
@@ -82,6 +82,11 @@ pub(super) fn process_of(held: &Held) -> String {
 
 /// Releases the apply lease of a holder that is gone, and refuses a live one.
 pub fn unlock(args: &Args, _: &UnlockArgs) -> anyhow::Result<ExitCode> {
+    // A missing database holds no lease: refused, as `plan` and `status` refuse it,
+    // rather than created at a mistyped `--db` with "nothing to unlock".
+    if let Err(err @ StoreError::Missing { .. }) = Store::open_read_only(&args.db) {
+        return Err(err.into());
+    }
     let store = open_store(args)?;
     // The real clock, as the lease's expiry is: `--now` does not lapse a live lease.
     let now = crate::time::clock::now();

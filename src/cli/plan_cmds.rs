@@ -341,6 +341,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         text: !cmd.json,
         progress: std::io::stderr().is_terminal() && !cmd.json,
         broken: None,
+        stop_after: signals::stop_after(),
     };
     // From here on, SIGINT and SIGTERM stop the apply between two actions instead of
     // killing it with the lease held.
@@ -355,7 +356,8 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     }
     let applied = match result {
         Err(reconcile::ReconcileError::Interrupted(why)) => {
-            noteln!("error: the apply was {why} before it changed anything; the lease is free");
+            // Only ever while it waited for the lease: another apply may still hold it.
+            noteln!("error: the apply was {why} before it took the lease; nothing was changed");
             return Ok(interrupted_exit());
         }
         other => other?,
@@ -453,6 +455,8 @@ struct Shown {
     progress: bool,
     /// Why stdout could not be written: the apply stops, and the command fails with it.
     broken: Option<anyhow::Error>,
+    /// The test hook of [`signals`]: stop this process once this many actions ended.
+    stop_after: Option<usize>,
 }
 
 impl reconcile::Listener for Shown {
@@ -485,6 +489,9 @@ impl reconcile::Listener for Shown {
     fn finished(&mut self, index: usize, total: usize, action: &plan::Action, _: &apply::Status) {
         if self.progress {
             note!("\r\x1b[2K  applying {}/{total}: {} {}", index + 1, action.project, action.change.kind().verb());
+        }
+        if self.stop_after == Some(index + 1) {
+            signals::stop_for_test();
         }
     }
 }

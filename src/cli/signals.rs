@@ -6,7 +6,11 @@
 //! as skipped, releases the lease and exits 128 + the signal (130, 143). The handler is
 //! installed with `SA_RESETHAND`, so a second signal kills at once, for an operator who
 //! cannot wait for the action in hand. It owns no other signal, and nothing else here
-//! is `unsafe`.
+//! is `unsafe` but [`stop_for_test`].
+//!
+//! Test hook: with `TRUEUP_TEST_STOP_AFTER=N` in its environment, `trueup apply` stops
+//! itself (SIGSTOP) once its Nth action is journaled, so a test can send a signal at
+//! that exact point and then continue it (SIGCONT). Unset, it does nothing.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -47,5 +51,21 @@ pub fn caught() -> Option<(&'static str, u8)> {
         libc::SIGINT => Some(("SIGINT", 130)),
         libc::SIGTERM => Some(("SIGTERM", 143)),
         _ => None,
+    }
+}
+
+/// The environment variable of the test hook, see the module docs.
+pub const STOP_AFTER_VAR: &str = "TRUEUP_TEST_STOP_AFTER";
+
+/// The action count after which the test hook stops the apply, when its variable is set.
+pub fn stop_after() -> Option<usize> {
+    std::env::var(STOP_AFTER_VAR).ok().and_then(|n| n.parse().ok())
+}
+
+/// Stops this process until a SIGCONT: the test hook, see the module docs.
+pub fn stop_for_test() {
+    // SAFETY: `raise` takes a signal number and touches no memory of ours.
+    unsafe {
+        libc::raise(libc::SIGSTOP);
     }
 }

@@ -23,43 +23,135 @@ fn staged_fixture(name: &str) -> (Scratch, Staged, String) {
 // ---------------------------------------------------------------------------------------
 // Exit codes
 
-/// Every subcommand, with an argument it needs so that only the usage error is wrong.
-const COMMANDS: &[&[&str]] = &[
-    &["demo"],
-    &["validate"],
-    &["graph"],
-    &["simulate", "fixtures/plan/0001_all_true.yaml"],
-    &["plan"],
-    &["apply"],
-    &["status"],
-    &["init"],
+/// What a row of [`EXIT_TABLE`] runs against, in a scratch folder of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Against {
+    /// No machine: the command needs none (paths are still given, in the scratch folder).
+    Nothing,
+    /// A staged world with nothing to do (`0001_all_true`).
+    Converged,
+    /// A staged world with repairs pending (`0025_current_missing`: a broken link).
+    Pending,
+    /// An existing root and routes folder, and no state database at `--db`.
+    NoDatabase,
+}
+
+/// The exit-code table of `trueup --help`, command by command: each subcommand in each
+/// situation that applies to it. `{scratch}` in an argument is the row's scratch folder.
+const EXIT_TABLE: &[(&str, Against, &[&str], i32)] = &[
+    ("demo: success", Against::Nothing, &["demo", "--dir", "{scratch}/demo"], 0),
+    ("demo: its folder is a file", Against::Nothing, &["demo", "--dir", "{scratch}/file"], 1),
+    ("demo: usage", Against::Nothing, &["demo", "--no-such-flag"], 1),
+    ("validate: success", Against::Nothing, &["validate"], 0),
+    ("validate: an invalid spec", Against::Nothing, &["validate", "fixtures/validate/err/0003_unknown_target.yaml"], 1),
+    ("validate: a missing file", Against::Nothing, &["validate", "no/such/spec.yaml"], 1),
+    ("validate: usage", Against::Nothing, &["validate", "--no-such-flag"], 1),
+    ("graph: success", Against::Nothing, &["graph"], 0),
+    ("graph: a missing file", Against::Nothing, &["graph", "no/such/spec.yaml"], 1),
+    ("graph: usage", Against::Nothing, &["graph", "--format", "png"], 1),
+    ("simulate: success", Against::Nothing, &["simulate", "fixtures/plan/0025_current_missing.yaml"], 0),
+    ("simulate: a missing file", Against::Nothing, &["simulate", "no/such/fixture.yaml"], 1),
+    ("simulate: usage", Against::Nothing, &["simulate"], 1),
+    ("plan: nothing to do", Against::Converged, &["plan", "--detailed-exitcode"], 0),
+    ("plan: changes, not asked to say so", Against::Pending, &["plan"], 0),
+    ("plan: changes pending", Against::Pending, &["plan", "--detailed-exitcode"], 2),
+    ("plan: a missing database", Against::NoDatabase, &["plan", "--detailed-exitcode"], 1),
+    ("plan: a missing spec", Against::Pending, &["plan", "--detailed-exitcode", "--spec", "no/such/spec.yaml"], 1),
+    ("plan: usage", Against::Pending, &["plan", "--no-such-flag"], 1),
+    ("plan: usage, a flag of apply", Against::Pending, &["plan", "--lock-timeout", "1s"], 1),
+    ("apply: success", Against::Pending, &["apply"], 0),
+    ("apply: nothing to do", Against::Converged, &["apply"], 0),
+    ("apply: a missing saved plan", Against::Pending, &["apply", "no/such/plan.json"], 1),
+    ("apply: a missing root", Against::Pending, &["apply", "--root", "{scratch}/typo"], 1),
+    ("apply: usage", Against::Pending, &["apply", "--no-such-flag"], 1),
+    ("apply: usage, a bad duration", Against::Pending, &["apply", "--lock-timeout", "soon"], 1),
+    ("init: success", Against::NoDatabase, &["init"], 0),
+    ("init: its folder is a file", Against::Nothing, &["init", "--db", "{scratch}/file/state.db"], 1),
+    ("init: usage", Against::NoDatabase, &["init", "--no-such-flag"], 1),
+    ("status: all well", Against::Converged, &["status", "--detailed-exitcode"], 0),
+    ("status: repair needed, not asked to say so", Against::Pending, &["status"], 0),
+    ("status: repair needed", Against::Pending, &["status", "--detailed-exitcode"], 2),
+    ("status: a missing database", Against::NoDatabase, &["status", "--detailed-exitcode"], 1),
+    ("status: stdout on /dev/full", Against::Converged, &["status", "{stdout=/dev/full}"], 1),
+    ("status: usage", Against::Converged, &["status", "--no-such-flag"], 1),
+    ("unlock: nothing to unlock", Against::Converged, &["unlock"], 0),
+    ("unlock: a missing database", Against::NoDatabase, &["unlock"], 1),
+    ("unlock: usage", Against::Converged, &["unlock", "--no-such-flag"], 1),
+    ("completions: success", Against::Nothing, &["completions", "bash"], 0),
+    ("completions: usage, an unknown shell", Against::Nothing, &["completions", "nosh"], 1),
+    ("man: success", Against::Nothing, &["man"], 0),
+    ("man: usage", Against::Nothing, &["man", "--no-such-flag"], 1),
+    ("help: success", Against::Nothing, &["--help"], 0),
+    ("version: success", Against::Nothing, &["--version"], 0),
+    ("no command: usage", Against::Nothing, &[], 1),
+    ("an unknown command: usage", Against::Nothing, &["no-such-command"], 1),
+    ("a bad --now: usage", Against::Nothing, &["--now", "3am", "status"], 1),
 ];
 
-#[test]
-fn usage_errors_exit_1_not_the_2_of_pending_changes() {
-    for args in COMMANDS {
-        let out = Trueup::new(*args).arg("--no-such-flag").code(1).run();
-        assert!(out.stderr.contains("--no-such-flag"), "{args:?}: {}", out.stderr);
-    }
-    Trueup::new(["plan", "--lock-timeout", "1s"]).code(1).run();
-    Trueup::new(["apply", "--lock-timeout", "soon"]).code(1).run();
-    Trueup::new(["no-such-command"]).code(1).run();
-    Trueup::new(["--now", "3am", "status"]).code(1).run();
-    Trueup::new(Vec::<&str>::new()).code(1).run();
-    // Asking for help or the version is not an error.
-    Trueup::new(["--version"]).run();
-    for args in COMMANDS {
-        Trueup::new([args[0], "--help"]).run();
-    }
+/// The subcommands `trueup --help` lists.
+fn subcommands() -> Vec<String> {
+    let help = Trueup::new(["--help"]).run().stdout;
+    let listed = help.split("Commands:\n").nth(1).unwrap().split("\n\n").next().unwrap();
+    listed.lines().filter_map(|l| l.split_whitespace().next()).filter(|c| *c != "help").map(str::to_owned).collect()
 }
 
 #[test]
-fn plan_detailed_exitcode_keeps_0_1_2() {
-    let (_scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
-    Trueup::new(["plan", "--detailed-exitcode"]).staged(&staged).now(&now).code(2).run();
-    Trueup::new(["plan", "--detailed-exitcode", "--spec", "no/such/spec.yaml"]).staged(&staged).now(&now).code(1).run();
-    Trueup::new(["apply"]).staged(&staged).now(&now).run();
-    Trueup::new(["plan", "--detailed-exitcode"]).staged(&staged).now(&now).run();
+fn every_command_exits_as_the_table_says() {
+    let mut failures = Vec::new();
+    for (name, against, args, code) in EXIT_TABLE {
+        let scratch = Scratch::new("exit");
+        std::fs::write(scratch.join("file"), "").unwrap();
+        let fixture = match against {
+            Against::Converged => Some("0001_all_true.yaml"),
+            Against::Pending => Some("0025_current_missing.yaml"),
+            Against::Nothing | Against::NoDatabase => None,
+        };
+        let staged = fixture.map(|name| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan").join(name);
+            let fx = fixture::load(name, &std::fs::read_to_string(path).unwrap()).unwrap();
+            (stage(&fx.world, &scratch.join("w"), fx.now).unwrap(), fx.now.to_string())
+        });
+        // Never the default paths, which are the machine's own: explicit ones in scratch.
+        let mut run = match &staged {
+            Some((staged, now)) => Trueup::new(Vec::<&str>::new()).staged(staged).now(now),
+            None => Trueup::new(["--db"])
+                .arg(scratch.join("state.db"))
+                .arg("--root")
+                .arg(&scratch.0)
+                .arg("--routes-dir")
+                .arg(&scratch.0),
+        };
+        let mut stdout = std::process::Stdio::piped();
+        for arg in *args {
+            if *arg == "{stdout=/dev/full}" {
+                stdout = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap().into();
+            } else {
+                run = run.arg(arg.replace("{scratch}", &scratch.0.to_string_lossy()));
+            }
+        }
+        let out = run.command().stdout(stdout).stderr(std::process::Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(*code) {
+            failures.push(format!(
+                "{name}: `trueup {}` exited {:?}, not {code}:\n{stderr}",
+                args.join(" "),
+                out.status
+            ));
+        } else if stderr.contains("panicked") || (*code == 1 && !stderr.contains("error")) {
+            failures.push(format!("{name}: `trueup {}` said:\n{stderr}", args.join(" ")));
+        }
+        if *against == Against::NoDatabase && *code != 0 && scratch.join("state.db").exists() {
+            failures.push(format!("{name}: a database was created"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), EXIT_TABLE.len(), failures.join("\n"));
+    // Every command is in the table, and each meets a usage error.
+    for command in subcommands() {
+        let rows: Vec<&str> =
+            EXIT_TABLE.iter().filter(|r| r.2.first() == Some(&command.as_str())).map(|r| r.0).collect();
+        assert!(rows.iter().any(|r| r.contains("usage")), "`{command}` has no usage error in the table: {rows:?}");
+        assert!(rows.iter().any(|r| !r.contains("usage")), "`{command}` has only usage errors in the table");
+    }
 }
 
 #[test]
@@ -191,8 +283,8 @@ fn read_only_commands_never_create_a_database() {
         assert!(out.stderr.contains("no state database at"), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains("`trueup init`"), "{args:?}: {}", out.stderr);
     }
-    for args in COMMANDS.iter().filter(|a| ["validate", "graph", "simulate"].contains(&a[0])) {
-        Trueup::new(*args).arg("--db").arg(&db).run();
+    for args in [&["validate"][..], &["graph"], &["simulate", "fixtures/plan/0001_all_true.yaml"]] {
+        Trueup::new(args).arg("--db").arg(&db).run();
     }
     assert!(!scratch.join("typo").exists(), "a read-only command created the database's folder");
     std::fs::create_dir(scratch.join("typo")).unwrap();

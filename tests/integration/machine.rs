@@ -8,10 +8,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use trueup::model::Node;
 use trueup::plan;
 use trueup::spec;
 use trueup::store::Store;
 use trueup::world::fixture;
+use trueup::world::observe::{ObserveConfig, observe};
 use trueup::world::stage::{Staged, stage};
 
 use crate::scratch::Scratch;
@@ -417,6 +419,16 @@ files:
     std::os::unix::fs::symlink("deployments/gone", outside.join("current")).unwrap();
     std::os::unix::fs::symlink(&outside, staged.root.join("p1")).unwrap();
     let before = crate::support::tree(&outside);
+
+    // Nothing below the link is observed: the link itself is all the world holds of p1.
+    let (store, _) = Store::open_read_only(&staged.db).unwrap();
+    let cfg = ObserveConfig { root: staged.root.clone(), routes_dir: staged.routes_dir.clone() };
+    let world = observe(&store, &spec::default_spec().into(), &cfg).unwrap();
+    let p1 = staged.root.join("p1");
+    assert_eq!(world.files.get(&p1), Some(&Node::Symlink(outside.clone())));
+    let below: Vec<_> = world.files.keys().filter(|p| p.starts_with(&p1) && **p != p1).collect();
+    assert_eq!(below, Vec::<&std::path::PathBuf>::new(), "observed through the link out of the root");
+    drop(store);
 
     let json = Trueup::new(["plan", "--json"]).staged(&staged).now(&now.to_string()).run().json();
     let actions = json["actions"].as_array().unwrap();
