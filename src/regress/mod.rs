@@ -427,12 +427,25 @@ fn run_machine(specs: &Specs, case: &MachineCase, name: &str, source: &str) -> S
             false
         })
     };
+    // Guards the spec does not know are named when the case is read, not on the way.
+    let known: Vec<&str> = Guard::ALL.iter().map(|g| g.name()).collect();
+    if let Some(unknown) = case.guards.keys().find(|k| !known.contains(&k.as_str())) {
+        let d = Diagnostic::error(key_pos(source, unknown), format!("unknown guard `{unknown}`"))
+            .suggest(unknown, known.iter().copied());
+        return Status::Malformed {
+            message: format!("`{name}` cannot be read"),
+            diagnostics: diag::render(name, source, &[d]),
+        };
+    }
     let mut want = Vec::new();
     let mut got = Vec::new();
     let mut state = start;
-    for step in &case.events {
-        let head = |to: &str| format!("{} --{}--> {to}", spec.name(state), step.event);
-        want.push(head(&step.state));
+    let mut expected_from = case.start.as_str();
+    let mut first_difference = None;
+    for (n, step) in case.events.iter().enumerate() {
+        let before = (want.len(), got.len());
+        want.push(format!("{expected_from} --{}--> {}", step.event, step.state));
+        expected_from = &step.state;
         if let Some(exits) = &step.exits {
             want.push(format!("    exit:  {}", exits.join(", ")));
         }
@@ -440,7 +453,16 @@ fn run_machine(specs: &Specs, case: &MachineCase, name: &str, source: &str) -> S
             want.push(format!("    enter: {}", entries.join(", ")));
         }
         missing.borrow_mut().clear();
-        match machine::step(spec, state, &step.event, &guards) {
+        let head = |to: &str| format!("{} --{}--> {to}", spec.name(state), step.event);
+        let taken = machine::step(spec, state, &step.event, &guards);
+        let unanswered = missing.borrow().clone();
+        let ended = match taken {
+            // A guard the case does not answer must not pick a branch silently.
+            _ if !unanswered.is_empty() => {
+                let names = unanswered.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ");
+                got.push(head(&format!("error: the case's `guards` does not answer {names}")));
+                true
+            }
             Ok(t) => {
                 let names =
                     |ids: &[crate::spec::StateId]| ids.iter().map(|&i| spec.name(i)).collect::<Vec<_>>().join(", ");
@@ -452,24 +474,42 @@ fn run_machine(specs: &Specs, case: &MachineCase, name: &str, source: &str) -> S
                     got.push(format!("    enter: {}", names(&t.entries)));
                 }
                 state = t.target;
+                false
             }
             Err(e) => {
-                let unanswered = missing.borrow();
-                let hint = if unanswered.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (the case's `guards` does not answer `{}`)", unanswered.join("`, `"))
-                };
-                got.push(head(&format!("error: {e}{hint}")));
-                break;
+                got.push(head(&format!("error: {e}")));
+                true
             }
+        };
+        if first_difference.is_none() && want[before.0..] != got[before.1..] {
+            first_difference = Some((n + 1, step.event.as_str()));
+        }
+        if ended {
+            // The rest of the walk is expected, and did not happen.
+            for step in &case.events[n + 1..] {
+                want.push(format!("{expected_from} --{}--> {}", step.event, step.state));
+                expected_from = &step.state;
+            }
+            break;
         }
     }
-    if want == got {
-        Status::Passed
-    } else {
-        Status::Failed { message: "the machine walks otherwise".to_owned(), diff: diff_lines(&want, &got) }
+    match first_difference {
+        None => Status::Passed,
+        Some((n, event)) => Status::Failed {
+            message: format!("the machine walks otherwise from step {n} (`{event}`) on"),
+            diff: diff_lines(&want, &got),
+        },
     }
+}
+
+/// The position of the first `key:` anywhere, for a key found after parsing.
+fn key_pos(source: &str, key: &str) -> Pos {
+    for (i, line) in source.lines().enumerate() {
+        if let Some(col) = line.find(&format!("{key}:")) {
+            return Pos { line: i as u32 + 1, column: col as u32 + 1 };
+        }
+    }
+    Pos::default()
 }
 
 /// The position of the value of the first top-level `key:`.
