@@ -30,7 +30,7 @@ use output::{note, noteln, out, outln};
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success: nothing to do, or all of it done; every spec valid
-  1  error: a usage error, an action that failed, an invalid spec, a refused plan, a failing case (`test`)
+  1  error: a usage error, an action or a case (`test`) that failed, an invalid spec, a refused plan
   2  with `--detailed-exitcode`: changes pending (`plan`), repair needed (`status`)
   130, 143  interrupted by SIGINT or SIGTERM (`apply` finished the action in hand, freed the lease)
   141  standard output was closed (piped into `head`): the command stopped quietly";

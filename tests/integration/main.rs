@@ -9,6 +9,7 @@ mod kinds;
 mod machine;
 mod observed;
 mod plan;
+mod regress;
 mod scratch;
 mod spec;
 mod store;
