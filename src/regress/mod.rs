@@ -349,16 +349,19 @@ fn compare_plan(expected: &Expected, actual: &Expected, file: &str) -> Status {
     }
     let count = |e: &Expected| (e.actions.len(), e.findings.len());
     let ((ea, ef), (aa, af)) = (count(expected), count(actual));
-    Status::Failed {
-        message: format!(
-            "the plan differs from `{file}`: expected {ea} action{}, {ef} finding{}; planned {aa} action{}, {af} finding{}",
+    // The counts are news only when they changed.
+    let counts = if (ea, ef) == (aa, af) {
+        String::new()
+    } else {
+        format!(
+            ": expected {ea} action{}, {ef} finding{}; planned {aa} action{}, {af} finding{}",
             plural(ea),
             plural(ef),
             plural(aa),
             plural(af)
-        ),
-        diff: diff_lines(&want, &got),
-    }
+        )
+    };
+    Status::Failed { message: format!("the plan differs from `{file}`{counts}"), diff: diff_lines(&want, &got) }
 }
 
 fn plural(n: usize) -> &'static str {
