@@ -214,7 +214,7 @@ pub fn run_one(specs: &Specs, input: &Input) -> Outcome {
                     message: "no expectation yet: `trueup test --update` writes it".to_owned(),
                     diff: diff_lines(&[], &actual.lines(None)),
                 },
-                Some((file, source)) => match load_expected(file, source) {
+                Some((file, source)) => match load_expected(source) {
                     Err(d) => malformed(file, source, &d),
                     Ok(expected) => compare_plan(&expected, &actual, file),
                 },
@@ -330,8 +330,7 @@ impl Expected {
 /// # Errors
 ///
 /// Its problems, each with its position.
-pub fn load_expected(file: &str, source: &str) -> Result<Expected, Vec<Diagnostic>> {
-    let _ = file;
+pub fn load_expected(source: &str) -> Result<Expected, Vec<Diagnostic>> {
     serde_saphyr::from_str(source).map_err(|e| vec![fixture::yaml_diagnostic(&e)])
 }
 
@@ -376,8 +375,8 @@ fn plural(n: usize) -> &'static str {
 pub struct MachineCase {
     /// What the case shows, one line.
     pub description: String,
-    /// Whose spec runs it, when `--spec TYPE=FILE` gives types their own; the spec for
-    /// every type when left out.
+    /// The deployment type whose spec runs it, when `--spec TYPE=FILE` gives a type its
+    /// own; `upload` when left out (the spec for every type, unless `upload` has its own).
     #[serde(default, rename = "type")]
     pub kind: Option<DeploymentType>,
     /// The state the machine rests in first.
@@ -410,10 +409,7 @@ fn load_machine(source: &str) -> Result<MachineCase, Vec<Diagnostic>> {
 }
 
 fn run_machine(specs: &Specs, case: &MachineCase, name: &str, source: &str) -> Status {
-    let spec = match case.kind {
-        Some(kind) => specs.of_type(kind),
-        None => specs.of_type(DeploymentType::Upload),
-    };
+    let spec = specs.of_type(case.kind.unwrap_or(DeploymentType::Upload));
     let Some(start) = spec.find(&case.start) else {
         let names: Vec<&str> = spec.states.iter().map(|s| s.name.as_str()).collect();
         let d = Diagnostic::error(value_pos(source, "start"), format!("the spec has no state `{}`", case.start))
