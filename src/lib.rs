@@ -67,6 +67,7 @@ pub mod model;
 pub mod phases;
 pub mod plan;
 pub mod reconcile;
+pub mod regress;
 pub mod spec;
 pub mod store;
 pub mod time;

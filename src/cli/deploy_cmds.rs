@@ -197,7 +197,7 @@ fn close(id: &str, ended: &Ended, json: bool) -> anyhow::Result<ExitCode> {
     } else if code == 0 {
         outln!("{text}")?;
     } else {
-        noteln!("{text}");
+        noteln!("error: {text}");
     }
     Ok(ExitCode::from(code))
 }
@@ -205,9 +205,11 @@ fn close(id: &str, ended: &Ended, json: bool) -> anyhow::Result<ExitCode> {
 /// `trueup deploy`.
 pub fn deploy(args: &Args, cmd: &DeployArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
+    // Bad input is refused before anything is opened or created.
+    let new = new_deployment(cmd)?;
+    crate::engine::check(&new)?;
     let store = open_store(args)?;
     let engine = new_engine(args, &store, &specs, &cmd.settings)?;
-    let new = new_deployment(cmd)?;
     let d = engine.create(&new, super::now(args))?;
     if cmd.detach {
         if cmd.json {

@@ -22,6 +22,7 @@ mod output;
 mod plan_cmds;
 mod signals;
 mod spec_cmds;
+mod test_cmd;
 
 pub use output::{EXIT_BROKEN_PIPE, exit_code};
 use output::{note, noteln, out, outln};
@@ -30,7 +31,7 @@ use output::{note, noteln, out, outln};
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success: nothing to do, or all of it done; every spec valid
-  1  error: a usage error, an action that failed, an invalid spec, a refused plan
+  1  error: a usage error, an action or a case (`test`) that failed, an invalid spec, a refused plan
   2  with `--detailed-exitcode`: changes pending (`plan`), repair needed (`status`)
   130, 143  interrupted by SIGINT or SIGTERM (`apply` finished the action in hand, freed the lease)
   141  standard output was closed (piped into `head`): the command stopped quietly";
@@ -145,6 +146,28 @@ pub enum Command {
     ///
     /// Example: trueup simulate fixtures/plan/0006_building_upload_gone.yaml --json
     Simulate(plan_cmds::SimulateArgs),
+
+    /// Run spec regression cases: fixture worlds against their expected plans, machine walks
+    ///
+    /// A plan case is a fixture world (fixtures/README.md); its expected actions and
+    /// findings live in `DIR.expect/NAME.yaml` beside the case's folder `DIR`, written by
+    /// `--update`. A machine case is a starting state, events and the state expected after
+    /// each. Every case under the PATHs (default fixtures/) runs in parallel against the
+    /// `--spec`; each failing case is printed with a diff (`-` expected, `+` actual), then
+    /// `N passed, N failed` on the last line. A malformed case is reported with its file,
+    /// line and column, and the others still run. Cases in a folder named `err` or ending
+    /// in `-err` must be refused.
+    ///
+    /// Exit codes: 0 every case passed, 1 a case failed, or error.
+    ///
+    /// Examples:
+    ///   trueup test
+    ///   trueup test --spec my.yaml fixtures/plan
+    ///   trueup test --spec my.yaml fixtures/plan --update && git diff fixtures/
+    ///   trueup test --filter 0006 fixtures/plan
+    ///   trueup test --format junit --out report.xml
+    #[command(verbatim_doc_comment)]
+    Test(test_cmd::TestArgs),
 
     /// Observe this machine and show the plan of repairs, changing nothing
     ///
@@ -334,6 +357,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Command::Validate(cmd) => spec_cmds::validate(&args, cmd),
         Command::Graph(cmd) => spec_cmds::graph(&args, cmd),
         Command::Simulate(cmd) => plan_cmds::simulate(&args, cmd),
+        Command::Test(cmd) => test_cmd::test(&args, cmd),
         Command::Plan(cmd) => plan_cmds::plan(&args, cmd),
         Command::Apply(cmd) => plan_cmds::apply(&args, cmd),
         Command::Status(cmd) => plan_cmds::status(&args, cmd),

@@ -414,7 +414,12 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
     // The lease is free: the deployments just resumed now run under their own claims.
     let resumed = resumed(&applied);
     let mut failed_runs = 0;
-    if !cmd.no_run && !cmd.dry_run && !resumed.is_empty() {
+    if args.now.is_some() && !cmd.no_run && !resumed.is_empty() {
+        noteln!(
+            "Note: with --now, the {} resumed deployment(s) are recorded, not run: their phases would run at the wall clock.",
+            resumed.len()
+        );
+    } else if !cmd.no_run && !resumed.is_empty() {
         if !cmd.json {
             outln!("\nRunning {} resumed deployment(s) to the end (--no-run only records them):", resumed.len())?;
         }

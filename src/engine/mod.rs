@@ -252,10 +252,7 @@ impl Engine<'_> {
     /// [`EngineError::BadOptions`] for options that do not fit its type;
     /// [`EngineError::Store`].
     pub fn create(&self, new: &NewDeployment, now: Timestamp) -> Result<Deployment, EngineError> {
-        if !valid_project_id(&new.project) {
-            return Err(EngineError::BadProject(new.project.clone()));
-        }
-        check_options(new)?;
+        check(new)?;
         let spec = self.specs.of_type(new.kind);
         let id = new_id(now);
         let phase = spec.name(spec.leaf_of(spec.initial)).to_owned();
@@ -417,6 +414,20 @@ fn guard(spec: &crate::spec::Spec, d: &Deployment, g: Guard) -> bool {
         Guard::HasPreviousRelease => false,
         Guard::IsImageDeployment => d.kind == DeploymentType::Image,
     }
+}
+
+/// Checks a deployment before it is queued: a plain project name, options that fit its
+/// type, an upload that exists. [`Engine::create`] checks the same; a caller may check
+/// first, before it opens (or creates) anything.
+///
+/// # Errors
+///
+/// [`EngineError::BadProject`]; [`EngineError::BadOptions`].
+pub fn check(new: &NewDeployment) -> Result<(), EngineError> {
+    if !valid_project_id(&new.project) {
+        return Err(EngineError::BadProject(new.project.clone()));
+    }
+    check_options(new)
 }
 
 /// Checks that `new`'s options fit its type.

@@ -68,7 +68,7 @@ impl Store {
     }
 
     /// The head of each project's queue: for every project, its oldest unfinished
-    /// deployment (by `created_at`, then id), oldest first. One deployment of a project
+    /// deployment (by `created_at`, then the order it was recorded in), oldest first. One deployment of a project
     /// runs at a time, so the newer ones wait behind it, claimed or not.
     ///
     /// # Errors
@@ -80,10 +80,11 @@ impl Store {
                  SELECT 1 FROM deployments e
                  WHERE e.project = deployments.project AND e.finished_at IS NULL
                    AND (e.created_at < deployments.created_at
-                        OR (e.created_at = deployments.created_at AND e.id < deployments.id)))",
+                        OR (e.created_at = deployments.created_at AND e.rowid < deployments.rowid)))",
             &[],
         )?;
         let mut heads = raw.into_iter().map(|r| r.parse()).collect::<Result<Vec<_>, _>>()?;
+        // Heads are of different projects: their order is only who goes first.
         heads.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(heads)
     }

@@ -69,7 +69,7 @@ impl Paas {
     fn deployments(&self, project: &str) -> Vec<(String, String)> {
         let conn = rusqlite::Connection::open(self.db()).unwrap();
         let mut stmt =
-            conn.prepare("SELECT id, phase FROM deployments WHERE project = ?1 ORDER BY created_at, id").unwrap();
+            conn.prepare("SELECT id, phase FROM deployments WHERE project = ?1 ORDER BY created_at, rowid").unwrap();
         stmt.query_map([project], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     }
 }
@@ -127,7 +127,7 @@ fn a_release_whose_check_fails_is_never_served_and_the_deployment_says_why() {
         .run();
     let id2 = id_of(&broken);
     assert!(
-        broken.stderr.contains(&format!("{id2} ended in FAILED: failed in CREATING_SYMLINKS: the new release failed its check before it was exposed: http://")),
+        broken.stderr.contains(&format!("error: {id2} ended in FAILED: failed in CREATING_SYMLINKS: the new release failed its check before it was exposed: http://")),
         "{}",
         broken.stderr
     );

@@ -12,6 +12,7 @@ mod observed;
 mod phases;
 mod plan;
 mod proxy;
+mod regress;
 mod scratch;
 mod spec;
 mod store;
