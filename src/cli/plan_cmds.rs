@@ -85,6 +85,14 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", render_json(&plan, now))?;
     } else {
         out!("{}", args.paint(&render_text(&plan, now, args.verbosity())))?;
+        let run = to_run(&plan);
+        if !run.is_empty() {
+            outln!(
+                "\n`trueup apply` then runs the {} resumed deployment(s) to the end: {} (`--no-run` only records them).",
+                run.len(),
+                run.join(", ")
+            )?;
+        }
     }
     if let Some(out) = &cmd.out {
         let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))? + "\n";
@@ -429,6 +437,15 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if applied.report.succeeded() && failed_runs == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The deployments a plan resumes, which `apply` then runs.
+fn to_run(plan: &plan::Plan) -> Vec<String> {
+    let resumes = plan.actions.iter().filter_map(|a| match &a.change {
+        plan::Change::Resume { deployment, .. } => Some(deployment.clone()),
+        _ => None,
+    });
+    resumes.collect()
 }
 
 /// The deployments this apply resumed: their resume went through.
