@@ -10,10 +10,15 @@
 //! so nothing outside the root is reached through a link. Ids that are not plain names
 //! stay in the world for the planner to report, but never become paths.
 //!
+//! Of the store it reads what the rules need and not the history (see
+//! [`Store::load_readable`]): of the finished releases, the newest few per project, and
+//! the rest of a project's releases only when those few all lost their folder, since an
+//! older one is then the fallback `current` must point at.
+//!
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::FileType;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -21,7 +26,7 @@ use std::path::{Path, PathBuf};
 use super::routes::{RouteError, observe_routes};
 use crate::model::{Deployment, Layout, Node, Project, World, valid_id, valid_project_id};
 use crate::spec::Specs;
-use crate::store::{Store, StoreError};
+use crate::store::{RELEASE_WINDOW, Store, StoreError};
 
 /// Where to observe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +101,14 @@ pub fn observe_with_stats(
     }
     let mut scan = Scan::default();
     scan.root(&cfg.root, &projects)?;
+    let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &scan.files);
+    if !fallbacks.is_empty() {
+        let (more, bad_rows) = store.load_live_of(&fallbacks, &specs.live_phases())?;
+        merge(&mut deployments, more);
+        for (project, error) in bad_rows {
+            unreadable.entry(project).or_insert_with(|| error.to_string());
+        }
+    }
     scan.sources(&deployments)?;
     let routes = observe_routes(&cfg.routes_dir)?;
     scan.stats.lstat += 1;
@@ -113,6 +126,32 @@ pub fn observe_with_stats(
         unreadable,
     };
     Ok((world, scan.stats))
+}
+
+/// The projects whose newest live releases, as many as the store read for them
+/// ([`RELEASE_WINDOW`]), all lost their release folder: an older one may still have its
+/// folder, so the rest of their live releases must be read to find the fallback.
+fn fallbacks_needed<'a>(
+    specs: &Specs,
+    root: &Path,
+    deployments: &'a [Deployment],
+    files: &BTreeMap<PathBuf, Node>,
+) -> Vec<&'a str> {
+    let mut read: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
+    for d in deployments.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d)) {
+        let (count, present) = read.entry(&d.project).or_default();
+        *count += 1;
+        let release = || Layout::new(root, &d.project).release(&d.id);
+        *present |= valid_id(&d.id) && valid_project_id(&d.project) && files.get(&release()) == Some(&Node::Dir);
+    }
+    read.into_iter().filter(|(_, (count, present))| *count >= RELEASE_WINDOW && !present).map(|(p, _)| p).collect()
+}
+
+/// Adds `more` to `deployments`, each id once, keeping them sorted by project then id.
+fn merge(deployments: &mut Vec<Deployment>, more: Vec<Deployment>) {
+    let known: BTreeSet<String> = deployments.iter().map(|d| d.id.clone()).collect();
+    deployments.extend(more.into_iter().filter(|d| !known.contains(&d.id)));
+    deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
 }
 
 /// Marks the claims whose worker ran on `host` and whose process is gone: their

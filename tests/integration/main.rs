@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod crash;
 mod kinds;
+mod lean;
 mod machine;
 mod observed;
 mod phases;
