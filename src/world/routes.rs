@@ -412,7 +412,9 @@ fn read_router<'f>(http: &'f Http, name: &str) -> Result<Read<'f>, String> {
 pub fn read_route(path: &Path) -> Route {
     let project = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     use std::io::Read as _;
-    let mut bytes = Vec::new();
+    // Room for a whole route file: one read and the one that finds its end, without the
+    // small probing reads an empty buffer starts with.
+    let mut bytes = Vec::with_capacity(4096);
     if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(ROUTE_CAP + 1).read_to_end(&mut bytes)) {
         return broken(None, format!("cannot read it: {e}"));
     }
