@@ -8,6 +8,7 @@
 //! - A route file in trueup's own shape is read without a YAML parse: wherever the fast
 //!   path answers, it must agree with the parser, for every rendered route and for files
 //!   that are almost, but not exactly, rendered ones.
+//! - A plan that is only shown carries no fingerprint, which serializes the whole world.
 
 use proptest::prelude::*;
 use trueup::model::Route;
@@ -150,4 +151,15 @@ proptest! {
             check(&project, &text, Some(&route));
         }
     }
+}
+
+#[test]
+fn a_plan_only_shown_skips_the_fingerprint_and_sealing_adds_the_same_one() {
+    let specs: spec::Specs = spec::default_spec().into();
+    let fx = fixture::load("lean.yaml", WORLD).unwrap();
+    let mut shown = plan::plan_unsealed(&specs, &fx.world, fx.now);
+    assert_eq!(shown.fingerprint, "", "the fingerprint serializes the world: not for a plan only shown");
+    shown.seal(&fx.world);
+    assert_eq!(shown, plan::plan(&specs, &fx.world, fx.now));
+    assert_eq!(shown.fingerprint, plan::fingerprint(&fx.world));
 }
