@@ -12,7 +12,7 @@
 //!   read of the route file, nothing else; and against `systemd-tmpfiles --create` with
 //!   the same two links per project, when it is installed.
 //! - The same `plan` with the history, against the same world without it: time and peak
-//!   memory (the child's `ru_maxrss`, from `wait4`).
+//!   memory (the child's `VmHWM`, read as it exits).
 //! - `trueup status` against `plan`.
 //! - `trueup apply` repairing 20% of the links (`current` and webroot of one project in
 //!   five point at the older release) against the floor: for each wrong link a new link
@@ -29,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -224,19 +225,51 @@ struct Run {
     max_rss_kib: u64,
 }
 
-/// Runs `cmd` to completion, with its peak memory from `wait4`.
+/// Runs `cmd` to completion, with its peak memory: the `VmHWM` of `/proc/PID/status`,
+/// read while the child stops on its way out (`PTRACE_O_TRACEEXIT`). `wait4`'s
+/// `ru_maxrss` would not do: the child starts as a copy of this process, whose memory
+/// (the world it staged) the kernel counts in the child's peak across `exec`.
 fn run(mut cmd: Command, ok: &[i32]) -> Run {
+    // SAFETY: `ptrace(PTRACE_TRACEME)` is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, std::ptr::null_mut::<libc::c_void>(), 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let start = Instant::now();
     let mut child = cmd.spawn().expect("the command starts");
     let stderr = child.stderr.take();
     let pid = i32::try_from(child.id()).expect("a pid");
     let mut status = 0;
-    // SAFETY: an all-zero `rusage` is a valid value, and wait4 fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own child, not waited for yet; the pointers are valid.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let mut hwm_kib = 0;
+    loop {
+        // SAFETY: `pid` is our own child; the pointer is valid.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid, "waitpid sees the child");
+        if !libc::WIFSTOPPED(status) {
+            break;
+        }
+        let signal = libc::WSTOPSIG(status);
+        let event = status >> 16;
+        let forward = if event == libc::PTRACE_EVENT_EXIT {
+            hwm_kib = vm_hwm_kib(pid);
+            0
+        } else if signal == libc::SIGTRAP && event == 0 && hwm_kib == 0 {
+            // The stop after `exec`: from now on, stop again on the way out.
+            let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL;
+            // SAFETY: `pid` is our tracee, stopped.
+            unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, options) };
+            0
+        } else {
+            signal
+        };
+        // SAFETY: `pid` is our tracee, stopped; `forward` is the signal it stopped with.
+        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, forward) };
+    }
     let time = start.elapsed();
-    assert_eq!(waited, pid, "wait4 reaps the child");
     let code = libc::WEXITSTATUS(status);
     if !libc::WIFEXITED(status) || !ok.contains(&code) {
         let mut text = String::new();
@@ -245,9 +278,16 @@ fn run(mut cmd: Command, ok: &[i32]) -> Run {
         }
         panic!("{cmd:?} exited with {status:#x}:\n{text}");
     }
-    // The child is reaped: `Child`'s drop does not wait again.
+    // The child is reaped: `Child`'s drop must not wait again.
     std::mem::forget(child);
-    Run { time, max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0) }
+    Run { time, max_rss_kib: hwm_kib }
+}
+
+/// The `VmHWM` line of `/proc/PID/status`, in KiB.
+fn vm_hwm_kib(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or_default();
+    line.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
