@@ -313,11 +313,7 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::Sql`] when the database fails.
-    pub fn load_live_of(
-        &self,
-        projects: &[&str],
-        live: &[&str],
-    ) -> Result<Parsed, StoreError> {
+    pub fn load_live_of(&self, projects: &[&str], live: &[&str]) -> Result<Parsed, StoreError> {
         let filter = format!(
             "WHERE finished_at IS NOT NULL AND phase IN ({}) AND project IN (SELECT value FROM json_each(?{}))",
             placeholders(live.len()),
