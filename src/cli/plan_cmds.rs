@@ -80,7 +80,13 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     }
     let store = open_store_read_only(args)?;
     let now = super::now(args);
-    let (world, plan) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
+    // The fingerprint serializes the whole world: only a plan printed as JSON or saved
+    // carries it.
+    let (world, mut plan) =
+        reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
+    if cmd.json || cmd.out.is_some() {
+        plan.seal(&world);
+    }
     if cmd.json {
         outln!("{}", render_json(&plan, now))?;
     } else {
@@ -173,7 +179,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let store = open_store_read_only(args)?;
     let now = super::now(args);
-    let (world, _) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
+    let (world, _) = reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
     let status = plan::status(&specs, &world, now);
     // The real clock, as the lease's expiry is. A lapsed lease is no apply any more.
     let lease = store
