@@ -1251,7 +1251,8 @@ fn compile(top: &Top, resolved: &Resolved) -> Result<Spec, Diagnostic> {
         fail: r.fail.clone(),
         retry: r.retry.clone(),
     };
-    Ok(Spec { version, description: top.description.clone(), states, initial: id(resolved.initial)?, roles })
+    let table = crate::machine::Table::compile(&states);
+    Ok(Spec { version, description: top.description.clone(), states, initial: id(resolved.initial)?, roles, table })
 }
 
 #[cfg(test)]
