@@ -233,19 +233,23 @@ fn other_transitions() -> Vec<Vec<Event>> {
     runs
 }
 
-/// Runs the workload `rounds` times through the interpreter, with events resolved to
-/// their indices when the spec was loaded (as a worker does); returns a checksum.
-fn run_trueup(spec: &Spec, start: StateId, runs: &[Vec<EventId>], rounds: u32) -> usize {
-    let guards = |_| true;
+/// Runs the workload `rounds` times through the interpreter, from `start`, each event
+/// through `step`, which gives the step's exits and entries and where it rests; returns
+/// a checksum.
+fn run_trueup<E: Copy>(
+    start: StateId,
+    runs: &[Vec<E>],
+    rounds: u32,
+    step: impl Fn(StateId, E) -> (usize, StateId),
+) -> usize {
     let mut sum = 0;
     for _ in 0..rounds {
         for run in runs {
             let mut state = start;
             for &event in run {
-                let t =
-                    step_id(spec, state, black_box(event), &guards).expect("the workload only sends accepted events");
-                sum += t.exits.len() + t.entries.len();
-                state = t.target;
+                let (moved, target) = step(state, black_box(event));
+                sum += moved;
+                state = target;
             }
             sum += state.index();
         }
@@ -253,22 +257,21 @@ fn run_trueup(spec: &Spec, start: StateId, runs: &[Vec<EventId>], rounds: u32) -
     sum
 }
 
-/// [`run_trueup`] with events given by name, looked up at every step.
-fn run_trueup_by_name(spec: &Spec, start: StateId, runs: &[Vec<&str>], rounds: u32) -> usize {
-    let guards = |_| true;
-    let mut sum = 0;
-    for _ in 0..rounds {
-        for run in runs {
-            let mut state = start;
-            for &event in run {
-                let t = step(spec, state, black_box(event), &guards).expect("the workload only sends accepted events");
-                sum += t.exits.len() + t.entries.len();
-                state = t.target;
-            }
-            sum += state.index();
-        }
+/// A step with events resolved to their indices when the spec was loaded, as a worker
+/// steps.
+fn stepping_by_id(spec: &Spec) -> impl Fn(StateId, EventId) -> (usize, StateId) + '_ {
+    move |state, event| {
+        let t = step_id(spec, state, event, &|_| true).expect("the workload only sends accepted events");
+        (t.exits.len() + t.entries.len(), t.target)
     }
-    sum
+}
+
+/// A step with events given by name, looked up at every step.
+fn stepping_by_name(spec: &Spec) -> impl Fn(StateId, &str) -> (usize, StateId) + '_ {
+    move |state, event| {
+        let t = step(spec, state, event, &|_| true).expect("the workload only sends accepted events");
+        (t.exits.len() + t.entries.len(), t.target)
+    }
 }
 
 /// Runs the workload `rounds` times through the statig machine, a new machine per run
@@ -334,7 +337,7 @@ fn main() {
 
     // Allocations of one round each, before timing.
     let before = allocated();
-    black_box(run_trueup(&spec, spec.initial, &ids, 1));
+    black_box(run_trueup(spec.initial, &ids, 1, stepping_by_id(&spec)));
     let mid = allocated();
     black_box(run_statig(&runs, 1));
     let after = allocated();
@@ -345,16 +348,16 @@ fn main() {
     let (statig_allocs, statig_bytes) = per_step(mid, after);
 
     // Warm up, then interleave the samples so that a busy neighbour hits both sides alike.
-    black_box(run_trueup(&spec, spec.initial, &ids, ROUNDS / 10));
-    black_box(run_trueup_by_name(&spec, spec.initial, &names, ROUNDS / 10));
+    black_box(run_trueup(spec.initial, &ids, ROUNDS / 10, stepping_by_id(&spec)));
+    black_box(run_trueup(spec.initial, &names, ROUNDS / 10, stepping_by_name(&spec)));
     black_box(run_statig(&runs, ROUNDS / 10));
     let (mut ours, mut by_name, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..SAMPLES {
         let t = Instant::now();
-        black_box(run_trueup(black_box(&spec), spec.initial, black_box(&ids), ROUNDS));
+        black_box(run_trueup(spec.initial, black_box(&ids), ROUNDS, stepping_by_id(black_box(&spec))));
         ours.push(t.elapsed());
         let t = Instant::now();
-        black_box(run_trueup_by_name(black_box(&spec), spec.initial, black_box(&names), ROUNDS));
+        black_box(run_trueup(spec.initial, black_box(&names), ROUNDS, stepping_by_name(black_box(&spec))));
         by_name.push(t.elapsed());
         let t = Instant::now();
         black_box(run_statig(black_box(&runs), ROUNDS));
