@@ -316,9 +316,26 @@ pub fn plan_machine(
     cfg: &Config,
     now: Timestamp,
 ) -> Result<(World, Plan), ReconcileError> {
+    let (world, mut plan) = plan_machine_unsealed(store, specs, cfg, now)?;
+    plan.seal(&world);
+    Ok((world, plan))
+}
+
+/// [`plan_machine`] without the plan's fingerprint (see [`plan::plan_unsealed`]): for a
+/// plan that is only shown, as `trueup plan` without `--json` or `--out`, and `status`.
+///
+/// # Errors
+///
+/// As [`plan_machine`].
+pub fn plan_machine_unsealed(
+    store: &Store,
+    specs: &Specs,
+    cfg: &Config,
+    now: Timestamp,
+) -> Result<(World, Plan), ReconcileError> {
     let cfg = &cfg.absolute()?;
     let world = observe(store, specs, &observe_config(cfg))?;
-    let plan = plan::plan(specs, &world, now);
+    let plan = plan::plan_unsealed(specs, &world, now);
     refuse_wrong_configuration(&plan, cfg)?;
     Ok((world, plan))
 }

@@ -375,16 +375,7 @@ impl Daemon<'_> {
         let mut listener = Logged { cycle: n, stop_after: super::signals::stop_after() };
         let applied = reconcile::apply_machine(self.store, self.specs, self.cfg, now, Source::Fresh, &mut listener)?;
         log_summary(n, &applied);
-        let resumed: Vec<String> = applied
-            .report
-            .outcomes
-            .iter()
-            .filter(|o| o.status == Status::Done)
-            .filter_map(|o| match &o.action.change {
-                plan::Change::Resume { deployment, .. } => Some(deployment.clone()),
-                _ => None,
-            })
-            .collect();
+        let resumed = plan_cmds::resumed(&applied);
         let failed_runs = self.run_queued(&resumed);
         Ok(Cycled { succeeded: applied.report.succeeded() && failed_runs == 0 })
     }

@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod deploy;
 mod kinds;
+mod lean;
 mod machine;
 mod observed;
 mod phases;

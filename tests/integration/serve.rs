@@ -327,14 +327,22 @@ fn queued_deployments_run_between_cycles_and_sigterm_releases_a_running_build() 
     assert_eq!(slow.status.code(), Some(0), "{}", String::from_utf8_lossy(&slow.stderr));
     let slow: serde_json::Value = serde_json::from_slice(&slow.stdout).unwrap();
     daemon.wait_for(&format!("{}: BUILDING", slow["deployment"].as_str().unwrap()));
+    let daemon_pid = daemon.child.id();
     daemon.signal("TERM");
     let (code, log) = daemon.exit();
     assert_eq!(code, Some(0), "{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("released, to be resumed")), "{}", log.join("\n"));
     assert_eq!(leases(&staged), free());
+    let daemon_pid = i64::from(daemon_pid);
     let conn = db(&staged);
-    let (phase, owner): (String, Option<String>) = conn
-        .query_row("SELECT phase, owner FROM deployments WHERE project = 'q2'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+    let (phase, pid): (String, Option<i64>) = conn
+        .query_row("SELECT phase, claim_pid FROM deployments WHERE project = 'q2'", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
-    assert_eq!((phase.as_str(), owner), ("BUILDING", None), "left in its phase, released, to be resumed");
+    // Its claim lapsed naming the daemon, whose process is gone: the next apply resumes it
+    // at once, without waiting for BUILDING's `stuck_after`.
+    assert_eq!((phase.as_str(), pid), ("BUILDING", Some(daemon_pid)), "left in its phase, to be resumed");
+    let applied = trueup(&staged, &["apply", "--no-run", "--json"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", String::from_utf8_lossy(&applied.stderr));
+    let applied: serde_json::Value = serde_json::from_slice(&applied.stdout).unwrap();
+    assert_eq!(applied["counts"]["deployments_resumed"], 1, "{applied}");
 }

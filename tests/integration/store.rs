@@ -96,10 +96,11 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
             (3, "journal skipped status".to_owned()),
             (4, "lease holder host and pid".to_owned()),
             (5, "worker processes and settings".to_owned()),
-            (6, "daemon lease".to_owned())
+            (6, "release window indexes".to_owned()),
+            (7, "daemon lease".to_owned())
         ]
     );
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
@@ -164,10 +165,10 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
     assert_eq!(index, 1);
 }
 
-/// Takes migration 6 out: the lease table as schema 5 had it, the `apply` row only.
-fn daemon_lease_of_schema_5(raw: &rusqlite::Connection) {
+/// Takes migration 7 out: the lease table as schema 6 had it, the `apply` row only.
+fn daemon_lease_of_schema_6(raw: &rusqlite::Connection) {
     raw.execute_batch(
-        "CREATE TABLE lease_v5 (
+        "CREATE TABLE lease_v6 (
              name  TEXT PRIMARY KEY NOT NULL CHECK (name = 'apply'),
              owner TEXT,
              until TEXT,
@@ -176,16 +177,26 @@ fn daemon_lease_of_schema_5(raw: &rusqlite::Connection) {
              pid INTEGER,
              CHECK ((owner IS NULL) = (until IS NULL))
          ) STRICT;
-         INSERT INTO lease_v5 SELECT name, owner, until, token, host, pid FROM lease WHERE name = 'apply';
-         DROP TABLE lease; ALTER TABLE lease_v5 RENAME TO lease;
+         INSERT INTO lease_v6 SELECT name, owner, until, token, host, pid FROM lease WHERE name = 'apply';
+         DROP TABLE lease; ALTER TABLE lease_v6 RENAME TO lease;
+         DELETE FROM schema_migrations WHERE version = 7; PRAGMA user_version = 6;",
+    )
+    .unwrap();
+}
+
+/// Takes migrations 6 and 7 out: no release window indexes, no daemon lease.
+fn release_window_of_schema_5(raw: &rusqlite::Connection) {
+    daemon_lease_of_schema_6(raw);
+    raw.execute_batch(
+        "DROP INDEX deployments_newest; DROP INDEX deployments_created;
          DELETE FROM schema_migrations WHERE version = 6; PRAGMA user_version = 5;",
     )
     .unwrap();
 }
 
-/// Takes migrations 5 and 6 out: claims without their worker's process, no settings.
+/// Takes migrations 5 to 7 out: claims without their worker's process, no settings.
 fn workers_of_schema_4(raw: &rusqlite::Connection) {
-    daemon_lease_of_schema_5(raw);
+    release_window_of_schema_5(raw);
     raw.execute_batch(
         "DROP INDEX deployments_queue; DROP TABLE settings;
          ALTER TABLE deployments DROP COLUMN claim_host; ALTER TABLE deployments DROP COLUMN claim_pid;
@@ -195,7 +206,7 @@ fn workers_of_schema_4(raw: &rusqlite::Connection) {
     .unwrap();
 }
 
-/// Takes migrations 4 to 6 out: the lease row without its holder's host and process.
+/// Takes migrations 4 to 7 out: the lease row without its holder's host and process.
 fn lease_of_schema_3(raw: &rusqlite::Connection) {
     workers_of_schema_4(raw);
     raw.execute_batch(
@@ -544,23 +555,23 @@ fn a_dead_holder_on_this_host_is_taken_over_at_once_and_fenced_off() {
 }
 
 #[test]
-fn a_schema_5_lease_is_migrated_keeping_the_apply_holder_and_adding_a_free_daemon_lease() {
-    let dir = Scratch::new("schema5");
+fn a_schema_6_lease_is_migrated_keeping_the_apply_holder_and_adding_a_free_daemon_lease() {
+    let dir = Scratch::new("schema6");
     let db = dir.join("state.db");
     drop(open(&db));
     let raw = rusqlite::Connection::open(&db).unwrap();
-    daemon_lease_of_schema_5(&raw);
+    daemon_lease_of_schema_6(&raw);
     raw.execute_batch(
         "UPDATE lease SET owner = 'a', until = '2025-10-02T12:01:00Z', token = 5, host = 'h', pid = 7
          WHERE name = 'apply'",
     )
     .unwrap();
     let refused = raw.execute("INSERT INTO lease (name, token) VALUES ('daemon', 0)", []);
-    assert!(refused.is_err(), "schema 5 allows the `apply` row only");
+    assert!(refused.is_err(), "schema 6 allows the `apply` row only");
     drop(raw);
 
     let (store, opened) = Store::open(&db).unwrap();
-    assert_eq!(opened, Opened::Migrated { from: 5, to: SCHEMA_VERSION });
+    assert_eq!(opened, Opened::Migrated { from: 6, to: SCHEMA_VERSION });
     let apply =
         Held { owner: "a".to_owned(), until: t("2025-10-02T12:01:00Z"), host: Some("h".to_owned()), pid: Some(7) };
     assert_eq!(store.lease_held().unwrap(), Some(apply));

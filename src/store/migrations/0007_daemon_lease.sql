@@ -5,7 +5,7 @@
 -- The lease table's CHECK allowed the `apply` row only, and SQLite cannot change a CHECK
 -- in place: the table is rebuilt with both names allowed, keeping the `apply` row as it is
 -- (holder, expiry, host, process and fencing token), then the free `daemon` row is added.
-CREATE TABLE lease_v6 (
+CREATE TABLE lease_v7 (
     name  TEXT PRIMARY KEY NOT NULL CHECK (name IN ('apply', 'daemon')),
     owner TEXT,
     until TEXT,
@@ -15,10 +15,10 @@ CREATE TABLE lease_v6 (
     CHECK ((owner IS NULL) = (until IS NULL))
 ) STRICT;
 
-INSERT INTO lease_v6 (name, owner, until, token, host, pid)
+INSERT INTO lease_v7 (name, owner, until, token, host, pid)
 SELECT name, owner, until, token, host, pid FROM lease;
 
 DROP TABLE lease;
-ALTER TABLE lease_v6 RENAME TO lease;
+ALTER TABLE lease_v7 RENAME TO lease;
 
 INSERT INTO lease (name, owner, until, token) VALUES ('daemon', NULL, NULL, 0);
