@@ -9,9 +9,11 @@
 //! once.
 //!
 //! Two threads share the work. A tokio current-thread runtime (the supervisor) owns the
-//! clock and the signals: it wakes the worker for each cycle and poll, renews the daemon
-//! lease with its own connection, and on SIGTERM or SIGINT sets the stop flag the worker's
-//! cycle and runs read. The worker (this command's thread) does the blocking work, SQLite
+//! clock and SIGHUP: it wakes the worker for each cycle and poll, and renews the daemon
+//! lease with its own connection. SIGTERM and SIGINT are caught as `apply` catches them
+//! ([`super::signals`]): the handler sets the flag the worker's cycle and runs read before
+//! each action, so the action in hand is the last one, however busy the supervisor is;
+//! the supervisor only logs it and wakes a worker that waits. The worker (this command's thread) does the blocking work, SQLite
 //! and builds, one thing at a time, with the library's own functions. On SIGTERM the
 //! action in hand finishes, the rest of the cycle is journaled as skipped, running builds
 //! stop and their deployments are released to be resumed, both leases are released, and
@@ -22,7 +24,7 @@
 //! fields. This module never decides what to repair: that is [`crate::reconcile`]'s job.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
 use anyhow::Context as _;
@@ -31,7 +33,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::deploy_cmds::{self, SettingsArgs, Workers};
-use super::{Args, lease_cmds, load_specs, plan_cmds};
+use super::{Args, lease_cmds, load_specs, plan_cmds, signals};
 use crate::apply::Status;
 use crate::engine::{Ended, run::Report};
 use crate::model::LogLevel;
@@ -86,6 +88,9 @@ fn interval(text: &str) -> Result<Duration, String> {
 /// another host once it lapses.
 const DAEMON_TTL: Duration = Duration::from_secs(60);
 
+/// How often the supervisor looks whether SIGTERM or SIGINT came.
+const LOOK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How often queued deployments are looked for between cycles.
 const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -106,16 +111,14 @@ enum Wake {
     LeaseLost(String),
 }
 
-/// The signal that stops the daemon, once caught (0 before).
-static STOP: AtomicI32 = AtomicI32::new(0);
+/// Set once the daemon lease could not be renewed: the daemon stops, failing.
+static LEASE_LOST: AtomicBool = AtomicBool::new(false);
 
+/// Why the daemon stops, if it does: SIGINT or SIGTERM, caught by [`signals`]' handler
+/// itself (so the worker sees it before its next action, however busy the supervisor),
+/// or a lost daemon lease; and the exit code it calls for with `--once`.
 fn stopping() -> Option<(&'static str, u8)> {
-    match STOP.load(Ordering::SeqCst) {
-        0 => None,
-        libc::SIGINT => Some(("SIGINT", 130)),
-        libc::SIGTERM => Some(("SIGTERM", 143)),
-        _ => Some(("a lost daemon lease", 1)),
-    }
+    signals::caught().or_else(|| LEASE_LOST.load(Ordering::SeqCst).then_some(("a lost daemon lease", 1)))
 }
 
 fn stop_requested() -> bool {
@@ -126,6 +129,8 @@ fn stop_requested() -> bool {
 pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     init_logs(cmd.log_format)?;
+    // Before any lease is taken: from here on, SIGTERM and SIGINT stop the daemon cleanly.
+    signals::catch().context("cannot catch SIGINT and SIGTERM")?;
     let store = plan_cmds::open_store(args)?;
     let cfg = reconcile::Config {
         owner: format!("trueup-serve@{}:{}", lease_cmds::this_host(), std::process::id()),
@@ -198,11 +203,8 @@ fn supervise(
     // Its own connection: the worker's is busy with a cycle when the lease is due.
     let (store, _) = Store::open(db)?;
     runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
-        // Only once the signals are caught: a SIGTERM during the startup sequence stops it
-        // cleanly.
+        // Only once SIGHUP is caught: before, it would kill the daemon.
         let _ = wake.send(Wake::Startup);
         let every = std::time::Duration::from_secs(cmd.interval.secs());
         let start = tokio::time::Instant::now();
@@ -212,17 +214,22 @@ fn supervise(
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let renew_every = std::time::Duration::from_secs(DAEMON_TTL.secs() / 3);
         let mut renew = tokio::time::interval_at(start + renew_every, renew_every);
+        // SIGTERM and SIGINT are caught by the handler of `signals`, which only sets a flag
+        // the worker reads before each action; this looks at it often, to log it and wake
+        // a worker that waits for its next cycle.
+        let mut look = tokio::time::interval(LOOK);
+        let mut told = false;
         let mut hung_up = std::pin::pin!(wake.closed());
         loop {
             let event = std::future::poll_fn(|cx| {
                 if hung_up.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(None);
                 }
-                if term.poll_recv(cx).is_ready() {
-                    return Poll::Ready(Some(Event::Stop(libc::SIGTERM)));
-                }
-                if int.poll_recv(cx).is_ready() {
-                    return Poll::Ready(Some(Event::Stop(libc::SIGINT)));
+                // Until it is pending, so that the next tick wakes this task.
+                while look.poll_tick(cx).is_ready() {
+                    if !told && signals::caught().is_some() {
+                        return Poll::Ready(Some(Event::Stop));
+                    }
                 }
                 if renew.poll_tick(cx).is_ready() {
                     return Poll::Ready(Some(Event::Renew));
@@ -242,9 +249,9 @@ fn supervise(
             match event {
                 // The worker is done: nothing is left to supervise.
                 None => return Ok(()),
-                Some(Event::Stop(signal)) => {
-                    if STOP.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                        let name = if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
+                Some(Event::Stop) => {
+                    told = true;
+                    if let Some((name, _)) = signals::caught() {
                         info!("{name}: stopping once the action in hand is done");
                     }
                     // Wakes a worker that waits for its next cycle.
@@ -252,7 +259,7 @@ fn supervise(
                 }
                 Some(Event::Renew) => {
                     if let Err(err) = store.renew_daemon_lease(daemon, clock::now(), DAEMON_TTL) {
-                        let _ = STOP.compare_exchange(0, -1, Ordering::SeqCst, Ordering::SeqCst);
+                        LEASE_LOST.store(true, Ordering::SeqCst);
                         let _ = wake.send(Wake::LeaseLost(err.to_string()));
                     }
                 }
@@ -266,7 +273,7 @@ fn supervise(
 
 /// What the supervisor heard.
 enum Event {
-    Stop(i32),
+    Stop,
     Renew,
     Wake(Wake),
 }

@@ -81,6 +81,20 @@ impl Daemon {
         }
     }
 
+    /// Waits until the test hook (`TRUEUP_TEST_STOP_AFTER`) stopped the daemon mid-cycle.
+    #[track_caller]
+    fn wait_stopped(&mut self) {
+        let started = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('T'))
+            .unwrap_or(true)
+        {
+            assert!(self.child.try_wait().unwrap().is_none(), "it ended first:\n{}", self.log().join("\n"));
+            assert!(started.elapsed() < PATIENCE, "it never stopped:\n{}", self.log().join("\n"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn signal(&self, signal: &str) {
         let sent = std::process::Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status();
         assert!(sent.unwrap().success(), "kill -s {signal}");
@@ -268,15 +282,7 @@ fn a_daemon_killed_mid_cycle_is_taken_over_at_once_and_the_next_converges() {
     let stuck = unfinished(&staged);
     // The hook stops the daemon once 5 actions of its cycle ended: killed right there.
     let mut killed = Daemon::start(&staged, &["--no-run", "--now", NOW], &[("TRUEUP_TEST_STOP_AFTER", "5")]);
-    let started = Instant::now();
-    while std::fs::read_to_string(format!("/proc/{}/stat", killed.child.id()))
-        .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('T'))
-        .unwrap_or(true)
-    {
-        assert!(killed.child.try_wait().unwrap().is_none(), "it ended first:\n{}", killed.log().join("\n"));
-        assert!(started.elapsed() < PATIENCE, "it never stopped:\n{}", killed.log().join("\n"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    killed.wait_stopped();
     let pid = killed.child.id();
     killed.signal("KILL");
     let (code, _) = killed.exit();
@@ -345,4 +351,44 @@ fn queued_deployments_run_between_cycles_and_sigterm_releases_a_running_build() 
     assert_eq!(applied.status.code(), Some(0), "{}", String::from_utf8_lossy(&applied.stderr));
     let applied: serde_json::Value = serde_json::from_slice(&applied.stdout).unwrap();
     assert_eq!(applied["counts"]["deployments_resumed"], 1, "{applied}");
+}
+
+#[test]
+fn sigterm_mid_cycle_finishes_the_action_in_hand_frees_both_leases_and_exits_0() {
+    let scratch = Scratch::new("serve-term");
+    let staged = staged(&scratch, &damaged(30));
+    let stuck = unfinished(&staged);
+    let mut daemon = Daemon::start(&staged, &["--no-run", "--now", NOW], &[("TRUEUP_TEST_STOP_AFTER", "5")]);
+    daemon.wait_stopped();
+    // SIGTERM while it is stopped after its fifth action, then on: the signal is handled
+    // before the sixth.
+    daemon.signal("TERM");
+    daemon.signal("CONT");
+    let (code, log) = daemon.exit();
+    assert_eq!(code, Some(0), "{}", log.join("\n"));
+    assert_eq!(leases(&staged), free(), "both leases were released");
+    assert!(!log.iter().any(|l| l.contains("ready")), "stopped before the startup sequence was done");
+    let conn = db(&staged);
+    let (done, skipped, open): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'skipped'), 0),
+                    coalesce(sum(status = 'planned'), 0) FROM journal",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((done, open), (5, 0), "the five actions done, none left open:\n{}", log.join("\n"));
+    assert!(skipped > 0, "the rest of the cycle is journaled as skipped");
+
+    // The next daemon takes the free lease and finishes the work, each deployment once.
+    let mut next = Daemon::start(&staged, &["--no-run", "--now", NOW], &[]);
+    next.wait_for("ready");
+    assert!(!next.log().join("\n").contains("took over"), "a released lease is taken, not taken over");
+    converged(&staged);
+    let counts = log_counts(&db(&staged));
+    for id in &stuck {
+        assert_eq!(counts.get(id), Some(&1), "{id}: {counts:?}");
+    }
+    next.signal("TERM");
+    assert_eq!(next.exit().0, Some(0));
 }
