@@ -392,3 +392,29 @@ fn sigterm_mid_cycle_finishes_the_action_in_hand_frees_both_leases_and_exits_0()
     next.signal("TERM");
     assert_eq!(next.exit().0, Some(0));
 }
+
+#[test]
+fn the_readme_systemd_unit_starts_a_daemon_that_reloads_on_sighup() {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let unit = readme.split("```ini\n").nth(1).expect("the README has a systemd unit").split("```").next().unwrap();
+    let line = |key: &str| {
+        let found = unit.lines().find_map(|l| l.strip_prefix(key));
+        found.unwrap_or_else(|| panic!("no `{key}` in the unit:\n{unit}")).trim().to_owned()
+    };
+    assert_eq!(line("ExecReload="), "/bin/kill -HUP $MAINPID");
+    assert_eq!(line("KillMode="), "mixed", "SIGTERM to trueup alone: it stops its builds itself");
+    let exec = line("ExecStart=");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(args[..2], ["/usr/local/bin/trueup", "serve"], "{exec}");
+    // Its flags, run for real: the startup sequence, then SIGHUP is a cycle.
+    let scratch = Scratch::new("serve-unit");
+    let staged = staged(&scratch, &damaged(3));
+    let mut flags: Vec<&str> = args[2..].to_vec();
+    flags.extend(["--no-run", "--now", NOW]);
+    let mut daemon = Daemon::start(&staged, &flags, &[]);
+    daemon.wait_for("ready");
+    daemon.signal("HUP");
+    assert!(daemon.wait_for("cycle 2 begins").contains("SIGHUP"));
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit().0, Some(0));
+}
