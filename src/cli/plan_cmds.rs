@@ -301,7 +301,7 @@ fn lease_ttl(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses `--lock-timeout`: at most [`MAX_LOCK_TIMEOUT`].
-fn lock_timeout(text: &str) -> Result<Duration, String> {
+pub(super) fn lock_timeout(text: &str) -> Result<Duration, String> {
     let timeout: Duration = text.parse().map_err(|e| format!("{e}"))?;
     if timeout > MAX_LOCK_TIMEOUT {
         return Err("must be at most 1h (3600s)".to_owned());

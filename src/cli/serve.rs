@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// How many deployments to run at once (of different projects)
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// How long a cycle waits for an operator's apply to give the apply lease back, e.g.
+    /// `30s`, at most `1h`; then the cycle is tried again at the next poll (a few seconds)
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = plan_cmds::lock_timeout)]
+    pub lock_timeout: Duration,
     /// Run the startup sequence, then exit with `apply`'s exit codes
     #[arg(long)]
     pub once: bool,
@@ -94,10 +98,6 @@ const LOOK: std::time::Duration = std::time::Duration::from_millis(100);
 /// How often queued deployments are looked for between cycles.
 const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// How long a cycle waits for an operator's apply to give the apply lease back before it
-/// tries again at the next poll.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// What wakes the worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Wake {
@@ -134,7 +134,7 @@ pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
     let store = plan_cmds::open_store(args)?;
     let cfg = reconcile::Config {
         owner: format!("trueup-serve@{}:{}", lease_cmds::this_host(), std::process::id()),
-        ..plan_cmds::machine_config(&args.root, &args.routes_dir, LOCK_TIMEOUT)
+        ..plan_cmds::machine_config(&args.root, &args.routes_dir, cmd.lock_timeout)
     };
     let holder = Holder { owner: &cfg.owner, host: &cfg.host, pid: cfg.pid };
     let (daemon, took_over) = match store.acquire_daemon_lease(holder, clock::now(), DAEMON_TTL, &lease_cmds::alive) {
@@ -299,6 +299,8 @@ impl Daemon<'_> {
     fn work(&self, mut woken: mpsc::UnboundedReceiver<Wake>) -> anyhow::Result<ExitCode> {
         let mut started = false;
         let mut cycles = 0u64;
+        // The cycle to run at the next wake, and why.
+        let mut due = Some("startup");
         loop {
             let Some(first) = woken.blocking_recv() else {
                 anyhow::bail!("the supervisor stopped before the daemon did");
@@ -314,42 +316,37 @@ impl Daemon<'_> {
                 info!("stopped by {name} between cycles");
                 return Ok(if self.cmd.once && !started { ExitCode::from(code) } else { ExitCode::SUCCESS });
             }
-            // Until a startup cycle went through, whatever wakes the worker retries it.
-            let why = if !started {
-                Some("startup")
-            } else {
-                wakes.iter().find_map(|w| if let Wake::Cycle(why) = w { Some(*why) } else { None })
-            };
-            let Some(why) = why else {
-                if started {
-                    self.run_queued(&[]);
-                }
+            // A cycle that could not take the apply lease stays due: so does the startup
+            // sequence, which every wake retries until it went through.
+            if let Some(why) = wakes.iter().find_map(|w| if let Wake::Cycle(why) = w { Some(*why) } else { None }) {
+                due.get_or_insert(why);
+            }
+            let Some(why) = due else {
+                self.run_queued(&[]);
                 continue;
             };
-            cycles += 1;
-            let cycled = match self.cycle(cycles, why) {
+            let n = cycles + 1;
+            let cycled = match self.cycle(n, why) {
                 Ok(cycled) => cycled,
                 // An operator's apply holds the lease: tried again at the next poll.
                 Err(ReconcileError::Busy { owner, .. }) if !self.cmd.once => {
-                    warn!(cycle = cycles, "the apply lease is held by `{owner}`: the cycle is tried again shortly");
-                    if started {
-                        continue;
-                    }
-                    // The startup sequence is not done until a cycle went through: it is
-                    // tried again at the next poll.
-                    cycles -= 1;
+                    warn!(cycle = n, "the apply lease is held by `{owner}`: the cycle is tried again shortly");
                     continue;
                 }
                 Err(ReconcileError::Interrupted(why)) => {
-                    info!(cycle = cycles, "the cycle was {why} before it took the apply lease");
+                    info!(cycle = n, "the cycle was {why} before it took the apply lease");
                     return Ok(self.stopped_code());
                 }
                 Err(err) if started => {
-                    error!(cycle = cycles, "the cycle failed: {:#}", anyhow::Error::new(err));
+                    cycles = n;
+                    due = None;
+                    error!(cycle = n, "the cycle failed: {:#}", anyhow::Error::new(err));
                     continue;
                 }
                 Err(err) => return Err(err).context("the startup sequence failed"),
             };
+            cycles = n;
+            due = None;
             if let Some((name, _)) = stopping() {
                 info!("stopped by {name}; deployments in hand were released, to be resumed");
                 return Ok(self.stopped_code());

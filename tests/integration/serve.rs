@@ -29,7 +29,8 @@ use crate::scratch::Scratch;
 /// The longest a test waits for a log line or an exit before it fails.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// A running `trueup serve` and the lines of its log so far.
+/// A running `trueup` process (a daemon, or an apply a test holds) and the lines of its
+/// stderr so far.
 struct Daemon {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -42,7 +43,11 @@ impl Daemon {
         all.extend_from_slice(args);
         let mut command = trueup_command(staged, &all);
         command.envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
+        Daemon::from_child(command.spawn().unwrap())
+    }
+
+    /// A started process whose stderr is piped, its lines collected as they come.
+    fn from_child(mut child: Child) -> Daemon {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&lines);
@@ -417,4 +422,54 @@ fn the_readme_systemd_unit_starts_a_daemon_that_reloads_on_sighup() {
     assert!(daemon.wait_for("cycle 2 begins").contains("SIGHUP"));
     daemon.signal("TERM");
     assert_eq!(daemon.exit().0, Some(0));
+}
+
+/// Starts `trueup apply` over `staged` and waits until it holds the apply lease, paused
+/// by the test hook after its first action.
+fn paused_apply(staged: &Staged) -> Daemon {
+    let mut command = trueup_command(staged, &["apply", "--no-run", "--now", NOW]);
+    command.env("TRUEUP_TEST_STOP_AFTER", "1").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut apply = Daemon::from_child(command.spawn().unwrap());
+    apply.wait_stopped();
+    apply
+}
+
+#[test]
+fn a_cycle_that_finds_an_operators_apply_holding_the_lease_is_tried_again_until_it_runs() {
+    let scratch = Scratch::new("serve-busy");
+    let staged = staged(&scratch, &damaged(6));
+    let args = ["--no-run", "--now", NOW, "--lock-timeout", "1s"];
+    // The startup sequence: retried until the operator's apply is done, and only then ready.
+    let apply = paused_apply(&staged);
+    let mut daemon = Daemon::start(&staged, &args, &[]);
+    daemon.wait_for("the apply lease is held by");
+    assert!(!daemon.log().iter().any(|l| l.contains("ready")), "{}", daemon.log().join("\n"));
+    apply.signal("CONT");
+    assert_eq!(apply.exit().0, Some(0));
+    daemon.wait_for("ready");
+    converged(&staged);
+
+    // Damage again, and SIGHUP while another apply holds the lease: the cycle stays due
+    // and runs once the lease is free, with no second SIGHUP.
+    let link = std::fs::read_dir(&staged.root)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("current"))
+        .find(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
+        .expect("a project with a `current` link");
+    std::fs::remove_file(&link).unwrap();
+    let apply = paused_apply(&staged);
+    let held = daemon.log().iter().filter(|l| l.contains("the apply lease is held by")).count();
+    daemon.signal("HUP");
+    let started = Instant::now();
+    while daemon.log().iter().filter(|l| l.contains("the apply lease is held by")).count() == held {
+        assert!(started.elapsed() < PATIENCE, "{}", daemon.log().join("\n"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    apply.signal("CONT");
+    assert_eq!(apply.exit().0, Some(0));
+    daemon.wait_for("cycle 2 done");
+    converged(&staged);
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit().0, Some(0));
+    assert_eq!(leases(&staged), free());
 }
