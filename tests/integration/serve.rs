@@ -473,3 +473,56 @@ fn a_cycle_that_finds_an_operators_apply_holding_the_lease_is_tried_again_until_
     assert_eq!(daemon.exit().0, Some(0));
     assert_eq!(leases(&staged), free());
 }
+
+#[test]
+fn deployments_killed_mid_build_are_resumed_and_run_live_with_jobs_workers_before_ready() {
+    let (scratch, staged, _) = crate::machine::staged_fixture("0001_all_true.yaml");
+    let site = scratch.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "hello").unwrap();
+    // Two deployments of two projects, each killed with SIGKILL in its first build; a
+    // resumed build (its marker is there) passes at once.
+    for project in ["k1", "k2"] {
+        let marker = scratch.join(&format!("{project}.pid"));
+        let build = format!(
+            "if [ -e {m} ]; then :; else echo $$ > {m}.tmp; mv {m}.tmp {m}; exec sleep 60; fi",
+            m = marker.display()
+        );
+        let mut deploy = trueup_command(
+            &staged,
+            &["deploy", "--project", project, "--source", site.to_str().unwrap(), "--build", &build],
+        );
+        let mut deploy = deploy.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let started = Instant::now();
+        while !marker.exists() {
+            assert!(started.elapsed() < PATIENCE, "the build of {project} never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        deploy.kill().unwrap();
+        deploy.wait().unwrap();
+        let sleep = std::fs::read_to_string(&marker).unwrap();
+        let _ = std::process::Command::new("kill").args(["-KILL", sleep.trim()]).status();
+    }
+    let conn = db(&staged);
+    let phases = |conn: &rusqlite::Connection| -> Vec<(String, String)> {
+        let mut stmt = conn
+            .prepare("SELECT project, phase FROM deployments WHERE project IN ('k1', 'k2') ORDER BY project")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(phases(&conn), [("k1".to_owned(), "BUILDING".to_owned()), ("k2".to_owned(), "BUILDING".to_owned())]);
+
+    // No --now, no --no-run: the startup cycle resumes both at once (their workers are
+    // gone) and runs them to the end with its workers before it reports ready.
+    let mut daemon = Daemon::start(&staged, &["--jobs", "2", "--log-format", "json"], &[]);
+    daemon.wait_for("ready");
+    assert_eq!(phases(&conn), [("k1".to_owned(), "ACTIVE".to_owned()), ("k2".to_owned(), "ACTIVE".to_owned())]);
+    let log: Vec<serde_json::Value> = daemon.log().iter().map(|l| json(l)).collect();
+    let summary = log.iter().find(|l| l["message"].as_str().unwrap().starts_with("cycle 1 done")).unwrap();
+    assert_eq!(summary["resumed"], 2, "{summary}");
+    let live = log.iter().filter(|l| l["message"].as_str().unwrap().ends_with("is live (ACTIVE)")).count();
+    assert_eq!(live, 2, "each ran once:\n{}", daemon.log().join("\n"));
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit().0, Some(0));
+    assert_eq!(leases(&staged), free());
+}
