@@ -239,28 +239,32 @@ fn one_daemon_per_database_and_sigterm_frees_it_for_the_next_at_once() {
     let scratch = Scratch::new("serve-one");
     let staged = staged(&scratch, &damaged(6));
     let args = ["--no-run", "--now", NOW];
-    let mut a = Daemon::start(&staged, &args, &[]);
-    let mut b = Daemon::start(&staged, &args, &[]);
-    // Exactly one of the two gets the lease; the other exits 1 naming it.
+    // Four started at once: exactly one gets the lease; each other exits 1 naming it.
+    let mut daemons: Vec<Daemon> = (0..4).map(|_| Daemon::start(&staged, &args, &[])).collect();
     let started = Instant::now();
-    let (mut winner, loser) = loop {
-        if a.child.try_wait().unwrap().is_some() {
-            break (b, a);
+    let mut losers = Vec::new();
+    while daemons.len() > 1 {
+        let exited = daemons.iter_mut().position(|d| d.child.try_wait().unwrap().is_some());
+        match exited {
+            Some(i) => losers.push(daemons.remove(i)),
+            None => {
+                let logs: Vec<String> = daemons.iter().map(|d| d.log().join("\n")).collect();
+                assert!(started.elapsed() < PATIENCE, "{} daemons still run:\n{}", daemons.len(), logs.join("\n--\n"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        if b.child.try_wait().unwrap().is_some() {
-            break (a, b);
-        }
-        assert!(started.elapsed() < PATIENCE, "neither daemon exited:\n{}\n{}", a.log().join("\n"), b.log().join("\n"));
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+    let mut winner = daemons.pop().unwrap();
     let winner_pid = winner.child.id();
-    let (code, log) = loser.exit();
-    assert_eq!(code, Some(1), "{}", log.join("\n"));
-    let said = log.join("\n");
-    assert!(
-        said.contains("another `trueup serve` runs") && said.contains(&format!(":{winner_pid}`")),
-        "the loser names the holder:\n{said}"
-    );
+    for loser in losers {
+        let (code, log) = loser.exit();
+        assert_eq!(code, Some(1), "{}", log.join("\n"));
+        let said = log.join("\n");
+        assert!(
+            said.contains("another `trueup serve` runs") && said.contains(&format!(":{winner_pid}`")),
+            "each loser names the holder:\n{said}"
+        );
+    }
     winner.wait_for("ready");
     let held = leases(&staged);
     assert_eq!(held[0].1, None, "between cycles the apply lease is free");
