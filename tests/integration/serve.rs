@@ -3,15 +3,21 @@
 //! The daemon is started over a world with stuck deployments and broken links, and must
 //! have resumed and repaired them (as `apply` does, count for count) before it logs that
 //! it is ready; SIGHUP runs another cycle that finds nothing left; SIGTERM frees both
-//! leases and exits 0, so the next daemon starts at once. Two daemons started together
-//! never both hold the daemon lease, and an operator's `apply` runs between cycles. A
-//! daemon stopped mid-cycle and killed with SIGKILL is taken over at once by the next,
-//! which converges. Queued deployments are run between cycles, and SIGTERM stops a
-//! running build and releases its deployment.
+//! leases and exits 0, so the next daemon starts at once. Daemons started together never
+//! both hold the daemon lease, and an operator's `apply` runs between cycles; a cycle
+//! that finds an operator's apply holding the lease runs once it is done. A daemon
+//! stopped mid-cycle and killed with SIGKILL is taken over at once by the next, which
+//! converges; one sent SIGTERM there finishes the action in hand and exits 0. Deployments
+//! killed mid-build are resumed and run live before ready; queued deployments are run
+//! between cycles, and SIGTERM stops a running build and leaves its deployment to be
+//! resumed. The README's systemd unit is run with its own flags.
+//!
+//! Not yet here: a stopped app container in the startup world, which needs the container
+//! adapter of issue 10's other parts.
 //!
 //! Staged worlds have fake sources, so those runs use `--no-run` (only the verdicts are
 //! recorded, as `apply --no-run` does) and `--now`, the instant the world was staged at;
-//! the queue test deploys a real folder with the wall clock. Everything is asserted from
+//! the tests that run deployments deploy a real folder with the wall clock. Everything is asserted from
 //! the daemon's log lines, the state database and the exit status, never from timings:
 //! waits only bound how long a test may hang.
 
