@@ -356,6 +356,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal() && !cmd.json,
         broken: None,
         stop_after: signals::stop_after(),
+        stop_in: signals::stop_in(),
     };
     // From here on, SIGINT and SIGTERM stop the apply between two actions instead of
     // killing it with the lease held.
@@ -485,6 +486,8 @@ struct Shown {
     broken: Option<anyhow::Error>,
     /// The test hook of [`signals`]: stop this process once this many actions ended.
     stop_after: Option<usize>,
+    /// The other test hook of [`signals`]: stop this process once this action began.
+    stop_in: Option<usize>,
 }
 
 impl reconcile::Listener for Shown {
@@ -512,6 +515,12 @@ impl reconcile::Listener for Shown {
             return Some("stopped: standard output cannot be written".to_owned());
         }
         signals::caught().map(|(name, _)| format!("interrupted by {name}"))
+    }
+
+    fn acting(&mut self, index: usize) {
+        if self.stop_in == Some(index) {
+            signals::stop_for_test();
+        }
     }
 
     fn finished(&mut self, index: usize, total: usize, action: &plan::Action, _: &apply::Status) {

@@ -39,7 +39,7 @@ pub use lease::{DaemonLease, Fence, Held, Holder, Lease, TookOver, Unlocked};
 pub use read::{JournalEntry, JournalStatus, Loaded, Parsed, RELEASE_WINDOW};
 
 pub use work::Advance;
-pub use write::PhaseUpdate;
+pub use write::{JournalOutcome, PhaseUpdate};
 
 /// The `PRAGMA application_id` of every trueup database: `TRUP` in ASCII.
 pub const APPLICATION_ID: i32 = 0x5452_5550;
