@@ -536,3 +536,22 @@ fn deployments_killed_mid_build_are_resumed_and_run_live_with_jobs_workers_befor
     assert_eq!(daemon.exit().0, Some(0));
     assert_eq!(leases(&staged), free());
 }
+
+#[test]
+fn a_daemon_whose_lease_was_taken_stops_at_its_next_renewal_and_exits_1() {
+    let scratch = Scratch::new("serve-lost");
+    let staged = staged(&scratch, &damaged(3));
+    let mut daemon = Daemon::start(&staged, &["--no-run", "--now", NOW], &[]);
+    daemon.wait_for("ready");
+    // Another daemon's takeover, as the store makes it: a new holder and token.
+    let conn = rusqlite::Connection::open(&staged.db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute("UPDATE lease SET owner = 'trueup-serve@elsewhere:1', token = token + 1 WHERE name = 'daemon'", [])
+        .unwrap();
+    let (code, log) = daemon.exit();
+    assert_eq!(code, Some(1), "{}", log.join("\n"));
+    assert!(log.join("\n").contains("the daemon lease was lost"), "{}", log.join("\n"));
+    let held = leases(&staged);
+    assert_eq!(held[1].1.as_deref(), Some("trueup-serve@elsewhere:1"), "the new holder's lease is left alone");
+    assert_eq!(held[0].1, None, "the apply lease is free");
+}
