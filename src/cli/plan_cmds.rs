@@ -301,7 +301,7 @@ fn lease_ttl(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses `--lock-timeout`: at most [`MAX_LOCK_TIMEOUT`].
-fn lock_timeout(text: &str) -> Result<Duration, String> {
+pub(super) fn lock_timeout(text: &str) -> Result<Duration, String> {
     let timeout: Duration = text.parse().map_err(|e| format!("{e}"))?;
     if timeout > MAX_LOCK_TIMEOUT {
         return Err("must be at most 1h (3600s)".to_owned());
@@ -456,7 +456,7 @@ fn to_run(plan: &plan::Plan) -> Vec<String> {
 }
 
 /// The deployments this apply resumed: their resume went through.
-fn resumed(applied: &reconcile::Applied) -> Vec<String> {
+pub(super) fn resumed(applied: &reconcile::Applied) -> Vec<String> {
     let done = applied.report.outcomes.iter().filter(|o| o.status == apply::Status::Done);
     done.filter_map(|o| match &o.action.change {
         plan::Change::Resume { deployment, .. } => Some(deployment.clone()),

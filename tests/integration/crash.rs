@@ -32,7 +32,7 @@ use crate::scratch::Scratch;
 use crate::support::tree;
 
 /// The instant every plan and apply here is made at.
-const NOW: &str = "2025-10-02T12:00:00Z";
+pub(crate) const NOW: &str = "2025-10-02T12:00:00Z";
 
 /// The lease of an apply that will be killed: short, so the next run waits seconds for it
 /// to lapse instead of the default minute. Long enough that it is still held when the
@@ -267,17 +267,17 @@ fn world(damages: &[Damage], stale_routes: usize) -> World {
 }
 
 /// `projects` projects with every kind of damage, and a few stale route files.
-fn damaged(projects: usize) -> World {
+pub(crate) fn damaged(projects: usize) -> World {
     world(&(0..projects).map(Damage::nth).collect::<Vec<_>>(), projects / 20 + 1)
 }
 
 /// Stages `world` in a fresh folder of `scratch`.
-fn staged(scratch: &Scratch, world: &World) -> Staged {
+pub(crate) fn staged(scratch: &Scratch, world: &World) -> Staged {
     stage(world, &scratch.join("w"), now()).unwrap()
 }
 
 /// The model's plan for a staged world.
-fn model_plan(staged: &Staged, world: &World) -> plan::Plan {
+pub(crate) fn model_plan(staged: &Staged, world: &World) -> plan::Plan {
     let specs = spec::default_spec().into();
     plan::plan(&specs, &staged.rebase_world(world, &specs), now())
 }
@@ -287,7 +287,7 @@ fn model_plan(staged: &Staged, world: &World) -> plan::Plan {
 
 /// The state database, opened read-only: the test never writes it, and can read it while
 /// an apply runs.
-fn db(staged: &Staged) -> Connection {
+pub(crate) fn db(staged: &Staged) -> Connection {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&staged.db, flags).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
@@ -356,7 +356,7 @@ fn logs(conn: &Connection, id: &str) -> Vec<(String, BTreeMap<String, String>)> 
 }
 
 /// How many log lines each deployment has.
-fn log_counts(conn: &Connection) -> BTreeMap<String, i64> {
+pub(crate) fn log_counts(conn: &Connection) -> BTreeMap<String, i64> {
     let mut stmt = conn.prepare("SELECT deployment, count(*) FROM deployment_logs GROUP BY deployment").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
 }

@@ -15,6 +15,7 @@ mod plan;
 mod proxy;
 mod regress;
 mod scratch;
+mod serve;
 mod spec;
 mod store;
 mod support;
