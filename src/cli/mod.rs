@@ -84,6 +84,15 @@ pub struct Args {
     #[arg(long, global = true, value_enum, default_value_t = color::ColorChoice::Auto, value_name = "WHEN")]
     pub color: color::ColorChoice,
 
+    /// The container engine's Docker Engine API socket (Podman or Docker), or `none`;
+    /// default: `DOCKER_HOST`, else /run/podman/podman.sock or /var/run/docker.sock if present
+    #[arg(long, global = true, env = "TRUEUP_CONTAINER_SOCKET", value_name = "PATH")]
+    pub container_socket: Option<String>,
+
+    /// How old a helper container of a running deployment may grow before it is removed
+    #[arg(long, global = true, env = "TRUEUP_HELPER_MAX_AGE", value_name = "DURATION", default_value = "1h")]
+    pub helper_max_age: crate::time::Duration,
+
     /// Pretend the time is this instant (RFC 3339), e.g. to ask what would happen at 3 a.m.
     #[arg(long, global = true, value_name = "RFC3339")]
     pub now: Option<Timestamp>,

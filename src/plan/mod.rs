@@ -19,7 +19,7 @@ mod view;
 
 pub use kind::{Group, Kind, Planned, Tally};
 pub use render::{Summary, describe, render_json, render_text};
-pub use rules::{HELPER_MAX_AGE, plan};
+pub use rules::{HELPER_MAX_AGE, Limits, plan, plan_with};
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
 pub use view::{
     Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, releases, view,
