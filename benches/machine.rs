@@ -77,13 +77,15 @@ enum Event {
 }
 
 impl Event {
-    /// The event's name in `specs/deployment.yaml`.
+    /// The event's name in `specs/deployment.yaml`. The spec speaks only role events: a
+    /// worker taking a queued deployment is QUEUED's `done`, and an exhausted health check
+    /// fires `retry`; the reference keeps its own names for them.
     fn name(self) -> &'static str {
         match self {
-            Event::Start => "start",
+            Event::Start => "done",
             Event::Done => "done",
             Event::Retry => "retry",
-            Event::Unhealthy => "unhealthy",
+            Event::Unhealthy => "retry",
             Event::Fail => "fail",
             Event::Cancel => "cancel",
         }

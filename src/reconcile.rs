@@ -323,9 +323,26 @@ pub fn plan_machine(
     cfg: &Config,
     now: Timestamp,
 ) -> Result<(World, Plan), ReconcileError> {
+    let (world, mut plan) = plan_machine_unsealed(store, specs, cfg, now)?;
+    plan.seal(&world);
+    Ok((world, plan))
+}
+
+/// [`plan_machine`] without the plan's fingerprint (see [`plan::plan_unsealed`]): for a
+/// plan that is only shown, as `trueup plan` without `--json` or `--out`, and `status`.
+///
+/// # Errors
+///
+/// As [`plan_machine`].
+pub fn plan_machine_unsealed(
+    store: &Store,
+    specs: &Specs,
+    cfg: &Config,
+    now: Timestamp,
+) -> Result<(World, Plan), ReconcileError> {
     let cfg = &cfg.absolute()?;
     let (world, _) = observe_machine(store, specs, cfg)?;
-    let plan = plan::plan_with(specs, &world, now, &cfg.limits());
+    let plan = plan::plan_unsealed(specs, &world, now, &cfg.limits());
     refuse_wrong_configuration(&plan, cfg)?;
     Ok((world, plan))
 }

@@ -30,10 +30,10 @@ use output::{note, noteln, out, outln};
 /// (a test keeps the two the same).
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  success: nothing to do, or all of it done; every spec valid
-  1  error: a usage error, an action or a case (`test`) that failed, an invalid spec, a refused plan
+  0  success: nothing to do, or all of it done; every spec valid; the deployment is live
+  1  error: a usage error, an action, a case (`test`) or a deployment that failed, an invalid spec
   2  with `--detailed-exitcode`: changes pending (`plan`), repair needed (`status`)
-  130, 143  interrupted by SIGINT or SIGTERM (`apply` finished the action in hand, freed the lease)
+  130, 143  stopped by SIGINT or SIGTERM (the action in hand finished; a deployment resumes later)
   141  standard output was closed (piped into `head`): the command stopped quietly";
 
 /// trueup resumes PaaS deployments that a crash left stuck, and heals what they broke.

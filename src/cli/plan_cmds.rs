@@ -80,11 +80,25 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     }
     let store = open_store_read_only(args)?;
     let now = super::now(args);
-    let (world, plan) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0))?, now)?;
+    // The fingerprint serializes the whole world: only a plan printed as JSON or saved
+    // carries it.
+    let (world, mut plan) =
+        reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0))?, now)?;
+    if cmd.json || cmd.out.is_some() {
+        plan.seal(&world);
+    }
     if cmd.json {
         outln!("{}", render_json(&plan, now))?;
     } else {
         out!("{}", args.paint(&render_text(&plan, now, args.verbosity())))?;
+        let run = to_run(&plan);
+        if !run.is_empty() {
+            outln!(
+                "\n`trueup apply` then runs the {} resumed deployment(s) to the end: {} (`--no-run` only records them).",
+                run.len(),
+                run.join(", ")
+            )?;
+        }
     }
     if let Some(out) = &cmd.out {
         let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))? + "\n";
@@ -165,7 +179,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let store = open_store_read_only(args)?;
     let now = super::now(args);
-    let (world, _) = reconcile::plan_machine(&store, &specs, &config(args, Duration::from_secs(0))?, now)?;
+    let (world, _) = reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0))?, now)?;
     let status = plan::status(&specs, &world, now);
     // The real clock, as the lease's expiry is. A lapsed lease is no apply any more.
     let lease = store
@@ -429,6 +443,15 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if applied.report.succeeded() && failed_runs == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The deployments a plan resumes, which `apply` then runs.
+fn to_run(plan: &plan::Plan) -> Vec<String> {
+    let resumes = plan.actions.iter().filter_map(|a| match &a.change {
+        plan::Change::Resume { deployment, .. } => Some(deployment.clone()),
+        _ => None,
+    });
+    resumes.collect()
 }
 
 /// The deployments this apply resumed: their resume went through.

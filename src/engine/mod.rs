@@ -486,3 +486,122 @@ fn new_id(now: Timestamp) -> String {
     debug_assert!(valid_id(&id));
     id
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_back_and_refuse_what_does_not_read() {
+        let mut s = Settings::default();
+        assert_eq!((s.domain.as_str(), s.build_timeout.secs(), s.claim_ttl.secs()), ("localhost", 1800, 60));
+        s.set("proxy", "127.0.0.1:8080").unwrap();
+        s.set("webroot_upstream", "http://127.0.0.1:8081/").unwrap();
+        s.set("domain", "example.org").unwrap();
+        s.set("build_timeout", "2m").unwrap();
+        s.set("claim_ttl", "30s").unwrap();
+        s.set("health_timeout", "1h").unwrap();
+        assert_eq!(s.webroot_upstream.as_deref(), Some("http://127.0.0.1:8081"), "a trailing slash is dropped");
+        assert_eq!(Settings::from_map(&s.to_map()).unwrap(), s, "what is recorded reads back the same");
+        let refused = [
+            ("proxy", "localhost", "not an address"),
+            ("domain", "a b", "not a host name"),
+            ("webroot_upstream", "http://127.0.0.1:8081/x", "without a path"),
+            ("webroot_upstream", "ftp://x", "without a path"),
+            ("build_timeout", "soon", "not a duration"),
+            ("build_timeout", "0s", "between 1s and 1d"),
+            ("build_timeout", "2d", "between 1s and 1d"),
+            ("claim_ttl", "2h", "between 1s and 1h"),
+            ("health_timeout", "0s", "between 1s and 1h"),
+            ("colour", "red", "unknown setting; the settings are proxy, domain"),
+        ];
+        for (key, value, why) in refused {
+            let err = Settings::default().set(key, value).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("setting `{key}` = `{value}`: ")) && err.contains(why), "{err}");
+        }
+        // The edges are allowed.
+        let mut edge = Settings::default();
+        edge.set("build_timeout", "1d").unwrap();
+        edge.set("claim_ttl", "1h").unwrap();
+        edge.set("health_timeout", "1s").unwrap();
+        assert_eq!((edge.build_timeout.secs(), edge.claim_ttl.secs(), edge.health_timeout.secs()), (86_400, 3600, 1));
+        assert!(!Settings::default().to_map().contains_key("proxy"), "an unset address is not recorded");
+    }
+
+    fn upload(project: &str, source: Source) -> NewDeployment {
+        NewDeployment { project: project.to_owned(), kind: DeploymentType::Upload, source }
+    }
+
+    #[test]
+    fn a_deployment_is_checked_before_it_is_queued() {
+        let here = Source { file_path: Some(std::env::current_dir().unwrap()), ..Source::default() };
+        check(&upload("blog", here.clone())).unwrap();
+        let err = |new: NewDeployment| check(&new).unwrap_err().to_string();
+        for project in ["a/b", "webroot", ".hidden", "", "current"] {
+            assert!(err(upload(project, here.clone())).contains("is not a plain name"), "{project}");
+        }
+        assert!(err(upload("blog", Source::default())).contains("needs `--source PATH`"));
+        let relative = Source { file_path: Some("site".into()), ..Source::default() };
+        assert!(err(upload("blog", relative)).contains("must be an absolute path"));
+        let gone = Source { file_path: Some("/no/such/upload".into()), ..Source::default() };
+        assert!(err(upload("blog", gone)).contains("`/no/such/upload` does not exist"));
+        let git = |source| NewDeployment { project: "blog".into(), kind: DeploymentType::Git, source };
+        assert!(err(git(Source::default())).contains("needs `--source REPOSITORY`"));
+        let repo = Source { repo: Some("file:///srv/blog.git".into()), ..Source::default() };
+        check(&git(repo.clone())).unwrap();
+        for bad in ["-x", "a b", ""] {
+            let source = Source { git_ref: Some(bad.into()), ..repo.clone() };
+            assert!(err(git(source)).contains("is not a branch, tag or commit name"), "{bad:?}");
+        }
+        let image = NewDeployment { project: "blog".into(), kind: DeploymentType::Image, source: Source::default() };
+        assert!(err(image).contains("image deployments are not supported"));
+        for out in ["../up", "/abs", "a/../b"] {
+            let source = Source { output: Some(out.into()), ..here.clone() };
+            assert!(err(upload("blog", source)).contains("plain relative path"), "{out}");
+        }
+        check(&upload("blog", Source { output: Some("dist/site".into()), ..here.clone() })).unwrap();
+        for path in ["health", "/a b"] {
+            let source = Source { health_path: Some(path.into()), ..here.clone() };
+            assert!(err(upload("blog", source)).contains("must start with `/`"), "{path}");
+        }
+        check(&upload("blog", Source { health_path: Some("/healthz".into()), ..here })).unwrap();
+    }
+
+    #[test]
+    fn ids_are_plain_sort_by_creation_and_differ() {
+        let a = new_id(Timestamp::from_unix(1_759_406_400));
+        let b = new_id(Timestamp::from_unix(1_759_406_400));
+        assert!(
+            valid_id(&a) && a.starts_with("d20251002T120000Z-") && a.len() == "d20251002T120000Z-".len() + 8,
+            "{a}"
+        );
+        assert_ne!(a, b);
+        assert!(new_id(Timestamp::from_unix(1_759_406_401)) > a);
+    }
+
+    #[test]
+    fn the_attempts_guard_reads_the_phase_s_limit() {
+        let spec = crate::spec::default_spec();
+        let mut d = Deployment {
+            id: "d1".into(),
+            project: "p".into(),
+            service: None,
+            kind: DeploymentType::Upload,
+            phase: "HEALTH_CHECK".into(),
+            phase_updated_at: None,
+            heartbeat_at: None,
+            attempts: 2,
+            finished_at: None,
+            source: Source::default(),
+            metadata: BTreeMap::new(),
+            owner: None,
+            created_at: None,
+        };
+        assert!(guard(&spec, &d, Guard::AttemptsRemaining), "2 of 3");
+        d.attempts = 3;
+        assert!(!guard(&spec, &d, Guard::AttemptsRemaining), "3 of 3");
+        assert!(!guard(&spec, &d, Guard::IsImageDeployment));
+        d.kind = DeploymentType::Image;
+        assert!(guard(&spec, &d, Guard::IsImageDeployment));
+    }
+}

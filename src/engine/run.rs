@@ -7,7 +7,9 @@
 //! in one transaction. It heartbeats the claim while any phase works. Ctrl-C (the
 //! [`Control`]'s stop flag) stops the phase in hand (a build's whole process group) and
 //! leaves the deployment in its phase, to be resumed; so does a phase that could not be
-//! done now (a full disk). The claim is released on every way out.
+//! done now (a full disk). The claim is released on every way out: given back when the
+//! deployment finished, let lapse otherwise, still naming this process, so that the
+//! next `trueup apply` or `trueup work` resumes it at once once this process has exited.
 
 use std::collections::BTreeMap;
 
@@ -159,7 +161,16 @@ impl Engine<'_> {
         );
         session.line(LogLevel::Info, &by);
         let result = self.drive(&mut session);
-        let _ = self.store.release_claim(id, &self.worker.owner);
+        match &result {
+            // Left in its phase: the claim lapses but keeps naming this process, so that
+            // the deployment is resumable at once when this process is gone.
+            Ok(Ended::Stopped { .. } | Ended::Interrupted { .. }) => {
+                let _ = self.store.lapse_claim(id, &self.worker.owner, clock::now());
+            }
+            _ => {
+                let _ = self.store.release_claim(id, &self.worker.owner);
+            }
+        }
         result
     }
 

@@ -19,7 +19,7 @@ mod view;
 
 pub use kind::{Group, Kind, Planned, Tally};
 pub use render::{Summary, describe, render_json, render_text};
-pub use rules::{HELPER_MAX_AGE, Limits, plan, plan_with};
+pub use rules::{HELPER_MAX_AGE, Limits, plan, plan_unsealed, plan_with};
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
 pub use view::{
     Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, releases, view,
@@ -38,6 +38,7 @@ pub struct Plan {
     /// What was seen and will not be changed.
     pub findings: Vec<Finding>,
     /// A digest of the observed world: `apply FILE` refuses a plan whose world changed.
+    /// Empty for a plan made by [`plan_unsealed`], which is only shown.
     pub fingerprint: String,
 }
 
@@ -209,6 +210,12 @@ impl Finding {
 }
 
 impl Plan {
+    /// Adds the fingerprint of `world`, the world it was planned from, as [`plan`] does;
+    /// [`plan_unsealed`] leaves it out.
+    pub fn seal(&mut self, world: &World) {
+        self.fingerprint = fingerprint(world);
+    }
+
     /// The findings of level [`Level::Error`]: a configuration that looks wrong. A plan
     /// with any has no actions, and nothing may be applied.
     pub fn errors(&self) -> impl Iterator<Item = &Finding> {

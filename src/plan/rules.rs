@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::view::{Fate, Judged, LinkHealth, ProjectView, View, health, view};
-use super::{Action, Change, Finding, Level, Plan, fingerprint};
+use super::{Action, Change, Finding, Level, Plan};
 use crate::model::{Container, ContainerState, Deployment, Layout, Node, Project, World, labels, valid_id};
 use crate::spec::{Specs, StateId};
 use crate::time::{Duration, Timestamp};
@@ -42,12 +42,21 @@ pub fn plan(specs: &Specs, world: &World, now: Timestamp) -> Plan {
 /// the layout reserves ([`crate::model::RESERVED_PROJECT_IDS`]), is left alone as a whole
 /// with one warning (see [`super::view`]).
 pub fn plan_with(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) -> Plan {
+    let mut plan = plan_unsealed(specs, world, now, limits);
+    plan.seal(world);
+    plan
+}
+
+/// [`plan_with`] without the fingerprint of the world ([`Plan::fingerprint`] is empty):
+/// for a plan that is only shown, never saved or compared, since the fingerprint
+/// serializes the whole world. [`Plan::seal`] adds it.
+pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) -> Plan {
     let View { projects, skipped, findings } = view(specs, world, now);
     // A configuration that looks wrong makes the whole view untrustworthy: no change at
     // all, and only the errors are shown (the rest would be read off the wrong folders).
     if findings.iter().any(|f| f.level == Level::Error) {
         let findings = findings.into_iter().filter(|f| f.level == Level::Error).collect();
-        return Plan { actions: Vec::new(), findings, fingerprint: fingerprint(world) };
+        return Plan { actions: Vec::new(), findings, fingerprint: String::new() };
     }
     let mut planner = Planner {
         specs,
@@ -63,7 +72,7 @@ pub fn plan_with(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) 
     let Planner { mut actions, mut findings, .. } = planner;
     actions.sort_by(|a, b| a.project.cmp(&b.project));
     findings.sort_by(|a, b| a.project.cmp(&b.project));
-    Plan { actions, findings, fingerprint: fingerprint(world) }
+    Plan { actions, findings, fingerprint: String::new() }
 }
 
 struct Planner<'v, 'a> {

@@ -36,7 +36,7 @@ mod write;
 
 pub use journal::OpenRun;
 pub use lease::{Fence, Held, Holder, Lease, TookOver, Unlocked};
-pub use read::{JournalEntry, JournalStatus, Loaded};
+pub use read::{JournalEntry, JournalStatus, Loaded, Parsed, RELEASE_WINDOW};
 
 pub use work::Advance;
 pub use write::PhaseUpdate;
@@ -51,6 +51,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "journal skipped status", include_str!("migrations/0003_journal_skipped.sql")),
     (4, "lease holder host and pid", include_str!("migrations/0004_lease_holder.sql")),
     (5, "worker processes and settings", include_str!("migrations/0005_workers_and_settings.sql")),
+    (6, "release window indexes", include_str!("migrations/0006_release_window.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -71,24 +71,60 @@ pub struct JournalEntry {
 /// read, and each row that could not, with its project.
 pub type Loaded = (Vec<Project>, Vec<Deployment>, Vec<(String, StoreError)>);
 
+/// Deployment rows read back: those that parse, and each that does not, with its project.
+pub type Parsed = (Vec<Deployment>, Vec<(String, StoreError)>);
+
 /// The columns a [`Deployment`] is read from, in [`RawDeployment`]'s order.
 const DEPLOYMENT_COLUMNS: &str = "id, project, service, type, phase, phase_updated_at, heartbeat_at, attempts, \
                                   finished_at, source, metadata, owner, lease_until, created_at, \
                                   claim_host, claim_pid, claim_start";
 
-/// The open deployments (the stuck scan), those in a live phase (`{LIVE}`, one parameter
-/// per phase), and finished ones a worker still holds (a claim protects its project
-/// whatever the phase), as a union of three index lookups: SQLite does not combine
-/// partial indexes with an `OR`.
+/// How many of a project's newest finished deployments in a live phase are read: the
+/// latest, which `current` follows, and the next ones, its fallbacks when its release
+/// folder is gone. A project whose every one of them lost its folder gets the rest read
+/// by [`Store::load_live_of`] (see [`crate::world::observe`]), so no fallback is missed.
+pub const RELEASE_WINDOW: u32 = 3;
+
+/// What the reconciler reads of `deployments`, as one statement over indexes only:
+///
+/// - every open deployment (the stuck scan: no `finished_at`), through `deployments_open`;
+/// - of the finished ones, through a `rowid IN` that reads each row once however many
+///   reasons select it:
+///   - the newest [`RELEASE_WINDOW`] per project in a live phase (`{LIVE}`, one parameter
+///     per phase), through `deployments_newest`: the live release and its fallbacks;
+///   - those in a live phase created after a deployment of their project that is still
+///     open, through `deployments_created`: they may supersede it;
+///   - those a worker still holds, through `deployments_claimed` (a claim protects its
+///     project, whatever the phase).
+///
+/// The rest of the history is never read.
+///
+/// The `CROSS JOIN`s fix the order of the loops (SQLite keeps the left table outside), so
+/// that the open deployments drive the second lookup, not the history; the `+` keeps the
+/// phase filter off the `deployments_by_phase` index, and the claimed rows on the index
+/// of claims rather than a walk of every finished row, for the same reason.
 const RECONCILABLE: &str = "WHERE finished_at IS NULL \
-     UNION ALL SELECT {COLUMNS} FROM deployments WHERE phase IN ({LIVE}) AND finished_at IS NOT NULL \
-     UNION ALL SELECT {COLUMNS} FROM deployments \
-               WHERE owner IS NOT NULL AND finished_at IS NOT NULL AND phase NOT IN ({LIVE})";
+     UNION ALL SELECT {COLUMNS} FROM deployments WHERE finished_at IS NOT NULL AND rowid IN ( \
+         SELECT n.rowid FROM projects p CROSS JOIN deployments n ON n.rowid IN ( \
+             SELECT w.rowid FROM deployments w \
+             WHERE w.project = p.id AND w.finished_at IS NOT NULL AND w.phase IN ({LIVE}) \
+             ORDER BY w.finished_at DESC, w.id DESC LIMIT {WINDOW}) \
+         UNION ALL SELECT c.rowid FROM deployments o CROSS JOIN deployments c \
+             ON c.project = o.project AND c.finished_at IS NOT NULL AND c.created_at > o.created_at \
+             WHERE o.finished_at IS NULL AND +c.phase IN ({LIVE}) \
+         UNION ALL SELECT h.rowid FROM deployments h WHERE h.owner IS NOT NULL AND +h.finished_at IS NOT NULL)";
 
 /// The filter of [`Store::load_reconcilable`] for `live` phases.
 fn reconcilable(live: &[&str]) -> String {
-    let params: Vec<String> = (1..=live.len()).map(|i| format!("?{i}")).collect();
-    RECONCILABLE.replace("{COLUMNS}", DEPLOYMENT_COLUMNS).replace("{LIVE}", &params.join(", "))
+    RECONCILABLE
+        .replace("{COLUMNS}", DEPLOYMENT_COLUMNS)
+        .replace("{LIVE}", &placeholders(live.len()))
+        .replace("{WINDOW}", &RELEASE_WINDOW.to_string())
+}
+
+/// `?1, ?2, ... ?n`.
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A `deployments` row as stored, before its text columns are parsed.
@@ -178,6 +214,20 @@ impl RawDeployment {
     }
 }
 
+/// Parses rows, keeping apart each that cannot be read back, with its project.
+fn parse_rows(rows: Vec<RawDeployment>) -> Parsed {
+    let mut deployments = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for raw in rows {
+        let project = raw.project.clone();
+        match raw.parse() {
+            Ok(d) => deployments.push(d),
+            Err(error) => unreadable.push((project, error)),
+        }
+    }
+    (deployments, unreadable)
+}
+
 /// Parses an optional RFC 3339 column.
 pub(super) fn timestamp(
     table: &'static str,
@@ -219,11 +269,13 @@ impl Store {
     }
 
     /// What the reconciler needs, and not the history: every project, every unfinished
-    /// deployment (the stuck scan: no `finished_at`, so not in a final phase), every
-    /// deployment in one of the `live` phases (the releases `current` may point at; one
-    /// per spec, see [`crate::spec::Specs::live_phases`]) and every finished
-    /// one still claimed by a worker, sorted like [`Store::load`]. Five statements whatever
-    /// the number of rows; the deployments come from one query over three indexes.
+    /// deployment (the stuck scan: no `finished_at`, so not in a final phase), of those in
+    /// one of the `live` phases (one per spec, see [`crate::spec::Specs::live_phases`]) the
+    /// newest [`RELEASE_WINDOW`] per project (the releases `current` may point at) and
+    /// every one created after an open deployment of its project (which it may
+    /// supersede), and every finished one still claimed by a worker, sorted like
+    /// [`Store::load`]. Five statements whatever the number of rows; the deployments come
+    /// from one query over indexes (see `RECONCILABLE`).
     ///
     /// # Errors
     ///
@@ -248,17 +300,28 @@ impl Store {
     pub fn load_readable(&self, live: &[&str]) -> Result<Loaded, StoreError> {
         self.transaction(TransactionBehavior::Deferred, "load the state", || {
             let projects = self.projects()?;
-            let mut deployments = Vec::new();
-            let mut unreadable = Vec::new();
-            for raw in self.raw_deployments_where(&reconcilable(live), live)? {
-                let project = raw.project.clone();
-                match raw.parse() {
-                    Ok(d) => deployments.push(d),
-                    Err(error) => unreadable.push((project, error)),
-                }
-            }
+            let (deployments, unreadable) = parse_rows(self.raw_deployments_where(&reconcilable(live), live)?);
             Ok((projects, deployments, unreadable))
         })
+    }
+
+    /// Every finished deployment in one of the `live` phases of `projects`, sorted like
+    /// [`Store::load`], in one statement: the fallbacks beyond [`RELEASE_WINDOW`], read
+    /// only for a project whose newest ones all lost their release folder. Rows that
+    /// cannot be read back are returned apart, as by [`Store::load_readable`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sql`] when the database fails.
+    pub fn load_live_of(&self, projects: &[&str], live: &[&str]) -> Result<Parsed, StoreError> {
+        let filter = format!(
+            "WHERE finished_at IS NOT NULL AND phase IN ({}) AND project IN (SELECT value FROM json_each(?{}))",
+            placeholders(live.len()),
+            live.len() + 1
+        );
+        let list = serde_json::to_string(projects).expect("a list of strings always serializes");
+        let params: Vec<&str> = live.iter().copied().chain([list.as_str()]).collect();
+        Ok(parse_rows(self.raw_deployments_where(&filter, &params)?))
     }
 
     /// The log of `deployment`, oldest first.
@@ -413,10 +476,14 @@ mod tests {
             .unwrap();
         drop(store);
         let _ = std::fs::remove_file(&path);
-        // No full scan of the table: the history is never read.
-        assert!(plan.iter().all(|step| !step.starts_with("SCAN deployments") || step.contains("INDEX")), "{plan:?}");
-        assert!(plan.iter().any(|step| step.contains("deployments_open")), "{plan:?}");
-        assert!(plan.iter().any(|step| step.contains("deployments_by_phase")), "{plan:?}");
-        assert!(plan.iter().any(|step| step.contains("deployments_claimed")), "{plan:?}");
+        // No full scan of the table, and the history (the live phase) never drives a loop:
+        // every scan goes through an index of open or claimed rows, or over the projects.
+        let scans: Vec<&String> = plan.iter().filter(|s| s.starts_with("SCAN")).collect();
+        let through = ["deployments_open", "deployments_queue", "deployments_claimed", "sqlite_autoindex_projects"];
+        assert!(scans.iter().all(|s| through.iter().any(|i| s.contains(i))), "{plan:#?}");
+        assert!(!plan.iter().any(|s| s.contains("deployments_by_phase")), "{plan:#?}");
+        for index in ["deployments_open", "deployments_newest", "deployments_created", "deployments_claimed"] {
+            assert!(plan.iter().any(|step| step.contains(index)), "{index} is not used: {plan:#?}");
+        }
     }
 }

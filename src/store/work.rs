@@ -155,6 +155,27 @@ impl Store {
         })
     }
 
+    /// Lets `owner`'s claim on `deployment` lapse at `now`, keeping its owner and process:
+    /// the claim of a worker that stops (Ctrl-C, SIGTERM) without finishing. Nobody is
+    /// held off, and once the worker's process is gone its deployment is resumable at once
+    /// (see [`crate::model::Claim::gone`]), without waiting for `stuck_after`. Returns
+    /// false, writing nothing, when `owner` no longer holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sql`].
+    pub fn lapse_claim(&self, deployment: &str, owner: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let what = format!("let the claim on deployment `{deployment}` lapse");
+        self.write(&what, || {
+            let changed = self.exec(
+                &what,
+                "UPDATE deployments SET lease_until = ?3 WHERE id = ?1 AND owner = ?2",
+                (deployment, owner, now.to_string()),
+            )?;
+            Ok(changed == 1)
+        })
+    }
+
     /// Moves `deployment` to a phase and writes its log line, in one transaction, under
     /// `fence`.
     ///

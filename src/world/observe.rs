@@ -10,10 +10,15 @@
 //! so nothing outside the root is reached through a link. Ids that are not plain names
 //! stay in the world for the planner to report, but never become paths.
 //!
+//! Of the store it reads what the rules need and not the history (see
+//! [`Store::load_readable`]): of the finished releases, the newest few per project, and
+//! the rest of a project's releases only when those few all lost their folder, since an
+//! older one is then the fallback `current` must point at.
+//!
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::FileType;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -21,7 +26,7 @@ use std::path::{Path, PathBuf};
 use super::routes::{RouteError, observe_routes};
 use crate::model::{Deployment, Layout, Node, Project, World, valid_id, valid_project_id};
 use crate::spec::Specs;
-use crate::store::{Store, StoreError};
+use crate::store::{RELEASE_WINDOW, Store, StoreError};
 
 /// Where to observe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +101,17 @@ pub fn observe_with_stats(
     }
     let mut scan = Scan::default();
     scan.root(&cfg.root, &projects)?;
-    scan.sources(&deployments)?;
+    let mut files = scan.take_files();
+    let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
+    if !fallbacks.is_empty() {
+        let (more, bad_rows) = store.load_live_of(&fallbacks, &specs.live_phases())?;
+        merge(&mut deployments, more);
+        for (project, error) in bad_rows {
+            unreadable.entry(project).or_insert_with(|| error.to_string());
+        }
+    }
+    scan.sources(&deployments, &files)?;
+    files.append(&mut scan.take_files());
     let routes = observe_routes(&cfg.routes_dir)?;
     scan.stats.lstat += 1;
     let routes_folder_missing = !cfg.routes_dir.is_dir();
@@ -105,7 +120,7 @@ pub fn observe_with_stats(
         root: cfg.root.clone(),
         projects,
         deployments,
-        files: scan.files,
+        files,
         containers: None,
         images: None,
         routes,
@@ -113,6 +128,32 @@ pub fn observe_with_stats(
         unreadable,
     };
     Ok((world, scan.stats))
+}
+
+/// The projects whose newest live releases, as many as the store read for them
+/// ([`RELEASE_WINDOW`]), all lost their release folder: an older one may still have its
+/// folder, so the rest of their live releases must be read to find the fallback.
+fn fallbacks_needed<'a>(
+    specs: &Specs,
+    root: &Path,
+    deployments: &'a [Deployment],
+    files: &BTreeMap<PathBuf, Node>,
+) -> Vec<&'a str> {
+    let mut read: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
+    for d in deployments.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d)) {
+        let (count, present) = read.entry(&d.project).or_default();
+        *count += 1;
+        let release = || Layout::new(root, &d.project).release(&d.id);
+        *present |= valid_id(&d.id) && valid_project_id(&d.project) && files.get(&release()) == Some(&Node::Dir);
+    }
+    read.into_iter().filter(|(_, (count, present))| *count >= RELEASE_WINDOW && !present).map(|(p, _)| p).collect()
+}
+
+/// Adds `more` to `deployments`, each id once, keeping them sorted by project then id.
+fn merge(deployments: &mut Vec<Deployment>, more: Vec<Deployment>) {
+    let known: BTreeSet<String> = deployments.iter().map(|d| d.id.clone()).collect();
+    deployments.extend(more.into_iter().filter(|d| !known.contains(&d.id)));
+    deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
 }
 
 /// Marks the claims whose worker ran on `host` and whose process is gone: their
@@ -125,13 +166,30 @@ fn mark_gone_workers(deployments: &mut [crate::model::Deployment], host: &str) {
 }
 
 /// The paths seen so far and what seeing them cost.
+///
+/// Paths are gathered in a list, in nearly the order of paths (each project's, then the
+/// webroot links), and made a map once, by [`Scan::take_files`]: a sort of a few sorted
+/// runs and a bulk build cost a handful of path comparisons per path, where inserting
+/// each into the map cost a descent of the tree, about twenty.
 #[derive(Default)]
 struct Scan {
-    files: BTreeMap<PathBuf, Node>,
+    files: Vec<(PathBuf, Node)>,
+    /// `ROOT/webroot/P`, kept apart so that both lists stay sorted runs.
+    webroot_links: Vec<(PathBuf, Node)>,
     stats: ObserveStats,
 }
 
 impl Scan {
+    /// The paths seen since the last call, as a map.
+    fn take_files(&mut self) -> BTreeMap<PathBuf, Node> {
+        let mut files = std::mem::take(&mut self.files);
+        files.append(&mut self.webroot_links);
+        // A stable sort that finds the sorted runs; then `collect` sees sorted input and
+        // builds the tree in one pass.
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files.into_iter().collect()
+    }
+
     /// The root, `ROOT/webroot` and each valid project's paths.
     fn root(&mut self, root: &Path, projects: &[Project]) -> Result<(), ObserveError> {
         let mut kind = self.lstat(root)?;
@@ -139,7 +197,8 @@ impl Scan {
         // one link followed, so it is recorded as the folder it leads to. Links below it
         // are never followed.
         if kind == Some(Kind::Symlink) && std::fs::metadata(root).is_ok_and(|m| m.is_dir()) {
-            self.files.insert(root.to_owned(), Node::Dir);
+            self.files.pop();
+            self.files.push((root.to_owned(), Node::Dir));
             kind = Some(Kind::Dir);
         }
         if kind != Some(Kind::Dir) {
@@ -153,7 +212,9 @@ impl Scan {
                 self.releases(&layout)?;
             }
             if webroot_dir {
+                let before = self.files.len();
                 self.lstat(&layout.webroot())?;
+                self.webroot_links.extend(self.files.drain(before..));
             }
         }
         Ok(())
@@ -172,6 +233,8 @@ impl Scan {
             let entry = entry.map_err(fail)?;
             entries.push((entry.path(), entry.file_type().map_err(fail)?));
         }
+        // By name, each release before its `public`: the paths stay in order (see `Scan`).
+        entries.sort_unstable_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
         for (path, file_type) in entries {
             // The entry's type came with the listing: no extra call unless it is a link.
             let kind = self.record(&path, file_type)?;
@@ -186,15 +249,17 @@ impl Scan {
     /// The uploads and local repositories of unfinished deployments, wherever they are.
     /// Relative paths and remote repository URLs are not looked up: the first would
     /// depend on the current directory, the second on the network.
-    fn sources(&mut self, deployments: &[Deployment]) -> Result<(), ObserveError> {
+    fn sources(&mut self, deployments: &[Deployment], seen: &BTreeMap<PathBuf, Node>) -> Result<(), ObserveError> {
+        let mut paths: Vec<&Path> = Vec::new();
         for d in deployments.iter().filter(|d| d.finished_at.is_none()) {
             let upload = d.source.file_path.as_deref();
             let repo = d.source.repo.as_deref().map(Path::new);
-            for path in [upload, repo].into_iter().flatten().filter(|p| p.is_absolute()) {
-                if !self.files.contains_key(path) {
-                    self.lstat(path)?;
-                }
-            }
+            paths.extend([upload, repo].into_iter().flatten().filter(|p| p.is_absolute()));
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        for path in paths.into_iter().filter(|p| !seen.contains_key(*p)) {
+            self.lstat(path)?;
         }
         Ok(())
     }
@@ -221,7 +286,7 @@ impl Scan {
         } else {
             (Node::File, Kind::File)
         };
-        self.files.insert(path.to_owned(), node);
+        self.files.push((path.to_owned(), node));
         Ok(kind)
     }
 }

@@ -413,7 +413,9 @@ fn read_router<'f>(http: &'f Http, name: &str) -> Result<Read<'f>, String> {
 pub fn read_route(path: &Path) -> Route {
     let project = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     use std::io::Read as _;
-    let mut bytes = Vec::new();
+    // Room for a whole route file: one read and the one that finds its end, without the
+    // small probing reads an empty buffer starts with.
+    let mut bytes = Vec::with_capacity(4096);
     if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(ROUTE_CAP + 1).read_to_end(&mut bytes)) {
         return broken(None, format!("cannot read it: {e}"));
     }
@@ -436,6 +438,40 @@ const ROUTE_CAP: u64 = 256 << 10;
 /// main router's domain and upstream. A preview in the file is left out (see
 /// [`preview_of`]).
 pub fn parse_route(project: &str, text: &str) -> Route {
+    parse_rendered(project, text).unwrap_or_else(|| parse_route_yaml(project, text))
+}
+
+/// The route in `text` when `text` is, byte for byte, what [`render_route`] writes for
+/// it, found without parsing YAML: the header's deployment, the rule's domain and the
+/// server URL and prefix are picked out of their lines, rendered again and compared with
+/// the whole text. Since [`parse_route_yaml`] reads every rendered route back as it was
+/// rendered, the two agree wherever this one answers; anything else (a preview, a file
+/// edited by hand, another version) gets `None` and goes to the YAML parser.
+fn parse_rendered(project: &str, text: &str) -> Option<Route> {
+    let (_, deployment) = header(text.lines().next()?)?;
+    let between = |start: &str, end: &str| {
+        let from = text.find(start)? + start.len();
+        text[from..].find(end).map(|len| &text[from..from + len])
+    };
+    let domain = between("\n      rule: \"Host(`", "`)\"\n")?;
+    let origin = between("\n          - url: \"", "\"\n")?;
+    let upstream = match between("\n        prefix: \"", "\"\n") {
+        Some(prefix) => format!("{origin}{prefix}"),
+        None => origin.to_owned(),
+    };
+    let rendered = render_route(project, deployment, &upstream, domain).ok()?;
+    (rendered == text).then(|| Route {
+        deployment: Some(deployment.to_owned()),
+        upstream,
+        domain: Some(domain.to_owned()),
+        problem: None,
+    })
+}
+
+/// [`parse_route`] through the YAML parser always: what it falls back to for a file that
+/// is not exactly one [`render_route`] writes, and the reference its fast path is tested
+/// against.
+pub fn parse_route_yaml(project: &str, text: &str) -> Route {
     let Some((named, deployment)) = header(text.lines().next().unwrap_or_default()) else {
         return broken(None, "it has no `# Managed by trueup:` header".to_owned());
     };

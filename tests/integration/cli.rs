@@ -346,9 +346,11 @@ fn read_only_commands_never_create_a_database() {
 fn an_older_schema_is_read_as_it_is() {
     let (_scratch, staged, now) = staged_fixture("0025_current_missing.yaml");
     let conn = rusqlite::Connection::open(&staged.db).unwrap();
-    // Without what schema 5 added: claims then recorded no worker process.
+    // Without what schemas 5 and 6 added: claims then recorded no worker process, and
+    // the release window is read without its indexes.
     conn.execute_batch(
-        "DROP INDEX deployments_queue; DROP TABLE settings;
+        "DROP INDEX deployments_newest; DROP INDEX deployments_created;
+         DROP INDEX deployments_queue; DROP TABLE settings;
          ALTER TABLE deployments DROP COLUMN claim_host; ALTER TABLE deployments DROP COLUMN claim_pid;
          ALTER TABLE deployments DROP COLUMN claim_start;
          DELETE FROM schema_migrations WHERE version > 2; PRAGMA user_version = 2;",

@@ -1004,7 +1004,7 @@ struct Faulted {
 }
 
 /// Sends `signal` (a kill(1) name) to `child`; once this returns, the signal is pending.
-fn signal(child: &Child, signal: &str) {
+pub fn signal(child: &Child, signal: &str) {
     let sent = std::process::Command::new("kill").args(["-s", signal, &child.id().to_string()]).status().unwrap();
     assert!(sent.success(), "kill -s {signal} failed");
 }

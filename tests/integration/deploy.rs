@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::phases::source::{Entry, tarball};
 use crate::proxy::Proxy;
 use crate::scratch::Scratch;
 use crate::support::{Ran, Trueup};
@@ -194,7 +195,36 @@ fn bad_input_is_a_clear_error_that_leaves_the_live_release_untouched() {
         .run()
         .stderr;
     assert!(git.contains("failed in PULLING_SOURCE"), "{git}");
+    let evil = paas.scratch.join("evil.tar.gz");
+    tarball(&evil, &[Entry::File("index.html", "x", 0o644), Entry::File("../../etc/owned", "x", 0o644)]);
+    let err = paas.deploy("tidy", &evil).code(1).run().stderr;
+    assert!(err.contains("failed in PULLING_SOURCE") && err.contains("../../etc/owned"), "{err}");
+    let linked = paas.scratch.join("linked.tar.gz");
+    tarball(&linked, &[Entry::File("index.html", "x", 0o644), Entry::Symlink("passwd", "/etc/passwd")]);
+    let err = paas.deploy("tidy", &linked).code(1).run().stderr;
+    assert!(err.contains("failed in PULLING_SOURCE") && err.contains("passwd"), "{err}");
+    let repo = paas.scratch.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git").args(args).current_dir(&repo).output().unwrap();
+        assert!(ok.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&ok.stderr));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("index.html"), "from git").unwrap();
+    git(&["add", "."]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one"]);
+    let err = paas
+        .trueup(["deploy", "--project", "tidy", "--ref", "no-such-branch", "--build", BUILD, "--source"])
+        .arg(&repo)
+        .code(1)
+        .run()
+        .stderr;
+    assert!(err.contains("failed in PULLING_SOURCE") && err.contains("no-such-branch"), "{err}");
     assert_eq!(live(), (200, Some(id1.clone()), "tidy v1".to_owned()), "the live release is untouched");
+    // The same repository at a branch that exists deploys.
+    let from_git =
+        paas.trueup(["deploy", "--project", "tidy", "--ref", "main", "--build", BUILD, "--source"]).arg(&repo).run();
+    assert_eq!(live(), (200, Some(id_of(&from_git)), "from git".to_owned()));
     // An event the phase does not accept names those it does.
     let err = paas.trueup(["event"]).arg(&id1).arg("cancel").code(1).run().stderr;
     assert!(err.contains("is in ACTIVE, which does not accept event `cancel`; it accepts none: it is final"), "{err}");
@@ -203,7 +233,7 @@ fn bad_input_is_a_clear_error_that_leaves_the_live_release_untouched() {
     assert!(err.contains("is in QUEUED, which does not accept event `deploy`; it accepts `done`, `cancel`"), "{err}");
     let out = paas.trueup(["event"]).arg(&queued).arg("cancel").run().stdout;
     assert!(out.contains("cancel -> CANCELLED"), "{out}");
-    assert_eq!(live(), (200, Some(id1), "tidy v1".to_owned()));
+    assert_eq!(live().2, "from git");
 }
 
 /// Requests through Traefik in a loop, on another thread, recording every answer that is
@@ -377,4 +407,78 @@ fn two_workers_never_run_the_same_deployment_nor_two_of_a_project_at_once() {
         let blocks: Vec<&&String> = runs.iter().skip(3).collect();
         assert_eq!(blocks.len(), 3, "{project}: {runs:?}");
     }
+}
+
+#[test]
+fn sigterm_stops_the_whole_build_and_the_next_apply_resumes_the_deployment_at_once() {
+    let paas = Paas::new("deploy-sigterm");
+    let source = paas.source("v1", "calm v1");
+    let pids = paas.scratch.join("pids");
+    // The build starts a grandchild and records both; the first run waits, a resumed one
+    // (the file is there) finishes.
+    let build = format!(
+        "if [ -e {p} ]; then {BUILD}; else echo $$ > {p}.tmp; sleep 300 & echo $! >> {p}.tmp; mv {p}.tmp {p}; wait; fi",
+        p = pids.display()
+    );
+    let mut child = paas.trueup(["deploy", "--project", "calm", "--build", &build, "--source"]).arg(&source).command();
+    child.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = child.spawn().unwrap();
+    let started = Instant::now();
+    while !pids.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the build never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group: Vec<i32> = std::fs::read_to_string(&pids).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    crate::crash::signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "SIGTERM exits 143");
+    for pid in group {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie nobody reaps here: either way it runs no more.
+        assert!(state.is_empty() || state.contains(") Z "), "build process {pid} still runs: {state}");
+    }
+    let (id, phase) = paas.deployments("calm").pop().unwrap();
+    assert_eq!(phase, "BUILDING", "left in its phase");
+    let log = paas.trueup(["logs"]).arg(&id).run().stdout;
+    assert!(log.contains("stopped in BUILDING: interrupted; it resumes from there"), "{log}");
+    // No --now, no waiting for BUILDING's 30 minutes: the stopped worker's claim died with it.
+    let applied = paas.trueup(["apply"]).run();
+    assert!(applied.stdout.contains(&format!("{id} is live (ACTIVE)")), "{}", applied.stdout);
+    assert_eq!(paas.proxy.get("calm.localhost", "/"), (200, Some(id), "calm v1".to_owned()));
+}
+
+#[test]
+fn the_readme_walk_through_works_as_written() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme.split("<!-- walk-through -->\n```sh\n").nth(1).expect("the README has the walk-through");
+    let block = block.split("\n```\n").next().unwrap();
+    // The one line a test cannot run as written: cargo is running this test. The binary it
+    // built is the one the line would put on the PATH.
+    let build = "cargo build -q && export PATH=$PWD/target/debug:$PATH";
+    assert!(block.starts_with(build), "the walk-through starts with the build:\n{block}");
+    let bin = Path::new(env!("CARGO_BIN_EXE_trueup")).parent().unwrap();
+    let script = block.replacen(build, &format!("export PATH={}:$PATH", bin.display()), 1);
+    let scratch = Scratch::new("walk-through");
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("W", scratch.join("w"))
+        .env("TRAEFIK_ADDR", port())
+        .env("STATIC_ADDR", port())
+        .envs(std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with("TRUEUP_")))
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        // Whatever the block started must not outlive it.
+        let _ = std::process::Command::new("bash")
+            .args(["scripts/proxy.sh", "stop"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("STATE_DIR", scratch.join("w/proxy"))
+            .output();
+    }
+    assert!(out.status.success(), "the walk-through failed:\n{said}");
+    assert!(said.contains("Hello, version 3"), "{said}");
+    assert!(said.contains("is live (ACTIVE)"), "{said}");
 }

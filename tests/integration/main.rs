@@ -8,6 +8,7 @@ mod containers;
 mod crash;
 mod deploy;
 mod kinds;
+mod lean;
 mod machine;
 mod observed;
 mod phases;

@@ -179,7 +179,7 @@ fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
-mod source {
+pub mod source {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use trueup::phases::source::{self, Limits, Origin};
@@ -209,7 +209,7 @@ mod source {
 
     /// One tarball entry, its name written into the header as raw bytes so that the
     /// checks of `tar::Builder` cannot keep an evil name out.
-    enum Entry<'a> {
+    pub enum Entry<'a> {
         File(&'a str, &'a str, u32),
         Dir(&'a str),
         Symlink(&'a str, &'a str),
@@ -217,7 +217,7 @@ mod source {
         Other(&'a str, tar::EntryType),
     }
 
-    fn tarball(path: &Path, entries: &[Entry]) {
+    pub fn tarball(path: &Path, entries: &[Entry]) {
         let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
         let mut builder = tar::Builder::new(gz);
         for entry in entries {

@@ -95,10 +95,11 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
             (2, "live phase index".to_owned()),
             (3, "journal skipped status".to_owned()),
             (4, "lease holder host and pid".to_owned()),
-            (5, "worker processes and settings".to_owned())
+            (5, "worker processes and settings".to_owned()),
+            (6, "release window indexes".to_owned())
         ]
     );
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
@@ -163,8 +164,18 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
     assert_eq!(index, 1);
 }
 
-/// Takes migration 5 out: claims without their worker's process, no settings.
+/// Takes migration 6 out: no release window indexes.
+fn release_window_of_schema_5(raw: &rusqlite::Connection) {
+    raw.execute_batch(
+        "DROP INDEX deployments_newest; DROP INDEX deployments_created;
+         DELETE FROM schema_migrations WHERE version = 6; PRAGMA user_version = 5;",
+    )
+    .unwrap();
+}
+
+/// Takes migrations 5 and 6 out: claims without their worker's process, no settings.
 fn workers_of_schema_4(raw: &rusqlite::Connection) {
+    release_window_of_schema_5(raw);
     raw.execute_batch(
         "DROP INDEX deployments_queue; DROP TABLE settings;
          ALTER TABLE deployments DROP COLUMN claim_host; ALTER TABLE deployments DROP COLUMN claim_pid;
