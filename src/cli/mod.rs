@@ -59,7 +59,8 @@ pub struct Args {
     #[arg(long, global = true, env = "TRUEUP_ROUTES_DIR", default_value = "/etc/traefik/dynamic")]
     pub routes_dir: PathBuf,
 
-    /// The machine spec instead of the built-in `specs/deployment.yaml`: `FILE` for every
+    /// The machine spec instead of the built-in `specs/deployment.yaml` (and `specs/image.yaml`
+    /// for images): `FILE` for every
     /// deployment type, or `TYPE=FILE` (`upload`, `git` or `image`) for one type; repeat
     /// the flag, or separate with commas in `TRUEUP_SPEC`
     #[arg(
@@ -414,7 +415,9 @@ impl std::str::FromStr for SpecArg {
     }
 }
 
-/// The specs in force: each `--spec`, the built-in spec for every type without one.
+/// The specs in force: each `--spec`, the built-in specs for every type without one
+/// (`specs/deployment.yaml`, and `specs/image.yaml` for images unless a spec is given for
+/// every type).
 ///
 /// # Errors
 ///
@@ -430,7 +433,9 @@ pub fn load_specs(args: &[SpecArg]) -> anyhow::Result<Specs> {
         ),
         one => load_spec(one.first().map(|a| a.path.as_path()))?,
     };
-    let mut specs = Specs::one(default);
+    // With no spec given for every type, image deployments run the built-in image spec
+    // unless one is given for them.
+    let mut specs = if untyped.is_empty() { Specs::builtin() } else { Specs::one(default) };
     let mut seen = std::collections::BTreeSet::new();
     for arg in args {
         let Some(kind) = arg.kind else { continue };

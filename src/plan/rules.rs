@@ -165,6 +165,11 @@ impl<'a> Planner<'_, 'a> {
         let project = view.project;
         // An inactive project has no live release.
         let Some(live) = view.live else { return };
+        // A deployment without a release folder (an image's container) is never given
+        // links: whatever `current` holds is left as it is.
+        if !live.kind.has_release_folder() {
+            return;
+        }
         let layout = Layout::new(&self.world.root, &project.id);
         let release = layout.release(&live.id);
         // A deployment in flight owns the links it may have switched. A link that is
@@ -309,7 +314,7 @@ impl<'a> Planner<'_, 'a> {
             self.remove(project, c, format!("zombie: its deployment `{dep_id}` is neither live nor in flight{live}"));
             return;
         };
-        let expected = expected_labels(view.project, live);
+        let expected = app_labels(view.project, live);
         let wrong: Vec<String> = expected
             .iter()
             .filter_map(|(k, v)| c.label(k).filter(|actual| actual != v).map(|actual| (k, v, actual)))
@@ -499,7 +504,8 @@ impl<'a> Planner<'_, 'a> {
 /// The labels the live app container of a project must carry. The project and
 /// deployment labels match by construction; a service or role label that is present
 /// must match too (an absent one is filled in only when the container is recreated).
-fn expected_labels(project: &Project, live: &Deployment) -> BTreeMap<String, String> {
+/// An image deployment's container is created with them ([`crate::engine`]).
+pub fn app_labels(project: &Project, live: &Deployment) -> BTreeMap<String, String> {
     let service = live
         .service
         .clone()

@@ -1,6 +1,6 @@
 //! Container reconciliation for real: `trueup apply` against a Podman API service (see
 //! [`crate::podman`]), over a staged world whose project `shop` has a live deployment
-//! `d0` and a build `d1` in flight. Each test makes containers through the adapter, runs
+//! `d0` and `d1` in flight. Each test makes containers through the adapter, runs
 //! the `trueup` binary, and checks what the engine holds afterwards.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,8 @@ use crate::podman::{IMAGE, Podman, podman};
 use crate::scratch::Scratch;
 use crate::support::{Ran, Trueup};
 
-/// A world at `now`: `shop` live on `d0` (links and route right), `d1` building since now.
+/// A world at `now`: image deployments of `shop`, `d0` live (its route right, and no
+/// release folder or links, as an image has none), `d1` starting its container since now.
 fn world(now: Timestamp) -> String {
     let before = Timestamp::from_unix(now.unix() - 3600);
     format!(
@@ -31,11 +32,7 @@ projects:
 deployments:
   - {{ id: dx, project: shop, type: image, phase: FAILED, finished_at: {before} }}
   - {{ id: d0, project: shop, type: image, phase: ACTIVE, finished_at: {before}, metadata: {{ upstream: "http://127.0.0.1:8080" }} }}
-  - {{ id: d1, project: shop, type: image, phase: BUILDING, phase_updated_at: {now}, heartbeat_at: {now} }}
-files:
-  /var/www/shop/deployments/d0/public/index.html: file
-  /var/www/shop/current: {{ symlink: /var/www/shop/deployments/d0 }}
-  /var/www/webroot/shop: {{ symlink: /var/www/shop/current/public }}
+  - {{ id: d1, project: shop, type: image, phase: STARTING_CONTAINER, phase_updated_at: {now}, heartbeat_at: {now} }}
 routes:
   shop: {{ deployment: d0, upstream: "http://127.0.0.1:8080" }}
 "#
