@@ -528,14 +528,19 @@ impl reconcile::Listener for Shown {
 /// container socket is `--container-socket`, else `DOCKER_HOST`, else a default socket
 /// that is present.
 fn config(args: &Args, lock_timeout: Duration) -> anyhow::Result<reconcile::Config> {
-    use crate::world::containers::{DEFAULT_SOCKETS, locate};
+    let mut cfg = machine_config(&args.root, &args.routes_dir, lock_timeout);
+    cfg.containers = container_config(args)?;
+    Ok(cfg)
+}
+
+/// The container engine the global flags name: `--container-socket`, else `DOCKER_HOST`,
+/// else a default socket that is present; and `--helper-max-age`.
+pub(super) fn container_config(args: &Args) -> anyhow::Result<crate::world::containers::ContainerConfig> {
+    use crate::world::containers::{ContainerConfig, DEFAULT_SOCKETS, locate};
     let docker_host = std::env::var("DOCKER_HOST").ok();
     let defaults = DEFAULT_SOCKETS.map(std::path::Path::new);
     let socket = locate(args.container_socket.as_deref(), docker_host.as_deref(), &defaults)?;
-    let mut cfg = machine_config(&args.root, &args.routes_dir, lock_timeout);
-    cfg.containers.socket = socket;
-    cfg.containers.helper_max_age = args.helper_max_age;
-    Ok(cfg)
+    Ok(ContainerConfig { socket, helper_max_age: args.helper_max_age, ..ContainerConfig::default() })
 }
 
 /// The reconcile configuration for a root and a routes folder, with no container engine.

@@ -139,6 +139,15 @@ pub enum ContainerError {
         #[source]
         source: BoxError,
     },
+    /// An image could not be pulled.
+    #[error("cannot pull image `{image}`")]
+    Pull {
+        /// The image.
+        image: String,
+        /// What the engine or the registry said.
+        #[source]
+        source: BoxError,
+    },
     /// An operation on one container failed.
     #[error("cannot {op} container `{container}`")]
     Failed {
@@ -181,6 +190,17 @@ pub fn locate(
         _ => {
             Ok(defaults.iter().find(|p| p.exists()).map(|p| Socket { path: p.to_path_buf(), origin: Origin::Default }))
         }
+    }
+}
+
+/// True when `image` names the registry it comes from (`registry.example.com/app:1`,
+/// `host:5000/app`): only such an image is pulled when the engine does not hold it. A
+/// bare name (`app`, `library/app`) or `localhost/...` is one the engine must hold
+/// already, since trueup pulls from no default registry.
+pub fn names_registry(image: &str) -> bool {
+    match image.split_once('/') {
+        Some((host, _)) => host != "localhost" && (host.contains('.') || host.contains(':')),
+        None => false,
     }
 }
 
@@ -264,6 +284,19 @@ pub fn connect(cfg: &ContainerConfig) -> Result<Option<Engine>, ContainerError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_image_that_names_its_registry_is_pulled() {
+        for (image, pulled) in [
+            ("registry.example.com/app:1", true),
+            ("host:5000/team/app", true),
+            ("localhost/trueup-web", false),
+            ("library/nginx", false),
+            ("nginx:1.27", false),
+        ] {
+            assert_eq!(names_registry(image), pulled, "{image}");
+        }
+    }
 
     #[test]
     fn the_socket_comes_from_the_flag_then_docker_host_then_the_defaults() {

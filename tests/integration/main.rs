@@ -7,6 +7,7 @@ mod config;
 mod containers;
 mod crash;
 mod deploy;
+mod images;
 mod kinds;
 mod lean;
 mod machine;

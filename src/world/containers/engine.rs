@@ -1,15 +1,15 @@
 //! [`Engine`]: one connection to a Docker Engine API socket, through bollard, on a
 //! current-thread tokio runtime of its own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::errors::Error as ApiError;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RenameContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
+    RenameContainerOptions, StopContainerOptions,
 };
 
 use super::{ContainerError, Socket};
@@ -177,6 +177,58 @@ impl Engine {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// The loopback host ports that containers of the engine publish, trueup's or not,
+    /// running or not (a stopped one takes its port back when it starts again).
+    ///
+    /// # Errors
+    ///
+    /// [`ContainerError::List`].
+    pub fn published_ports(&self) -> Result<BTreeSet<u16>, ContainerError> {
+        let options = ListContainersOptions { all: true, ..Default::default() };
+        let listed = self.runtime.block_on(self.docker.list_containers(Some(options))).map_err(|e| {
+            ContainerError::List { what: "containers", socket: self.socket.clone(), source: Box::new(e) }
+        })?;
+        let mut ports: BTreeSet<u16> =
+            listed.iter().flat_map(|c| c.ports.iter().flatten()).filter_map(|p| p.public_port).collect();
+        // The list leaves out the bindings of a container that never started: inspected.
+        for c in listed.iter().filter(|c| c.ports.as_ref().is_none_or(Vec::is_empty)) {
+            let Some(id) = c.id.as_deref() else { continue };
+            if let Some(found) = self.inspect(id)? {
+                let bindings = found.raw.host_config.and_then(|h| h.port_bindings).unwrap_or_default();
+                let host_ports = bindings.into_values().flatten().flatten().filter_map(|b| b.host_port);
+                ports.extend(host_ports.filter_map(|p| p.parse::<u16>().ok()));
+            }
+        }
+        Ok(ports)
+    }
+
+    /// Pulls `image` from its registry.
+    ///
+    /// # Errors
+    ///
+    /// [`ContainerError::Pull`] with what the engine or the registry said.
+    pub fn pull(&self, image: &str) -> Result<(), ContainerError> {
+        use futures_util::StreamExt as _;
+        let options = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+        let pulled: Result<(), ApiError> = self.runtime.block_on(async {
+            let mut progress = std::pin::pin!(self.docker.create_image(Some(options), None, None));
+            while let Some(step) = progress.next().await {
+                step?;
+            }
+            Ok(())
+        });
+        pulled.map_err(|e| ContainerError::Pull { image: image.to_owned(), source: Box::new(e) })
+    }
+
+    /// The container with this id or name, `None` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`ContainerError::Failed`] naming it.
+    pub fn find(&self, container: &str) -> Result<Option<Container>, ContainerError> {
+        Ok(self.inspect(container)?.map(|found| found.container))
     }
 
     /// The container with this id or name, `None` when there is none.
