@@ -312,16 +312,23 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             }
         };
         let held = d.held_at(now);
-        let owns_links =
-            matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || release_exists(world, &d.project, &d.id));
+        // What a deployment may already have switched to itself: its release folder, or
+        // for an image deployment its container, once started (its upstream recorded).
+        let exposed = if d.kind.has_release_folder() {
+            release_exists(world, &d.project, &d.id)
+        } else {
+            d.metadata.contains_key("upstream")
+        };
+        let owns_links = matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || exposed);
         let healthy = matches!(progress, Progress::Held(_) | Progress::Running { .. });
         let in_flight = healthy.then(|| d.id.clone());
         if let Some((level, message)) = progress_notes(spec, d, &progress) {
             v.findings.push(Finding { project: d.project.clone(), level, message, in_flight: in_flight.clone() });
         }
         if owns_links && !held {
+            let has = if d.kind.has_release_folder() { "a release folder" } else { "a running container" };
             let message = format!(
-                "deployment `{}` has a release folder and is still in flight: the project's links and routes are left to it",
+                "deployment `{}` has {has} and is still in flight: the project's links and routes are left to it",
                 d.id
             );
             v.findings.push(Finding { project: d.project.clone(), level: Level::Note, message, in_flight });

@@ -162,7 +162,8 @@ pub enum ContainerError {
 }
 
 /// The socket to use: `flag` (`--container-socket`; [`NO_SOCKET`] for none), else
-/// `docker_host` (`DOCKER_HOST`), else the first of `defaults` that exists, else `None`.
+/// `docker_host` (`DOCKER_HOST`), else the first of `defaults` that exists, else `None`;
+/// an empty value counts as not given.
 /// A socket named by the flag or `DOCKER_HOST` is returned whether or not it exists:
 /// connecting to it then says what is wrong.
 ///
@@ -183,7 +184,8 @@ pub fn locate(
         }
         Ok(Socket { path: value.into(), origin })
     };
-    match (flag, docker_host) {
+    // An empty value (`TRUEUP_CONTAINER_SOCKET=`) names nothing, as an empty `DOCKER_HOST`.
+    match (flag.filter(|f| !f.is_empty()), docker_host) {
         (Some(NO_SOCKET), _) => Ok(None),
         (Some(flag), _) => named(flag, Origin::Flag).map(Some),
         (None, Some(host)) if !host.is_empty() => named(host, Origin::DockerHost).map(Some),
@@ -308,6 +310,7 @@ mod tests {
         assert_eq!(locate(Some("none"), Some("unix:///b.sock"), &[present]).unwrap(), None);
         assert_eq!(locate(None, Some("unix:///b.sock"), &[present]).unwrap(), s("/b.sock", Origin::DockerHost));
         assert_eq!(locate(None, Some(""), &[missing, present]).unwrap(), s("/", Origin::Default));
+        assert_eq!(locate(Some(""), Some("/b.sock"), &[]).unwrap(), s("/b.sock", Origin::DockerHost));
         assert_eq!(locate(None, None, &[missing]).unwrap(), None);
         let err = locate(None, Some("tcp://10.0.0.1:2375"), &[present]).unwrap_err();
         assert_eq!(

@@ -241,3 +241,25 @@ fn unlabelled_containers_with_trueup_like_names_are_never_touched() {
     let plan = trueup(podman, &staged, &["plan", "--detailed-exitcode"], 2).stdout;
     assert!(plan.contains("recreate"), "{plan}");
 }
+
+#[test]
+fn a_socket_that_was_asked_for_and_does_not_answer_is_an_error_saying_what_to_check() {
+    let (scratch, staged) = staged("unreachable");
+    let socket = scratch.join("no-engine.sock");
+    for args in [&["plan"][..], &["apply"], &["status"]] {
+        let out =
+            Trueup::new(args.iter().copied()).staged(&staged).arg("--container-socket").arg(&socket).code(1).run();
+        let said = format!(
+            "cannot reach the container engine at `{}` (named by `--container-socket`): check that the file exists",
+            socket.display()
+        );
+        assert!(out.stderr.contains(&said), "{args:?}: {out:?}");
+    }
+    // `DOCKER_HOST` is read when no flag names a socket, and only unix sockets are taken.
+    let out = Trueup::new(["plan"]).staged(&staged).env("TRUEUP_CONTAINER_SOCKET", "").code(1);
+    let out = out.env("DOCKER_HOST", "tcp://127.0.0.1:2375").run();
+    assert!(out.stderr.contains("`DOCKER_HOST` is `tcp://127.0.0.1:2375`, which is not a unix socket"), "{out:?}");
+    // No engine at all: the plan says once that containers are not checked.
+    let plan = Trueup::new(["plan", "-v"]).staged(&staged).run().stdout;
+    assert_eq!(plan.matches("no container engine is configured").count(), 1, "{plan}");
+}

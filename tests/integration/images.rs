@@ -135,6 +135,51 @@ fn an_image_deployment_replaces_the_previous_through_traefik_without_a_failed_re
     site.trueup(["plan", "--detailed-exitcode"]).run();
 }
 
+/// Starts an image deploy that pauses at `pause` (`PHASE` or `PHASE:after`), waits until
+/// its log says it is there, and kills it with SIGKILL; returns its id.
+fn killed_at(site: &Site, pause: &str) -> String {
+    let mut command = site.deploy(IMAGE).env("TRUEUP_TEST_PAUSE", pause).command();
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let (phase, when) = pause.split_once(':').unwrap_or((pause, "before"));
+    let said = format!("TRUEUP_TEST_PAUSE: paused {when} {phase}");
+    let started = std::time::Instant::now();
+    let paused = loop {
+        let conn = rusqlite::Connection::open(site.scratch.join("state.db")).unwrap();
+        let query = "SELECT deployment FROM deployment_logs WHERE message = ?1 ORDER BY id DESC";
+        if let Ok(id) = conn.query_row(query, [&said], |r| r.get::<_, String>(0)) {
+            break id;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the deploy never paused {when} {phase}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    paused
+}
+
+#[test]
+fn an_image_deploy_killed_in_any_phase_is_resumed_by_apply_and_the_site_never_fails() {
+    let Some(podman) = podman() else { return };
+    let engine = podman.lock();
+    let site = Site::new("image-kill", podman);
+    site.deploy(IMAGE).run();
+    let stop = serve_loop(&site.proxy);
+    for pause in ["PULLING_IMAGE", "STARTING_CONTAINER:after", "UPDATING_ROUTES", "HEALTH_CHECK", "HEALTH_CHECK:after"]
+    {
+        let id = killed_at(&site, pause);
+        // No --now: the dead claim is noticed at once, and apply runs the deployment on.
+        let applied = site.trueup(["apply"]).run();
+        assert!(applied.stdout.contains(&format!("{id} is live (ACTIVE)")), "{pause}:\n{}", applied.stdout);
+        assert_eq!(site.get().1.as_deref(), Some(id.as_str()), "{pause}");
+        // One container, the new one: the killed attempt's and the old one are gone.
+        assert_eq!(containers(&engine), [(format!("web-{id}"), ContainerState::Running, id.clone())], "{pause}");
+        site.trueup(["plan", "--detailed-exitcode"]).run();
+    }
+    let (count, wrong) = stop();
+    assert!(wrong.is_empty(), "{} of {count} requests failed: {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+}
+
 #[test]
 fn a_failing_image_leaves_the_old_container_serving() {
     let Some(podman) = podman() else { return };
