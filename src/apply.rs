@@ -234,7 +234,9 @@ pub trait Hooks {
         Ok(())
     }
 
-    /// Records that action `index` ended with `status`.
+    /// Hears that action `index` ended with `status`. The record may wait for
+    /// [`Hooks::flush`], which [`apply`] calls only once what the action changed is
+    /// durable.
     ///
     /// # Errors
     ///
@@ -243,7 +245,26 @@ pub trait Hooks {
         let _ = (index, action, status);
         Ok(())
     }
+
+    /// Writes what [`Hooks::planned`] and [`Hooks::finished`] kept back. [`apply`] calls it
+    /// once every action is planned, and after each batch of actions, once the effects
+    /// are synced ([`Effects::sync`]).
+    ///
+    /// # Errors
+    ///
+    /// [`HookError::Journal`] stops the apply (before anything changes, when the plan is
+    /// what could not be written).
+    fn flush(&mut self) -> Result<(), HookError> {
+        Ok(())
+    }
 }
+
+/// At most this many actions run between two syncs of the effects and journal writes.
+pub const BATCH: usize = 32;
+
+/// At most this long passes between two syncs of the effects and journal writes, so
+/// that progress reaches the journal while a slow batch runs.
+pub const BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Hooks that record nothing and never fence: for dry worlds and tests.
 #[derive(Debug, Clone, Copy, Default)]
@@ -252,17 +273,20 @@ pub struct NoHooks;
 impl Hooks for NoHooks {}
 
 /// Carries out `plan` through `effects` at `now`, reporting to `hooks`.
+///
+/// Durability is batched: after at most [`BATCH`] actions or [`BATCH_TIME`], the effects
+/// are synced, then the journal written ([`Hooks::flush`]), so the journal never records
+/// as done a change that a power cut could still undo. A failed sync stops the apply; the
+/// actions since the last sync are reported failed and stay `planned` in the journal.
 pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut dyn Hooks) -> Report {
     let mut report = Report::default();
     // Whether the journal still takes rows: not once it failed or the lease was lost,
     // but still after an interruption, so the actions left are recorded as skipped.
     let mut journaling = true;
-    for (index, action) in plan.actions.iter().enumerate() {
-        if let Err(e) = hooks.planned(index, action) {
-            report.stopped = Some(chain(&e));
-            journaling = false;
-            break;
-        }
+    let planned = plan.actions.iter().enumerate().try_for_each(|(index, action)| hooks.planned(index, action));
+    if let Err(e) = planned.and_then(|()| hooks.flush()) {
+        report.stopped = Some(chain(&e));
+        journaling = false;
     }
     // Subjects of actions that failed or were skipped, with their project.
     let mut blocked: BTreeSet<(&str, Subject<'_>)> = BTreeSet::new();
@@ -270,6 +294,9 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
     // routes back to the live release only because that deployment was to be resumed or
     // failed, so nothing more of theirs is changed in this apply.
     let mut undecided: BTreeSet<&str> = BTreeSet::new();
+    // The outcomes since the last sync, and when that batch began.
+    let mut batch: Vec<Outcome> = Vec::new();
+    let mut began = std::time::Instant::now();
     for (index, action) in plan.actions.iter().enumerate() {
         let subjects = subjects(&action.change);
         let status = if let Some(why) = &report.stopped {
@@ -301,10 +328,49 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
             report.stopped.get_or_insert_with(|| chain(&e));
             journaling = false;
         }
-        report.counts.add(action.change.kind(), &status);
-        report.outcomes.push(Outcome { action: action.clone(), status });
+        batch.push(Outcome { action: action.clone(), status });
+        if batch.len() >= BATCH || began.elapsed() >= BATCH_TIME {
+            settle(&mut batch, effects, hooks, &mut journaling, &mut report);
+            began = std::time::Instant::now();
+        }
     }
+    settle(&mut batch, effects, hooks, &mut journaling, &mut report);
     report
+}
+
+/// Ends a batch: syncs the effects, then writes the journal, then reports the batch's
+/// outcomes. When the sync fails, the actions done in the batch are reported failed, the
+/// journal is not written (their rows stay `planned`) and the apply stops.
+fn settle(
+    batch: &mut Vec<Outcome>,
+    effects: &mut dyn Effects,
+    hooks: &mut dyn Hooks,
+    journaling: &mut bool,
+    report: &mut Report,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    match effects.sync() {
+        Ok(()) => {
+            if *journaling && let Err(e) = hooks.flush() {
+                report.stopped.get_or_insert_with(|| chain(&e));
+                *journaling = false;
+            }
+        }
+        Err(e) => {
+            let why = format!("made, but not durable: {}", chain(&e));
+            for o in batch.iter_mut().filter(|o| o.status == Status::Done) {
+                o.status = Status::Failed(why.clone());
+            }
+            report.stopped.get_or_insert_with(|| format!("cannot make the changes durable: {}", chain(&e)));
+            *journaling = false;
+        }
+    }
+    for o in batch.drain(..) {
+        report.counts.add(o.action.change.kind(), &o.status);
+        report.outcomes.push(o);
+    }
 }
 
 /// The outcome of each action, one line each (two for a failure or a skip, with why).
@@ -486,6 +552,133 @@ mod tests {
         lose_at: usize,
     }
 
+    /// The memory world, whose syncs are recorded in `log` and fail when `fail` is set.
+    struct Syncs<'l> {
+        inner: MemoryWorld,
+        log: &'l std::cell::RefCell<Vec<String>>,
+        fail: bool,
+    }
+
+    impl Effects for Syncs<'_> {
+        fn link(&mut self, path: &std::path::Path, target: &std::path::Path) -> Result<(), EffectError> {
+            self.log.borrow_mut().push(format!("link {}", path.display()));
+            self.inner.link(path, target)
+        }
+        fn move_aside(&mut self, path: &std::path::Path, to: &std::path::Path) -> Result<(), EffectError> {
+            self.inner.move_aside(path, to)
+        }
+        fn start_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
+            self.inner.start_container(id, name)
+        }
+        fn recreate_container(
+            &mut self,
+            id: &str,
+            name: &str,
+            image: &str,
+            labels: &std::collections::BTreeMap<String, String>,
+            now: Timestamp,
+        ) -> Result<(), EffectError> {
+            self.inner.recreate_container(id, name, image, labels, now)
+        }
+        fn remove_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
+            self.inner.remove_container(id, name)
+        }
+        fn write_route(
+            &mut self,
+            project: &str,
+            deployment: &str,
+            upstream: &str,
+            domain: &str,
+        ) -> Result<(), EffectError> {
+            self.inner.write_route(project, deployment, upstream, domain)
+        }
+        fn remove_route(&mut self, project: &str, now: Timestamp) -> Result<(), EffectError> {
+            self.inner.remove_route(project, now)
+        }
+        fn verdict(&mut self, verdict: &crate::model::Verdict<'_>) -> Result<(), EffectError> {
+            self.inner.verdict(verdict)
+        }
+        fn sync(&mut self) -> Result<(), EffectError> {
+            self.log.borrow_mut().push("sync".into());
+            if self.fail {
+                let source = std::io::Error::from_raw_os_error(libc::EIO);
+                return Err(EffectError::Io { op: "sync folder", path: "/r/webroot".into(), source });
+            }
+            Ok(())
+        }
+    }
+
+    /// Records the journal's writes in `log`, as the journal makes them.
+    struct Flushes<'l> {
+        log: &'l std::cell::RefCell<Vec<String>>,
+        kept: Vec<String>,
+    }
+
+    impl Hooks for Flushes<'_> {
+        fn planned(&mut self, index: usize, _: &Action) -> Result<(), HookError> {
+            self.kept.push(format!("planned {index}"));
+            Ok(())
+        }
+        fn finished(&mut self, index: usize, _: &Action, status: &Status) -> Result<(), HookError> {
+            let word = if *status == Status::Done { "done" } else { "not done" };
+            self.kept.push(format!("{word} {index}"));
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), HookError> {
+            self.log.borrow_mut().push(format!("journal {}", self.kept.join(", ")));
+            self.kept.clear();
+            Ok(())
+        }
+    }
+
+    fn links(n: usize) -> Plan {
+        plan((0..n).map(|i| action("p2", link(&format!("/r/webroot/l{i}"), "/r/p2/deployments/d1"))).collect())
+    }
+
+    #[test]
+    fn the_journal_is_written_after_each_batch_is_synced_never_before() {
+        let log = std::cell::RefCell::new(Vec::new());
+        let mut effects = Syncs { inner: MemoryWorld::new(world()), log: &log, fail: false };
+        let n = BATCH + 2;
+        let report = apply(&links(n), &mut effects, now(), &mut Flushes { log: &log, kept: Vec::new() });
+        assert!(report.all_done(), "{report:?}");
+        let log = log.into_inner();
+        let planned: Vec<String> = (0..n).map(|i| format!("planned {i}")).collect();
+        assert_eq!(log[0], format!("journal {}", planned.join(", ")), "the plan is journaled first, whole");
+        // Then BATCH links, a sync, the journal of those BATCH, and the same for the rest.
+        let mut expected = vec![log[0].clone()];
+        for batch in [0..BATCH, BATCH..n] {
+            expected.extend(batch.clone().map(|i| format!("link /r/webroot/l{i}")));
+            expected.push("sync".into());
+            expected.push(format!("journal {}", batch.map(|i| format!("done {i}")).collect::<Vec<_>>().join(", ")));
+        }
+        assert_eq!(log, expected);
+    }
+
+    #[test]
+    fn a_failed_sync_fails_the_batch_keeps_it_out_of_the_journal_and_stops() {
+        let log = std::cell::RefCell::new(Vec::new());
+        let mut effects = Syncs { inner: MemoryWorld::new(world()), log: &log, fail: true };
+        let n = BATCH + 2;
+        let report = apply(&links(n), &mut effects, now(), &mut Flushes { log: &log, kept: Vec::new() });
+        let why = "made, but not durable: cannot sync folder `/r/webroot`: Input/output error (os error 5)";
+        for o in &report.outcomes[..BATCH] {
+            assert_eq!(o.status, Status::Failed(why.into()));
+        }
+        for o in &report.outcomes[BATCH..] {
+            assert!(
+                matches!(&o.status, Status::Skipped(w) if w.starts_with("the apply stopped: cannot make the changes durable")),
+                "{o:?}"
+            );
+        }
+        assert_eq!(report.counts.errors(), BATCH);
+        assert!(report.stopped.as_deref().unwrap().starts_with("cannot make the changes durable: cannot sync folder"));
+        let log = log.into_inner();
+        let journals: Vec<&String> = log.iter().filter(|l| l.starts_with("journal")).collect();
+        assert_eq!(journals.len(), 1, "only the plan is journaled: {journals:?}");
+        assert_eq!(log.iter().filter(|l| l.starts_with("link")).count(), BATCH, "nothing runs after the failed sync");
+    }
+
     impl Hooks for Recorder {
         fn fence(&mut self) -> Result<(), HookError> {
             self.fences += 1;
@@ -504,6 +697,10 @@ mod tests {
             self.calls.push(format!("{word} {index}"));
             Ok(())
         }
+        fn flush(&mut self) -> Result<(), HookError> {
+            self.calls.push("flush".into());
+            Ok(())
+        }
     }
 
     #[test]
@@ -516,7 +713,9 @@ mod tests {
         let mut hooks = Recorder { calls: Vec::new(), fences: 0, lose_at: 2 };
         let mut m = MemoryWorld::new(world());
         let report = apply(&plan, &mut m, now(), &mut hooks);
-        assert_eq!(hooks.calls, ["planned 0", "planned 1", "planned 2", "done 0", "failed 1"]);
+        // The lease is lost before the batch is journaled: its outcomes are not written
+        // (the journal would refuse them), and the next apply closes the run.
+        assert_eq!(hooks.calls, ["planned 0", "planned 1", "planned 2", "flush", "done 0", "failed 1"]);
         assert_eq!(report.stopped.as_deref(), Some("the apply lease is no longer held: taken by `host-b`"));
         assert_eq!(
             report.outcomes[2].status,

@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 
-use crate::spec::{Guard, Spec, StateId, StateKind};
+use crate::spec::{Guard, Spec, State, StateId, StateKind};
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +168,14 @@ pub enum StepError {
         /// The compound state's name.
         state: String,
     },
+    /// The event id does not belong to this spec.
+    #[error("event #{index} is not in this spec, which has {len} events")]
+    UnknownEvent {
+        /// The id's index.
+        index: usize,
+        /// How many events the spec has.
+        len: usize,
+    },
     /// The id does not belong to this spec.
     #[error("state #{index} is not in this spec, which has {len} states")]
     UnknownState {
@@ -190,10 +198,119 @@ fn guard_list(guards: &[Guard]) -> String {
     guards.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
 }
 
+/// An event of a [`Spec`], resolved to its index when the spec is loaded
+/// ([`Spec::event`]), so that [`step_id`] compares no strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId(u16);
+
+/// Every step a spec can take, worked out once when the spec is loaded: for each state
+/// and each event, the candidate transitions in priority order (the state's own, then its
+/// ancestors', each in document order), each with its exits and entries already computed.
+/// A step is then a lookup, the guards, and a reference to a ready [`Transition`].
+///
+/// The first candidate lives in the slot itself, so that the usual step (one candidate,
+/// no guard) reads one place in memory; the rest, rare, live in `more`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Table {
+    /// The spec's events, in order of first appearance in the document.
+    events: Vec<String>,
+    /// The slot of state `s` and event `e` is `slots[s * events.len() + e]`; compound
+    /// states have no candidates.
+    slots: Vec<Slot>,
+    /// The candidates after each slot's first, slot by slot.
+    more: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    first: Option<Candidate>,
+    /// `more[rest.0..rest.1]` follow `first`.
+    rest: (u32, u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    guard: Option<Guard>,
+    transition: Transition,
+}
+
+impl Table {
+    /// Works out every step of the machine whose arena is `states`.
+    pub(crate) fn compile(states: &[State]) -> Table {
+        let mut events: Vec<String> = Vec::new();
+        for t in states.iter().flat_map(|s| &s.on) {
+            if !events.contains(&t.event) {
+                events.push(t.event.clone());
+            }
+        }
+        let mut slots = Vec::with_capacity(states.len() * events.len());
+        let mut more = Vec::new();
+        for (i, leaf) in states.iter().enumerate() {
+            let leaf_id = StateId(i as u16);
+            for event in &events {
+                let mut candidates = Vec::new();
+                if !matches!(leaf.kind, StateKind::Compound { .. }) {
+                    for source in std::iter::once(leaf_id).chain(leaf.ancestors.iter().copied()) {
+                        for t in states[source.index()].on.iter().filter(|t| &t.event == event) {
+                            let transition = transition(states, leaf_id, source, t.target);
+                            candidates.push(Candidate { guard: t.guard, transition });
+                        }
+                    }
+                }
+                let mut candidates = candidates.into_iter();
+                let first = candidates.next();
+                let from = more.len() as u32;
+                more.extend(candidates);
+                slots.push(Slot { first, rest: (from, more.len() as u32) });
+            }
+        }
+        Table { events, slots, more }
+    }
+
+    fn event(&self, name: &str) -> Option<EventId> {
+        self.events.iter().position(|e| e == name).map(|i| EventId(i as u16))
+    }
+
+    /// The slot of `event` in `state`, or `None` when either is not this table's.
+    #[inline]
+    fn slot(&self, state: StateId, event: EventId) -> Option<&Slot> {
+        let events = self.events.len();
+        if usize::from(event.0) >= events {
+            return None;
+        }
+        self.slots.get(state.index() * events + usize::from(event.0))
+    }
+
+    /// The candidates after a slot's first.
+    fn rest(&self, slot: &Slot) -> &[Candidate] {
+        &self.more[slot.rest.0 as usize..slot.rest.1 as usize]
+    }
+
+    /// Every candidate of `event` in `state`, in priority order, or `None` when either is
+    /// not this table's.
+    fn candidates(&self, state: StateId, event: EventId) -> Option<impl Iterator<Item = &Candidate>> {
+        let slot = self.slot(state, event)?;
+        Some(slot.first.iter().chain(self.rest(slot)))
+    }
+}
+
+impl Spec {
+    /// The event with this name, if any state of the spec accepts it.
+    pub fn event(&self, name: &str) -> Option<EventId> {
+        self.table.event(name)
+    }
+
+    /// The name of an event.
+    pub fn event_name(&self, id: EventId) -> &str {
+        &self.table.events[usize::from(id.0)]
+    }
+}
+
 /// Applies `event` to the machine resting in `state`.
 ///
 /// `guards` answers each guard the chosen candidates carry; it is called in priority
-/// order and only as far as needed.
+/// order and only as far as needed. The name is looked up among the spec's events; a
+/// driver that steps often resolves it once with [`Spec::event`] and calls [`step_id`].
 ///
 /// # Errors
 ///
@@ -202,30 +319,87 @@ fn guard_list(guards: &[Guard]) -> String {
 /// [`StepError::NotAtomic`] for a compound `state`, [`StepError::UnknownState`] for an id
 /// from another spec.
 pub fn step(spec: &Spec, state: StateId, event: &str, guards: &dyn Fn(Guard) -> bool) -> Result<Transition, StepError> {
+    match spec.event(event) {
+        Some(id) => step_id(spec, state, id, guards).cloned(),
+        None => {
+            let active = atomic(spec, state)?;
+            Err(StepError::Unhandled {
+                state: active.name.clone(),
+                event: event.to_owned(),
+                accepted: accepted(spec, state),
+            })
+        }
+    }
+}
+
+/// [`step`] for an event resolved with [`Spec::event`]: a lookup in the table the spec
+/// was compiled with, then the guards; no string is compared and nothing is allocated
+/// unless the step fails.
+///
+/// # Errors
+///
+/// As [`step`]'s, and [`StepError::UnknownEvent`] for an id from another spec.
+#[inline]
+pub fn step_id<'s>(
+    spec: &'s Spec,
+    state: StateId,
+    event: EventId,
+    guards: &dyn Fn(Guard) -> bool,
+) -> Result<&'s Transition, StepError> {
+    if let Some(Slot { first: Some(first), .. }) = spec.table.slot(state, event) {
+        if first.guard.is_none_or(guards) {
+            return Ok(&first.transition);
+        }
+        return guarded(spec, state, event, guards);
+    }
+    Err(failed(spec, state, event))
+}
+
+/// [`step_id`] past a first candidate whose guard is false.
+fn guarded<'s>(
+    spec: &'s Spec,
+    state: StateId,
+    event: EventId,
+    guards: &dyn Fn(Guard) -> bool,
+) -> Result<&'s Transition, StepError> {
+    let candidates = spec.table.candidates(state, event).into_iter().flatten().skip(1);
+    for c in candidates {
+        if c.guard.is_none_or(guards) {
+            return Ok(&c.transition);
+        }
+    }
+    Err(failed(spec, state, event))
+}
+
+/// Why [`step_id`] found no transition to take; off the fast path.
+#[cold]
+#[inline(never)]
+fn failed(spec: &Spec, state: StateId, event: EventId) -> StepError {
+    let active = match atomic(spec, state) {
+        Ok(active) => active,
+        Err(e) => return e,
+    };
+    let Some(candidates) = spec.table.candidates(state, event) else {
+        return StepError::UnknownEvent { index: usize::from(event.0), len: spec.table.events.len() };
+    };
+    let event = spec.event_name(event).to_owned();
+    let guards: Vec<Guard> = candidates.filter_map(|c| c.guard).collect();
+    if guards.is_empty() {
+        StepError::Unhandled { state: active.name.clone(), accepted: accepted(spec, state), event }
+    } else {
+        StepError::Blocked { state: active.name.clone(), event, guards }
+    }
+}
+
+/// The state behind `state`, if it is one the machine can rest in.
+fn atomic(spec: &Spec, state: StateId) -> Result<&State, StepError> {
     let Some(active) = spec.states.get(state.index()) else {
         return Err(StepError::UnknownState { index: state.index(), len: spec.states.len() });
     };
     if matches!(active.kind, StateKind::Compound { .. }) {
         return Err(StepError::NotAtomic { state: active.name.clone() });
     }
-    let mut tried = Vec::new();
-    for source in std::iter::once(state).chain(active.ancestors.iter().copied()) {
-        for t in spec.state(source).on.iter().filter(|t| t.event == event) {
-            match t.guard {
-                Some(g) if !guards(g) => tried.push(g),
-                _ => return Ok(transition(spec, state, source, t.target)),
-            }
-        }
-    }
-    if tried.is_empty() {
-        Err(StepError::Unhandled {
-            state: active.name.clone(),
-            event: event.to_owned(),
-            accepted: accepted(spec, state),
-        })
-    } else {
-        Err(StepError::Blocked { state: active.name.clone(), event: event.to_owned(), guards: tried })
-    }
+    Ok(active)
 }
 
 /// The events the machine accepts while resting in `state`: its own, then its
@@ -245,25 +419,25 @@ pub fn accepted(spec: &Spec, state: StateId) -> Vec<String> {
 
 /// The exit and entry sets of the transition from `source` (with `leaf` active) to
 /// `declared`.
-fn transition(spec: &Spec, leaf: StateId, source: StateId, declared: StateId) -> Transition {
+fn transition(states: &[State], leaf: StateId, source: StateId, declared: StateId) -> Transition {
     // The domain: the innermost proper ancestor of the source that is also a proper
     // ancestor of the target. All ancestors are compound, so this is the SCXML LCCA;
     // `None` is the document root.
-    let target_ancestors = &spec.state(declared).ancestors;
-    let domain = spec.state(source).ancestors.iter().copied().find(|a| target_ancestors.contains(a));
+    let target_ancestors = &states[declared.index()].ancestors;
+    let domain = states[source.index()].ancestors.iter().copied().find(|a| target_ancestors.contains(a));
     let below_domain = |s: StateId| match domain {
         None => true,
-        Some(d) => spec.state(s).ancestors.contains(&d),
+        Some(d) => states[s.index()].ancestors.contains(&d),
     };
     let exits: StateList = std::iter::once(leaf)
-        .chain(spec.state(leaf).ancestors.iter().copied())
+        .chain(states[leaf.index()].ancestors.iter().copied())
         .take_while(|&s| below_domain(s))
         .collect();
     let mut entries: StateList =
         std::iter::once(declared).chain(target_ancestors.iter().copied()).take_while(|&s| below_domain(s)).collect();
     entries.reverse();
     let mut at = declared;
-    while let StateKind::Compound { initial, .. } = &spec.state(at).kind {
+    while let StateKind::Compound { initial, .. } = &states[at.index()].kind {
         at = *initial;
         entries.push(at);
     }
@@ -346,5 +520,108 @@ mod tests {
         );
         let e = step(&spec, spec.find("ACTIVE").unwrap(), "done", &|_| true).unwrap_err();
         assert_eq!(e.to_string(), "state `ACTIVE` does not accept event `done`; it accepts no event");
+    }
+
+    /// Every spec the repository ships, and every valid spec of the fixtures (nested
+    /// three levels deep, guarded, shadowed, renamed), compiled.
+    fn shipped() -> Vec<Spec> {
+        let mut specs = vec![default_spec()];
+        for dir in ["specs", "fixtures/validate/ok"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    let source = std::fs::read_to_string(&path).unwrap();
+                    let loaded = crate::spec::load(&path.display().to_string(), &source);
+                    specs.push(loaded.unwrap_or_else(|e| panic!("{}: {e:?}", path.display())).0);
+                }
+            }
+        }
+        assert!(specs.len() > 8, "{} specs", specs.len());
+        specs
+    }
+
+    #[test]
+    fn a_step_by_id_is_the_step_by_name_for_every_state_event_and_guard() {
+        let mut steps = 0;
+        for spec in shipped() {
+            let events: Vec<String> = spec.states.iter().flat_map(|s| s.on.iter().map(|t| t.event.clone())).collect();
+            for state in spec.ids() {
+                for event in &events {
+                    let id = spec.event(event).unwrap();
+                    assert_eq!(spec.event_name(id), event);
+                    for answer in [true, false] {
+                        let by_name = step(&spec, state, event, &|_| answer);
+                        let by_id = step_id(&spec, state, id, &|_| answer).cloned();
+                        assert_eq!(by_name, by_id, "{} --{event}--> with guards {answer}", spec.name(state));
+                        steps += usize::from(by_id.is_ok());
+                    }
+                }
+            }
+        }
+        assert!(steps > 20, "only {steps} steps were taken");
+    }
+
+    #[test]
+    fn guards_are_asked_in_priority_order_and_only_as_far_as_needed() {
+        let spec = default_spec();
+        let check = spec.find("HEALTH_CHECK").unwrap();
+        let retry = spec.event("retry").unwrap();
+        for (answer, target) in [(true, "HEALTH_CHECK"), (false, "FAILED")] {
+            let asked = std::cell::RefCell::new(Vec::new());
+            let t = step_id(&spec, check, retry, &|g| {
+                asked.borrow_mut().push(g);
+                answer
+            })
+            .unwrap();
+            assert_eq!(*asked.borrow(), [Guard::AttemptsRemaining], "asked when the guard is {answer}");
+            assert_eq!(spec.name(t.target), target, "when the guard is {answer}");
+        }
+    }
+
+    #[test]
+    fn a_step_whose_every_guard_is_false_is_blocked_and_names_them() {
+        let source = "version: 2\ninitial: WORKING\nstuck_after: 90s\n\
+            roles: { live: DONE, failed: FAILED, cancelled: FAILED, done: done, fail: fail, retry: retry }\n\
+            states:\n  WORKING:\n    run: build\n    resume: restart_phase\n\
+            \x20   on:\n      done: DONE\n      fail: FAILED\n      retry:\n\
+            \x20       - { target: WORKING, guard: attempts_remaining }\n\
+            \x20       - { target: FAILED, guard: has_previous_release }\n\
+            \x20 DONE: { final: true }\n  FAILED: { final: true }\n";
+        let (spec, _) = crate::spec::load("guarded.yaml", source).unwrap_or_else(|e| panic!("{e:?}"));
+        let working = spec.find("WORKING").unwrap();
+        let e = step_id(&spec, working, spec.event("retry").unwrap(), &|_| false).unwrap_err();
+        let guards = vec![Guard::AttemptsRemaining, Guard::HasPreviousRelease];
+        assert_eq!(e, StepError::Blocked { state: "WORKING".into(), event: "retry".into(), guards });
+        let t = step_id(&spec, working, spec.event("retry").unwrap(), &|g| g == Guard::HasPreviousRelease).unwrap();
+        assert_eq!(spec.name(t.target), "FAILED");
+    }
+
+    #[test]
+    fn ids_of_another_spec_or_no_state_are_errors_not_steps() {
+        let spec = default_spec();
+        let len = spec.states.len();
+        let done = spec.event("done").unwrap();
+        assert_eq!(spec.event("nope"), None);
+        assert_eq!(
+            step_id(&spec, StateId(len as u16), done, &|_| true).unwrap_err(),
+            StepError::UnknownState { index: len, len }
+        );
+        let events = spec.table.events.len();
+        let foreign = EventId(events as u16);
+        for state in spec.ids() {
+            assert_eq!(
+                step_id(&spec, state, foreign, &|_| true).unwrap_err(),
+                match spec.state(state).kind {
+                    StateKind::Compound { .. } => StepError::NotAtomic { state: spec.name(state).to_owned() },
+                    _ => StepError::UnknownEvent { index: events, len: events },
+                }
+            );
+        }
+        let in_progress = spec.find("IN_PROGRESS").unwrap();
+        assert_eq!(
+            step(&spec, in_progress, "nope", &|_| true).unwrap_err(),
+            StepError::NotAtomic { state: "IN_PROGRESS".into() }
+        );
     }
 }

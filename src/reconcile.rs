@@ -17,7 +17,7 @@ use crate::apply::{self, HookError, Hooks, Report, Status};
 use crate::model::{World, valid_id};
 use crate::plan::{self, Action, Finding, Plan};
 use crate::spec::Specs;
-use crate::store::{Holder, Lease, OpenRun, Store, StoreError, TookOver};
+use crate::store::{Holder, JournalOutcome, JournalStatus, Lease, OpenRun, Store, StoreError, TookOver};
 use crate::time::clock;
 use crate::time::{Duration, Timestamp};
 use crate::world::containers::{self, ContainerConfig, ContainerError, Engine};
@@ -476,7 +476,13 @@ pub trait Listener {
         let _ = plan;
     }
 
-    /// Action `index` of `total` ended with `status`.
+    /// Action `index` is about to run: the lease is checked and no stop was asked.
+    fn acting(&mut self, index: usize) {
+        let _ = index;
+    }
+
+    /// Action `index` of `total` ended with `status`. Its journal row may be written
+    /// later, with its batch's.
     fn finished(&mut self, index: usize, total: usize, action: &Action, status: &Status) {
         let _ = (index, total, action, status);
     }
@@ -590,6 +596,9 @@ fn apply_leased(
         run: &run,
         total: plan.actions.len(),
         listener,
+        fenced: 0,
+        planned: Vec::new(),
+        finished: Vec::new(),
     };
     // Showing the plan may have taken a while (a slow reader of stdout): renew now. An
     // interruption meanwhile is seen again before the first action, which journals every
@@ -633,7 +642,8 @@ fn take_lease(
     }
 }
 
-/// The store side of an apply: the journal, and the lease renewed before every action.
+/// The store side of an apply: the journal, written in batches, and the lease, checked
+/// before every action and renewed as its time runs down.
 struct Journal<'a, 'f> {
     store: &'a Store,
     lease: Lease,
@@ -643,6 +653,13 @@ struct Journal<'a, 'f> {
     run: &'a str,
     total: usize,
     listener: &'f mut dyn Listener,
+    /// How many actions passed the fence: the index of the next one.
+    fenced: usize,
+    /// Actions planned and not journaled yet.
+    planned: Vec<(u32, Action)>,
+    /// Outcomes heard and not journaled yet: the apply syncs its effects before it asks
+    /// for them to be written.
+    finished: Vec<(u32, Status)>,
 }
 
 fn seq(index: usize) -> u32 {
@@ -659,33 +676,53 @@ impl Journal<'_, '_> {
 }
 
 impl Hooks for Journal<'_, '_> {
+    /// Renews the lease once a third of its time has passed (a write, synced), and
+    /// otherwise checks that it is still this apply's by reading it: an `unlock` or a
+    /// takeover is seen before the next action either way.
     fn fence(&mut self) -> Result<(), HookError> {
         if let Some(why) = self.listener.interrupted() {
             return Err(HookError::Interrupted(why));
         }
-        self.renew().map_err(|e| HookError::LeaseLost(Box::new(e)))
+        let checked = if self.renewed.elapsed().as_secs() * 3 >= self.ttl.secs() {
+            self.renew()
+        } else {
+            self.store.check_lease(&self.lease)
+        };
+        checked.map_err(|e| HookError::LeaseLost(Box::new(e)))?;
+        self.listener.acting(self.fenced);
+        self.fenced += 1;
+        Ok(())
     }
 
     fn planned(&mut self, index: usize, action: &Action) -> Result<(), HookError> {
-        // Journaling a large plan takes a while: keep the lease fresh meanwhile, renewing
-        // once a third of its time has passed.
+        self.planned.push((seq(index), action.clone()));
+        Ok(())
+    }
+
+    fn finished(&mut self, index: usize, action: &Action, status: &Status) -> Result<(), HookError> {
+        self.finished.push((seq(index), status.clone()));
+        self.listener.finished(index, self.total, action, status);
+        Ok(())
+    }
+
+    /// Writes the plan in one transaction, then the outcomes kept back in another.
+    fn flush(&mut self) -> Result<(), HookError> {
+        // Journaling a large plan takes a while: keep the lease fresh meanwhile.
         if self.renewed.elapsed().as_secs() * 3 >= self.ttl.secs() {
             self.renew().map_err(|e| HookError::LeaseLost(Box::new(e)))?;
         }
         let at = clock::now();
-        self.store
-            .journal_planned(&self.lease, self.run, seq(index), action, at)
-            .map_err(|e| HookError::Journal(Box::new(e)))
-    }
-
-    fn finished(&mut self, index: usize, action: &Action, status: &Status) -> Result<(), HookError> {
-        let at = clock::now();
-        let written = match status {
-            Status::Done => self.store.journal_done(&self.lease, self.run, seq(index), at),
-            Status::Failed(why) => self.store.journal_failed(&self.lease, self.run, seq(index), why, at),
-            Status::Skipped(why) => self.store.journal_skipped(&self.lease, self.run, seq(index), why, at),
-        };
-        self.listener.finished(index, self.total, action, status);
-        written.map_err(|e| HookError::Journal(Box::new(e)))
+        let planned = std::mem::take(&mut self.planned);
+        self.store.journal_plan(&self.lease, self.run, &planned, at).map_err(|e| HookError::Journal(Box::new(e)))?;
+        let finished = std::mem::take(&mut self.finished);
+        let outcomes: Vec<JournalOutcome<'_>> = finished
+            .iter()
+            .map(|(seq, status)| match status {
+                Status::Done => JournalOutcome { seq: *seq, status: JournalStatus::Done, error: None },
+                Status::Failed(why) => JournalOutcome { seq: *seq, status: JournalStatus::Failed, error: Some(why) },
+                Status::Skipped(why) => JournalOutcome { seq: *seq, status: JournalStatus::Skipped, error: Some(why) },
+            })
+            .collect();
+        self.store.journal_outcomes(&self.lease, self.run, &outcomes, at).map_err(|e| HookError::Journal(Box::new(e)))
     }
 }

@@ -13,7 +13,7 @@ use crate::spec::Specs;
 use crate::store::Store;
 
 /// The settings `trueup init` records and other commands may override.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct SettingsArgs {
     /// Traefik's HTTP entrypoint (`127.0.0.1:8080`): health checks go through it
     #[arg(long, value_name = "HOST:PORT")]
@@ -155,7 +155,12 @@ pub struct LogsArgs {
     pub json: bool,
 }
 
-fn new_engine<'a>(args: &Args, store: &'a Store, specs: &'a Specs, flags: &SettingsArgs) -> anyhow::Result<Engine<'a>> {
+pub(super) fn new_engine<'a>(
+    args: &Args,
+    store: &'a Store,
+    specs: &'a Specs,
+    flags: &SettingsArgs,
+) -> anyhow::Result<Engine<'a>> {
     Ok(Engine {
         store,
         specs,
@@ -337,20 +342,63 @@ pub fn run_all(
     jobs: usize,
 ) -> anyhow::Result<usize> {
     let mut failed = 0;
-    for batch in ids.chunks(jobs.max(1)) {
-        if signals::caught().is_some() {
+    let stop = || signals::caught().is_some();
+    let printer = || Box::new(Printer { verbose: args.verbose, quiet: args.quiet }) as Box<dyn Report>;
+    let workers = Workers { args, specs, settings, jobs, stop: &stop, report: &printer };
+    for (id, result) in run_each(&workers, ids) {
+        match result {
+            Ok(ended) => {
+                if close(&id, &ended, false)? != ExitCode::SUCCESS {
+                    failed += 1;
+                }
+            }
+            // Another worker took it first: it runs there.
+            Err(e) if is_held(&e) => noteln!("{id}: {e}"),
+            Err(e) => {
+                noteln!("error: {id}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Whether `err` says another worker holds the deployment (so it runs there).
+pub(super) fn is_held(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<crate::engine::EngineError>()
+        .is_some_and(|e| matches!(e, crate::engine::EngineError::Held { .. }))
+}
+
+/// What runs deployments: the command's flags, how many at once, when to stop, and what
+/// each run reports to (made once per run, in its own thread).
+pub(super) struct Workers<'a> {
+    pub(super) args: &'a Args,
+    pub(super) specs: &'a Specs,
+    pub(super) settings: &'a SettingsArgs,
+    pub(super) jobs: usize,
+    pub(super) stop: &'a (dyn Fn() -> bool + Sync),
+    pub(super) report: &'a (dyn Fn() -> Box<dyn Report> + Sync),
+}
+
+/// Runs deployments `ids` to the end, up to `workers.jobs` at once, each under its own
+/// claim and store connection, and returns how each run ended, in the order of `ids`. Once
+/// `workers.stop` says so, the runs in hand stop (their deployments stay in their phase,
+/// released, to be resumed) and no other starts.
+pub(super) fn run_each(workers: &Workers<'_>, ids: &[String]) -> Vec<(String, anyhow::Result<Ended>)> {
+    let mut ended = Vec::new();
+    for batch in ids.chunks(workers.jobs.max(1)) {
+        if (workers.stop)() {
             break;
         }
-        let results: Vec<(String, anyhow::Result<Ended>)> = std::thread::scope(|scope| {
+        ended.extend(std::thread::scope(|scope| {
             let handles: Vec<_> = batch
                 .iter()
                 .map(|id| {
                     scope.spawn(move || -> anyhow::Result<Ended> {
-                        let (store, _) = Store::open(&args.db)?;
-                        let engine = new_engine(args, &store, specs, settings)?;
-                        let mut printer = Printer { verbose: args.verbose, quiet: args.quiet };
-                        let stop = || signals::caught().is_some();
-                        Ok(engine.run(id, Control { stop: &stop }, &mut printer)?)
+                        let (store, _) = Store::open(&workers.args.db)?;
+                        let engine = new_engine(workers.args, &store, workers.specs, workers.settings)?;
+                        let mut report = (workers.report)();
+                        Ok(engine.run(id, Control { stop: workers.stop }, report.as_mut())?)
                     })
                 })
                 .collect();
@@ -358,35 +406,15 @@ pub fn run_all(
                 .iter()
                 .zip(handles)
                 .map(|(id, h)| (id.clone(), h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("its worker panicked")))))
-                .collect()
-        });
-        for (id, result) in results {
-            match result {
-                Ok(ended) => {
-                    if close(&id, &ended, false)? != ExitCode::SUCCESS {
-                        failed += 1;
-                    }
-                }
-                // Another worker took it first: it runs there.
-                Err(e)
-                    if e.downcast_ref::<crate::engine::EngineError>()
-                        .is_some_and(|e| matches!(e, crate::engine::EngineError::Held { .. })) =>
-                {
-                    noteln!("{id}: {e}");
-                }
-                Err(e) => {
-                    noteln!("error: {id}: {e:#}");
-                    failed += 1;
-                }
-            }
-        }
+                .collect::<Vec<_>>()
+        }));
     }
-    Ok(failed)
+    ended
 }
 
 /// The deployments a worker may take now: the head of each project's queue that is
 /// queued (in its spec's initial phase) and unheld, or held by a worker that is gone.
-fn ready(engine: &Engine<'_>) -> anyhow::Result<Vec<String>> {
+pub(super) fn ready(engine: &Engine<'_>) -> anyhow::Result<Vec<String>> {
     let now = crate::time::clock::now();
     let heads = engine.store.queue_heads()?;
     let host = crate::host::hostname();

@@ -20,6 +20,7 @@ mod deploy_cmds;
 mod lease_cmds;
 mod output;
 mod plan_cmds;
+mod serve;
 mod signals;
 mod spec_cmds;
 mod test_cmd;
@@ -30,8 +31,8 @@ use output::{note, noteln, out, outln};
 /// (a test keeps the two the same).
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  success: nothing to do, or all of it done; every spec valid; the deployment is live
-  1  error: a usage error, an action, a case (`test`) or a deployment that failed, an invalid spec
+  0  success: nothing to do, or all done; every spec valid; a deployment live; `serve` stopped
+  1  error: usage, a failed action, case (`test`) or deployment, an invalid spec, a second `serve`
   2  with `--detailed-exitcode`: changes pending (`plan`), repair needed (`status`)
   130, 143  stopped by SIGINT or SIGTERM (the action in hand finished; a deployment resumes later)
   141  standard output was closed (piped into `head`): the command stopped quietly";
@@ -303,6 +304,32 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Work(deploy_cmds::WorkArgs),
 
+    /// Run as a daemon beside the PaaS API: resume at startup, then reconcile every hour
+    ///
+    /// Holds the daemon lease for its lifetime (one daemon per state database; a second
+    /// exits 1 naming the holder; a dead daemon of this host is taken over at once). The
+    /// startup sequence resumes incomplete deployments first, then repairs links,
+    /// containers and routes (one apply cycle), then runs the resumed and queued
+    /// deployments with --jobs workers, and only then logs `ready`. After that it runs a
+    /// cycle every --interval and at once on SIGHUP, and picks up queued deployments every
+    /// few seconds between cycles. It takes the apply lease only for each cycle, so an
+    /// operator's `trueup apply` between cycles runs at once.
+    ///
+    /// SIGTERM (or SIGINT) finishes the action in hand, stops running builds (their
+    /// deployments are released, to be resumed), releases both leases and exits 0. Logs
+    /// go to stderr through `tracing`, one summary line per cycle with its counts; --log-format
+    /// json writes one JSON object per line.
+    ///
+    /// Exit codes: 0 stopped by SIGTERM; 1 another daemon runs, or error. With --once, it
+    /// runs the startup sequence and exits as `apply` does: 0, 1, or 130/143.
+    ///
+    /// Examples:
+    ///   trueup serve
+    ///   trueup serve --interval 15m --jobs 4 --log-format json
+    ///   trueup serve --once --no-run
+    #[command(verbatim_doc_comment)]
+    Serve(serve::ServeArgs),
+
     /// Fire an event on a deployment (`cancel`, ...), checked against its spec
     ///
     /// An event the deployment's phase does not accept is refused, naming the events it
@@ -375,6 +402,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Command::Unlock(cmd) => lease_cmds::unlock(&args, cmd),
         Command::Deploy(cmd) => deploy_cmds::deploy(&args, cmd),
         Command::Work(cmd) => deploy_cmds::work(&args, cmd),
+        Command::Serve(cmd) => serve::serve(&args, cmd),
         Command::Event(cmd) => deploy_cmds::event(&args, cmd),
         Command::Heartbeat(cmd) => deploy_cmds::heartbeat(&args, cmd),
         Command::Logs(cmd) => deploy_cmds::logs(&args, cmd),

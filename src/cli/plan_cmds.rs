@@ -301,7 +301,7 @@ fn lease_ttl(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses `--lock-timeout`: at most [`MAX_LOCK_TIMEOUT`].
-fn lock_timeout(text: &str) -> Result<Duration, String> {
+pub(super) fn lock_timeout(text: &str) -> Result<Duration, String> {
     let timeout: Duration = text.parse().map_err(|e| format!("{e}"))?;
     if timeout > MAX_LOCK_TIMEOUT {
         return Err("must be at most 1h (3600s)".to_owned());
@@ -356,6 +356,7 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal() && !cmd.json,
         broken: None,
         stop_after: signals::stop_after(),
+        stop_in: signals::stop_in(),
     };
     // From here on, SIGINT and SIGTERM stop the apply between two actions instead of
     // killing it with the lease held.
@@ -455,7 +456,7 @@ fn to_run(plan: &plan::Plan) -> Vec<String> {
 }
 
 /// The deployments this apply resumed: their resume went through.
-fn resumed(applied: &reconcile::Applied) -> Vec<String> {
+pub(super) fn resumed(applied: &reconcile::Applied) -> Vec<String> {
     let done = applied.report.outcomes.iter().filter(|o| o.status == apply::Status::Done);
     done.filter_map(|o| match &o.action.change {
         plan::Change::Resume { deployment, .. } => Some(deployment.clone()),
@@ -485,6 +486,8 @@ struct Shown {
     broken: Option<anyhow::Error>,
     /// The test hook of [`signals`]: stop this process once this many actions ended.
     stop_after: Option<usize>,
+    /// The other test hook of [`signals`]: stop this process once this action began.
+    stop_in: Option<usize>,
 }
 
 impl reconcile::Listener for Shown {
@@ -512,6 +515,12 @@ impl reconcile::Listener for Shown {
             return Some("stopped: standard output cannot be written".to_owned());
         }
         signals::caught().map(|(name, _)| format!("interrupted by {name}"))
+    }
+
+    fn acting(&mut self, index: usize) {
+        if self.stop_in == Some(index) {
+            signals::stop_for_test();
+        }
     }
 
     fn finished(&mut self, index: usize, total: usize, action: &plan::Action, _: &apply::Status) {

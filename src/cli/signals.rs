@@ -8,9 +8,11 @@
 //! cannot wait for the action in hand. It owns no other signal, and nothing else here
 //! is `unsafe` but [`stop_for_test`].
 //!
-//! Test hook: with `TRUEUP_TEST_STOP_AFTER=N` in its environment, `trueup apply` stops
-//! itself (SIGSTOP) once its Nth action is journaled, so a test can send a signal at
-//! that exact point and then continue it (SIGCONT). Unset, it does nothing.
+//! Test hooks: with `TRUEUP_TEST_STOP_AFTER=N` in its environment, `trueup apply` stops
+//! itself (SIGSTOP) once its Nth action has ended, between two actions; with
+//! `TRUEUP_TEST_STOP_IN=N`, once action N (counted from 0) has begun, before its change
+//! is made. A test sends a signal at that exact point and then continues it (SIGCONT).
+//! Unset, they do nothing.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -60,6 +62,14 @@ pub const STOP_AFTER_VAR: &str = "TRUEUP_TEST_STOP_AFTER";
 /// The action count after which the test hook stops the apply, when its variable is set.
 pub fn stop_after() -> Option<usize> {
     std::env::var(STOP_AFTER_VAR).ok().and_then(|n| n.parse().ok())
+}
+
+/// The environment variable of the test hook that stops inside an action.
+pub const STOP_IN_VAR: &str = "TRUEUP_TEST_STOP_IN";
+
+/// The action in which the test hook stops the apply, when its variable is set.
+pub fn stop_in() -> Option<usize> {
+    std::env::var(STOP_IN_VAR).ok().and_then(|n| n.parse().ok())
 }
 
 /// Stops this process until a SIGCONT: the test hook, see the module docs.

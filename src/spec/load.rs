@@ -1251,7 +1251,8 @@ fn compile(top: &Top, resolved: &Resolved) -> Result<Spec, Diagnostic> {
         fail: r.fail.clone(),
         retry: r.retry.clone(),
     };
-    Ok(Spec { version, description: top.description.clone(), states, initial: id(resolved.initial)?, roles })
+    let table = crate::machine::Table::compile(&states);
+    Ok(Spec { version, description: top.description.clone(), states, initial: id(resolved.initial)?, roles, table })
 }
 
 #[cfg(test)]
@@ -1357,6 +1358,7 @@ mod tests {
         for event in [&mut expected.roles.done, &mut expected.roles.fail, &mut expected.roles.retry] {
             *event = rename(&events, event);
         }
+        expected.table = crate::machine::Table::compile(&expected.states);
         assert_eq!(renamed, expected);
     }
 

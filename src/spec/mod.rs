@@ -215,6 +215,8 @@ pub struct Spec {
     pub initial: StateId,
     /// The states and events the engine relies on.
     pub roles: Roles,
+    /// Every step the machine can take, worked out from `states` when the spec is loaded.
+    pub(crate) table: crate::machine::Table,
 }
 
 impl Spec {

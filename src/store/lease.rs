@@ -4,6 +4,11 @@
 //! acquisition bumps a fencing token; every fenced write checks, in its own transaction,
 //! that the token it carries is still the current one, so a writer that stalled past its
 //! lease and was replaced cannot write anything afterwards.
+//!
+//! A second row, `daemon`, is held by `trueup serve` for its lifetime: one daemon per state
+//! database. It follows the same rules (an expiry, a holder's host and process, taken over
+//! at once from a dead holder of this host) but fences nothing: a [`DaemonLease`] is its
+//! own type, so it can never be passed where the apply lease is checked.
 
 use rusqlite::OptionalExtension;
 
@@ -21,6 +26,27 @@ pub struct Lease {
     /// The fencing token: grows by one at every acquisition.
     pub token: i64,
 }
+
+/// The daemon lease, held by `trueup serve` for its lifetime (see the module docs). It is
+/// no [`Lease`]: no write is fenced by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonLease(Lease);
+
+impl DaemonLease {
+    /// Who holds it.
+    pub fn owner(&self) -> &str {
+        &self.0.owner
+    }
+
+    /// When it lapses unless renewed.
+    pub fn until(&self) -> Timestamp {
+        self.0.until
+    }
+}
+
+/// The names of the rows of `lease`.
+const APPLY: &str = "apply";
+const DAEMON: &str = "daemon";
 
 /// What a write to a deployment carries to prove its writer may still make it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +129,7 @@ impl Store {
     /// [`StoreError::LeaseHeld`] naming the holder while another lease is live;
     /// [`StoreError::Sql`] when the database fails.
     pub fn acquire_lease(&self, owner: &str, now: Timestamp, ttl: Duration) -> Result<Lease, StoreError> {
-        self.acquire(owner, None, now, ttl, &|_| true).map(|(lease, _)| lease)
+        self.acquire(APPLY, owner, None, now, ttl, &|_| true).map(|(lease, _)| lease)
     }
 
     /// Takes the single-writer lease for `holder` until `now + ttl`, recording its host
@@ -124,25 +150,81 @@ impl Store {
         ttl: Duration,
         alive: &dyn Fn(u32) -> bool,
     ) -> Result<(Lease, Option<TookOver>), StoreError> {
-        self.acquire(holder.owner, Some((holder.host, holder.pid)), now, ttl, &|pid| {
+        self.acquire(APPLY, holder.owner, Some((holder.host, holder.pid)), now, ttl, &|pid| {
             // This very process is alive, whatever the check says.
             pid == holder.pid || alive(pid)
         })
     }
 
+    /// Takes the daemon lease for `holder` until `now + ttl`, by the rules of
+    /// [`Store::acquire_lease_as`]: when nobody holds it, when its holder's lease lapsed,
+    /// or when its holder ran on this host and its process is gone.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseHeld`] naming the daemon that holds it;
+    /// [`StoreError::Sql`] when the database fails.
+    pub fn acquire_daemon_lease(
+        &self,
+        holder: Holder<'_>,
+        now: Timestamp,
+        ttl: Duration,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<(DaemonLease, Option<TookOver>), StoreError> {
+        self.acquire(DAEMON, holder.owner, Some((holder.host, holder.pid)), now, ttl, &|pid| {
+            pid == holder.pid || alive(pid)
+        })
+        .map(|(lease, took_over)| (DaemonLease(lease), took_over))
+    }
+
+    /// Extends a held daemon lease to `now + ttl`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::StaleLease`] when it was released or taken over;
+    /// [`StoreError::Sql`] when the database fails.
+    pub fn renew_daemon_lease(
+        &self,
+        lease: &DaemonLease,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<DaemonLease, StoreError> {
+        self.renew(DAEMON, &lease.0, now, ttl).map(DaemonLease)
+    }
+
+    /// Gives the daemon lease up, so the next daemon starts at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::StaleLease`] when it was already released or taken over;
+    /// [`StoreError::Sql`] when the database fails.
+    pub fn release_daemon_lease(&self, lease: &DaemonLease) -> Result<(), StoreError> {
+        self.release(DAEMON, &lease.0)
+    }
+
+    /// The daemon lease's holder, or `None` when free, as [`Store::lease_held`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sql`].
+    pub fn daemon_lease_held(&self) -> Result<Option<Held>, StoreError> {
+        self.held(DAEMON)
+    }
+
     fn acquire(
         &self,
+        name: &str,
         owner: &str,
         process: Option<(&str, u32)>,
         now: Timestamp,
         ttl: Duration,
         alive: &dyn Fn(u32) -> bool,
     ) -> Result<(Lease, Option<TookOver>), StoreError> {
-        const WHAT: &str = "acquire the `lease`";
+        let what = format!("acquire the `{name}` lease");
         let until = now.plus(ttl);
         let this_host = process.map_or("", |(host, _)| host);
-        self.write(WHAT, || {
-            let took_over = match self.held()? {
+        self.write(&what, || {
+            let took_over = match self.held(name)? {
                 None => None,
                 Some(held) if held.lapsed(now) => Some(TookOver::Lapsed(held)),
                 Some(held) if process.is_some() && held.is_gone(this_host, alive) => Some(TookOver::Dead(held)),
@@ -150,12 +232,12 @@ impl Store {
             };
             let token: i64 = self
                 .stmt(
-                    WHAT,
+                    &what,
                     "UPDATE lease SET owner = ?1, until = ?2, host = ?3, pid = ?4, token = token + 1
-                     WHERE name = 'apply' RETURNING token",
+                     WHERE name = ?5 RETURNING token",
                 )?
-                .query_row((owner, until.to_string(), process.map(|p| p.0), process.map(|p| p.1)), |r| r.get(0))
-                .map_err(sql(WHAT))?;
+                .query_row((owner, until.to_string(), process.map(|p| p.0), process.map(|p| p.1), name), |r| r.get(0))
+                .map_err(sql(&what))?;
             Ok((Lease { owner: owner.to_owned(), until, token }, took_over))
         })
     }
@@ -176,7 +258,7 @@ impl Store {
     ) -> Result<Unlocked, StoreError> {
         const WHAT: &str = "unlock the `lease`";
         self.write(WHAT, || {
-            let took_over = match self.held()? {
+            let took_over = match self.held(APPLY)? {
                 None => return Ok(Unlocked::Free),
                 Some(held) if held.lapsed(now) => TookOver::Lapsed(held),
                 Some(held) if held.is_gone(host, alive) => TookOver::Dead(held),
@@ -200,15 +282,15 @@ impl Store {
     ///
     /// [`StoreError::Sql`].
     pub fn lease_held(&self) -> Result<Option<Held>, StoreError> {
-        self.held()
+        self.held(APPLY)
     }
 
-    fn held(&self) -> Result<Option<Held>, StoreError> {
-        const WHAT: &str = "read the `lease` holder";
+    fn held(&self, name: &str) -> Result<Option<Held>, StoreError> {
+        let what = format!("read the `{name}` lease holder");
         let row: (Option<String>, Option<String>, Option<String>, Option<i64>) = self
-            .stmt(WHAT, "SELECT owner, until, host, pid FROM lease WHERE name = 'apply'")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .map_err(sql(WHAT))?;
+            .stmt(&what, "SELECT owner, until, host, pid FROM lease WHERE name = ?1")?
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(sql(&what))?;
         let (owner, until, host, pid) = row;
         let Some((owner, until)) = owner.zip(until) else { return Ok(None) };
         // A process id that is no `u32` (a hand edit) cannot be checked: unknown.
@@ -227,7 +309,7 @@ impl Store {
     ///
     /// [`StoreError::Sql`].
     pub fn lease_holder_at(&self) -> Result<Option<(String, Timestamp)>, StoreError> {
-        let (_, held) = self.lease_row()?;
+        let (_, held) = self.lease_row(APPLY)?;
         held.map(|(owner, until)| Ok((owner, parse_until(&until)?))).transpose()
     }
 
@@ -238,12 +320,16 @@ impl Store {
     /// [`StoreError::StaleLease`] when the lease was released or taken over;
     /// [`StoreError::Sql`] when the database fails.
     pub fn renew_lease(&self, lease: &Lease, now: Timestamp, ttl: Duration) -> Result<Lease, StoreError> {
-        const WHAT: &str = "renew the `lease`";
+        self.renew(APPLY, lease, now, ttl)
+    }
+
+    fn renew(&self, name: &str, lease: &Lease, now: Timestamp, ttl: Duration) -> Result<Lease, StoreError> {
+        let what = format!("renew the `{name}` lease");
         let until = now.plus(ttl);
-        self.write(WHAT, || {
-            let text = "UPDATE lease SET until = ?1 WHERE name = 'apply' AND token = ?2 AND owner IS NOT NULL";
-            match self.exec(WHAT, text, (until.to_string(), lease.token))? {
-                0 => Err(self.stale(lease)?),
+        self.write(&what, || {
+            let text = "UPDATE lease SET until = ?1 WHERE name = ?3 AND token = ?2 AND owner IS NOT NULL";
+            match self.exec(&what, text, (until.to_string(), lease.token, name))? {
+                0 => Err(self.stale(name, lease)?),
                 _ => Ok(Lease { until, ..lease.clone() }),
             }
         })
@@ -256,12 +342,16 @@ impl Store {
     /// [`StoreError::StaleLease`] when it was already released or taken over (nothing is
     /// changed then); [`StoreError::Sql`] when the database fails.
     pub fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        const WHAT: &str = "release the `lease`";
-        self.write(WHAT, || {
-            let text =
-                "UPDATE lease SET owner = NULL, until = NULL, host = NULL, pid = NULL WHERE name = 'apply' AND token = ?1 AND owner IS NOT NULL";
-            match self.exec(WHAT, text, [lease.token])? {
-                0 => Err(self.stale(lease)?),
+        self.release(APPLY, lease)
+    }
+
+    fn release(&self, name: &str, lease: &Lease) -> Result<(), StoreError> {
+        let what = format!("release the `{name}` lease");
+        self.write(&what, || {
+            let text = "UPDATE lease SET owner = NULL, until = NULL, host = NULL, pid = NULL \
+                        WHERE name = ?2 AND token = ?1 AND owner IS NOT NULL";
+            match self.exec(&what, text, (lease.token, name))? {
+                0 => Err(self.stale(name, lease)?),
                 _ => Ok(()),
             }
         })
@@ -271,8 +361,8 @@ impl Store {
     pub(super) fn check_fence(&self, fence: Fence<'_>, deployment: &str) -> Result<(), StoreError> {
         match fence {
             Fence::Lease(lease) => {
-                let (current, held) = self.lease_row()?;
-                if current == lease.token && held.is_some() { Ok(()) } else { Err(self.stale(lease)?) }
+                let (current, held) = self.lease_row(APPLY)?;
+                if current == lease.token && held.is_some() { Ok(()) } else { Err(self.stale(APPLY, lease)?) }
             }
             Fence::Claim { owner } => {
                 let what = format!("check the claim on deployment `{deployment}`");
@@ -293,18 +383,18 @@ impl Store {
     }
 
     /// The current token and, when held, the holder and expiry.
-    fn lease_row(&self) -> Result<(i64, Option<(String, String)>), StoreError> {
-        const WHAT: &str = "read the `lease`";
+    fn lease_row(&self, name: &str) -> Result<(i64, Option<(String, String)>), StoreError> {
+        let what = format!("read the `{name}` lease");
         let (token, owner, until): (i64, Option<String>, Option<String>) = self
-            .stmt(WHAT, "SELECT token, owner, until FROM lease WHERE name = 'apply'")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(sql(WHAT))?;
+            .stmt(&what, "SELECT token, owner, until FROM lease WHERE name = ?1")?
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(sql(&what))?;
         Ok((token, owner.zip(until)))
     }
 
     /// The error for a lease that is no longer current.
-    fn stale(&self, lease: &Lease) -> Result<StoreError, StoreError> {
-        let (current, _) = self.lease_row()?;
+    fn stale(&self, name: &str, lease: &Lease) -> Result<StoreError, StoreError> {
+        let (current, _) = self.lease_row(name)?;
         Ok(StoreError::StaleLease { token: lease.token, current })
     }
 }

@@ -35,11 +35,11 @@ mod work;
 mod write;
 
 pub use journal::OpenRun;
-pub use lease::{Fence, Held, Holder, Lease, TookOver, Unlocked};
+pub use lease::{DaemonLease, Fence, Held, Holder, Lease, TookOver, Unlocked};
 pub use read::{JournalEntry, JournalStatus, Loaded, Parsed, RELEASE_WINDOW};
 
 pub use work::Advance;
-pub use write::PhaseUpdate;
+pub use write::{JournalOutcome, PhaseUpdate};
 
 /// The `PRAGMA application_id` of every trueup database: `TRUP` in ASCII.
 pub const APPLICATION_ID: i32 = 0x5452_5550;
@@ -52,6 +52,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (4, "lease holder host and pid", include_str!("migrations/0004_lease_holder.sql")),
     (5, "worker processes and settings", include_str!("migrations/0005_workers_and_settings.sql")),
     (6, "release window indexes", include_str!("migrations/0006_release_window.sql")),
+    (7, "daemon lease", include_str!("migrations/0007_daemon_lease.sql")),
 ];
 
 /// The newest schema version this build knows.

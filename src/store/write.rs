@@ -13,6 +13,17 @@ use super::{Fence, JournalStatus, Lease, Store, StoreError, sql};
 use crate::model::{Deployment, LogEntry, Project};
 use crate::time::Timestamp;
 
+/// How one action of an apply ended, for [`Store::journal_outcomes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalOutcome<'a> {
+    /// The action's place in its run.
+    pub seq: u32,
+    /// Done, failed or skipped.
+    pub status: JournalStatus,
+    /// Why it failed or was skipped.
+    pub error: Option<&'a str>,
+}
+
 /// A deployment's move to a phase, as [`Store::set_phase`] records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhaseUpdate<'a> {
@@ -267,17 +278,43 @@ impl Store {
         action: &A,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        let what = format!("journal action {seq} of run `{run}`");
-        let action = json(|| format!("action {seq} of run `{run}`"), action)?;
+        self.journal_plan(lease, run, &[(seq, action)], at)
+    }
+
+    /// Journals the actions of apply run `run` as planned, all in one transaction (one
+    /// sync of the database for the whole plan), each as [`Store::journal_planned`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::journal_planned`]; nothing is written then.
+    pub fn journal_plan<A: Serialize>(
+        &self,
+        lease: &Lease,
+        run: &str,
+        actions: &[(u32, A)],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let Some((first, _)) = actions.first() else { return Ok(()) };
+        let what = match actions.len() {
+            1 => format!("journal action {first} of run `{run}`"),
+            n => format!("journal {n} actions of run `{run}` from action {first}"),
+        };
+        let rows = actions
+            .iter()
+            .map(|(seq, action)| Ok((*seq, json(|| format!("action {seq} of run `{run}`"), action)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let at = at.to_string();
         self.write(&what, || {
             self.check_fence(Fence::Lease(lease), "")?;
-            self.exec(
-                &what,
-                "INSERT INTO journal (run, seq, action, status, error, at, token) VALUES (?1, ?2, ?3, ?6, NULL, ?4, ?5)
-                 ON CONFLICT (run, seq) DO UPDATE SET action = excluded.action, status = excluded.status, error = NULL,
-                                                      at = excluded.at, token = excluded.token",
-                (run, seq, action, at.to_string(), lease.token, JournalStatus::Planned.as_str()),
-            )?;
+            for (seq, action) in &rows {
+                self.exec(
+                    &what,
+                    "INSERT INTO journal (run, seq, action, status, error, at, token) VALUES (?1, ?2, ?3, ?6, NULL, ?4, ?5)
+                     ON CONFLICT (run, seq) DO UPDATE SET action = excluded.action, status = excluded.status, error = NULL,
+                                                          at = excluded.at, token = excluded.token",
+                    (run, seq, action, &at, lease.token, JournalStatus::Planned.as_str()),
+                )?;
+            }
             Ok(())
         })
     }
@@ -332,19 +369,56 @@ impl Store {
         error: Option<&str>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        let what = format!("journal the outcome of action {seq} of run `{run}`");
+        self.journal_outcomes(lease, run, &[JournalOutcome { seq, status, error }], at)
+    }
+
+    /// Journals how actions of run `run` ended, all in one transaction (one sync of the
+    /// database for the batch). The caller writes an action's outcome only once what the
+    /// action changed is durable, so the journal never says done what a power cut could
+    /// undo.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::StaleLease`]; [`StoreError::UnknownJournalEntry`] for an action that
+    /// was never journaled as planned; [`StoreError::Sql`]. Nothing is written then.
+    pub fn journal_outcomes(
+        &self,
+        lease: &Lease,
+        run: &str,
+        outcomes: &[JournalOutcome<'_>],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let Some(first) = outcomes.first() else { return Ok(()) };
+        let what = match outcomes.len() {
+            1 => format!("journal the outcome of action {} of run `{run}`", first.seq),
+            n => format!("journal the outcomes of {n} actions of run `{run}` from action {}", first.seq),
+        };
+        let at = at.to_string();
         self.write(&what, || {
             self.check_fence(Fence::Lease(lease), "")?;
-            let changed = self.exec(
-                &what,
-                "UPDATE journal SET status = ?3, error = ?4, at = ?5, token = ?6 WHERE run = ?1 AND seq = ?2",
-                (run, seq, status.as_str(), error, at.to_string(), lease.token),
-            )?;
-            if changed == 0 {
-                return Err(StoreError::UnknownJournalEntry { run: run.to_owned(), seq });
+            for o in outcomes {
+                let changed = self.exec(
+                    &what,
+                    "UPDATE journal SET status = ?3, error = ?4, at = ?5, token = ?6 WHERE run = ?1 AND seq = ?2",
+                    (run, o.seq, o.status.as_str(), o.error, &at, lease.token),
+                )?;
+                if changed == 0 {
+                    return Err(StoreError::UnknownJournalEntry { run: run.to_owned(), seq: o.seq });
+                }
             }
             Ok(())
         })
+    }
+
+    /// Checks, reading only, that `lease` is still the current apply lease: cheaper than
+    /// renewing it, which writes and syncs the database.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::StaleLease`] when it was released, expired and taken, or unlocked;
+    /// [`StoreError::Sql`].
+    pub fn check_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.check_fence(Fence::Lease(lease), "")
     }
 
     /// Fails with [`StoreError::UnknownDeployment`] when `deployment` does not exist.

@@ -99,8 +99,15 @@ pub fn observe_with_stats(
     for (project, error) in bad_rows {
         unreadable.entry(project).or_insert_with(|| error.to_string());
     }
+    // The route files are read on a thread of their own while the projects are scanned.
     let mut scan = Scan::default();
-    scan.root(&cfg.root, &projects)?;
+    let (scanned, routes) = std::thread::scope(|s| {
+        let routes = s.spawn(|| observe_routes(&cfg.routes_dir));
+        let scanned = scan.root(&cfg.root, &projects, threads(projects.len()));
+        (scanned, routes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    scanned?;
+    let routes = routes?;
     let mut files = scan.take_files();
     let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
     if !fallbacks.is_empty() {
@@ -112,7 +119,6 @@ pub fn observe_with_stats(
     }
     scan.sources(&deployments, &files)?;
     files.append(&mut scan.take_files());
-    let routes = observe_routes(&cfg.routes_dir)?;
     scan.stats.lstat += 1;
     let routes_folder_missing = !cfg.routes_dir.is_dir();
     scan.stats.statements = store.statements() - before;
@@ -190,8 +196,8 @@ impl Scan {
         files.into_iter().collect()
     }
 
-    /// The root, `ROOT/webroot` and each valid project's paths.
-    fn root(&mut self, root: &Path, projects: &[Project]) -> Result<(), ObserveError> {
+    /// The root, `ROOT/webroot` and each valid project's paths, on up to `threads`.
+    fn root(&mut self, root: &Path, projects: &[Project], threads: usize) -> Result<(), ObserveError> {
         let mut kind = self.lstat(root)?;
         // The root itself may be a link to a folder (`/var/www` -> `/srv/www`): it is the
         // one link followed, so it is recorded as the folder it leads to. Links below it
@@ -205,7 +211,39 @@ impl Scan {
             return Ok(());
         }
         let webroot_dir = self.lstat(&root.join("webroot"))? == Some(Kind::Dir);
-        for project in projects.iter().filter(|p| valid_project_id(&p.id)) {
+        let valid: Vec<&Project> = projects.iter().filter(|p| valid_project_id(&p.id)).collect();
+        // Mostly waiting for the kernel: the projects are split among `threads`, each part
+        // a run of projects in order, so the paths stay sorted runs.
+        let mut parts = valid.chunks(valid.len().div_ceil(threads).max(1));
+        let Some(first) = parts.next() else { return Ok(()) };
+        let rest = std::thread::scope(|s| {
+            let others: Vec<_> = parts
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut scan = Scan::default();
+                        scan.projects(root, part, webroot_dir).map(|()| scan)
+                    })
+                })
+                .collect();
+            let mine = self.projects(root, first, webroot_dir);
+            let others: Vec<_> =
+                others.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
+            mine.map(|()| others)
+        })?;
+        for part in rest {
+            let mut part = part?;
+            self.files.append(&mut part.files);
+            self.webroot_links.append(&mut part.webroot_links);
+            self.stats.lstat += part.stats.lstat;
+            self.stats.read_link += part.stats.read_link;
+            self.stats.read_dir += part.stats.read_dir;
+        }
+        Ok(())
+    }
+
+    /// Each of `projects`' paths: its folder, `current`, releases and webroot link.
+    fn projects(&mut self, root: &Path, projects: &[&Project], webroot_dir: bool) -> Result<(), ObserveError> {
+        for project in projects {
             let layout = Layout::new(root, &project.id);
             if self.lstat(&layout.project_dir())? == Some(Kind::Dir) {
                 self.lstat(&layout.current())?;
@@ -291,10 +329,67 @@ impl Scan {
     }
 }
 
+/// From how many projects on the scan is split among threads.
+const PARALLEL_FROM: usize = 2_000;
+
+/// The most threads a scan uses.
+const MAX_THREADS: usize = 4;
+
+/// How many threads scan `projects` projects: one for a small root, where starting
+/// threads costs more than it saves, else one per core, up to [`MAX_THREADS`].
+fn threads(projects: usize) -> usize {
+    if projects < PARALLEL_FROM {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
+}
+
 /// What a path is, without its link target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Dir,
     File,
     Symlink,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_split_among_threads_sees_what_one_thread_sees() {
+        let dir = std::env::temp_dir().join(format!("trueup-unit-{}-scan", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("webroot")).unwrap();
+        let mut projects = Vec::new();
+        for i in 0..23 {
+            let id = format!("p{i:02}");
+            let release = root.join(&id).join("deployments/d1");
+            std::fs::create_dir_all(release.join("public")).unwrap();
+            std::fs::create_dir_all(root.join(&id).join("deployments/d2")).unwrap();
+            std::os::unix::fs::symlink(&release, root.join(&id).join("current")).unwrap();
+            if i % 3 != 0 {
+                std::os::unix::fs::symlink(root.join(&id).join("current/public"), root.join("webroot").join(&id))
+                    .unwrap();
+            }
+            projects.push(Project { id, active: true, domain: None, services: Vec::new() });
+        }
+        let scan = |threads| {
+            let mut scan = Scan::default();
+            scan.root(&root, &projects, threads).unwrap();
+            let stats = (scan.stats.lstat, scan.stats.read_link, scan.stats.read_dir);
+            (scan.take_files(), stats)
+        };
+        let (one, one_stats) = scan(1);
+        // The root, the webroot; per project its folder, `current`, `deployments`, two
+        // releases and one `public`; fifteen webroot links.
+        assert_eq!(one.len(), 2 + 23 * 6 + 15, "{one:#?}");
+        for threads in [2, 3, 4, 30] {
+            assert_eq!(scan(threads), (one.clone(), one_stats), "with {threads} threads");
+        }
+        assert_eq!(threads(PARALLEL_FROM - 1), 1);
+        assert!((1..=MAX_THREADS).contains(&threads(PARALLEL_FROM)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

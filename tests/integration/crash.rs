@@ -32,7 +32,7 @@ use crate::scratch::Scratch;
 use crate::support::tree;
 
 /// The instant every plan and apply here is made at.
-const NOW: &str = "2025-10-02T12:00:00Z";
+pub(crate) const NOW: &str = "2025-10-02T12:00:00Z";
 
 /// The lease of an apply that will be killed: short, so the next run waits seconds for it
 /// to lapse instead of the default minute. Long enough that it is still held when the
@@ -267,17 +267,17 @@ fn world(damages: &[Damage], stale_routes: usize) -> World {
 }
 
 /// `projects` projects with every kind of damage, and a few stale route files.
-fn damaged(projects: usize) -> World {
+pub(crate) fn damaged(projects: usize) -> World {
     world(&(0..projects).map(Damage::nth).collect::<Vec<_>>(), projects / 20 + 1)
 }
 
 /// Stages `world` in a fresh folder of `scratch`.
-fn staged(scratch: &Scratch, world: &World) -> Staged {
+pub(crate) fn staged(scratch: &Scratch, world: &World) -> Staged {
     stage(world, &scratch.join("w"), now()).unwrap()
 }
 
 /// The model's plan for a staged world.
-fn model_plan(staged: &Staged, world: &World) -> plan::Plan {
+pub(crate) fn model_plan(staged: &Staged, world: &World) -> plan::Plan {
     let specs = spec::default_spec().into();
     plan::plan(&specs, &staged.rebase_world(world, &specs), now())
 }
@@ -287,7 +287,7 @@ fn model_plan(staged: &Staged, world: &World) -> plan::Plan {
 
 /// The state database, opened read-only: the test never writes it, and can read it while
 /// an apply runs.
-fn db(staged: &Staged) -> Connection {
+pub(crate) fn db(staged: &Staged) -> Connection {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&staged.db, flags).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
@@ -356,7 +356,7 @@ fn logs(conn: &Connection, id: &str) -> Vec<(String, BTreeMap<String, String>)> 
 }
 
 /// How many log lines each deployment has.
-fn log_counts(conn: &Connection) -> BTreeMap<String, i64> {
+pub(crate) fn log_counts(conn: &Connection) -> BTreeMap<String, i64> {
     let mut stmt = conn.prepare("SELECT deployment, count(*) FROM deployment_logs GROUP BY deployment").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
 }
@@ -971,7 +971,7 @@ enum Fault {
 /// damaged projects. Each point is reached for certain, not by timing: the plan of such a
 /// world is larger than a pipe holds, so an apply whose stdout is not read cannot reach
 /// its first action; among the actions, the apply stops itself where the test asks
-/// (`TRUEUP_TEST_STOP_AFTER`), and the database's write lock holds it in the action after.
+/// (`TRUEUP_TEST_STOP_AFTER` between two actions, `TRUEUP_TEST_STOP_IN` inside one).
 const FAULTS: &[(&str, Fault)] = &[
     ("stdout closed", Fault::StdoutClosed),
     ("stdout on /dev/full", Fault::StdoutFull),
@@ -1043,8 +1043,10 @@ fn apply_faulted(staged: &Staged, scratch: &Scratch, total: usize, fault: Fault)
     }
     let (_, token_before) = lease(&conn);
     let mut command = trueup_command(staged, &args);
-    if let Fault::Signal(_, Point::After(nth) | Point::During(nth)) = fault {
-        command.env("TRUEUP_TEST_STOP_AFTER", nth.of(total).to_string());
+    match fault {
+        Fault::Signal(_, Point::After(nth)) => _ = command.env("TRUEUP_TEST_STOP_AFTER", nth.of(total).to_string()),
+        Fault::Signal(_, Point::During(nth)) => _ = command.env("TRUEUP_TEST_STOP_IN", nth.of(total).to_string()),
+        _ => {}
     }
     let stdout = match fault {
         Fault::StdoutFull => Stdio::from(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap()),
@@ -1087,24 +1089,15 @@ fn apply_faulted(staged: &Staged, scratch: &Scratch, total: usize, fault: Fault)
             piped.as_mut().unwrap().read_exact(&mut first).unwrap();
             signal(&child, name);
         }
-        Fault::Signal(name, Point::After(_)) => {
+        Fault::Signal(name, Point::After(nth) | Point::During(nth)) => {
+            // Stopped between action N-1 and action N, or inside action N (counted from
+            // 0): N actions ended, whether or not their batch is journaled yet.
             wait_until(&mut child, "it stopped itself", |c| process_state(c) == 'T');
-            done_at_signal = Some(progress_since(&conn, token_before).1);
-            // Pending while it is stopped, and handled before it runs on.
+            done_at_signal = Some(nth.of(total));
+            // Pending while it is stopped, and handled before it runs on: between two
+            // actions, before the next begins; inside one, once it ends.
             signal(&child, name);
             signal(&child, "CONT");
-        }
-        Fault::Signal(name, Point::During(_)) => {
-            wait_until(&mut child, "it stopped itself", |c| process_state(c) == 'T');
-            done_at_signal = Some(progress_since(&conn, token_before).1);
-            // The write lock: the apply runs on into the next action, and waits there
-            // for the lock (asleep) until the signal is sent.
-            let lock = Connection::open(&staged.db).unwrap();
-            lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
-            signal(&child, "CONT");
-            wait_until(&mut child, "it waited for the lock", |c| process_state(c) == 'S');
-            signal(&child, name);
-            lock.execute_batch("COMMIT").unwrap();
         }
     }
     // The plan, read to its end now that the fault is in place.

@@ -18,6 +18,7 @@ mod podman;
 mod proxy;
 mod regress;
 mod scratch;
+mod serve;
 mod spec;
 mod store;
 mod support;

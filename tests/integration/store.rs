@@ -96,10 +96,11 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
             (3, "journal skipped status".to_owned()),
             (4, "lease holder host and pid".to_owned()),
             (5, "worker processes and settings".to_owned()),
-            (6, "release window indexes".to_owned())
+            (6, "release window indexes".to_owned()),
+            (7, "daemon lease".to_owned())
         ]
     );
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
@@ -164,8 +165,28 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
     assert_eq!(index, 1);
 }
 
-/// Takes migration 6 out: no release window indexes.
+/// Takes migration 7 out: the lease table as schema 6 had it, the `apply` row only.
+fn daemon_lease_of_schema_6(raw: &rusqlite::Connection) {
+    raw.execute_batch(
+        "CREATE TABLE lease_v6 (
+             name  TEXT PRIMARY KEY NOT NULL CHECK (name = 'apply'),
+             owner TEXT,
+             until TEXT,
+             token INTEGER NOT NULL DEFAULT 0,
+             host TEXT,
+             pid INTEGER,
+             CHECK ((owner IS NULL) = (until IS NULL))
+         ) STRICT;
+         INSERT INTO lease_v6 SELECT name, owner, until, token, host, pid FROM lease WHERE name = 'apply';
+         DROP TABLE lease; ALTER TABLE lease_v6 RENAME TO lease;
+         DELETE FROM schema_migrations WHERE version = 7; PRAGMA user_version = 6;",
+    )
+    .unwrap();
+}
+
+/// Takes migrations 6 and 7 out: no release window indexes, no daemon lease.
 fn release_window_of_schema_5(raw: &rusqlite::Connection) {
+    daemon_lease_of_schema_6(raw);
     raw.execute_batch(
         "DROP INDEX deployments_newest; DROP INDEX deployments_created;
          DELETE FROM schema_migrations WHERE version = 6; PRAGMA user_version = 5;",
@@ -173,7 +194,7 @@ fn release_window_of_schema_5(raw: &rusqlite::Connection) {
     .unwrap();
 }
 
-/// Takes migrations 5 and 6 out: claims without their worker's process, no settings.
+/// Takes migrations 5 to 7 out: claims without their worker's process, no settings.
 fn workers_of_schema_4(raw: &rusqlite::Connection) {
     release_window_of_schema_5(raw);
     raw.execute_batch(
@@ -185,7 +206,7 @@ fn workers_of_schema_4(raw: &rusqlite::Connection) {
     .unwrap();
 }
 
-/// Takes migrations 4 and 5 out: the lease row without its holder's host and process.
+/// Takes migrations 4 to 7 out: the lease row without its holder's host and process.
 fn lease_of_schema_3(raw: &rusqlite::Connection) {
     workers_of_schema_4(raw);
     raw.execute_batch(
@@ -531,6 +552,77 @@ fn a_dead_holder_on_this_host_is_taken_over_at_once_and_fenced_off() {
     assert!(matches!(err, StoreError::LeaseHeld { ref owner, .. } if owner == "c"), "{err}");
     let (_, took_over) = take(&store, "2025-10-02T12:01:00Z", &|_| false).unwrap();
     assert!(matches!(took_over, Some(TookOver::Lapsed(ref h)) if h.owner == "c"), "{took_over:?}");
+}
+
+#[test]
+fn a_schema_6_lease_is_migrated_keeping_the_apply_holder_and_adding_a_free_daemon_lease() {
+    let dir = Scratch::new("schema6");
+    let db = dir.join("state.db");
+    drop(open(&db));
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    daemon_lease_of_schema_6(&raw);
+    raw.execute_batch(
+        "UPDATE lease SET owner = 'a', until = '2025-10-02T12:01:00Z', token = 5, host = 'h', pid = 7
+         WHERE name = 'apply'",
+    )
+    .unwrap();
+    let refused = raw.execute("INSERT INTO lease (name, token) VALUES ('daemon', 0)", []);
+    assert!(refused.is_err(), "schema 6 allows the `apply` row only");
+    drop(raw);
+
+    let (store, opened) = Store::open(&db).unwrap();
+    assert_eq!(opened, Opened::Migrated { from: 6, to: SCHEMA_VERSION });
+    let apply =
+        Held { owner: "a".to_owned(), until: t("2025-10-02T12:01:00Z"), host: Some("h".to_owned()), pid: Some(7) };
+    assert_eq!(store.lease_held().unwrap(), Some(apply));
+    assert_eq!(store.daemon_lease_held().unwrap(), None);
+    // The token is kept: the next apply gets 6.
+    let now = t("2025-10-02T12:00:00Z");
+    let (lease, _) = store
+        .acquire_lease_as(Holder { owner: "b", host: "h", pid: 8 }, now, Duration::from_secs(60), &|p| p != 7)
+        .unwrap();
+    assert_eq!(lease.token, 6);
+}
+
+#[test]
+fn the_daemon_lease_is_one_per_database_apart_from_the_apply_lease() {
+    let dir = Scratch::new("daemon-lease");
+    let store = open(&dir.join("state.db"));
+    let now = t("2025-10-02T12:00:00Z");
+    let ttl = Duration::from_secs(60);
+    let first = Holder { owner: "serve-1", host: "h", pid: 1 };
+    let second = Holder { owner: "serve-2", host: "h", pid: 2 };
+    let (daemon, took_over) = store.acquire_daemon_lease(first, now, ttl, &|_| true).unwrap();
+    assert_eq!((daemon.owner(), took_over), ("serve-1", None));
+    let held = store.daemon_lease_held().unwrap().unwrap();
+    assert_eq!((held.owner.as_str(), held.host.as_deref(), held.pid), ("serve-1", Some("h"), Some(1)));
+
+    // A second daemon is refused while the first lives, naming it.
+    let err = store.acquire_daemon_lease(second, now, ttl, &|_| true).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseHeld { ref owner, .. } if owner == "serve-1"), "{err}");
+    // The apply lease is another row: taken and given back while the daemon holds its own.
+    let apply = store.acquire_lease("apply-1", now, ttl).unwrap();
+    assert!(store.daemon_lease_held().unwrap().is_some());
+    store.release_lease(&apply).unwrap();
+    assert_eq!(store.lease_held().unwrap(), None);
+    assert!(store.daemon_lease_held().unwrap().is_some(), "releasing the apply lease leaves the daemon's");
+
+    // Renewed, it outlasts its first expiry.
+    let later = t("2025-10-02T12:00:50Z");
+    let daemon = store.renew_daemon_lease(&daemon, later, ttl).unwrap();
+    assert_eq!(daemon.until(), t("2025-10-02T12:01:50Z"));
+    let err = store.acquire_daemon_lease(second, t("2025-10-02T12:01:10Z"), ttl, &|_| true).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseHeld { .. }), "{err}");
+
+    // Its process gone on this host: taken over at once, and the dead one can neither
+    // renew nor release it.
+    let (taken, took_over) = store.acquire_daemon_lease(second, later, ttl, &|pid| pid != 1).unwrap();
+    assert!(matches!(took_over, Some(TookOver::Dead(ref h)) if h.owner == "serve-1"), "{took_over:?}");
+    assert!(matches!(store.renew_daemon_lease(&daemon, later, ttl), Err(StoreError::StaleLease { .. })));
+    assert!(matches!(store.release_daemon_lease(&daemon), Err(StoreError::StaleLease { .. })));
+    assert!(store.lease_held().unwrap().is_none(), "the apply lease is untouched");
+    store.release_daemon_lease(&taken).unwrap();
+    assert_eq!(store.daemon_lease_held().unwrap(), None);
 }
 
 #[test]

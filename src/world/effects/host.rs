@@ -45,6 +45,10 @@ impl Effects for Host<'_> {
         self.fs.move_aside(path, to)
     }
 
+    fn sync(&mut self) -> Result<(), EffectError> {
+        self.fs.sync()
+    }
+
     fn start_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
         match self.engine {
             Some(engine) => engine.start_container(id, name),

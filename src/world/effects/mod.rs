@@ -162,6 +162,18 @@ pub trait Effects {
     /// (someone else moved it); [`EffectError::Progressed`] when its worker showed
     /// progress since the plan; [`EffectError::Store`]; or [`EffectError::NoStore`].
     fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError>;
+
+    /// Makes every change made so far durable. An adapter may batch the syncs of its
+    /// changes until this call; the apply calls it before it journals actions as done.
+    /// The default has nothing to sync.
+    ///
+    /// # Errors
+    ///
+    /// [`EffectError::Io`] when a sync fails: the changes were made but may not survive
+    /// a power cut.
+    fn sync(&mut self) -> Result<(), EffectError> {
+        Ok(())
+    }
 }
 
 /// Why an effect could not be made.

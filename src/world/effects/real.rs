@@ -6,6 +6,13 @@
 //! unlink-then-create). Route files are written the same way: a temporary file, synced,
 //! renamed over, and the folder fsynced. No path below the root is followed through a
 //! symlink: every parent must be a real folder.
+//!
+//! The public functions sync the folders they changed before they return. [`RealFs`]
+//! batches instead: it remembers the folders its changes touched and syncs each once in
+//! [`Effects::sync`], which the apply calls before it journals the actions done, so ten
+//! thousand links switched in the webroot folder cost one fsync of it, not ten thousand.
+//! A crash before the sync leaves each link old or new (a rename is atomic), and the
+//! journal still says `planned`.
 
 use std::fs;
 use std::io::{self, Write};
@@ -24,6 +31,8 @@ use super::{EffectError, Effects, TMP_PREFIX, check_link, check_path, free_aside
 pub struct RealFs {
     root: PathBuf,
     routes_dir: PathBuf,
+    /// Folders changed since the last [`Effects::sync`].
+    unsynced: Unsynced,
 }
 
 impl std::fmt::Debug for RealFs {
@@ -35,7 +44,7 @@ impl std::fmt::Debug for RealFs {
 impl RealFs {
     /// Effects on `root` and the route files in `routes_dir`.
     pub fn new(root: impl Into<PathBuf>, routes_dir: impl Into<PathBuf>) -> Self {
-        RealFs { root: root.into(), routes_dir: routes_dir.into() }
+        RealFs { root: root.into(), routes_dir: routes_dir.into(), unsynced: Unsynced::default() }
     }
 
     /// The folder of route files.
@@ -66,12 +75,42 @@ fn lstat(path: &Path) -> Result<Option<fs::Metadata>, EffectError> {
     }
 }
 
-/// Makes the folder entries of `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), EffectError> {
-    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err("sync folder", dir))?;
-    #[cfg(test)]
-    trace::push(trace::Event::Synced(dir.to_owned()));
-    Ok(())
+/// Folders whose entries changed and are not durable yet.
+#[derive(Debug, Default)]
+struct Unsynced(std::collections::BTreeSet<PathBuf>);
+
+impl Unsynced {
+    fn add(&mut self, dir: &Path) {
+        if !self.0.contains(dir) {
+            self.0.insert(dir.to_owned());
+        }
+    }
+
+    /// Makes the entries of every folder changed so far durable, each folder once. A
+    /// folder gone since (moved aside by a later change) is skipped: the rename that
+    /// moved it made its own parent unsynced.
+    fn sync(&mut self) -> Result<(), EffectError> {
+        while let Some(dir) = self.0.first().cloned() {
+            match fs::File::open(&dir) {
+                Ok(f) => f.sync_all().map_err(io_err("sync folder", &dir))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("sync folder", &dir)(e)),
+            }
+            #[cfg(test)]
+            trace::push(trace::Event::Synced(dir.clone()));
+            self.0.remove(&dir);
+        }
+        Ok(())
+    }
+}
+
+/// Runs `change`, then makes the folders it changed durable.
+fn synced<T>(change: impl FnOnce(&mut Unsynced) -> Result<T, EffectError>) -> Result<T, EffectError> {
+    let mut unsynced = Unsynced::default();
+    let out = change(&mut unsynced);
+    // What was changed before a failure is made durable too.
+    unsynced.sync()?;
+    out
 }
 
 /// `rename(2)`, recorded in tests so they can check that every rename is made durable.
@@ -128,7 +167,7 @@ enum Missing {
 
 /// Checks that every parent of `path` below `root` is a real folder (not a symlink),
 /// creating the missing ones when asked.
-fn real_parents(root: &Path, path: &Path, missing: Missing) -> Result<(), EffectError> {
+fn real_parents(root: &Path, path: &Path, missing: Missing, unsynced: &mut Unsynced) -> Result<(), EffectError> {
     for dir in parents_below(root, path) {
         match lstat(dir)? {
             Some(m) if m.is_dir() => {}
@@ -143,7 +182,7 @@ fn real_parents(root: &Path, path: &Path, missing: Missing) -> Result<(), Effect
                     }
                     Err(e) => return Err(io_err("create folder", dir)(e)),
                 }
-                sync_dir(parent(dir))?;
+                unsynced.add(parent(dir));
             }
             None => {}
         }
@@ -172,8 +211,13 @@ fn remove_leftover(tmp: &Path) -> Result<(), EffectError> {
 /// [`EffectError::ParentNotDir`] when a parent is a file or a symlink,
 /// [`EffectError::Io`] when a file-system call fails.
 pub fn switch_link(root: &Path, path: &Path, target: &Path) -> Result<(), EffectError> {
+    synced(|unsynced| link(root, path, target, unsynced))
+}
+
+/// [`switch_link`], leaving the folders it changed in `unsynced`.
+fn link(root: &Path, path: &Path, target: &Path, unsynced: &mut Unsynced) -> Result<(), EffectError> {
     check_link(root, path, target)?;
-    real_parents(root, path, Missing::Create)?;
+    real_parents(root, path, Missing::Create, unsynced)?;
     let tmp = tmp_path(path);
     remove_leftover(&tmp)?;
     if let Some(m) = lstat(path)? {
@@ -186,7 +230,8 @@ pub fn switch_link(root: &Path, path: &Path, target: &Path) -> Result<(), Effect
     }
     std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create link", &tmp))?;
     rename(&tmp, path).map_err(io_err("rename link over", path))?;
-    sync_dir(parent(path))
+    unsynced.add(parent(path));
+    Ok(())
 }
 
 /// Moves the real file or folder at `path` to `to`, or to `to.1`, `to.2`, ... when
@@ -201,20 +246,23 @@ pub fn switch_link(root: &Path, path: &Path, target: &Path) -> Result<(), Effect
 /// [`EffectError::OutsideRoot`], [`EffectError::ParentNotDir`],
 /// [`EffectError::NoAsideName`] or [`EffectError::Io`].
 pub fn move_aside(root: &Path, path: &Path, to: &Path) -> Result<Option<PathBuf>, EffectError> {
+    synced(|unsynced| aside(root, path, to, unsynced))
+}
+
+/// [`move_aside`], leaving the folders it changed in `unsynced`.
+fn aside(root: &Path, path: &Path, to: &Path, unsynced: &mut Unsynced) -> Result<Option<PathBuf>, EffectError> {
     check_path(root, path)?;
     check_path(root, to)?;
-    real_parents(root, path, Missing::Allow)?;
-    real_parents(root, to, Missing::Allow)?;
+    real_parents(root, path, Missing::Allow, unsynced)?;
+    real_parents(root, to, Missing::Allow, unsynced)?;
     match lstat(path)? {
         Some(m) if !m.file_type().is_symlink() => {}
         _ => return Ok(None),
     }
     let to = free_aside(path, to, |c| Ok(lstat(c)?.is_some()))?;
     rename(path, &to).map_err(io_err("move aside", path))?;
-    sync_dir(parent(path))?;
-    if parent(&to) != parent(path) {
-        sync_dir(parent(&to))?;
-    }
+    unsynced.add(parent(path));
+    unsynced.add(parent(&to));
     Ok(Some(to))
 }
 
@@ -237,6 +285,11 @@ fn route_tmp(dir: &Path, project: &str) -> PathBuf {
 /// [`EffectError::InvalidId`] for a project id that is not a plain name,
 /// [`EffectError::NotOurs`], or [`EffectError::Io`].
 pub fn write_route_file(dir: &Path, project: &str, text: &str) -> Result<(), EffectError> {
+    synced(|unsynced| write_route_in(dir, project, text, unsynced))
+}
+
+/// [`write_route_file`], leaving the folder in `unsynced`.
+fn write_route_in(dir: &Path, project: &str, text: &str, unsynced: &mut Unsynced) -> Result<(), EffectError> {
     if !valid_id(project) {
         return Err(EffectError::InvalidId(project.to_owned()));
     }
@@ -253,7 +306,8 @@ pub fn write_route_file(dir: &Path, project: &str, text: &str) -> Result<(), Eff
     f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io_err("write", &tmp))?;
     drop(f);
     rename(&tmp, &file).map_err(io_err("rename route file over", &file))?;
-    sync_dir(dir)
+    unsynced.add(dir);
+    Ok(())
 }
 
 /// `Ok` when `file` is missing or carries trueup's header.
@@ -280,6 +334,11 @@ fn ensure_ours(file: &Path) -> Result<(), EffectError> {
 /// [`EffectError::InvalidId`], [`EffectError::NotOurs`], [`EffectError::NoAsideName`] or
 /// [`EffectError::Io`].
 pub fn remove_route_file(dir: &Path, project: &str, now: Timestamp) -> Result<(), EffectError> {
+    synced(|unsynced| remove_route_in(dir, project, now, unsynced))
+}
+
+/// [`remove_route_file`], leaving the folder in `unsynced`.
+fn remove_route_in(dir: &Path, project: &str, now: Timestamp, unsynced: &mut Unsynced) -> Result<(), EffectError> {
     if !valid_id(project) {
         return Err(EffectError::InvalidId(project.to_owned()));
     }
@@ -291,7 +350,10 @@ pub fn remove_route_file(dir: &Path, project: &str, now: Timestamp) -> Result<()
     }
     let to = super::free_aside(&file, &super::removed_route_path(&file, now), |p| Ok(lstat(p)?.is_some()))?;
     match rename(&file, &to) {
-        Ok(()) => sync_dir(dir),
+        Ok(()) => {
+            unsynced.add(dir);
+            Ok(())
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("move the removed route file", &file)(e)),
     }
@@ -299,11 +361,11 @@ pub fn remove_route_file(dir: &Path, project: &str, now: Timestamp) -> Result<()
 
 impl Effects for RealFs {
     fn link(&mut self, path: &Path, target: &Path) -> Result<(), EffectError> {
-        switch_link(&self.root, path, target)
+        link(&self.root, path, target, &mut self.unsynced)
     }
 
     fn move_aside(&mut self, path: &Path, to: &Path) -> Result<(), EffectError> {
-        move_aside(&self.root, path, to).map(drop)
+        aside(&self.root, path, to, &mut self.unsynced).map(drop)
     }
 
     fn start_container(&mut self, _id: &str, name: &str) -> Result<(), EffectError> {
@@ -334,11 +396,15 @@ impl Effects for RealFs {
     ) -> Result<(), EffectError> {
         let text = crate::world::routes::render_route(project, deployment, upstream, domain)
             .map_err(|source| EffectError::Render { project: project.to_owned(), source: Box::new(source) })?;
-        write_route_file(&self.routes_dir, project, &text)
+        write_route_in(&self.routes_dir, project, &text, &mut self.unsynced)
     }
 
     fn remove_route(&mut self, project: &str, now: Timestamp) -> Result<(), EffectError> {
-        remove_route_file(&self.routes_dir, project, now)
+        remove_route_in(&self.routes_dir, project, now, &mut self.unsynced)
+    }
+
+    fn sync(&mut self) -> Result<(), EffectError> {
+        self.unsynced.sync()
     }
 
     fn verdict(&mut self, verdict: &Verdict<'_>) -> Result<(), EffectError> {
@@ -387,8 +453,10 @@ mod tests {
         v
     }
 
-    /// Records in the trace when the executor marks an action done, as the journal would.
-    struct DoneHooks;
+    /// Records in the trace when the executor has an action journaled as done: at the
+    /// flush that follows its `finished`, as the journal does.
+    #[derive(Default)]
+    struct DoneHooks(Vec<usize>);
 
     impl crate::apply::Hooks for DoneHooks {
         fn finished(
@@ -398,6 +466,13 @@ mod tests {
             status: &crate::apply::Status,
         ) -> Result<(), crate::apply::HookError> {
             if *status == crate::apply::Status::Done {
+                self.0.push(index);
+            }
+            Ok(())
+        }
+
+        fn flush(&mut self) -> Result<(), crate::apply::HookError> {
+            for index in self.0.drain(..) {
                 trace::push(trace::Event::Done(index));
             }
             Ok(())
@@ -436,7 +511,7 @@ mod tests {
             fingerprint: String::new(),
         };
         trace::take();
-        let report = crate::apply::apply(&plan, &mut RealFs::new(&root, &routes), now, &mut DoneHooks);
+        let report = crate::apply::apply(&plan, &mut RealFs::new(&root, &routes), now, &mut DoneHooks::default());
         assert!(report.all_done(), "{report:?}");
         let events = trace::take();
         // Every rename is followed by an fsync of the folder it landed in, before the
@@ -454,6 +529,16 @@ mod tests {
         }
         assert_eq!(renames, 5, "one rename per action: {events:?}");
         assert_eq!(events.iter().filter(|e| matches!(e, trace::Event::Done(_))).count(), 5);
+        // The five actions make one batch: each folder they changed is synced once.
+        let mut synced: Vec<&PathBuf> =
+            events.iter().filter_map(|e| if let trace::Event::Synced(d) = e { Some(d) } else { None }).collect();
+        let all = synced.len();
+        synced.sort();
+        synced.dedup();
+        assert_eq!(synced.len(), all, "a folder synced twice in one batch: {events:?}");
+        for folder in [root.join("p1"), root.join("webroot"), routes.clone()] {
+            assert!(synced.contains(&&folder), "`{}` never synced: {events:?}", folder.display());
+        }
     }
 
     #[test]
