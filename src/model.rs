@@ -109,6 +109,13 @@ impl DeploymentType {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }
+
+    /// True when its deployments have a release folder (`ROOT/PROJECT/deployments/ID`)
+    /// that `current` and the webroot link lead to; an image deployment runs in its own
+    /// container instead, and is never given links.
+    pub fn has_release_folder(self) -> bool {
+        self != DeploymentType::Image
+    }
 }
 
 /// Where a deployment's source lives.

@@ -20,6 +20,7 @@ use crate::spec::Specs;
 use crate::store::{Holder, JournalOutcome, JournalStatus, Lease, OpenRun, Store, StoreError, TookOver};
 use crate::time::clock;
 use crate::time::{Duration, Timestamp};
+use crate::world::containers::{self, ContainerConfig, ContainerError, Engine};
 use crate::world::effects::{Host, RealFs};
 use crate::world::observe::{ObserveConfig, ObserveError, observe};
 
@@ -43,6 +44,8 @@ pub struct Config {
     pub lock_timeout: std::time::Duration,
     /// How long the lease lasts without renewal (it is renewed before every action).
     pub lease_ttl: Duration,
+    /// The container engine, if any, and the container rules' limits.
+    pub containers: ContainerConfig,
 }
 
 /// Why a reconcile pass could not run.
@@ -54,6 +57,9 @@ pub enum ReconcileError {
     /// The machine could not be observed.
     #[error(transparent)]
     Observe(#[from] ObserveError),
+    /// The container engine could not be reached or listed.
+    #[error(transparent)]
+    Containers(#[from] ContainerError),
     /// Another apply held the lease for the whole timeout.
     #[error(
         "another apply is running: `{owner}` holds the lease until {until} (waited {waited}); \
@@ -209,16 +215,17 @@ impl SavedPlan {
     }
 
     /// `Ok` when `world` is the world this plan was made from, and its actions are those
-    /// that `specs` plan for that world at the plan's instant (reasons aside): a file
+    /// that `specs` plan for that world at the plan's instant under `limits` (reasons
+    /// aside): a file
     /// edited by hand never applies an action trueup did not plan.
     ///
     /// # Errors
     ///
     /// [`ReconcileError::Stale`], naming the parts that changed;
     /// [`ReconcileError::Altered`], naming the first action that differs.
-    pub fn check_fresh(&self, specs: &Specs, world: &World) -> Result<(), ReconcileError> {
+    pub fn check_fresh(&self, specs: &Specs, world: &World, limits: &plan::Limits) -> Result<(), ReconcileError> {
         if plan::fingerprint(world) == self.fingerprint {
-            let planned = plan::plan(specs, world, self.now).actions;
+            let planned = plan::plan_with(specs, world, self.now, limits).actions;
             return match first_difference(&self.actions, &planned) {
                 None => Ok(()),
                 Some(difference) => Err(ReconcileError::Altered { difference }),
@@ -334,10 +341,23 @@ pub fn plan_machine_unsealed(
     now: Timestamp,
 ) -> Result<(World, Plan), ReconcileError> {
     let cfg = &cfg.absolute()?;
-    let world = observe(store, specs, &observe_config(cfg))?;
-    let plan = plan::plan_unsealed(specs, &world, now);
+    let (world, _) = observe_machine(store, specs, cfg)?;
+    let plan = plan::plan_unsealed(specs, &world, now, &cfg.limits());
     refuse_wrong_configuration(&plan, cfg)?;
     Ok((world, plan))
+}
+
+/// Observes the store, the files and the routes, then the container engine when one is
+/// configured: its labelled containers and its images, listed once for every project.
+/// Returns the engine too, for the effects of an apply.
+fn observe_machine(store: &Store, specs: &Specs, cfg: &Config) -> Result<(World, Option<Engine>), ReconcileError> {
+    let mut world = observe(store, specs, &observe_config(cfg))?;
+    let engine = containers::connect(&cfg.containers)?;
+    if let Some(engine) = &engine {
+        world.containers = Some(engine.list()?);
+        world.images = Some(engine.images()?);
+    }
+    Ok((world, engine))
 }
 
 /// `Ok` unless `plan` found the configuration wrong ([`plan::Level::Error`]).
@@ -362,6 +382,11 @@ impl Config {
             Ok::<_, ReconcileError>(crate::model::normalize(&absolute))
         };
         Ok(Config { root: abs(&self.root)?, routes_dir: abs(&self.routes_dir)?, ..self.clone() })
+    }
+
+    /// The limits the plan applies.
+    pub fn limits(&self) -> plan::Limits {
+        plan::Limits { helper_max_age: self.containers.helper_max_age }
     }
 }
 
@@ -533,7 +558,7 @@ fn apply_leased(
     lease: &Lease,
     listener: &mut dyn Listener,
 ) -> Result<(Plan, Report, String, usize, Vec<OpenRun>), ReconcileError> {
-    let world = observe(store, specs, &observe_config(cfg))?;
+    let (world, engine) = observe_machine(store, specs, cfg)?;
     // Each link on its own: a webroot link that is right counts even while `current`,
     // which it leads through, is being repaired.
     let verified_links = plan::view(specs, &world, now)
@@ -545,14 +570,14 @@ fn apply_leased(
         })
         .filter(|(link, want)| plan::health(&world, link, want) == plan::LinkHealth::Ok)
         .count();
-    let fresh = plan::plan(specs, &world, now);
+    let fresh = plan::plan_with(specs, &world, now, &cfg.limits());
     // Before any verdict, removal or journal row: a wrong configuration changes nothing,
     // whatever a saved plan says.
     refuse_wrong_configuration(&fresh, cfg)?;
     let plan = match source {
         Source::Fresh => fresh,
         Source::Saved(saved) => {
-            saved.check_fresh(specs, &world)?;
+            saved.check_fresh(specs, &world, &cfg.limits())?;
             saved.plan()
         }
     };
@@ -579,7 +604,8 @@ fn apply_leased(
     // interruption meanwhile is seen again before the first action, which journals every
     // action as skipped.
     hooks.renew().map_err(|e| ReconcileError::LeaseLost(Box::new(e)))?;
-    let mut host = Host::new(RealFs::new(&cfg.root, &cfg.routes_dir), store, lease.clone());
+    let mut host =
+        Host::new(RealFs::new(&cfg.root, &cfg.routes_dir), store, lease.clone()).with_engine(engine.as_ref());
     let report = apply::apply(&plan, &mut host, now, &mut hooks);
     Ok((plan, report, run, verified_links, interrupted))
 }

@@ -33,6 +33,9 @@ pub struct SettingsArgs {
     /// How long one health check attempt retries (default 30s)
     #[arg(long, value_name = "DURATION")]
     pub health_timeout: Option<String>,
+    /// The loopback ports image deployments' containers are given (default 20000-20999)
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub container_ports: Option<String>,
 }
 
 impl SettingsArgs {
@@ -45,6 +48,7 @@ impl SettingsArgs {
             ("build_timeout", &self.build_timeout),
             ("claim_ttl", &self.claim_ttl),
             ("health_timeout", &self.health_timeout),
+            ("container_ports", &self.container_ports),
         ];
         all.into_iter().filter_map(|(k, v)| v.as_deref().map(|v| (k, v))).collect()
     }
@@ -77,9 +81,14 @@ pub struct DeployArgs {
     #[arg(long)]
     pub project: String,
     /// The upload (a folder or a .tar.gz) or the git repository (a path or file:// URL)
-    #[arg(long, value_name = "PATH|GIT_URL")]
-    pub source: String,
-    /// `upload` or `git` (default: `git` for a repository, else `upload`)
+    #[arg(long, value_name = "PATH|GIT_URL", required_unless_present = "image", conflicts_with = "image")]
+    pub source: Option<String>,
+    /// The container image (`--type image`), which the container engine holds or pulls
+    /// from the registry it names
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
+    /// `upload`, `git` or `image` (default: `image` with --image, `git` for a repository,
+    /// else `upload`)
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: Option<String>,
     /// The branch, tag or commit to deploy (git)
@@ -159,6 +168,7 @@ pub(super) fn new_engine<'a>(
         routes_dir: args.routes_dir.clone(),
         settings: settings(store, flags)?,
         worker: Worker::this(),
+        containers: super::plan_cmds::container_config(args)?,
     })
 }
 
@@ -243,9 +253,9 @@ fn new_deployment(cmd: &DeployArgs) -> anyhow::Result<NewDeployment> {
     };
     let kind = match cmd.kind.as_deref() {
         Some(name) => DeploymentType::from_name(name)
-            .filter(|k| *k != DeploymentType::Image)
-            .with_context(|| format!("--type `{name}`: `trueup deploy` takes `upload` or `git`"))?,
-        None if looks_git(&cmd.source) => DeploymentType::Git,
+            .with_context(|| format!("--type `{name}`: `trueup deploy` takes `upload`, `git` or `image`"))?,
+        None if cmd.image.is_some() => DeploymentType::Image,
+        None if cmd.source.as_deref().is_some_and(looks_git) => DeploymentType::Git,
         None => DeploymentType::Upload,
     };
     let absolute = |s: &str| -> anyhow::Result<PathBuf> {
@@ -257,21 +267,33 @@ fn new_deployment(cmd: &DeployArgs) -> anyhow::Result<NewDeployment> {
         health_path: cmd.health_path.clone(),
         ..Source::default()
     };
+    let given = match (kind, &cmd.source, &cmd.image) {
+        (DeploymentType::Image, None, Some(_)) => String::new(),
+        (DeploymentType::Image, _, _) => anyhow::bail!("--type image takes `--image NAME`, not `--source`"),
+        (_, Some(given), None) => given.clone(),
+        (_, _, _) => anyhow::bail!("--image is for `--type image`; an {} deployment takes `--source`", kind.name()),
+    };
     match kind {
         DeploymentType::Git => {
-            let repo = if cmd.source.contains("://") || cmd.source.starts_with("git@") {
-                cmd.source.clone()
+            let repo = if given.contains("://") || given.starts_with("git@") {
+                given.clone()
             } else {
-                absolute(&cmd.source)?.display().to_string()
+                absolute(&given)?.display().to_string()
             };
             source.repo = Some(repo);
             source.git_ref.clone_from(&cmd.git_ref);
         }
-        _ => {
+        DeploymentType::Image => {
             if cmd.git_ref.is_some() {
-                anyhow::bail!("--ref is for git sources; `{}` is an upload", cmd.source);
+                anyhow::bail!("--ref is for git sources, not images");
             }
-            source.file_path = Some(absolute(&cmd.source)?);
+            source.image.clone_from(&cmd.image);
+        }
+        DeploymentType::Upload => {
+            if cmd.git_ref.is_some() {
+                anyhow::bail!("--ref is for git sources; `{given}` is an upload");
+            }
+            source.file_path = Some(absolute(&given)?);
         }
     }
     Ok(NewDeployment { project: cmd.project.clone(), kind, source })

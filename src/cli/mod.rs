@@ -60,7 +60,8 @@ pub struct Args {
     #[arg(long, global = true, env = "TRUEUP_ROUTES_DIR", default_value = "/etc/traefik/dynamic")]
     pub routes_dir: PathBuf,
 
-    /// The machine spec instead of the built-in `specs/deployment.yaml`: `FILE` for every
+    /// The machine spec instead of the built-in `specs/deployment.yaml` (and `specs/image.yaml`
+    /// for images): `FILE` for every
     /// deployment type, or `TYPE=FILE` (`upload`, `git` or `image`) for one type; repeat
     /// the flag, or separate with commas in `TRUEUP_SPEC`
     #[arg(
@@ -84,6 +85,15 @@ pub struct Args {
     /// Colour the text output: `auto` on a terminal unless `NO_COLOR` is set
     #[arg(long, global = true, value_enum, default_value_t = color::ColorChoice::Auto, value_name = "WHEN")]
     pub color: color::ColorChoice,
+
+    /// The container engine's Docker Engine API socket (Podman or Docker), or `none`;
+    /// default: `DOCKER_HOST`, else /run/podman/podman.sock or /var/run/docker.sock if present
+    #[arg(long, global = true, env = "TRUEUP_CONTAINER_SOCKET", value_name = "PATH")]
+    pub container_socket: Option<String>,
+
+    /// How old a helper container of a running deployment may grow before it is removed
+    #[arg(long, global = true, env = "TRUEUP_HELPER_MAX_AGE", value_name = "DURATION", default_value = "1h")]
+    pub helper_max_age: crate::time::Duration,
 
     /// Pretend the time is this instant (RFC 3339), e.g. to ask what would happen at 3 a.m.
     #[arg(long, global = true, value_name = "RFC3339")]
@@ -433,7 +443,9 @@ impl std::str::FromStr for SpecArg {
     }
 }
 
-/// The specs in force: each `--spec`, the built-in spec for every type without one.
+/// The specs in force: each `--spec`, the built-in specs for every type without one
+/// (`specs/deployment.yaml`, and `specs/image.yaml` for images unless a spec is given for
+/// every type).
 ///
 /// # Errors
 ///
@@ -449,7 +461,9 @@ pub fn load_specs(args: &[SpecArg]) -> anyhow::Result<Specs> {
         ),
         one => load_spec(one.first().map(|a| a.path.as_path()))?,
     };
-    let mut specs = Specs::one(default);
+    // With no spec given for every type, image deployments run the built-in image spec
+    // unless one is given for them.
+    let mut specs = if untyped.is_empty() { Specs::builtin() } else { Specs::one(default) };
     let mut seen = std::collections::BTreeSet::new();
     for arg in args {
         let Some(kind) = arg.kind else { continue };

@@ -83,7 +83,7 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     // The fingerprint serializes the whole world: only a plan printed as JSON or saved
     // carries it.
     let (world, mut plan) =
-        reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
+        reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0))?, now)?;
     if cmd.json || cmd.out.is_some() {
         plan.seal(&world);
     }
@@ -179,7 +179,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let store = open_store_read_only(args)?;
     let now = super::now(args);
-    let (world, _) = reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0)), now)?;
+    let (world, _) = reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0))?, now)?;
     let status = plan::status(&specs, &world, now);
     // The real clock, as the lease's expiry is. A lapsed lease is no apply any more.
     let lease = store
@@ -328,12 +328,12 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
              Use it to rehearse on a copy, not on the live database."
         );
     }
-    let cfg = reconcile::Config { lease_ttl: cmd.lease_ttl, ..config(args, cmd.lock_timeout) };
+    let cfg = reconcile::Config { lease_ttl: cmd.lease_ttl, ..config(args, cmd.lock_timeout)? };
     if cmd.dry_run {
         let (world, plan) = reconcile::plan_machine(&store, &specs, &cfg, now)?;
         let plan = match &saved {
             Some(saved) => {
-                saved.check_fresh(&specs, &world)?;
+                saved.check_fresh(&specs, &world, &cfg.limits())?;
                 saved.plan()
             }
             None => plan,
@@ -533,12 +533,26 @@ impl reconcile::Listener for Shown {
     }
 }
 
-/// The reconcile configuration from the global flags, with the default lease of 60s.
-fn config(args: &Args, lock_timeout: Duration) -> reconcile::Config {
-    machine_config(&args.root, &args.routes_dir, lock_timeout)
+/// The reconcile configuration from the global flags, with the default lease of 60s: the
+/// container socket is `--container-socket`, else `DOCKER_HOST`, else a default socket
+/// that is present.
+fn config(args: &Args, lock_timeout: Duration) -> anyhow::Result<reconcile::Config> {
+    let mut cfg = machine_config(&args.root, &args.routes_dir, lock_timeout);
+    cfg.containers = container_config(args)?;
+    Ok(cfg)
 }
 
-/// The reconcile configuration for a root and a routes folder.
+/// The container engine the global flags name: `--container-socket`, else `DOCKER_HOST`,
+/// else a default socket that is present; and `--helper-max-age`.
+pub(super) fn container_config(args: &Args) -> anyhow::Result<crate::world::containers::ContainerConfig> {
+    use crate::world::containers::{ContainerConfig, DEFAULT_SOCKETS, locate};
+    let docker_host = std::env::var("DOCKER_HOST").ok();
+    let defaults = DEFAULT_SOCKETS.map(std::path::Path::new);
+    let socket = locate(args.container_socket.as_deref(), docker_host.as_deref(), &defaults)?;
+    Ok(ContainerConfig { socket, helper_max_age: args.helper_max_age, ..ContainerConfig::default() })
+}
+
+/// The reconcile configuration for a root and a routes folder, with no container engine.
 pub(super) fn machine_config(
     root: &std::path::Path,
     routes_dir: &std::path::Path,
@@ -555,6 +569,7 @@ pub(super) fn machine_config(
         alive: lease_cmds::alive,
         lock_timeout: std::time::Duration::from_secs(lock_timeout.secs()),
         lease_ttl: Duration::from_secs(60),
+        containers: crate::world::containers::ContainerConfig::default(),
     }
 }
 

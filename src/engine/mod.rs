@@ -24,6 +24,8 @@ use crate::spec::{Guard, Specs};
 use crate::store::{Store, StoreError};
 use crate::time::{Duration, Timestamp};
 
+#[cfg(feature = "containers")]
+mod image;
 pub mod run;
 mod steps;
 
@@ -46,7 +48,13 @@ pub struct Settings {
     pub claim_ttl: Duration,
     /// How long one health check attempt retries before it gives up.
     pub health_timeout: Duration,
+    /// The loopback host ports an image deployment's container may be given, one per
+    /// container, so an old and a new one run side by side during the switch.
+    pub container_ports: std::ops::RangeInclusive<u16>,
 }
+
+/// The default of [`Settings::container_ports`].
+pub const CONTAINER_PORTS: std::ops::RangeInclusive<u16> = 20000..=20999;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -57,13 +65,14 @@ impl Default for Settings {
             build_timeout: Duration::from_secs(30 * 60),
             claim_ttl: Duration::from_secs(60),
             health_timeout: Duration::from_secs(30),
+            container_ports: CONTAINER_PORTS,
         }
     }
 }
 
 /// The keys of [`Settings`] in the `settings` table.
-pub const SETTING_KEYS: [&str; 6] =
-    ["proxy", "domain", "webroot_upstream", "build_timeout", "claim_ttl", "health_timeout"];
+pub const SETTING_KEYS: [&str; 7] =
+    ["proxy", "domain", "webroot_upstream", "build_timeout", "claim_ttl", "health_timeout", "container_ports"];
 
 impl Settings {
     /// The settings recorded in `map` over the defaults.
@@ -117,6 +126,14 @@ impl Settings {
             "build_timeout" => self.build_timeout = duration(24 * 3600)?,
             "claim_ttl" => self.claim_ttl = duration(3600)?,
             "health_timeout" => self.health_timeout = duration(3600)?,
+            "container_ports" => {
+                let range =
+                    value.split_once('-').and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
+                match range {
+                    Some((first, last)) if 1024 <= first && first <= last => self.container_ports = first..=last,
+                    _ => return Err(bad("not a range of ports above 1023 such as `20000-20999`")),
+                }
+            }
             _ => return Err(bad(&format!("unknown setting; the settings are {}", SETTING_KEYS.join(", ")))),
         }
         Ok(())
@@ -129,6 +146,7 @@ impl Settings {
             ("build_timeout".to_owned(), self.build_timeout.to_string()),
             ("claim_ttl".to_owned(), self.claim_ttl.to_string()),
             ("health_timeout".to_owned(), self.health_timeout.to_string()),
+            ("container_ports".to_owned(), format!("{}-{}", self.container_ports.start(), self.container_ports.end())),
         ]);
         if let Some(p) = &self.proxy {
             map.insert("proxy".to_owned(), p.clone());
@@ -240,6 +258,8 @@ pub struct Engine<'a> {
     pub settings: Settings,
     /// Who this worker is.
     pub worker: Worker,
+    /// The container engine image deployments run on (none: they fail saying so).
+    pub containers: crate::world::containers::ContainerConfig,
 }
 
 impl Engine<'_> {
@@ -449,7 +469,18 @@ fn check_options(new: &NewDeployment) -> Result<(), EngineError> {
             }
         }
         DeploymentType::Image => {
-            return bad("image deployments are not supported by `trueup deploy` yet".to_owned());
+            match s.image.as_deref() {
+                None | Some("") => return bad("an image deployment needs `--image NAME`".to_owned()),
+                Some(i) if i.starts_with('-') || i.bytes().any(|b| !b.is_ascii_graphic()) => {
+                    return bad(format!("the image `{}` is not an image reference", i.escape_debug()));
+                }
+                Some(_) => {}
+            }
+            if s.build.is_some() || s.output.is_some() {
+                return bad(
+                    "an image deployment has nothing to build: `--build` and `--output` are for sources".to_owned()
+                );
+            }
         }
     }
     if let Some(out) = &s.output {
@@ -501,6 +532,8 @@ mod tests {
         s.set("build_timeout", "2m").unwrap();
         s.set("claim_ttl", "30s").unwrap();
         s.set("health_timeout", "1h").unwrap();
+        s.set("container_ports", "30000-30009").unwrap();
+        assert_eq!(s.container_ports, 30000..=30009);
         assert_eq!(s.webroot_upstream.as_deref(), Some("http://127.0.0.1:8081"), "a trailing slash is dropped");
         assert_eq!(Settings::from_map(&s.to_map()).unwrap(), s, "what is recorded reads back the same");
         let refused = [
@@ -513,6 +546,9 @@ mod tests {
             ("build_timeout", "2d", "between 1s and 1d"),
             ("claim_ttl", "2h", "between 1s and 1h"),
             ("health_timeout", "0s", "between 1s and 1h"),
+            ("container_ports", "20000", "not a range of ports"),
+            ("container_ports", "20010-20000", "not a range of ports"),
+            ("container_ports", "80-90", "not a range of ports above 1023"),
             ("colour", "red", "unknown setting; the settings are proxy, domain"),
         ];
         for (key, value, why) in refused {
@@ -553,8 +589,15 @@ mod tests {
             let source = Source { git_ref: Some(bad.into()), ..repo.clone() };
             assert!(err(git(source)).contains("is not a branch, tag or commit name"), "{bad:?}");
         }
-        let image = NewDeployment { project: "blog".into(), kind: DeploymentType::Image, source: Source::default() };
-        assert!(err(image).contains("image deployments are not supported"));
+        let image = |source| NewDeployment { project: "blog".into(), kind: DeploymentType::Image, source };
+        assert!(err(image(Source::default())).contains("needs `--image NAME`"));
+        let named = Source { image: Some("localhost/blog:2".into()), ..Source::default() };
+        check(&image(named.clone())).unwrap();
+        assert!(
+            err(image(Source { image: Some("-x".into()), ..Source::default() })).contains("not an image reference")
+        );
+        let built = Source { build: Some("make".into()), ..named };
+        assert!(err(image(built)).contains("nothing to build"));
         for out in ["../up", "/abs", "a/../b"] {
             let source = Source { output: Some(out.into()), ..here.clone() };
             assert!(err(upload("blog", source)).contains("plain relative path"), "{out}");

@@ -9,11 +9,17 @@
 //! `health_check` then confirms, through Traefik on the project's own host, that the
 //! response carries this deployment's `X-Trueup-Deployment` header, so neither the old
 //! release nor a route Traefik has not reloaded yet can pass it.
+//!
+//! Image deployments (`pull_image`, `start_container`; see `image`) have no release
+//! folder and no links: their container is probed directly, the route leads to it, and
+//! the same check through Traefik comes before the old container is removed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
+#[cfg(feature = "containers")]
+use super::image;
 use super::run::Session;
 use crate::model::{Deployment, DeploymentType, Layout, LogLevel};
 
@@ -30,9 +36,9 @@ pub(super) enum Done {
     Unhealthy(String),
 }
 
-type Step = Result<Done, PhaseError>;
+pub(super) type Step = Result<Done, PhaseError>;
 
-fn done() -> Step {
+pub(super) fn done() -> Step {
     Ok(Done::Ok(BTreeMap::new()))
 }
 
@@ -56,10 +62,8 @@ pub(super) fn execute(s: &mut Session<'_, '_>, d: &Deployment, run: Option<&Run>
             Executor::SwitchLinks => switch_links(s, d),
             Executor::WriteRoute => write_route(s, d),
             Executor::HealthCheck => health_check(s, d),
-            Executor::PullImage | Executor::StartContainer => Err(PhaseError::Failed(format!(
-                "`{}` needs a container engine, which `trueup deploy` does not drive yet",
-                e.name()
-            ))),
+            Executor::PullImage => image::pull_image(s, d),
+            Executor::StartContainer => image::start_container(s, d),
         },
     }
 }
@@ -154,8 +158,12 @@ fn copy_files(s: &mut Session<'_, '_>, d: &Deployment) -> Step {
     done()
 }
 
-/// The upstream of `d`'s release once live: the static server's view of the webroot link.
+/// The upstream of `d`'s release once live: the static server's view of the webroot link,
+/// or for a deployment without a release folder the address its container was started on.
 fn upstream(s: &Session<'_, '_>, d: &Deployment) -> Option<String> {
+    if !d.kind.has_release_folder() {
+        return d.metadata.get("upstream").cloned();
+    }
     s.engine.settings.webroot_upstream.as_ref().map(|u| format!("{u}/webroot/{}", d.project))
 }
 
@@ -171,7 +179,7 @@ fn domain(s: &Session<'_, '_>, d: &Deployment) -> Result<String, PhaseError> {
     Ok(own.unwrap_or_else(|| format!("{}.{}", d.project, s.engine.settings.domain)))
 }
 
-fn health_path(d: &Deployment) -> &str {
+pub(super) fn health_path(d: &Deployment) -> &str {
     d.source.health_path.as_deref().unwrap_or("/")
 }
 
@@ -229,7 +237,7 @@ fn preview(s: &mut Session<'_, '_>, d: &Deployment) -> Result<(), PhaseError> {
 }
 
 /// The failure of a probe before exposure: the release was never served.
-fn unexposed(e: PhaseError) -> PhaseError {
+pub(super) fn unexposed(e: PhaseError) -> PhaseError {
     match e {
         PhaseError::Failed(why) => {
             PhaseError::Failed(format!("the new release failed its check before it was exposed: {why}"))
@@ -240,7 +248,7 @@ fn unexposed(e: PhaseError) -> PhaseError {
 
 /// Requests `url` until it answers below 400 (and, with `header`, names deployment `id`)
 /// or the health timeout passes. `Err` says why it never did.
-fn check(
+pub(super) fn check(
     s: &mut Session<'_, '_>,
     url: &str,
     host: Option<&str>,
@@ -268,6 +276,11 @@ fn check(
 
 fn write_route(s: &mut Session<'_, '_>, d: &Deployment) -> Step {
     let Some(up) = upstream(s, d) else {
+        if !d.kind.has_release_folder() {
+            return Err(PhaseError::Failed(
+                "the deployment records no upstream: its container never started".to_owned(),
+            ));
+        }
         s.line(LogLevel::Warn, "no webroot upstream is configured: no route is written");
         return done();
     };
@@ -299,7 +312,12 @@ fn health_check(s: &mut Session<'_, '_>, d: &Deployment) -> Step {
         }
     };
     match result {
-        Ok(()) => done(),
+        Ok(()) => {
+            if !d.kind.has_release_folder() {
+                image::retire_previous(s, d);
+            }
+            done()
+        }
         Err(PhaseError::Failed(why)) => Ok(Done::Unhealthy(format!("the health check failed: {why}"))),
         Err(other) => Err(other),
     }
@@ -309,6 +327,9 @@ fn health_check(s: &mut Session<'_, '_>, d: &Deployment) -> Step {
 /// `current`, webroot link and route, when they lead to `d`. With no previous release,
 /// `d`'s route is taken down (kept aside), so a failed release is never served.
 pub(super) fn rollback(s: &mut Session<'_, '_>, d: &Deployment) {
+    if !d.kind.has_release_folder() {
+        image::remove_own(s, d);
+    }
     let layout = Layout::new(&s.engine.root, &d.project);
     let ours = std::fs::read_link(layout.current()).is_ok_and(|t| t == layout.release(&d.id));
     let file = routes::route_path(&s.engine.routes_dir, &d.project);
@@ -349,6 +370,28 @@ fn previous_release(s: &Session<'_, '_>, d: &Deployment) -> Option<Deployment> {
     let layout = Layout::new(&s.engine.root, &d.project);
     all.into_iter()
         .filter(|o| o.project == d.project && o.id != d.id && s.engine.specs.is_live(o))
-        .filter(|o| layout.release(&o.id).is_dir())
+        .filter(|o| !o.kind.has_release_folder() || layout.release(&o.id).is_dir())
         .max_by_key(|o| (o.finished_at, o.created_at))
+}
+
+/// Without the `containers` feature, image deployments fail saying why.
+#[cfg(not(feature = "containers"))]
+mod image {
+    use super::{Deployment, PhaseError, Session, Step};
+
+    fn not_built() -> Step {
+        Err(PhaseError::Failed("this trueup was built without its `containers` feature: it runs no image".to_owned()))
+    }
+
+    pub(super) fn pull_image(_: &mut Session<'_, '_>, _: &Deployment) -> Step {
+        not_built()
+    }
+
+    pub(super) fn start_container(_: &mut Session<'_, '_>, _: &Deployment) -> Step {
+        not_built()
+    }
+
+    pub(super) fn retire_previous(_: &mut Session<'_, '_>, _: &Deployment) {}
+
+    pub(super) fn remove_own(_: &mut Session<'_, '_>, _: &Deployment) {}
 }

@@ -19,10 +19,11 @@ mod view;
 
 pub use kind::{Group, Kind, Planned, Tally};
 pub use render::{Summary, describe, render_json, render_text};
-pub use rules::{HELPER_MAX_AGE, plan, plan_unsealed};
+pub use rules::{HELPER_MAX_AGE, Limits, app_labels, plan, plan_unsealed, plan_with};
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
 pub use view::{
-    Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, releases, view,
+    Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, release_present, releases,
+    view,
 };
 
 use serde::{Deserialize, Serialize};

@@ -14,23 +14,43 @@ use crate::world::routes;
 /// How long a helper container (build, copy) may live before it counts as left over.
 pub const HELPER_MAX_AGE: Duration = Duration::from_secs(3600);
 
-/// Computes the plan that makes `world` true at `now` under `specs`.
+/// The limits the rules apply beyond the specs' own: what an operator configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How old a helper container of a running deployment may grow before it counts as
+    /// left over and is removed.
+    pub helper_max_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { helper_max_age: HELPER_MAX_AGE }
+    }
+}
+
+/// Computes the plan that makes `world` true at `now` under `specs`, with the default
+/// [`Limits`].
+pub fn plan(specs: &Specs, world: &World, now: Timestamp) -> Plan {
+    plan_with(specs, world, now, &Limits::default())
+}
+
+/// Computes the plan that makes `world` true at `now` under `specs` and `limits`.
 ///
 /// The order of the actions is the order of the rules (deployments, links, containers,
 /// routes) within each project, projects sorted by id; findings follow the same order.
 /// A project with a row the store could not read ([`World::unreadable`]), or whose name
 /// the layout reserves ([`crate::model::RESERVED_PROJECT_IDS`]), is left alone as a whole
 /// with one warning (see [`super::view`]).
-pub fn plan(specs: &Specs, world: &World, now: Timestamp) -> Plan {
-    let mut plan = plan_unsealed(specs, world, now);
+pub fn plan_with(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) -> Plan {
+    let mut plan = plan_unsealed(specs, world, now, limits);
     plan.seal(world);
     plan
 }
 
-/// [`plan`] without the fingerprint of the world ([`Plan::fingerprint`] is empty): for a
-/// plan that is only shown, never saved or compared, since the fingerprint serializes the
-/// whole world. [`Plan::seal`] adds it.
-pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp) -> Plan {
+/// [`plan_with`] without the fingerprint of the world ([`Plan::fingerprint`] is empty):
+/// for a plan that is only shown, never saved or compared, since the fingerprint
+/// serializes the whole world. [`Plan::seal`] adds it.
+pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) -> Plan {
     let View { projects, skipped, findings } = view(specs, world, now);
     // A configuration that looks wrong makes the whole view untrustworthy: no change at
     // all, and only the errors are shown (the rest would be read off the wrong folders).
@@ -38,7 +58,16 @@ pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp) -> Plan {
         let findings = findings.into_iter().filter(|f| f.level == Level::Error).collect();
         return Plan { actions: Vec::new(), findings, fingerprint: String::new() };
     }
-    let mut planner = Planner { specs, views: &projects, skipped: &skipped, world, now, actions: Vec::new(), findings };
+    let mut planner = Planner {
+        specs,
+        views: &projects,
+        skipped: &skipped,
+        world,
+        now,
+        limits: *limits,
+        actions: Vec::new(),
+        findings,
+    };
     planner.run();
     let Planner { mut actions, mut findings, .. } = planner;
     actions.sort_by(|a, b| a.project.cmp(&b.project));
@@ -54,6 +83,7 @@ struct Planner<'v, 'a> {
     skipped: &'v BTreeSet<&'a str>,
     world: &'a World,
     now: Timestamp,
+    limits: Limits,
     actions: Vec<Action>,
     findings: Vec<Finding>,
 }
@@ -135,6 +165,11 @@ impl<'a> Planner<'_, 'a> {
         let project = view.project;
         // An inactive project has no live release.
         let Some(live) = view.live else { return };
+        // A deployment without a release folder (an image's container) is never given
+        // links: whatever `current` holds is left as it is.
+        if !live.kind.has_release_folder() {
+            return;
+        }
         let layout = Layout::new(&self.world.root, &project.id);
         let release = layout.release(&live.id);
         // A deployment in flight owns the links it may have switched. A link that is
@@ -261,8 +296,9 @@ impl<'a> Planner<'_, 'a> {
         if role == "helper" {
             let age = c.created_at.and_then(|t| self.now.since(t));
             match (in_flight, age) {
-                (true, Some(age)) if age >= HELPER_MAX_AGE && !self.held(view, dep_id) => {
-                    self.remove(project, c, format!("helper container created {age} ago, older than {HELPER_MAX_AGE}"));
+                (true, Some(age)) if age >= self.limits.helper_max_age && !self.held(view, dep_id) => {
+                    let max = self.limits.helper_max_age;
+                    self.remove(project, c, format!("helper container created {age} ago, older than {max}"));
                 }
                 (true, _) => {}
                 _ => self.remove(project, c, format!("helper container of `{dep_id}`, which is no longer running")),
@@ -278,7 +314,7 @@ impl<'a> Planner<'_, 'a> {
             self.remove(project, c, format!("zombie: its deployment `{dep_id}` is neither live nor in flight{live}"));
             return;
         };
-        let expected = expected_labels(view.project, live);
+        let expected = app_labels(view.project, live);
         let wrong: Vec<String> = expected
             .iter()
             .filter_map(|(k, v)| c.label(k).filter(|actual| actual != v).map(|actual| (k, v, actual)))
@@ -468,7 +504,8 @@ impl<'a> Planner<'_, 'a> {
 /// The labels the live app container of a project must carry. The project and
 /// deployment labels match by construction; a service or role label that is present
 /// must match too (an absent one is filled in only when the container is recreated).
-fn expected_labels(project: &Project, live: &Deployment) -> BTreeMap<String, String> {
+/// An image deployment's container is created with them ([`crate::engine`]).
+pub fn app_labels(project: &Project, live: &Deployment) -> BTreeMap<String, String> {
     let service = live
         .service
         .clone()

@@ -128,7 +128,7 @@ pub fn status(specs: &Specs, world: &World, now: Timestamp) -> Status {
 fn project(world: &World, view: &ProjectView<'_>) -> ProjectStatus {
     let p = view.project;
     let layout = Layout::new(&world.root, &p.id);
-    let release = view.live.map(|d| layout.release(&d.id));
+    let release = view.live.filter(|d| d.kind.has_release_folder()).map(|d| layout.release(&d.id));
     let deploying = view.owner().map(|d| d.id.clone());
     // A link the plan leaves to a deployment in flight is that deployment's work; one that
     // is missing or dangles is never left, so it shows as it is.

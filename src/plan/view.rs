@@ -312,16 +312,23 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             }
         };
         let held = d.held_at(now);
-        let owns_links =
-            matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || release_exists(world, &d.project, &d.id));
+        // What a deployment may already have switched to itself: its release folder, or
+        // for an image deployment its container, once started (its upstream recorded).
+        let exposed = if d.kind.has_release_folder() {
+            release_exists(world, &d.project, &d.id)
+        } else {
+            d.metadata.contains_key("upstream")
+        };
+        let owns_links = matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || exposed);
         let healthy = matches!(progress, Progress::Held(_) | Progress::Running { .. });
         let in_flight = healthy.then(|| d.id.clone());
         if let Some((level, message)) = progress_notes(spec, d, &progress) {
             v.findings.push(Finding { project: d.project.clone(), level, message, in_flight: in_flight.clone() });
         }
         if owns_links && !held {
+            let has = if d.kind.has_release_folder() { "a release folder" } else { "a running container" };
             let message = format!(
-                "deployment `{}` has a release folder and is still in flight: the project's links and routes are left to it",
+                "deployment `{}` has {has} and is still in flight: the project's links and routes are left to it",
                 d.id
             );
             v.findings.push(Finding { project: d.project.clone(), level: Level::Note, message, in_flight });
@@ -331,7 +338,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         view.judged.insert(&d.id, judged);
     }
     for view in v.projects.values_mut() {
-        let (latest, live) = releases(specs, world, &view.project.id, view.deployments.iter().copied());
+        let (latest, live) = releases(specs, world, view.deployments.iter().copied());
         view.latest = latest;
         if !view.project.active {
             continue;
@@ -378,7 +385,8 @@ pub fn configuration_errors(specs: &Specs, world: &World) -> Vec<Finding> {
             None => error(format!("the managed root `{root}` does not exist (a typo?): check `--root`")),
             Some(Node::Dir) => {
                 let empty = !world.files.keys().any(|p| p != &world.root && p.starts_with(&world.root));
-                let live = world.deployments.iter().filter(|d| specs.is_live(d)).count();
+                // Only releases with a folder: an image deployment's lives in its container.
+                let live = world.deployments.iter().filter(|d| specs.is_live(d) && d.kind.has_release_folder()).count();
                 if empty && live > 0 {
                     let s = if live == 1 { "" } else { "s" };
                     error(format!(
@@ -396,18 +404,24 @@ pub fn configuration_errors(specs: &Specs, world: &World) -> Vec<Finding> {
     errors
 }
 
-/// The latest deployment in its live phase, and the live one: the latest whose release
-/// folder exists. They differ when the latest lost its folder.
+/// A project's latest deployment in its live phase, and the live one: the latest whose
+/// release folder exists, or that has none by its type ([`release_present`]). They differ
+/// when the latest lost its folder.
 pub fn releases<'a>(
     specs: &Specs,
     world: &World,
-    project: &str,
     deployments: impl Iterator<Item = &'a Deployment>,
 ) -> (Option<&'a Deployment>, Option<&'a Deployment>) {
     let mut live: Vec<&'a Deployment> = deployments.filter(|d| specs.is_live(d) && valid_id(&d.id)).collect();
     live.sort_by(|a, b| (b.finished_at, &b.id).cmp(&(a.finished_at, &a.id)));
-    let present = live.iter().copied().find(|d| release_exists(world, project, &d.id));
+    let present = live.iter().copied().find(|d| release_present(world, d));
     (live.first().copied(), present)
+}
+
+/// True when `d` can be live: its release folder exists, or it has none by its type (an
+/// image deployment, served by its container).
+pub fn release_present(world: &World, d: &Deployment) -> bool {
+    !d.kind.has_release_folder() || release_exists(world, &d.project, &d.id)
 }
 
 /// True when `ROOT/PROJECT/deployments/ID` is a folder.
@@ -523,12 +537,11 @@ impl Judge<'_, '_> {
                 let max = self.spec.find(&d.phase).and_then(|s| self.spec.state(s).max_attempts);
                 max.is_none_or(|m| d.attempts < m)
             }
-            Guard::HasPreviousRelease => self.view.deployments.iter().any(|o| {
-                o.id != d.id
-                    && self.specs.is_live(o)
-                    && valid_id(&o.id)
-                    && release_exists(self.world, &o.project, &o.id)
-            }),
+            Guard::HasPreviousRelease => self
+                .view
+                .deployments
+                .iter()
+                .any(|o| o.id != d.id && self.specs.is_live(o) && valid_id(&o.id) && release_present(self.world, o)),
             Guard::IsImageDeployment => d.kind == DeploymentType::Image,
         }
     }

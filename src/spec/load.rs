@@ -1261,6 +1261,26 @@ mod tests {
     use crate::spec::{DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE};
 
     #[test]
+    fn the_image_spec_compiles_without_warnings_and_runs_the_container_executors() {
+        let (spec, warnings) = load(crate::spec::IMAGE_SPEC_NAME, crate::spec::IMAGE_SPEC_SOURCE).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let runs: Vec<String> = ["PULLING_IMAGE", "STARTING_CONTAINER", "UPDATING_ROUTES", "HEALTH_CHECK"]
+            .iter()
+            .map(|p| format!("{:?}", spec.state(spec.find(p).unwrap()).run))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                "Some(Executor(PullImage))",
+                "Some(Executor(StartContainer))",
+                "Some(Executor(WriteRoute))",
+                "Some(Executor(HealthCheck))"
+            ]
+        );
+        assert!(spec.is_live("ACTIVE"));
+    }
+
+    #[test]
     fn the_default_spec_compiles() {
         let (spec, warnings) = load(DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");

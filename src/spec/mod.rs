@@ -31,13 +31,29 @@ pub const DEFAULT_SPEC_SOURCE: &str = include_str!("../../specs/deployment.yaml"
 /// The file name shown in diagnostics of the default spec.
 pub const DEFAULT_SPEC_NAME: &str = "specs/deployment.yaml";
 
+/// The default machine of image deployments, compiled into the binary.
+pub const IMAGE_SPEC_SOURCE: &str = include_str!("../../specs/image.yaml");
+
+/// The file name shown in diagnostics of the image spec.
+pub const IMAGE_SPEC_NAME: &str = "specs/image.yaml";
+
 /// The default deployment machine.
 pub fn default_spec() -> Spec {
-    match load(DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE) {
+    builtin(DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE)
+}
+
+/// The default machine of image deployments: no build and no release folder, an app
+/// container per deployment instead.
+pub fn image_spec() -> Spec {
+    builtin(IMAGE_SPEC_NAME, IMAGE_SPEC_SOURCE)
+}
+
+fn builtin(name: &str, source: &str) -> Spec {
+    match load(name, source) {
         Ok((spec, _warnings)) => spec,
         Err(diagnostics) => panic!(
             "the built-in spec is checked by the test suite, yet it failed: {}",
-            crate::diag::render(DEFAULT_SPEC_NAME, DEFAULT_SPEC_SOURCE, &diagnostics)
+            crate::diag::render(name, source, &diagnostics)
         ),
     }
 }

@@ -20,6 +20,12 @@ impl Specs {
         Specs { default: spec, by_type: BTreeMap::new() }
     }
 
+    /// The built-in specs: [`super::default_spec`] for uploads and git repositories,
+    /// [`super::image_spec`] for images.
+    pub fn builtin() -> Self {
+        Specs::one(super::default_spec()).with(DeploymentType::Image, super::image_spec())
+    }
+
     /// These specs, with `spec` for deployments of type `kind`.
     #[must_use]
     pub fn with(mut self, kind: DeploymentType, spec: Spec) -> Self {

@@ -6,9 +6,10 @@
 //! `World` and nothing else, so the same snapshot always gives the same plan.
 //!
 //! This is one of the two modules allowed to touch the outside (with [`crate::store`]):
-//! observers read the file system, the store and route files; effect adapters change
-//! them. Nothing here decides *what* to change: that is [`crate::plan`]'s job.
+//! observers read the file system, the store, route files and the container engine;
+//! effect adapters change them. Nothing here decides *what* to change: that is [`crate::plan`]'s job.
 
+pub mod containers;
 pub mod effects;
 pub mod fixture;
 pub mod observe;

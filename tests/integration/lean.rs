@@ -157,7 +157,7 @@ proptest! {
 fn a_plan_only_shown_skips_the_fingerprint_and_sealing_adds_the_same_one() {
     let specs: spec::Specs = spec::default_spec().into();
     let fx = fixture::load("lean.yaml", WORLD).unwrap();
-    let mut shown = plan::plan_unsealed(&specs, &fx.world, fx.now);
+    let mut shown = plan::plan_unsealed(&specs, &fx.world, fx.now, &plan::Limits::default());
     assert_eq!(shown.fingerprint, "", "the fingerprint serializes the world: not for a plan only shown");
     shown.seal(&fx.world);
     assert_eq!(shown, plan::plan(&specs, &fx.world, fx.now));

@@ -42,7 +42,7 @@ const UNSTORABLE: &[&str] = &["0052_duplicate_deployment_id.yaml"];
 
 #[test]
 fn real_plans_match_the_model_for_every_fixture() {
-    let spec = spec::default_spec().into();
+    let spec = spec::Specs::builtin();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan");
     let mut fixtures: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     fixtures.sort();

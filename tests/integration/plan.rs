@@ -15,7 +15,7 @@ fn check(path: &Path) -> (fixture::Fixture, Plan) {
         Ok(f) => f,
         Err(d) => panic!("{}", trueup::diag::render(&name, &source, &d)),
     };
-    let plan = plan::plan(&spec::default_spec().into(), &fixture.world, fixture.now);
+    let plan = plan::plan(&spec::Specs::builtin(), &fixture.world, fixture.now);
     (fixture, plan)
 }
 
@@ -50,7 +50,7 @@ fn status_reads_like_the_plan() {
             "0045_many_stuck_after_reboot",
         ] {
             let (fixture, _) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/plan/{name}.yaml")));
-            let status = plan::status(&spec::default_spec().into(), &fixture.world, fixture.now);
+            let status = plan::status(&spec::Specs::builtin(), &fixture.world, fixture.now);
             insta::assert_snapshot!(name, plan::render_status(&status, plan::Verbosity::Brief));
         }
     });
@@ -60,7 +60,7 @@ fn status_reads_like_the_plan() {
 fn planning_is_deterministic_and_stable_under_reload() {
     insta::glob!("../../fixtures/plan", "*.yaml", |path| {
         let (fixture, first) = check(path);
-        let second = plan::plan(&spec::default_spec().into(), &fixture.world, fixture.now);
+        let second = plan::plan(&spec::Specs::builtin(), &fixture.world, fixture.now);
         assert_eq!(first, second);
         assert_eq!(plan::render_json(&first, fixture.now), plan::render_json(&second, fixture.now));
     });

@@ -65,7 +65,11 @@ fn a_changed_resume_rule_fails_the_cases_it_changes_and_update_accepts_it() {
     let cases_before = tree(&scratch.join("cases/plan"));
     let expect_before = tree(&scratch.join("cases/plan.expect"));
 
-    let run = |args: &[&str], code: i32| Trueup::new(args).dir(&scratch.0).arg("--color").arg("never").code(code).run();
+    // `--spec FILE` is for every type: image deployments keep their own spec beside it.
+    let image = format!("image={}", top().join("specs/image.yaml").display());
+    let run = |args: &[&str], code: i32| {
+        Trueup::new(args).dir(&scratch.0).args(["--color", "never", "--spec", &image]).code(code).run()
+    };
     let out = run(&["test", "--spec", "my.yaml", "cases/plan"], 1);
     let stdout = &out.stdout;
     let (passed, failed) = counts(stdout);

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! A run starts from the repository's folder with no `TRUEUP_*` variable of the
-//! environment, so what a test does not say cannot change what it sees. `run` checks the
+//! environment and no container engine (`TRUEUP_CONTAINER_SOCKET=none`, no `DOCKER_HOST`),
+//! so what a test does not say cannot change what it sees. `run` checks the
 //! exit code (0 unless told) and returns what the process printed.
 
 use std::collections::BTreeMap;
@@ -116,6 +117,7 @@ impl Trueup {
                 command.env_remove(key);
             }
         }
+        command.env_remove("DOCKER_HOST").env("TRUEUP_CONTAINER_SOCKET", "none");
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }

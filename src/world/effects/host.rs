@@ -2,8 +2,9 @@
 //!
 //! File system and route changes go through [`RealFs`]; resumes and failures are
 //! recorded in the [`Store`] under the apply lease, each in one transaction
-//! ([`Store::record_verdict`]). Containers need an engine, which is not configured yet:
-//! their changes fail with [`EffectError::NoContainerEngine`].
+//! ([`Store::record_verdict`]). Container changes go through the container engine when
+//! one is configured ([`Host::with_engine`]), and fail with
+//! [`EffectError::NoContainerEngine`] otherwise.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +13,7 @@ use super::{EffectError, Effects, RealFs};
 use crate::model::Verdict;
 use crate::store::{Lease, Store, StoreError};
 use crate::time::Timestamp;
+use crate::world::containers::Engine;
 
 /// The real machine: files under the root, route files, and the state store.
 #[derive(Debug)]
@@ -19,12 +21,18 @@ pub struct Host<'a> {
     fs: RealFs,
     store: &'a Store,
     lease: Lease,
+    engine: Option<&'a Engine>,
 }
 
 impl<'a> Host<'a> {
     /// Effects through `fs` and `store`, writing to the store under `lease`.
     pub fn new(fs: RealFs, store: &'a Store, lease: Lease) -> Self {
-        Host { fs, store, lease }
+        Host { fs, store, lease, engine: None }
+    }
+
+    /// The same, with container changes made through `engine`.
+    pub fn with_engine(self, engine: Option<&'a Engine>) -> Self {
+        Host { engine, ..self }
     }
 }
 
@@ -42,7 +50,10 @@ impl Effects for Host<'_> {
     }
 
     fn start_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
-        self.fs.start_container(id, name)
+        match self.engine {
+            Some(engine) => engine.start_container(id, name),
+            None => self.fs.start_container(id, name),
+        }
     }
 
     fn recreate_container(
@@ -53,11 +64,17 @@ impl Effects for Host<'_> {
         labels: &BTreeMap<String, String>,
         now: Timestamp,
     ) -> Result<(), EffectError> {
-        self.fs.recreate_container(id, name, image, labels, now)
+        match self.engine {
+            Some(engine) => engine.recreate_container(id, name, image, labels),
+            None => self.fs.recreate_container(id, name, image, labels, now),
+        }
     }
 
     fn remove_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
-        self.fs.remove_container(id, name)
+        match self.engine {
+            Some(engine) => engine.remove_container(id, name),
+            None => self.fs.remove_container(id, name),
+        }
     }
 
     fn write_route(

@@ -9,9 +9,10 @@
 //!   sub-step by sub-step, and can crash after any number of sub-steps, so property tests
 //!   can check that a fresh run repairs every interrupted one.
 //! - [`RealFs`] changes the real file system under the managed root and the route files
-//!   (atomic symlink switch, move-aside, atomic route write). Containers and the store are
-//!   not wired yet: it answers those with [`EffectError::NoContainerEngine`] and
-//!   [`EffectError::NoStore`].
+//!   (atomic symlink switch, move-aside, atomic route write). It answers container and
+//!   store changes with [`EffectError::NoContainerEngine`] and [`EffectError::NoStore`];
+//!   [`Host`] adds the store and, when one is configured, the container engine
+//!   ([`crate::world::containers::Engine`]).
 //!
 //! Nothing here decides *what* to change ([`crate::plan`] does) or in which order
 //! ([`crate::apply`] does).
@@ -278,6 +279,9 @@ pub enum EffectError {
         /// The container holding it.
         id: String,
     },
+    /// The container engine failed or refused an operation.
+    #[error(transparent)]
+    Engine(#[from] crate::world::containers::ContainerError),
     /// Deployment changes need the store, and it is not connected.
     #[error("cannot change deployment `{0}`: no store is connected")]
     NoStore(String),
