@@ -134,6 +134,8 @@ pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
     let store = plan_cmds::open_store(args)?;
     let cfg = reconcile::Config {
         owner: format!("trueup-serve@{}:{}", lease_cmds::this_host(), std::process::id()),
+        // The container engine of the global flags: each cycle reconciles containers too.
+        containers: plan_cmds::container_config(args)?,
         ..plan_cmds::machine_config(&args.root, &args.routes_dir, cmd.lock_timeout)
     };
     let holder = Holder { owner: &cfg.owner, host: &cfg.host, pid: cfg.pid };

@@ -263,3 +263,36 @@ fn a_socket_that_was_asked_for_and_does_not_answer_is_an_error_saying_what_to_ch
     let plan = Trueup::new(["plan", "-v"]).staged(&staged).run().stdout;
     assert_eq!(plan.matches("no container engine is configured").count(), 1, "{plan}");
 }
+
+#[test]
+fn the_daemon_starts_a_stopped_app_container_in_its_first_cycle_before_it_is_ready() {
+    let Some(podman) = podman() else { return };
+    let engine = podman.lock();
+    let (_scratch, staged) = staged("serve");
+    let id = container(
+        &engine,
+        NewContainer { name: "shop-web".into(), labels: labels("d0", "app"), ..Default::default() },
+        false,
+    );
+    let socket = podman.socket.to_str().unwrap();
+    let args = ["--no-run", "--log-format", "json", "--container-socket", socket];
+    let mut daemon = crate::serve::Daemon::start(&staged, &args, &[]);
+    daemon.wait_for("ready");
+    let listed = engine.list().unwrap();
+    assert_eq!(
+        (by_name(&listed, "shop-web").id.as_str(), by_name(&listed, "shop-web").state),
+        (id.as_str(), ContainerState::Running),
+        "the stopped container of the live deployment is running before ready"
+    );
+    let log = daemon.log();
+    let summary =
+        log.iter().map(|l| crate::serve::json(l)).find(|l| l["message"].as_str().unwrap().starts_with("cycle 1 done"));
+    let summary = summary.unwrap_or_else(|| panic!("no summary before ready:\n{}", log.join("\n")));
+    let counts = crate::serve::cycle_counts(&summary);
+    assert!(counts.contains(&("containers_started", 1)), "{summary}");
+    assert!(counts.contains(&("containers_removed", 0)) && counts.contains(&("errors", 0)), "{summary}");
+    daemon.signal("TERM");
+    let (code, log) = daemon.exit();
+    assert_eq!(code, Some(0), "{}", log.join("\n"));
+    trueup(podman, &staged, &["plan", "--detailed-exitcode"], 0);
+}

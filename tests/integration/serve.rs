@@ -12,8 +12,8 @@
 //! between cycles, and SIGTERM stops a running build and leaves its deployment to be
 //! resumed. The README's systemd unit is run with its own flags.
 //!
-//! Not yet here: a stopped app container in the startup world, which needs the container
-//! adapter of issue 10's other parts.
+//! A stopped app container started by the first cycle, before ready, is in
+//! `containers.rs`, beside the Podman service it needs.
 //!
 //! Staged worlds have fake sources, so those runs use `--no-run` (only the verdicts are
 //! recorded, as `apply --no-run` does) and `--now`, the instant the world was staged at;
@@ -37,14 +37,14 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A running `trueup` process (a daemon, or an apply a test holds) and the lines of its
 /// stderr so far.
-struct Daemon {
+pub struct Daemon {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
     /// `trueup serve ARGS` against `staged`, with `env` set.
-    fn start(staged: &Staged, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub fn start(staged: &Staged, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let mut command = trueup_command(staged, &all);
@@ -66,14 +66,14 @@ impl Daemon {
         Daemon { child, lines }
     }
 
-    fn log(&self) -> Vec<String> {
+    pub fn log(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 
     /// Waits for a log line that contains `text`, and returns it; fails when the daemon
     /// exits first.
     #[track_caller]
-    fn wait_for(&mut self, text: &str) -> String {
+    pub fn wait_for(&mut self, text: &str) -> String {
         let started = Instant::now();
         loop {
             if let Some(line) = self.log().into_iter().find(|l| l.contains(text)) {
@@ -106,14 +106,14 @@ impl Daemon {
         }
     }
 
-    fn signal(&self, signal: &str) {
+    pub fn signal(&self, signal: &str) {
         let sent = std::process::Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status();
         assert!(sent.unwrap().success(), "kill -s {signal}");
     }
 
     /// Waits for the daemon to exit; returns its exit code and its whole log.
     #[track_caller]
-    fn exit(mut self) -> (Option<i32>, Vec<String>) {
+    pub fn exit(mut self) -> (Option<i32>, Vec<String>) {
         let started = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -137,7 +137,7 @@ impl Drop for Daemon {
 
 /// A JSON log line, parsed.
 #[track_caller]
-fn json(line: &str) -> serde_json::Value {
+pub fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
 }
 
@@ -167,7 +167,7 @@ fn unfinished(staged: &Staged) -> Vec<String> {
 }
 
 /// The summary counts of a JSON cycle line, by the names `apply --json` gives them.
-fn cycle_counts(line: &serde_json::Value) -> Vec<(&'static str, u64)> {
+pub fn cycle_counts(line: &serde_json::Value) -> Vec<(&'static str, u64)> {
     let field = |k: &str| line[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {line}"));
     vec![
         ("deployments_resumed", field("resumed")),
