@@ -908,10 +908,11 @@ fn a_closed_stdout_ends_plan_quietly_with_the_sigpipe_status() {
     let scratch = Scratch::new("pipe");
     let staged = staged(&scratch, &damaged(40));
     // `trueup plan | head -1`: the reader goes away after its first line. The pipe's
-    // reading end is closed before trueup even starts, so its first write fails.
-    let mut child =
-        trueup_command(&staged, &["plan", "--now", NOW]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    drop(child.stdout.take());
+    // reading end is closed before trueup even starts, so its first write fails (closed
+    // after the start, a small plan could fit in the pipe before the reader left).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = trueup_command(&staged, &["plan", "--now", NOW]).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(141), "{}", said(&out));
