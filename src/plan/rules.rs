@@ -37,7 +37,8 @@ pub fn plan(specs: &Specs, world: &World, now: Timestamp) -> Plan {
 /// Computes the plan that makes `world` true at `now` under `specs` and `limits`.
 ///
 /// The order of the actions is the order of the rules (deployments, links, containers,
-/// routes) within each project, projects sorted by id; findings follow the same order.
+/// routes) within each project, but for container removals, which come last, once the
+/// route no longer leads to them; projects sorted by id; findings follow the same order.
 /// A project with a row the store could not read ([`World::unreadable`]), or whose name
 /// the layout reserves ([`crate::model::RESERVED_PROJECT_IDS`]), is left alone as a whole
 /// with one warning (see [`super::view`]).
@@ -66,6 +67,7 @@ pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limi
         now,
         limits: *limits,
         actions: Vec::new(),
+        removals: Vec::new(),
         findings,
     };
     planner.run();
@@ -85,6 +87,9 @@ struct Planner<'v, 'a> {
     now: Timestamp,
     limits: Limits,
     actions: Vec<Action>,
+    /// Containers to remove: planned after every other action of their project, so a
+    /// zombie that still serves the route goes only once the route leads elsewhere.
+    removals: Vec<Action>,
     findings: Vec<Finding>,
 }
 
@@ -110,6 +115,7 @@ impl<'a> Planner<'_, 'a> {
         }
         self.containers();
         self.routes();
+        self.actions.append(&mut self.removals);
     }
 
     // Rule 1: deployments.
@@ -396,7 +402,8 @@ impl<'a> Planner<'_, 'a> {
     }
 
     fn remove(&mut self, project: &str, c: &Container, reason: String) {
-        self.act(project, Change::RemoveContainer { id: c.id.clone(), name: c.name.clone() }, reason);
+        let change = Change::RemoveContainer { id: c.id.clone(), name: c.name.clone() };
+        self.removals.push(Action { project: project.to_owned(), change, reason });
     }
 
     // Rule 4: routes.
