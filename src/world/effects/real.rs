@@ -92,12 +92,14 @@ impl Unsynced {
     fn sync(&mut self) -> Result<(), EffectError> {
         while let Some(dir) = self.0.first().cloned() {
             match fs::File::open(&dir) {
-                Ok(f) => f.sync_all().map_err(io_err("sync folder", &dir))?,
+                Ok(f) => {
+                    f.sync_all().map_err(io_err("sync folder", &dir))?;
+                    #[cfg(test)]
+                    trace::push(trace::Event::Synced(dir.clone()));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("sync folder", &dir)(e)),
             }
-            #[cfg(test)]
-            trace::push(trace::Event::Synced(dir.clone()));
             self.0.remove(&dir);
         }
         Ok(())
@@ -539,6 +541,26 @@ mod tests {
         for folder in [root.join("p1"), root.join("webroot"), routes.clone()] {
             assert!(synced.contains(&&folder), "`{}` never synced: {events:?}", folder.display());
         }
+    }
+
+    #[test]
+    fn a_folder_moved_aside_in_the_batch_that_changed_it_is_not_synced_and_no_error() {
+        let t = TempRoot::new("aside-in-batch");
+        let root = t.0.join("root");
+        let d0 = release(&root, "d0");
+        let mut fs_ = RealFs::new(&root, t.0.join("routes"));
+        // `p2/nested` is created for the link, then moved aside whole, in one batch.
+        fs_.link(&root.join("p2/nested/current"), &d0).unwrap();
+        fs_.move_aside(&root.join("p2/nested"), &root.join("p2/nested.aside")).unwrap();
+        trace::take();
+        fs_.sync().unwrap();
+        let synced: Vec<_> = trace::take();
+        assert!(synced.contains(&trace::Event::Synced(root.join("p2"))), "{synced:?}");
+        assert!(!synced.contains(&trace::Event::Synced(root.join("p2/nested"))), "{synced:?}");
+        assert_eq!(fs::read_link(root.join("p2/nested.aside/current")).unwrap(), d0);
+        // Nothing is left to sync.
+        fs_.sync().unwrap();
+        assert_eq!(trace::take(), []);
     }
 
     #[test]
