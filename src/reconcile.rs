@@ -662,6 +662,12 @@ struct Journal<'a, 'f> {
     finished: Vec<(u32, Status)>,
 }
 
+/// Whether a lease of `ttl` renewed `elapsed` ago is due for renewal: once a third of
+/// its time has passed, so that two renewals can be missed before it lapses.
+fn renewal_due(elapsed: std::time::Duration, ttl: Duration) -> bool {
+    elapsed.as_secs() * 3 >= ttl.secs()
+}
+
 fn seq(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }
@@ -683,7 +689,7 @@ impl Hooks for Journal<'_, '_> {
         if let Some(why) = self.listener.interrupted() {
             return Err(HookError::Interrupted(why));
         }
-        let checked = if self.renewed.elapsed().as_secs() * 3 >= self.ttl.secs() {
+        let checked = if renewal_due(self.renewed.elapsed(), self.ttl) {
             self.renew()
         } else {
             self.store.check_lease(&self.lease)
@@ -708,7 +714,7 @@ impl Hooks for Journal<'_, '_> {
     /// Writes the plan in one transaction, then the outcomes kept back in another.
     fn flush(&mut self) -> Result<(), HookError> {
         // Journaling a large plan takes a while: keep the lease fresh meanwhile.
-        if self.renewed.elapsed().as_secs() * 3 >= self.ttl.secs() {
+        if renewal_due(self.renewed.elapsed(), self.ttl) {
             self.renew().map_err(|e| HookError::LeaseLost(Box::new(e)))?;
         }
         let at = clock::now();
@@ -724,5 +730,21 @@ impl Hooks for Journal<'_, '_> {
             })
             .collect();
         self.store.journal_outcomes(&self.lease, self.run, &outcomes, at).map_err(|e| HookError::Journal(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_renewed_once_a_third_of_its_time_has_passed() {
+        let secs = std::time::Duration::from_secs;
+        let ttl = Duration::from_secs(60);
+        let due: Vec<bool> = [0, 1, 19, 20, 21, 59, 60, 200].map(|s| renewal_due(secs(s), ttl)).to_vec();
+        assert_eq!(due, [false, false, false, true, true, true, true, true]);
+        let short = Duration::from_secs(2);
+        assert!(!renewal_due(std::time::Duration::from_millis(999), short));
+        assert!(renewal_due(secs(1), short));
     }
 }
