@@ -456,6 +456,21 @@ fn a_claim_is_exclusive_and_a_lapsed_one_can_be_retaken() {
 }
 
 #[test]
+fn checking_a_lease_reads_whether_it_is_still_the_current_one() {
+    let dir = Scratch::new("check-lease");
+    let store = open(&dir.join("state.db"));
+    let now = t("2025-10-02T12:00:00Z");
+    let ttl = Duration::from_secs(60);
+    let a = store.acquire_lease("apply-a", now, ttl).unwrap();
+    store.check_lease(&a).unwrap();
+    store.release_lease(&a).unwrap();
+    assert!(matches!(store.check_lease(&a), Err(StoreError::StaleLease { .. })), "released");
+    let b = store.acquire_lease("apply-b", now, ttl).unwrap();
+    store.check_lease(&b).unwrap();
+    assert!(matches!(store.check_lease(&a), Err(StoreError::StaleLease { .. })), "taken by another");
+}
+
+#[test]
 fn a_stale_lease_cannot_write() {
     let dir = Scratch::new("lease");
     let store = open(&dir.join("state.db"));
