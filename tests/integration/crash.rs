@@ -1255,6 +1255,30 @@ fn an_apply_hit_by_a_fault_frees_its_lease_and_the_next_converges() {
 }
 
 #[test]
+fn an_apply_holds_its_lease_for_the_lease_ttl_it_was_given() {
+    let scratch = Scratch::new("lease-ttl");
+    let staged = staged(&scratch, &damaged(20));
+    let mut child = trueup_command(&staged, &["apply", "--now", NOW, "--lease-ttl", "5s"])
+        .env("TRUEUP_TEST_STOP_AFTER", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(&mut child, "it stopped itself", |c| process_state(c) == 'T');
+    // Renewed (or taken) before now, for 5 seconds: it lapses within 5 seconds of now, and
+    // never with the default minute.
+    let until: String =
+        db(&staged).query_row("SELECT until FROM lease WHERE name = 'apply'", [], |r| r.get(0)).unwrap();
+    let until: trueup::time::Timestamp = until.parse().unwrap();
+    let now = trueup::time::clock::now();
+    signal(&child, "CONT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(until.unix() <= now.unix() + 5, "the lease runs until {until}, more than 5s after {now}");
+    assert!(until.unix() + 60 > now.unix() + 5, "the lease ran out long ago: {until}");
+}
+
+#[test]
 fn lease_durations_are_bounded_when_parsed_and_the_default_wait_outlasts_the_lease() {
     use crate::support::Trueup;
     // A staged world, so that a bound that stops working changes nothing outside it.
