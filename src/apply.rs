@@ -468,8 +468,8 @@ fn subjects(change: &Change) -> Vec<Subject<'_>> {
     }
 }
 
-/// An error and its causes, joined with `: `.
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, joined with `: `, on one line.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

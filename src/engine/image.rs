@@ -17,6 +17,7 @@
 //! Every executor here is idempotent: a container that an interrupted attempt left under
 //! the deployment's name is removed and made again, on a port chosen again.
 
+use crate::apply::chain;
 use std::collections::BTreeMap;
 
 use super::run::Session;
@@ -28,18 +29,6 @@ use crate::world::containers::{self, ContainerError, Engine as Containers, NewCo
 /// The name of `d`'s app container.
 pub(super) fn container_name(d: &Deployment) -> String {
     format!("{}-{}", d.project, d.id)
-}
-
-/// An error and its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn image_of(d: &Deployment) -> Result<&str, PhaseError> {

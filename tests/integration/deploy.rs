@@ -238,7 +238,7 @@ fn bad_input_is_a_clear_error_that_leaves_the_live_release_untouched() {
 
 /// Requests through Traefik in a loop, on another thread, recording every answer that is
 /// not one of the expected bodies.
-struct Serving {
+pub struct Serving {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<(usize, Vec<String>)>,
 }
@@ -249,16 +249,26 @@ impl Serving {
     }
 
     fn watching(proxy: &Arc<Proxy>, host: &'static str, bodies: Arc<std::sync::Mutex<Vec<String>>>) -> Serving {
+        Self::accepting(proxy, host, move |body| bodies.lock().unwrap().iter().any(|b| b == body))
+    }
+
+    /// Requests `host`'s `/` every few milliseconds; an answer other than 200 with a body
+    /// `accept` takes is recorded, with the deployment that answered.
+    pub fn accepting(
+        proxy: &Arc<Proxy>,
+        host: &'static str,
+        accept: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Serving {
         let proxy = Arc::clone(proxy);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let (mut count, mut wrong) = (0, Vec::new());
             while !flag.load(Ordering::SeqCst) {
-                let (status, _, body) = proxy.get(host, "/");
+                let (status, id, body) = proxy.get(host, "/");
                 count += 1;
-                if status != 200 || !bodies.lock().unwrap().contains(&body) {
-                    wrong.push(format!("{status} {body:?}"));
+                if status != 200 || !accept(&body) {
+                    wrong.push(format!("{status} from {id:?}: {body:?}"));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -267,7 +277,7 @@ impl Serving {
         Serving { stop, thread }
     }
 
-    fn stop_and_check(self) -> usize {
+    pub fn stop_and_check(self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
         let (count, wrong) = self.thread.join().unwrap();
         assert!(

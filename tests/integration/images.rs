@@ -4,11 +4,11 @@
 //! tests do, since an apply acts on every trueup container of the engine.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use trueup::model::ContainerState;
 
+use crate::deploy::Serving;
 use crate::podman::{IMAGE, Podman, Turn, podman};
 use crate::proxy::Proxy;
 use crate::scratch::Scratch;
@@ -74,28 +74,10 @@ fn containers(engine: &Turn) -> Vec<(String, ContainerState, String)> {
         .collect()
 }
 
-/// Requests `/` through Traefik in a loop on another thread until stopped; returns how
-/// many were made and those not answered 200 by the test image.
-fn serve_loop(proxy: &Arc<Proxy>) -> impl FnOnce() -> (usize, Vec<String>) {
-    let proxy = Arc::clone(proxy);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = std::thread::spawn(move || {
-        let (mut count, mut wrong) = (0, Vec::new());
-        while !flag.load(Ordering::SeqCst) {
-            let (status, id, body) = proxy.get("web.localhost", "/");
-            count += 1;
-            if status != 200 || !body.contains("trueup test image") {
-                wrong.push(format!("{status} from {id:?}: {body:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        (count, wrong)
-    });
-    move || {
-        stop.store(true, Ordering::SeqCst);
-        thread.join().unwrap()
-    }
+/// Requests `/` of the site through Traefik in a loop, accepting only the test image's
+/// page.
+fn serve_loop(proxy: &Arc<Proxy>) -> Serving {
+    Serving::accepting(proxy, "web.localhost", |body| body.contains("trueup test image"))
 }
 
 #[test]
@@ -115,8 +97,7 @@ fn an_image_deployment_replaces_the_previous_through_traefik_without_a_failed_re
     std::thread::sleep(Duration::from_millis(200));
     let id2 = id_of(&site.deploy(IMAGE).run());
     std::thread::sleep(Duration::from_millis(200));
-    let (count, wrong) = stop();
-    assert!(wrong.is_empty(), "{} of {count} requests failed: {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+    let count = stop.stop_and_check();
     assert!(count > 20, "only {count} requests were made");
 
     assert_eq!(site.get().1.as_deref(), Some(id2.as_str()));
@@ -176,8 +157,7 @@ fn an_image_deploy_killed_in_any_phase_is_resumed_by_apply_and_the_site_never_fa
         assert_eq!(containers(&engine), [(format!("web-{id}"), ContainerState::Running, id.clone())], "{pause}");
         site.trueup(["plan", "--detailed-exitcode"]).run();
     }
-    let (count, wrong) = stop();
-    assert!(wrong.is_empty(), "{} of {count} requests failed: {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+    stop.stop_and_check();
 }
 
 #[test]
