@@ -26,116 +26,9 @@ pub struct Transition {
     /// or, when that is compound, its initial leaf.
     pub target: StateId,
     /// States exited, innermost first.
-    pub exits: StateList,
+    pub exits: Vec<StateId>,
     /// States entered, outermost first; the last one is `target`.
-    pub entries: StateList,
-}
-
-/// How many states a [`StateList`] holds before it moves to the heap. A transition of the
-/// default spec exits or enters at most two.
-const INLINE: usize = 8;
-
-/// A short list of states: a transition's exits or entries. It reads as a slice (it
-/// derefs to `[StateId]`) and compares with a `Vec<StateId>`. Up to eight states are kept
-/// inline and only deeper paths go to the heap, so a step allocates nothing for machines
-/// of ordinary depth.
-#[derive(Clone)]
-pub struct StateList(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    Inline { len: u8, ids: [StateId; INLINE] },
-    Heap(Vec<StateId>),
-}
-
-impl StateList {
-    fn new() -> Self {
-        StateList(Repr::Inline { len: 0, ids: [StateId(0); INLINE] })
-    }
-
-    fn push(&mut self, id: StateId) {
-        match &mut self.0 {
-            Repr::Inline { len, ids } if usize::from(*len) < INLINE => {
-                ids[usize::from(*len)] = id;
-                *len += 1;
-            }
-            Repr::Inline { ids, .. } => {
-                let mut heap = Vec::with_capacity(2 * INLINE);
-                heap.extend_from_slice(ids);
-                heap.push(id);
-                self.0 = Repr::Heap(heap);
-            }
-            Repr::Heap(heap) => heap.push(id),
-        }
-    }
-}
-
-impl std::ops::Deref for StateList {
-    type Target = [StateId];
-
-    #[inline]
-    fn deref(&self) -> &[StateId] {
-        match &self.0 {
-            Repr::Inline { len, ids } => &ids[..usize::from(*len)],
-            Repr::Heap(heap) => heap,
-        }
-    }
-}
-
-impl std::ops::DerefMut for StateList {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [StateId] {
-        match &mut self.0 {
-            Repr::Inline { len, ids } => &mut ids[..usize::from(*len)],
-            Repr::Heap(heap) => heap,
-        }
-    }
-}
-
-impl FromIterator<StateId> for StateList {
-    fn from_iter<I: IntoIterator<Item = StateId>>(iter: I) -> Self {
-        let mut list = StateList::new();
-        for id in iter {
-            list.push(id);
-        }
-        list
-    }
-}
-
-impl<'a> IntoIterator for &'a StateList {
-    type Item = &'a StateId;
-    type IntoIter = std::slice::Iter<'a, StateId>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl std::fmt::Debug for StateList {
-    /// As a `Vec` prints: `[StateId(1), StateId(2)]`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl PartialEq for StateList {
-    fn eq(&self, other: &Self) -> bool {
-        **self == **other
-    }
-}
-
-impl Eq for StateList {}
-
-impl PartialEq<Vec<StateId>> for StateList {
-    fn eq(&self, other: &Vec<StateId>) -> bool {
-        **self == **other
-    }
-}
-
-impl PartialEq<[StateId]> for StateList {
-    fn eq(&self, other: &[StateId]) -> bool {
-        **self == *other
-    }
+    pub entries: Vec<StateId>,
 }
 
 /// Why an event could not be applied.
@@ -318,9 +211,14 @@ impl Spec {
 /// accepts none), [`StepError::Blocked`] when every candidate's guard is false,
 /// [`StepError::NotAtomic`] for a compound `state`, [`StepError::UnknownState`] for an id
 /// from another spec.
-pub fn step(spec: &Spec, state: StateId, event: &str, guards: &dyn Fn(Guard) -> bool) -> Result<Transition, StepError> {
+pub fn step<'s>(
+    spec: &'s Spec,
+    state: StateId,
+    event: &str,
+    guards: &dyn Fn(Guard) -> bool,
+) -> Result<&'s Transition, StepError> {
     match spec.event(event) {
-        Some(id) => step_id(spec, state, id, guards).cloned(),
+        Some(id) => step_id(spec, state, id, guards),
         None => {
             let active = atomic(spec, state)?;
             Err(StepError::Unhandled {
@@ -429,11 +327,11 @@ fn transition(states: &[State], leaf: StateId, source: StateId, declared: StateI
         None => true,
         Some(d) => states[s.index()].ancestors.contains(&d),
     };
-    let exits: StateList = std::iter::once(leaf)
+    let exits: Vec<StateId> = std::iter::once(leaf)
         .chain(states[leaf.index()].ancestors.iter().copied())
         .take_while(|&s| below_domain(s))
         .collect();
-    let mut entries: StateList =
+    let mut entries: Vec<StateId> =
         std::iter::once(declared).chain(target_ancestors.iter().copied()).take_while(|&s| below_domain(s)).collect();
     entries.reverse();
     let mut at = declared;
@@ -499,18 +397,6 @@ mod tests {
     }
 
     #[test]
-    fn state_lists_move_to_the_heap_past_eight_states() {
-        for n in [0, 1, INLINE, INLINE + 1, 3 * INLINE] {
-            let ids: Vec<StateId> = (0..n as u16).map(StateId).collect();
-            let mut list: StateList = ids.iter().copied().collect();
-            assert_eq!(list, ids);
-            assert_eq!(format!("{list:?}"), format!("{ids:?}"));
-            list.reverse();
-            assert_eq!(list.iter().rev().copied().collect::<Vec<_>>(), ids);
-        }
-    }
-
-    #[test]
     fn errors_name_the_state_and_what_it_accepts() {
         let spec = default_spec();
         let e = step(&spec, spec.find("BUILDING").unwrap(), "nope", &|_| true).unwrap_err();
@@ -552,7 +438,7 @@ mod tests {
                     assert_eq!(spec.event_name(id), event);
                     for answer in [true, false] {
                         let by_name = step(&spec, state, event, &|_| answer);
-                        let by_id = step_id(&spec, state, id, &|_| answer).cloned();
+                        let by_id = step_id(&spec, state, id, &|_| answer);
                         assert_eq!(by_name, by_id, "{} --{event}--> with guards {answer}", spec.name(state));
                         steps += usize::from(by_id.is_ok());
                     }
