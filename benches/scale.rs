@@ -248,8 +248,8 @@ fn observing() {
     line("observe per project", &|i| us_per(rows[i].2, rows[i].0));
     line("paths observed", &|i| rows[i].3.to_string());
     line("SQL statements", &|i| rows[i].1.statements.to_string());
-    let counts: [(&str, Count); 3] =
-        [("lstat", |s| s.lstat), ("readlink", |s| s.read_link), ("read_dir", |s| s.read_dir)];
+    let counts: [(&str, Count); 4] =
+        [("open", |s| s.opened), ("stat", |s| s.stat), ("readlink", |s| s.read_link), ("read_dir", |s| s.read_dir)];
     for (name, get) in counts {
         line(&format!("{name} per project"), &|i| format!("{:.3}", get(&rows[i].1) as f64 / rows[i].0 as f64));
     }

@@ -9,6 +9,7 @@
 //! observers read the file system, the store, route files and the container engine;
 //! effect adapters change them. Nothing here decides *what* to change: that is [`crate::plan`]'s job.
 
+pub(crate) mod at;
 pub mod containers;
 pub mod effects;
 pub mod fixture;

@@ -10,6 +10,12 @@
 //! so nothing outside the root is reached through a link. Ids that are not plain names
 //! stay in the world for the planner to report, but never become paths.
 //!
+//! Below the root every look is relative to an open folder (`world::at`): the root and
+//! `ROOT/webroot` are opened once, each project folder and its `deployments` are opened
+//! with `O_NOFOLLOW` (so a link in their place is recorded, never entered), and links
+//! are read at once rather than `lstat`ed first. A call then resolves a name or two, not
+//! the whole path from `/` again.
+//!
 //! Of the store it reads what the rules need and not the history (see
 //! [`Store::load_readable`]): of the finished releases, the newest few per project, and
 //! the rest of a project's releases only when those few all lost their folder, since an
@@ -23,6 +29,7 @@ use std::fs::FileType;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use super::at::{Dir, Kind, Link, Opened};
 use super::routes::{RouteError, observe_routes};
 use crate::model::{Deployment, Layout, Node, Project, World, valid_id, valid_project_id};
 use crate::spec::Specs;
@@ -42,12 +49,24 @@ pub struct ObserveConfig {
 pub struct ObserveStats {
     /// SQL statements run against the store.
     pub statements: u64,
-    /// `lstat` calls.
-    pub lstat: u64,
-    /// `readlink` calls.
+    /// Folders opened (or tried: a path that is not a folder is then looked at).
+    pub opened: u64,
+    /// Looks at a path that tell only what it is (`lstat`, `fstatat`).
+    pub stat: u64,
+    /// Links read (or tried: a path that is not a link is then looked at).
     pub read_link: u64,
     /// Folders listed.
     pub read_dir: u64,
+}
+
+impl ObserveStats {
+    fn add(&mut self, other: &ObserveStats) {
+        self.statements += other.statements;
+        self.opened += other.opened;
+        self.stat += other.stat;
+        self.read_link += other.read_link;
+        self.read_dir += other.read_dir;
+    }
 }
 
 /// Why the world could not be observed.
@@ -119,7 +138,7 @@ pub fn observe_with_stats(
     }
     scan.sources(&deployments, &files)?;
     files.append(&mut scan.take_files());
-    scan.stats.lstat += 1;
+    scan.stats.stat += 1;
     let routes_folder_missing = !cfg.routes_dir.is_dir();
     scan.stats.statements = store.statements() - before;
     let world = World {
@@ -190,9 +209,8 @@ impl Scan {
     fn take_files(&mut self) -> BTreeMap<PathBuf, Node> {
         let mut files = std::mem::take(&mut self.files);
         files.append(&mut self.webroot_links);
-        // A stable sort that finds the sorted runs; then `collect` sees sorted input and
+        // `collect` sorts its input with a stable sort that finds the sorted runs, then
         // builds the tree in one pass.
-        files.sort_by(|a, b| a.0.cmp(&b.0));
         files.into_iter().collect()
     }
 
@@ -210,22 +228,29 @@ impl Scan {
         if kind != Some(Kind::Dir) {
             return Ok(());
         }
-        let webroot_dir = self.lstat(&root.join("webroot"))? == Some(Kind::Dir);
+        self.stats.opened += 1;
+        let top = match Dir::open(root).map_err(fs_error(root))? {
+            Opened::Dir(top) => top,
+            // Gone or replaced since: nothing below it to see.
+            Opened::Other(_) | Opened::Absent => return Ok(()),
+        };
+        let webroot = self.open(&top, root, "webroot")?;
         let valid: Vec<&Project> = projects.iter().filter(|p| valid_project_id(&p.id)).collect();
         // Mostly waiting for the kernel: the projects are split among `threads`, each part
         // a run of projects in order, so the paths stay sorted runs.
         let mut parts = valid.chunks(valid.len().div_ceil(threads).max(1));
         let Some(first) = parts.next() else { return Ok(()) };
+        let (top, webroot) = (&top, webroot.as_ref());
         let rest = std::thread::scope(|s| {
             let others: Vec<_> = parts
                 .map(|part| {
                     s.spawn(move || {
                         let mut scan = Scan::default();
-                        scan.projects(root, part, webroot_dir).map(|()| scan)
+                        scan.projects(root, top, webroot, part).map(|()| scan)
                     })
                 })
                 .collect();
-            let mine = self.projects(root, first, webroot_dir);
+            let mine = self.projects(root, top, webroot, first);
             let others: Vec<_> =
                 others.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
             mine.map(|()| others)
@@ -234,54 +259,135 @@ impl Scan {
             let mut part = part?;
             self.files.append(&mut part.files);
             self.webroot_links.append(&mut part.webroot_links);
-            self.stats.lstat += part.stats.lstat;
-            self.stats.read_link += part.stats.read_link;
-            self.stats.read_dir += part.stats.read_dir;
+            self.stats.add(&part.stats);
         }
         Ok(())
     }
 
-    /// Each of `projects`' paths: its folder, `current`, releases and webroot link.
-    fn projects(&mut self, root: &Path, projects: &[&Project], webroot_dir: bool) -> Result<(), ObserveError> {
+    /// Each of `projects`' paths: its folder, `current`, releases and webroot link, read
+    /// relative to the open root and webroot folders.
+    fn projects(
+        &mut self,
+        root: &Path,
+        top: &Dir,
+        webroot: Option<&Dir>,
+        projects: &[&Project],
+    ) -> Result<(), ObserveError> {
         for project in projects {
-            let layout = Layout::new(root, &project.id);
-            if self.lstat(&layout.project_dir())? == Some(Kind::Dir) {
-                self.lstat(&layout.current())?;
-                self.releases(&layout)?;
+            if let Some(dir) = self.open(top, root, &project.id)? {
+                let path = root.join(&project.id);
+                self.read_link(&dir, &path, "current")?;
+                if let Some(releases) = self.open(&dir, &path, "deployments")? {
+                    self.releases(releases, path.join("deployments"))?;
+                }
             }
-            if webroot_dir {
+            if let Some(webroot) = webroot {
                 let before = self.files.len();
-                self.lstat(&layout.webroot())?;
+                self.read_link(webroot, &root.join("webroot"), &project.id)?;
                 self.webroot_links.extend(self.files.drain(before..));
             }
         }
         Ok(())
     }
 
-    /// `ROOT/P/deployments`, one entry per release, and each release's `public`.
-    fn releases(&mut self, layout: &Layout<'_>) -> Result<(), ObserveError> {
-        let dir = layout.releases_dir();
-        if self.lstat(&dir)? != Some(Kind::Dir) {
-            return Ok(());
-        }
+    /// The entries of `ROOT/P/deployments` (open as `releases`, at `dir`), one per
+    /// release, and each release's `public`.
+    fn releases(&mut self, releases: Dir, dir: PathBuf) -> Result<(), ObserveError> {
         self.stats.read_dir += 1;
-        let fail = |source| ObserveError::Fs { path: dir.clone(), source };
+        let listing = &releases;
         let mut entries = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(fail)? {
-            let entry = entry.map_err(fail)?;
-            entries.push((entry.path(), entry.file_type().map_err(fail)?));
+        for (name, kind) in releases.entries().map_err(fs_error(&dir))? {
+            let kind = match kind {
+                Some(kind) => Some(kind),
+                // The listing did not say: one call more for this entry.
+                None => {
+                    self.stats.stat += 1;
+                    listing.stat(&name).map_err(fs_error(&dir.join(&name)))?
+                }
+            };
+            entries.extend(kind.map(|kind| (name, kind)));
         }
         // By name, each release before its `public`: the paths stay in order (see `Scan`).
-        entries.sort_unstable_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
-        for (path, file_type) in entries {
-            // The entry's type came with the listing: no extra call unless it is a link.
-            let kind = self.record(&path, file_type)?;
-            let plain = path.file_name().and_then(|n| n.to_str()).is_some_and(valid_id);
-            if kind == Kind::Dir && plain {
-                self.lstat(&path.join("public"))?;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, kind) in entries {
+            let path = dir.join(&name);
+            match kind {
+                Kind::Symlink => {
+                    self.stats.read_link += 1;
+                    let link = listing.read_link(&name).map_err(fs_error(&path))?;
+                    self.record_link(path, link);
+                }
+                Kind::Dir => {
+                    self.files.push((path, Node::Dir));
+                    if name.to_str().is_some_and(valid_id) {
+                        let public = Path::new(&name).join("public");
+                        self.stats.stat += 1;
+                        let path = dir.join(&public);
+                        match listing.stat(public.as_os_str()).map_err(fs_error(&path))? {
+                            Some(Kind::Symlink) => {
+                                self.stats.read_link += 1;
+                                let link = listing.read_link(public.as_os_str()).map_err(fs_error(&path))?;
+                                self.record_link(path, link);
+                            }
+                            Some(Kind::Dir) => self.files.push((path, Node::Dir)),
+                            Some(Kind::File | Kind::Special) => self.files.push((path, Node::File)),
+                            None => {}
+                        }
+                    }
+                }
+                Kind::File | Kind::Special => self.files.push((path, Node::File)),
             }
         }
         Ok(())
+    }
+
+    /// Opens `name` in `dir` (at `path`) if it is a real folder, recording it; records
+    /// what else is there otherwise.
+    fn open(&mut self, dir: &Dir, path: &Path, name: &str) -> Result<Option<Dir>, ObserveError> {
+        self.stats.opened += 1;
+        let path = path.join(name);
+        match dir.open_dir(name.as_ref()).map_err(fs_error(&path))? {
+            Opened::Dir(opened) => {
+                self.files.push((path, Node::Dir));
+                Ok(Some(opened))
+            }
+            Opened::Other(Kind::Symlink) => {
+                self.stats.stat += 1;
+                self.stats.read_link += 1;
+                let link = dir.read_link(name.as_ref()).map_err(fs_error(&path))?;
+                self.record_link(path, link);
+                Ok(None)
+            }
+            Opened::Other(kind) => {
+                self.stats.stat += 1;
+                self.files.push((path, if kind == Kind::Dir { Node::Dir } else { Node::File }));
+                Ok(None)
+            }
+            Opened::Absent => Ok(None),
+        }
+    }
+
+    /// Reads the link `name` in `dir` (at `path`), recording it or what is there instead.
+    fn read_link(&mut self, dir: &Dir, path: &Path, name: &str) -> Result<(), ObserveError> {
+        self.stats.read_link += 1;
+        let path = path.join(name);
+        let link = dir.read_link(name.as_ref()).map_err(fs_error(&path))?;
+        if matches!(link, Link::Other(_)) {
+            self.stats.stat += 1;
+        }
+        self.record_link(path, link);
+        Ok(())
+    }
+
+    /// Records what a read of a link found at `path`.
+    fn record_link(&mut self, path: PathBuf, link: Link) {
+        let node = match link {
+            Link::Target(target) => Node::Symlink(target),
+            Link::Other(Kind::Dir) => Node::Dir,
+            Link::Other(_) => Node::File,
+            Link::Absent => return,
+        };
+        self.files.push((path, node));
     }
 
     /// The uploads and local repositories of unfinished deployments, wherever they are.
@@ -304,7 +410,7 @@ impl Scan {
 
     /// Records what is at `path` without following a final link; `None` when absent.
     fn lstat(&mut self, path: &Path) -> Result<Option<Kind>, ObserveError> {
-        self.stats.lstat += 1;
+        self.stats.stat += 1;
         match std::fs::symlink_metadata(path) {
             Ok(meta) => self.record(path, meta.file_type()).map(Some),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
@@ -344,12 +450,9 @@ fn threads(projects: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
 }
 
-/// What a path is, without its link target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Dir,
-    File,
-    Symlink,
+/// The error of a look at `path` that failed.
+fn fs_error(path: &Path) -> impl Fn(std::io::Error) -> ObserveError + '_ {
+    move |source| ObserveError::Fs { path: path.to_owned(), source }
 }
 
 #[cfg(test)]
@@ -378,7 +481,7 @@ mod tests {
         let scan = |threads| {
             let mut scan = Scan::default();
             scan.root(&root, &projects, threads).unwrap();
-            let stats = (scan.stats.lstat, scan.stats.read_link, scan.stats.read_dir);
+            let stats = scan.stats;
             (scan.take_files(), stats)
         };
         let (one, one_stats) = scan(1);

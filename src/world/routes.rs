@@ -416,9 +416,17 @@ pub fn read_route(path: &Path) -> Route {
     // Room for a whole route file: one read and the one that finds its end, without the
     // small probing reads an empty buffer starts with.
     let mut bytes = Vec::with_capacity(4096);
-    if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(ROUTE_CAP + 1).read_to_end(&mut bytes)) {
-        return broken(None, format!("cannot read it: {e}"));
-    }
+    let read = std::fs::File::open(path).and_then(|f| f.take(ROUTE_CAP + 1).read_to_end(&mut bytes));
+    route_of(project, read.map(|_| bytes))
+}
+
+/// The route `project`'s file holds, from what reading it (at most [`ROUTE_CAP`] bytes
+/// and one more) gave.
+fn route_of(project: &str, read: std::io::Result<Vec<u8>>) -> Route {
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(e) => return broken(None, format!("cannot read it: {e}")),
+    };
     if bytes.len() as u64 > ROUTE_CAP {
         return broken(
             None,
@@ -548,29 +556,36 @@ fn broken(deployment: Option<String>, problem: String) -> Route {
 ///
 /// [`RouteError::ReadDir`] when the folder exists but cannot be listed.
 pub fn observe_routes(dir: &Path) -> Result<BTreeMap<String, Route>, RouteError> {
+    use crate::world::at::{Dir, Kind, Opened};
     let fail = |source| RouteError::ReadDir { path: dir.to_owned(), source };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(fail(e)),
+    // Each file is read relative to the open folder: one short lookup, not the whole
+    // path again, ten thousand times.
+    let folder = match Dir::open(dir).map_err(fail)? {
+        Opened::Dir(folder) => folder,
+        Opened::Absent => return Ok(BTreeMap::new()),
+        Opened::Other(_) => return Err(fail(std::io::Error::from_raw_os_error(libc::ENOTDIR))),
     };
     let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(fail)?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
+    for (name, kind) in folder.entries().map_err(fail)? {
+        let Ok(name) = name.into_string() else { continue };
         // trueup writes `PROJECT.yaml` only; a `.yml` file is never one of its routes.
         let stem = name.strip_suffix(".yaml");
         if let Some(stem) = stem.filter(|_| !name.starts_with('.')) {
-            files.push((stem.to_owned(), name.clone(), entry.file_type().map_err(fail)?));
+            let kind = match kind {
+                Some(kind) => Some(kind),
+                None => folder.stat(name.as_ref()).map_err(fail)?,
+            };
+            files.push((stem.to_owned(), name.clone(), kind));
         }
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut routes = BTreeMap::new();
     for (project, name, kind) in files {
-        let route = if kind.is_file() {
-            read_route(&dir.join(&name))
-        } else {
-            broken(None, format!("`{name}` is not a regular file"))
+        let route = match kind {
+            Some(Kind::File) => route_of(&project, folder.read_file(name.as_ref(), ROUTE_CAP)),
+            // Gone since the listing: no route.
+            None => continue,
+            Some(_) => broken(None, format!("`{name}` is not a regular file")),
         };
         routes.insert(project, route);
     }

@@ -1,0 +1,309 @@
+//! Looks at paths relative to an open folder (`openat`, `readlinkat`, `fstatat`), never
+//! following a link: what the observation of a large root is made of.
+//!
+//! A call relative to a folder resolves one or two names where the same call by full
+//! path resolves every folder from `/` down again, and each `open` is asked
+//! `O_NOFOLLOW`, so a folder reached this way is a real folder, not a link to one.
+//! Every call here tells "absent" from "something else is there" without a second call
+//! in the common case: a link is read at once (`readlinkat` fails with `EINVAL` on what
+//! is not a link), a folder is opened at once (`openat` with `O_DIRECTORY | O_NOFOLLOW`
+//! fails with `ENOTDIR` or `ELOOP` on what is not one), and only then is the path
+//! `fstatat`ed to learn what it is.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+/// What a path is, without following a final link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    Dir,
+    /// A regular file.
+    File,
+    Symlink,
+    /// A device, a pipe or a socket.
+    Special,
+}
+
+impl Kind {
+    fn of_mode(mode: libc::mode_t) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFREG => Kind::File,
+            _ => Kind::Special,
+        }
+    }
+
+    /// The kind a folder listing gives, when it gives one (`DT_UNKNOWN` does not).
+    fn of_dirent(d_type: u8) -> Option<Kind> {
+        match d_type {
+            libc::DT_DIR => Some(Kind::Dir),
+            libc::DT_LNK => Some(Kind::Symlink),
+            libc::DT_REG => Some(Kind::File),
+            libc::DT_UNKNOWN => None,
+            _ => Some(Kind::Special),
+        }
+    }
+}
+
+/// An open folder, for calls relative to it.
+#[derive(Debug)]
+pub(crate) struct Dir(OwnedFd);
+
+/// What opening a folder found.
+#[derive(Debug)]
+pub(crate) enum Opened {
+    /// A real folder, open.
+    Dir(Dir),
+    /// Something else: a file, a link (never followed), a device.
+    Other(Kind),
+    /// Nothing.
+    Absent,
+}
+
+/// What reading a link found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// A link, and its target as stored.
+    Target(PathBuf),
+    /// Something that is not a link.
+    Other(Kind),
+    /// Nothing.
+    Absent,
+}
+
+fn c_name(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
+}
+
+/// `openat(fd, name, O_DIRECTORY | O_NOFOLLOW)`, the result as an owned descriptor.
+fn open_dir_at(fd: RawFd, name: &CStr, follow: bool) -> io::Result<Option<OwnedFd>> {
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | nofollow;
+    // SAFETY: `name` is a valid C string for the duration of the call.
+    let raw = unsafe { libc::openat(fd, name.as_ptr(), flags) };
+    if raw >= 0 {
+        // SAFETY: `openat` returned a new descriptor that nothing else owns.
+        return Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) }));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOTDIR | libc::ELOOP) => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// `fstatat(fd, name, AT_SYMLINK_NOFOLLOW)`: what is there, `None` when nothing is.
+fn stat_at(fd: RawFd, name: &CStr) -> io::Result<Option<Kind>> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is a valid C string and `st` is large enough for a `stat`.
+    let r = unsafe { libc::fstatat(fd, name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if r == 0 {
+        // SAFETY: `fstatat` succeeded, so it filled `st`.
+        return Ok(Some(Kind::of_mode(unsafe { st.assume_init() }.st_mode)));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR) => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// `readlinkat(fd, name)`, growing the buffer until the target fits. Never
+/// `Link::Other(Kind::Symlink)`: a path that became a link between the two calls is
+/// read again, a few times at most.
+fn read_link_at(fd: RawFd, name: &CStr) -> io::Result<Link> {
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    let mut changed = 0;
+    loop {
+        // SAFETY: `name` is a valid C string; the kernel writes at most `capacity` bytes.
+        let n = unsafe { libc::readlinkat(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.capacity()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EINVAL) => match stat_at(fd, name)? {
+                    Some(Kind::Symlink) if changed < 3 => {
+                        changed += 1;
+                        continue;
+                    }
+                    Some(Kind::Symlink) => Err(e),
+                    Some(kind) => Ok(Link::Other(kind)),
+                    None => Ok(Link::Absent),
+                },
+                Some(libc::ENOENT | libc::ENOTDIR) => Ok(Link::Absent),
+                _ => Err(e),
+            };
+        }
+        let n = n.unsigned_abs();
+        if n < buf.capacity() {
+            // SAFETY: the kernel wrote `n` bytes, fewer than the capacity.
+            unsafe { buf.set_len(n) };
+            return Ok(Link::Target(PathBuf::from(OsString::from_vec(buf))));
+        }
+        // The target may have been cut at the capacity: ask again with room to spare.
+        buf.reserve(buf.capacity() * 2);
+    }
+}
+
+impl Dir {
+    /// Opens the folder at `path`, following links on the way (the caller has checked
+    /// what it needed of `path` itself).
+    pub(crate) fn open(path: &Path) -> io::Result<Opened> {
+        let name = c_name(path.as_os_str())?;
+        match open_dir_at(libc::AT_FDCWD, &name, true) {
+            Ok(Some(fd)) => Ok(Opened::Dir(Dir(fd))),
+            Ok(None) => Ok(stat_at(libc::AT_FDCWD, &name)?.map_or(Opened::Absent, Opened::Other)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens `name` in this folder if it is a real folder; says what it is otherwise.
+    pub(crate) fn open_dir(&self, name: &OsStr) -> io::Result<Opened> {
+        let name = c_name(name)?;
+        match open_dir_at(self.0.as_raw_fd(), &name, false) {
+            Ok(Some(fd)) => Ok(Opened::Dir(Dir(fd))),
+            Ok(None) => Ok(stat_at(self.0.as_raw_fd(), &name)?.map_or(Opened::Absent, Opened::Other)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The entries of this folder, but `.` and `..`, with their kind when the listing
+    /// gives it (`getdents64` straight, without a `DIR` stream, whose set-up costs three
+    /// calls more per folder).
+    pub(crate) fn entries(&self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+        // 8-byte aligned, as the kernel's records are.
+        let mut buf = [0u64; 1024];
+        let size = std::mem::size_of_val(&buf);
+        let mut entries = Vec::new();
+        loop {
+            // SAFETY: the kernel writes at most `size` bytes into `buf`.
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, self.0.as_raw_fd(), buf.as_mut_ptr(), size) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Ok(entries);
+            }
+            // SAFETY: `buf` is plain memory, of which the kernel filled the first `n` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n.unsigned_abs() as usize) };
+            let mut at = 0;
+            // Each record: inode (8 bytes), offset (8), its length (2), type (1), then
+            // the name, NUL-terminated, padded to the record's length.
+            while let Some(record) = bytes.get(at..).filter(|r| r.len() >= 19) {
+                let len = usize::from(u16::from_ne_bytes([record[16], record[17]]));
+                let Some(record) = record.get(..len).filter(|_| len >= 19) else {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a folder listing record out of bounds"));
+                };
+                let name = &record[19..];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if name != b"." && name != b".." {
+                    entries.push((OsStr::from_bytes(name).to_owned(), Kind::of_dirent(record[18])));
+                }
+                at += len;
+            }
+        }
+    }
+
+    /// The bytes of the file `name` in this folder, at most `cap` and one more (so
+    /// that the caller sees a file larger than `cap`). A link is not followed (`ELOOP`),
+    /// and a pipe put there is not waited on.
+    pub(crate) fn read_file(&self, name: &OsStr, cap: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read as _;
+        let name = c_name(name)?;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: `name` is a valid C string for the duration of the call.
+        let raw = unsafe { libc::openat(self.0.as_raw_fd(), name.as_ptr(), flags) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `openat` returned a new descriptor that nothing else owns.
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        // Room for a small file in one read, and the read that finds its end.
+        let mut bytes = Vec::with_capacity(4096);
+        file.take(cap + 1).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Reads the link `name` in this folder, or says what is there instead.
+    pub(crate) fn read_link(&self, name: &OsStr) -> io::Result<Link> {
+        read_link_at(self.0.as_raw_fd(), &c_name(name)?)
+    }
+
+    /// What `name` (which may have several parts, none of them `..` or a link the
+    /// caller has not ruled out) is in this folder, without following a final link.
+    pub(crate) fn stat(&self, name: &OsStr) -> io::Result<Option<Kind>> {
+        stat_at(self.0.as_raw_fd(), &c_name(name)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_call_tells_absent_from_what_is_there_and_follows_no_link() {
+        let dir = std::env::temp_dir().join(format!("trueup-unit-{}-at", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("folder/inner")).unwrap();
+        std::fs::write(dir.join("file"), "x").unwrap();
+        std::os::unix::fs::symlink("folder", dir.join("link")).unwrap();
+        let long = "t/".repeat(300);
+        std::os::unix::fs::symlink(&long, dir.join("long")).unwrap();
+
+        let Opened::Dir(top) = Dir::open(&dir).unwrap() else { panic!("the folder opens") };
+        assert!(matches!(top.open_dir("folder".as_ref()).unwrap(), Opened::Dir(_)));
+        assert!(matches!(top.open_dir("link".as_ref()).unwrap(), Opened::Other(Kind::Symlink)));
+        assert!(matches!(top.open_dir("file".as_ref()).unwrap(), Opened::Other(Kind::File)));
+        assert!(matches!(top.open_dir("none".as_ref()).unwrap(), Opened::Absent));
+        assert!(matches!(Dir::open(&dir.join("none")).unwrap(), Opened::Absent));
+        assert!(matches!(Dir::open(&dir.join("file")).unwrap(), Opened::Other(Kind::File)));
+        // The one call that follows a link: the root handed in.
+        assert!(matches!(Dir::open(&dir.join("link")).unwrap(), Opened::Dir(_)));
+
+        assert_eq!(top.read_link("link".as_ref()).unwrap(), Link::Target("folder".into()));
+        assert_eq!(top.read_link("long".as_ref()).unwrap(), Link::Target(long.into()), "a target of 600 bytes");
+        assert_eq!(top.read_link("folder".as_ref()).unwrap(), Link::Other(Kind::Dir));
+        assert_eq!(top.read_link("file".as_ref()).unwrap(), Link::Other(Kind::File));
+        assert_eq!(top.read_link("none".as_ref()).unwrap(), Link::Absent);
+        assert_eq!(top.read_link("file/below".as_ref()).unwrap(), Link::Absent);
+
+        assert_eq!(top.stat("folder/inner".as_ref()).unwrap(), Some(Kind::Dir));
+        assert_eq!(top.stat("link".as_ref()).unwrap(), Some(Kind::Symlink));
+        assert_eq!(top.stat("file/below".as_ref()).unwrap(), None);
+        assert!(top.stat("a\0b".as_ref()).is_err(), "a NUL byte is an error, not a truncated name");
+
+        let mut seen = top.entries().unwrap();
+        seen.sort();
+        let names: Vec<_> = seen.iter().map(|(n, k)| (n.to_str().unwrap(), *k)).collect();
+        assert_eq!(top.read_file("file".as_ref(), 10).unwrap(), b"x");
+        assert_eq!(top.read_file("file".as_ref(), 0).unwrap(), b"x", "one byte past the cap, to show it is larger");
+        assert_eq!(top.read_file("link".as_ref(), 10).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(top.read_file("none".as_ref(), 10).unwrap_err().kind(), io::ErrorKind::NotFound);
+
+        let kinds = [("file", Kind::File), ("folder", Kind::Dir), ("link", Kind::Symlink), ("long", Kind::Symlink)];
+        // A file system may leave the kind out of its listing; ext4 and tmpfs give it.
+        for ((name, kind), (want_name, want_kind)) in names.iter().zip(kinds) {
+            assert_eq!(*name, want_name);
+            assert!(kind.is_none_or(|k| k == want_kind), "{name}: {kind:?}");
+        }
+        assert_eq!(names.len(), 4);
+        let Opened::Dir(many) = top.open_dir("folder".as_ref()).unwrap() else { panic!("the folder opens") };
+        drop(many);
+        // More entries than one call of the listing returns.
+        for i in 0..600 {
+            std::fs::create_dir(dir.join(format!("folder/inner/entry-with-a-longish-name-{i:04}"))).unwrap();
+        }
+        let Opened::Dir(inner) = top.open_dir("folder".as_ref()).unwrap() else { panic!("the folder opens") };
+        let Opened::Dir(inner) = inner.open_dir("inner".as_ref()).unwrap() else { panic!("the folder opens") };
+        let mut names: Vec<_> = inner.entries().unwrap().into_iter().map(|(n, _)| n.into_string().unwrap()).collect();
+        names.sort();
+        let want: Vec<_> = (0..600).map(|i| format!("entry-with-a-longish-name-{i:04}")).collect();
+        assert_eq!(names, want);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
