@@ -87,7 +87,8 @@ pub const RELEASE_WINDOW: u32 = 3;
 
 /// What the reconciler reads of `deployments`, as one statement over indexes only:
 ///
-/// - every open deployment (the stuck scan: no `finished_at`), through `deployments_open`;
+/// - every open deployment (the stuck scan: no `finished_at`), through an index of open rows
+///   (`deployments_open` or `deployments_queue`);
 /// - of the finished ones, through a `rowid IN` that reads each row once however many
 ///   reasons select it:
 ///   - the newest [`RELEASE_WINDOW`] per project in a live phase (`{LIVE}`, one parameter
@@ -113,6 +114,11 @@ const RECONCILABLE: &str = "WHERE finished_at IS NULL \
              ON c.project = o.project AND c.finished_at IS NOT NULL AND c.created_at > o.created_at \
              WHERE o.finished_at IS NULL AND +c.phase IN ({LIVE}) \
          UNION ALL SELECT h.rowid FROM deployments h WHERE h.owner IS NOT NULL AND +h.finished_at IS NOT NULL)";
+
+/// The statement that reads the deployments `filter` selects, in no particular order.
+fn deployments_where(filter: &str) -> String {
+    format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter}")
+}
 
 /// The filter of [`Store::load_reconcilable`] for `live` phases.
 fn reconcilable(live: &[&str]) -> String {
@@ -442,15 +448,21 @@ impl Store {
         params: &[&str],
     ) -> Result<Vec<RawDeployment>, StoreError> {
         const WHAT: &str = "read `deployments`";
-        let mut text = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY project, id");
+        let mut text = deployments_where(filter);
         if self.schema < 5 {
             // Before schema 5 no claim recorded its worker's process.
             text = text.replace("claim_host, claim_pid, claim_start", "NULL, NULL, NULL");
         }
-        self.stmt(WHAT, &text)?
+        let mut rows = self
+            .stmt(WHAT, &text)?
             .query_map(rusqlite::params_from_iter(params), RawDeployment::from_row)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(sql(WHAT))
+            .map_err(sql(WHAT))?;
+        // By project then id, as SQLite's `ORDER BY project, id` would (bytes, like its
+        // `BINARY` collation; ids are unique), but without its sorter, which writes every
+        // selected row, whole, to a temporary file once there are a few thousand.
+        rows.sort_unstable_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
+        Ok(rows)
     }
 }
 
@@ -464,8 +476,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let (store, _) = Store::open(&path).unwrap();
         let filter = reconcilable(&["ACTIVE", "RUNNING"]);
-        let text =
-            format!("EXPLAIN QUERY PLAN SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY project, id");
+        let text = format!("EXPLAIN QUERY PLAN {}", deployments_where(&filter));
         let plan: Vec<String> = store
             .conn
             .prepare(&text)
@@ -482,8 +493,13 @@ mod tests {
         let through = ["deployments_open", "deployments_queue", "deployments_claimed", "sqlite_autoindex_projects"];
         assert!(scans.iter().all(|s| through.iter().any(|i| s.contains(i))), "{plan:#?}");
         assert!(!plan.iter().any(|s| s.contains("deployments_by_phase")), "{plan:#?}");
-        for index in ["deployments_open", "deployments_newest", "deployments_created", "deployments_claimed"] {
+        for index in ["deployments_newest", "deployments_created", "deployments_claimed"] {
             assert!(plan.iter().any(|step| step.contains(index)), "{index} is not used: {plan:#?}");
         }
+        // The open rows through either index of open rows (unordered, SQLite may take either).
+        let open = ["deployments_open", "deployments_queue"];
+        assert!(plan.iter().any(|step| open.iter().any(|i| step.contains(i))), "{plan:#?}");
+        // The rows are sorted in Rust: SQLite's sorter would spill them to a file.
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE FOR ORDER BY")), "{plan:#?}");
     }
 }
