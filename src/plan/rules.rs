@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::view::{Fate, Judged, LinkHealth, ProjectView, View, health, view};
+use super::view::{Fate, Index, Judged, LinkHealth, Paths as _, ProjectView, View, health, view};
 use super::{Action, Change, Finding, Level, Plan};
 use crate::model::{Container, ContainerState, Deployment, Layout, Node, Project, World, labels, valid_id};
 use crate::spec::{Specs, StateId};
@@ -52,7 +52,7 @@ pub fn plan_with(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) 
 /// for a plan that is only shown, never saved or compared, since the fingerprint
 /// serializes the whole world. [`Plan::seal`] adds it.
 pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) -> Plan {
-    let View { projects, skipped, findings } = view(specs, world, now);
+    let View { projects, skipped, findings, paths } = view(specs, world, now);
     // A configuration that looks wrong makes the whole view untrustworthy: no change at
     // all, and only the errors are shown (the rest would be read off the wrong folders).
     if findings.iter().any(|f| f.level == Level::Error) {
@@ -64,6 +64,7 @@ pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limi
         views: &projects,
         skipped: &skipped,
         world,
+        paths: &paths,
         now,
         limits: *limits,
         actions: Vec::new(),
@@ -84,6 +85,8 @@ struct Planner<'v, 'a> {
     /// Known projects that are left alone as a whole (their folder is a symlink).
     skipped: &'v BTreeSet<&'a str>,
     world: &'a World,
+    /// The world's paths, indexed.
+    paths: &'v Index<'a>,
     now: Timestamp,
     limits: Limits,
     actions: Vec<Action>,
@@ -162,7 +165,7 @@ impl<'a> Planner<'_, 'a> {
     }
 
     fn exists(&self, path: &Path) -> bool {
-        self.world.files.contains_key(path)
+        self.paths.node(path).is_some()
     }
 
     // Rule 2: links.
@@ -184,7 +187,7 @@ impl<'a> Planner<'_, 'a> {
         // there), so the site is never left down.
         let owner = view.owner();
         let down = |path: &Path, target: &Path| {
-            matches!(health(self.world, path, target), LinkHealth::Missing | LinkHealth::Dangling(_))
+            matches!(health(self.paths, path, target), LinkHealth::Missing | LinkHealth::Dangling(_))
         };
         let while_in_flight = owner.map(|d| format!(", even while `{}` is in flight", d.id)).unwrap_or_default();
         if owner.is_none() || down(&layout.current(), &release) {
@@ -192,7 +195,7 @@ impl<'a> Planner<'_, 'a> {
             self.link(&project.id, "`current`", &layout.current(), &release, &why);
         }
         let webroot_dir = self.world.root.join("webroot");
-        let webroot_dir_ok = !matches!(self.world.files.get(&webroot_dir), Some(Node::Symlink(_) | Node::File));
+        let webroot_dir_ok = !matches!(self.paths.node(&webroot_dir), Some(Node::Symlink(_) | Node::File));
         if owner.is_some() {
             if webroot_dir_ok && down(&layout.webroot(), &layout.webroot_target()) {
                 let why = format!("the webroot follows `current/public`{while_in_flight}");
@@ -205,7 +208,7 @@ impl<'a> Planner<'_, 'a> {
             self.note(&project.id, Level::Warning, message);
             return;
         }
-        if self.world.files.get(&release.join("public")) != Some(&Node::Dir) {
+        if self.paths.node(&release.join("public")) != Some(&Node::Dir) {
             let message = format!("release `{}` has no `public` folder: the webroot link resolves to nothing", live.id);
             self.note(&project.id, Level::Note, message);
         }
@@ -216,14 +219,14 @@ impl<'a> Planner<'_, 'a> {
     /// Plans the link at `path` to point at `target`, moving a real file aside.
     fn link(&mut self, project: &str, name: &str, path: &Path, target: &Path, why: &str) {
         let link = |before: Option<PathBuf>| Change::Link { path: path.to_owned(), before, target: target.to_owned() };
-        let state = match health(self.world, path, target) {
+        let state = match health(self.paths, path, target) {
             LinkHealth::Ok => return,
             LinkHealth::Missing => {
                 self.act(project, link(None), format!("{name} is missing; {why}"));
                 return;
             }
             LinkHealth::NotALink => {
-                let what = if self.world.files.get(path) == Some(&Node::Dir) { "a real folder" } else { "a real file" };
+                let what = if self.paths.node(path) == Some(&Node::Dir) { "a real folder" } else { "a real file" };
                 let to = self.aside_name(path);
                 let reason = format!("{name} is {what}, not a link: it is moved aside, never deleted");
                 self.act(project, Change::MoveAside { path: path.to_owned(), to }, reason);
@@ -235,7 +238,7 @@ impl<'a> Planner<'_, 'a> {
             LinkHealth::Dangling(at) => format!("dangles: `{}` does not exist", at.display()),
             LinkHealth::Deploying(_) | LinkHealth::Unknown => unreachable!("`health` never judges ownership"),
         };
-        let before = match self.world.files.get(path) {
+        let before = match self.paths.node(path) {
             Some(Node::Symlink(old)) => Some(old.clone()),
             _ => None,
         };

@@ -10,7 +10,9 @@
 //!
 //! Every phase and event name comes from the [`Specs`]' roles: nothing here spells one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -144,17 +146,72 @@ pub enum LinkHealth {
     Unknown,
 }
 
+/// Where the rules look a path up: a [`World`]'s own map of paths, or an [`Index`] of it.
+pub trait Paths {
+    /// The managed root.
+    fn root(&self) -> &Path;
+    /// What is at `path`, if anything.
+    fn node(&self, path: &Path) -> Option<&Node>;
+}
+
+impl Paths for World {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn node(&self, path: &Path) -> Option<&Node> {
+        self.files.get(path)
+    }
+}
+
+/// A world's paths with a hash index beside its ordered map, for the many lookups of one
+/// plan: a lookup hashes the path's bytes once, where the map compares it with a score of
+/// other paths, component by component. A path whose bytes are no key (absent, or spelled
+/// another way, like `a//b`) is then looked up in the map, so every answer is the map's.
+#[derive(Clone)]
+pub struct Index<'a> {
+    world: &'a World,
+    by_bytes: HashMap<&'a [u8], &'a Node>,
+}
+
+impl<'a> Index<'a> {
+    /// Indexes the paths of `world`.
+    pub fn new(world: &'a World) -> Self {
+        let by_bytes = world.files.iter().map(|(path, node)| (path.as_os_str().as_bytes(), node)).collect();
+        Index { world, by_bytes }
+    }
+}
+
+impl std::fmt::Debug for Index<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("paths", &self.by_bytes.len()).finish_non_exhaustive()
+    }
+}
+
+impl Paths for Index<'_> {
+    fn root(&self) -> &Path {
+        &self.world.root
+    }
+
+    fn node(&self, path: &Path) -> Option<&Node> {
+        match self.by_bytes.get(path.as_os_str().as_bytes()) {
+            Some(node) => Some(node),
+            None => self.world.files.get(path),
+        }
+    }
+}
+
 /// How the link at `link` compares with `want`.
-pub fn health(world: &World, link: &Path, want: &Path) -> LinkHealth {
-    match world.files.get(link) {
+pub fn health(world: &(impl Paths + ?Sized), link: &Path, want: &Path) -> LinkHealth {
+    match world.node(link) {
         None => LinkHealth::Missing,
         Some(Node::Symlink(target)) => {
             let resolved = resolve_link(link, target);
             if resolved == want {
                 LinkHealth::Ok
-            } else if !inside(&world.root, &resolved) {
+            } else if !inside(world.root(), &resolved) {
                 LinkHealth::Outside(resolved)
-            } else if world.files.contains_key(&resolved) {
+            } else if world.node(&resolved).is_some() {
                 LinkHealth::Wrong(resolved)
             } else {
                 LinkHealth::Dangling(resolved)
@@ -208,11 +265,14 @@ pub struct View<'a> {
     pub skipped: BTreeSet<&'a str>,
     /// What the view saw and will not change, in the order it was seen.
     pub findings: Vec<Finding>,
+    /// The world's paths, indexed for the rules' lookups.
+    pub paths: Index<'a>,
 }
 
 /// Reads `world` at `now` under `specs`. Pure.
 pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
-    let mut v = View { projects: BTreeMap::new(), skipped: BTreeSet::new(), findings: Vec::new() };
+    let paths = Index::new(world);
+    let mut v = View { projects: BTreeMap::new(), skipped: BTreeSet::new(), findings: Vec::new(), paths };
     if world.containers.is_none() {
         v.findings.push(Finding::new(
             "",
@@ -255,7 +315,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             continue;
         }
         let dir = Layout::new(&world.root, &project.id).project_dir();
-        if let Some(Node::Symlink(t)) = world.files.get(&dir) {
+        if let Some(Node::Symlink(t)) = v.paths.node(&dir) {
             let message = format!(
                 "`{}` is a symlink to `{}`: it is never followed, and the project is left alone",
                 dir.display(),
@@ -273,10 +333,15 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             view.deployments.push(d);
         }
     }
-    let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for d in &world.deployments {
-        users.entry(&d.id).or_default().push(&d.project);
-    }
+    // Ids used more than once, with their projects in world order: found in one sort of
+    // the ids, not a map entry (and a list) per deployment.
+    let mut ids: Vec<(&str, &str)> = world.deployments.iter().map(|d| (d.id.as_str(), d.project.as_str())).collect();
+    ids.sort_by_key(|(id, _)| *id);
+    let users: BTreeMap<&str, Vec<&str>> = ids
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+        .map(|run| (run[0].0, run.iter().map(|(_, project)| *project).collect()))
+        .collect();
     for d in &world.deployments {
         if let Some(projects) = users.get(d.id.as_str()).filter(|p| p.len() > 1) {
             let message = format!(
@@ -308,14 +373,14 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
                 Fate::InFlight
             }
             Progress::Stuck { state, since, limit, age } => {
-                Judge { specs, spec, world, view }.stuck(d, *state, *since, *limit, *age)
+                Judge { specs, spec, world, paths: &v.paths, view }.stuck(d, *state, *since, *limit, *age)
             }
         };
         let held = d.held_at(now);
         // What a deployment may already have switched to itself: its release folder, or
         // for an image deployment its container, once started (its upstream recorded).
         let exposed = if d.kind.has_release_folder() {
-            release_exists(world, &d.project, &d.id)
+            release_exists(&v.paths, &d.project, &d.id)
         } else {
             d.metadata.contains_key("upstream")
         };
@@ -338,7 +403,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         view.judged.insert(&d.id, judged);
     }
     for view in v.projects.values_mut() {
-        let (latest, live) = releases(specs, world, view.deployments.iter().copied());
+        let (latest, live) = releases(specs, &v.paths, view.deployments.iter().copied());
         view.latest = latest;
         if !view.project.active {
             continue;
@@ -384,7 +449,9 @@ pub fn configuration_errors(specs: &Specs, world: &World) -> Vec<Finding> {
         match world.files.get(&world.root) {
             None => error(format!("the managed root `{root}` does not exist (a typo?): check `--root`")),
             Some(Node::Dir) => {
-                let empty = !world.files.keys().any(|p| p != &world.root && p.starts_with(&world.root));
+                // Paths below the root come right after it in the map's order.
+                let mut after = world.files.range::<Path, _>((Bound::Excluded(world.root.as_path()), Bound::Unbounded));
+                let empty = !after.next().is_some_and(|(p, _)| p.starts_with(&world.root));
                 // Only releases with a folder: an image deployment's lives in its container.
                 let live = world.deployments.iter().filter(|d| specs.is_live(d) && d.kind.has_release_folder()).count();
                 if empty && live > 0 {
@@ -409,7 +476,7 @@ pub fn configuration_errors(specs: &Specs, world: &World) -> Vec<Finding> {
 /// when the latest lost its folder.
 pub fn releases<'a>(
     specs: &Specs,
-    world: &World,
+    world: &(impl Paths + ?Sized),
     deployments: impl Iterator<Item = &'a Deployment>,
 ) -> (Option<&'a Deployment>, Option<&'a Deployment>) {
     let mut live: Vec<&'a Deployment> = deployments.filter(|d| specs.is_live(d) && valid_id(&d.id)).collect();
@@ -420,14 +487,14 @@ pub fn releases<'a>(
 
 /// True when `d` can be live: its release folder exists, or it has none by its type (an
 /// image deployment, served by its container).
-pub fn release_present(world: &World, d: &Deployment) -> bool {
+pub fn release_present(world: &(impl Paths + ?Sized), d: &Deployment) -> bool {
     !d.kind.has_release_folder() || release_exists(world, &d.project, &d.id)
 }
 
 /// True when `ROOT/PROJECT/deployments/ID` is a folder.
-pub fn release_exists(world: &World, project: &str, deployment: &str) -> bool {
-    let path = Layout::new(&world.root, project).release(deployment);
-    world.files.get(&path) == Some(&Node::Dir)
+pub fn release_exists(world: &(impl Paths + ?Sized), project: &str, deployment: &str) -> bool {
+    let path = Layout::new(world.root(), project).release(deployment);
+    world.node(&path) == Some(&Node::Dir)
 }
 
 /// The resume rules of one stuck deployment's phase, applied to the world.
@@ -435,6 +502,7 @@ struct Judge<'s, 'a> {
     specs: &'s Specs,
     spec: &'s Spec,
     world: &'a World,
+    paths: &'s Index<'a>,
     view: &'s ProjectView<'a>,
 }
 
@@ -541,7 +609,7 @@ impl Judge<'_, '_> {
                 .view
                 .deployments
                 .iter()
-                .any(|o| o.id != d.id && self.specs.is_live(o) && valid_id(&o.id) && release_present(self.world, o)),
+                .any(|o| o.id != d.id && self.specs.is_live(o) && valid_id(&o.id) && release_present(self.paths, o)),
             Guard::IsImageDeployment => d.kind == DeploymentType::Image,
         }
     }
@@ -550,7 +618,7 @@ impl Judge<'_, '_> {
     fn holds(&self, predicate: Predicate, d: &Deployment) -> Result<(), String> {
         let project = self.view.project.id.as_str();
         let layout = Layout::new(&self.world.root, project);
-        let exists = |path: &Path| self.world.files.contains_key(path);
+        let exists = |path: &Path| self.paths.node(path).is_some();
         match predicate {
             Predicate::SourcePresent => match d.kind {
                 DeploymentType::Upload => match &d.source.file_path {
@@ -572,16 +640,16 @@ impl Judge<'_, '_> {
                 (Some(image), Some(_)) => Err(format!("its image `{image}` is not in the container engine")),
             },
             Predicate::ReleaseDirPresent => {
-                if release_exists(self.world, project, &d.id) {
+                if release_exists(self.paths, project, &d.id) {
                     Ok(())
                 } else {
                     Err(format!("its release folder `{}` is gone", layout.release(&d.id).display()))
                 }
             }
             Predicate::CurrentLinksRelease => {
-                if health(self.world, &layout.current(), &layout.release(&d.id)) != LinkHealth::Ok {
+                if health(self.paths, &layout.current(), &layout.release(&d.id)) != LinkHealth::Ok {
                     Err("`current` does not point at its release".into())
-                } else if health(self.world, &layout.webroot(), &layout.webroot_target()) != LinkHealth::Ok {
+                } else if health(self.paths, &layout.webroot(), &layout.webroot_target()) != LinkHealth::Ok {
                     Err("the webroot link does not point at `current/public`".into())
                 } else {
                     Ok(())
@@ -680,7 +748,9 @@ mod tests {
             live: None,
             judged: BTreeMap::new(),
         };
-        check(&Judge { specs: &specs, spec: specs.of_type(DeploymentType::Upload), world: &world, view: &view })
+        let paths = Index::new(&world);
+        let spec = specs.of_type(DeploymentType::Upload);
+        check(&Judge { specs: &specs, spec, world: &world, paths: &paths, view: &view })
     }
 
     #[test]
