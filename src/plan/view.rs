@@ -839,5 +839,35 @@ mod tests {
             health(&world, Path::new("/r/p/current"), Path::new("/r/p/deployments/d2")),
             LinkHealth::Wrong(want.into())
         );
+        // The index gives the same answers as the world's own map.
+        let index = Index::new(&world);
+        for (link, want) in [("/r/p/current", want), ("/r/p/other", want), ("/r/p/none", want)] {
+            assert_eq!(health(&index, Path::new(link), want), health(&world, Path::new(link), want), "{link}");
+        }
+    }
+
+    #[test]
+    fn the_index_answers_what_the_map_answers_however_a_path_is_spelled() {
+        let mut world = World { root: "/r".into(), ..World::default() };
+        world.files.insert("/r/p/deployments/d1".into(), Node::Dir);
+        world.files.insert("/r/p/current".into(), Node::Symlink("deployments/d1".into()));
+        // A fixture may spell a key in a way of its own: the map still finds it.
+        world.files.insert("/r/q/current/".into(), Node::File);
+        let index = Index::new(&world);
+        assert_eq!(index.root(), Path::new("/r"));
+        let spellings = [
+            ("/r/p/current", Some(Node::Symlink("deployments/d1".into()))),
+            ("/r/p//current", Some(Node::Symlink("deployments/d1".into()))),
+            ("/r/p/./deployments/d1", Some(Node::Dir)),
+            ("/r/p/deployments/d1/", Some(Node::Dir)),
+            ("/r/q/current", Some(Node::File)),
+            ("/r/p/deployments/d2", None),
+            ("/r/p", None),
+        ];
+        for (path, want) in spellings {
+            assert_eq!(index.node(Path::new(path)), want.as_ref(), "{path}");
+            assert_eq!(index.node(Path::new(path)), world.node(Path::new(path)), "{path}");
+        }
+        assert!(format!("{index:?}").contains("paths: 3"), "{index:?}");
     }
 }

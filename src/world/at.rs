@@ -141,6 +141,8 @@ fn read_link_at(fd: RawFd, name: &CStr) -> io::Result<Link> {
         if n < buf.capacity() {
             // SAFETY: the kernel wrote `n` bytes, fewer than the capacity.
             unsafe { buf.set_len(n) };
+            // Kept in the world, ten thousand of them: no spare room each.
+            buf.shrink_to_fit();
             return Ok(Link::Target(PathBuf::from(OsString::from_vec(buf))));
         }
         // The target may have been cut at the capacity: ask again with room to spare.
