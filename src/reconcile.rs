@@ -560,17 +560,19 @@ fn apply_leased(
 ) -> Result<(Plan, Report, String, usize, Vec<OpenRun>), ReconcileError> {
     let (world, engine) = observe_machine(store, specs, cfg)?;
     // Each link on its own: a webroot link that is right counts even while `current`,
-    // which it leads through, is being repaired.
-    let verified_links = plan::view(specs, &world, now)
+    // which it leads through, is being repaired. The plan is made from the same view.
+    let view = plan::view(specs, &world, now);
+    let verified_links = view
         .projects
         .values()
         .filter_map(|v| v.live.map(|live| (crate::model::Layout::new(&world.root, &v.project.id), live)))
         .flat_map(|(layout, live)| {
             [(layout.current(), layout.release(&live.id)), (layout.webroot(), layout.webroot_target())]
         })
-        .filter(|(link, want)| plan::health(&world, link, want) == plan::LinkHealth::Ok)
+        .filter(|(link, want)| plan::health(&view.paths, link, want) == plan::LinkHealth::Ok)
         .count();
-    let fresh = plan::plan_with(specs, &world, now, &cfg.limits());
+    let mut fresh = plan::plan_of_view(specs, &world, view, now, &cfg.limits());
+    fresh.seal(&world);
     // Before any verdict, removal or journal row: a wrong configuration changes nothing,
     // whatever a saved plan says.
     refuse_wrong_configuration(&fresh, cfg)?;

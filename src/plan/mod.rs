@@ -19,7 +19,7 @@ mod view;
 
 pub use kind::{Group, Kind, Planned, Tally};
 pub use render::{Summary, describe, render_json, render_text};
-pub use rules::{HELPER_MAX_AGE, Limits, app_labels, plan, plan_unsealed, plan_with};
+pub use rules::{HELPER_MAX_AGE, Limits, app_labels, plan, plan_of_view, plan_unsealed, plan_with};
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
 pub use view::{
     Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, release_present, releases,
@@ -226,8 +226,23 @@ impl Plan {
 
 /// A stable digest of a world: 64-bit FNV-1a over its canonical JSON, in hex.
 pub fn fingerprint(world: &World) -> String {
-    let json = serde_json::to_vec(world).expect("a World is plain data and always serializes");
-    let hash =
-        json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{hash:016x}")
+    // The JSON is hashed as it is written, never held whole: for ten thousand projects
+    // it is megabytes.
+    let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
+    serde_json::to_writer(&mut fnv, world).expect("a World is plain data and always serializes");
+    format!("{:016x}", fnv.0)
+}
+
+/// 64-bit FNV-1a over the bytes written to it.
+struct Fnv(u64);
+
+impl std::io::Write for Fnv {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

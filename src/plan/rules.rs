@@ -52,7 +52,13 @@ pub fn plan_with(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) 
 /// for a plan that is only shown, never saved or compared, since the fingerprint
 /// serializes the whole world. [`Plan::seal`] adds it.
 pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limits) -> Plan {
-    let View { projects, skipped, findings, paths } = view(specs, world, now);
+    plan_of_view(specs, world, view(specs, world, now), now, limits)
+}
+
+/// [`plan_unsealed`] from the [`view`] of `world` at `now`, made by the caller (who had a
+/// use for it first).
+pub fn plan_of_view(specs: &Specs, world: &World, view: View<'_>, now: Timestamp, limits: &Limits) -> Plan {
+    let View { projects, skipped, findings, paths } = view;
     // A configuration that looks wrong makes the whole view untrustworthy: no change at
     // all, and only the errors are shown (the rest would be read off the wrong folders).
     if findings.iter().any(|f| f.level == Level::Error) {
