@@ -347,6 +347,26 @@ pub fn plan_machine_unsealed(
     Ok((world, plan))
 }
 
+/// Observes the machine as [`plan_machine_unsealed`] does and refuses the same wrong
+/// configurations, without planning: for `status`, which shows the world.
+///
+/// # Errors
+///
+/// As [`plan_machine_unsealed`].
+pub fn observe_checked(store: &Store, specs: &Specs, cfg: &Config) -> Result<World, ReconcileError> {
+    let cfg = &cfg.absolute()?;
+    let (world, _) = observe_machine(store, specs, cfg)?;
+    let problems: Vec<String> = plan::configuration_errors(specs, &world).into_iter().map(|f| f.message).collect();
+    if !problems.is_empty() {
+        return Err(ReconcileError::Configuration {
+            root: cfg.root.clone(),
+            routes_dir: cfg.routes_dir.clone(),
+            problems,
+        });
+    }
+    Ok(world)
+}
+
 /// Observes the store, the files and the routes, then the container engine when one is
 /// configured: its labelled containers and its images, listed once for every project.
 /// Returns the engine too, for the effects of an apply.

@@ -182,7 +182,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let store = open_store_read_only(args)?;
     let now = super::now(args);
-    let (world, _) = reconcile::plan_machine_unsealed(&store, &specs, &config(args, Duration::from_secs(0))?, now)?;
+    let world = reconcile::observe_checked(&store, &specs, &config(args, Duration::from_secs(0))?)?;
     let status = plan::status(&specs, &world, now);
     // The real clock, as the lease's expiry is. A lapsed lease is no apply any more.
     let lease = store

@@ -22,8 +22,8 @@ pub use render::{Summary, describe, render_json, render_text};
 pub use rules::{HELPER_MAX_AGE, Limits, app_labels, plan, plan_of_view, plan_unsealed, plan_with};
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
 pub use view::{
-    Fate, Judged, LinkHealth, Progress, ProjectView, View, health, progress, release_exists, release_present, releases,
-    view,
+    Fate, Index, Judged, LinkHealth, Paths, Progress, ProjectView, View, configuration_errors, health, progress,
+    release_exists, release_present, releases, view,
 };
 
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::Verbosity;
-use super::view::{Fate, LinkHealth, Progress, ProjectView, health, progress, view};
+use super::view::{Fate, Index, LinkHealth, Progress, ProjectView, health, progress, view};
 use crate::model::{Layout, World};
 use crate::spec::Specs;
 use crate::time::{Duration, Timestamp};
@@ -86,7 +86,7 @@ impl Status {
 /// Reads the status of a world at `now`: the same [`view`] the planner acts on.
 pub fn status(specs: &Specs, world: &World, now: Timestamp) -> Status {
     let view = view(specs, world, now);
-    let projects = view.projects.values().map(|v| project(world, v)).collect();
+    let projects = view.projects.values().map(|v| project(world, &view.paths, v)).collect();
     let mut unfinished = Vec::new();
     for d in &world.deployments {
         let judged = view.projects.get(d.project.as_str()).and_then(|v| v.judged.get(d.id.as_str()));
@@ -125,14 +125,14 @@ pub fn status(specs: &Specs, world: &World, now: Timestamp) -> Status {
 }
 
 /// One project's line of the status.
-fn project(world: &World, view: &ProjectView<'_>) -> ProjectStatus {
+fn project(world: &World, paths: &Index<'_>, view: &ProjectView<'_>) -> ProjectStatus {
     let p = view.project;
     let layout = Layout::new(&world.root, &p.id);
     let release = view.live.filter(|d| d.kind.has_release_folder()).map(|d| layout.release(&d.id));
     let deploying = view.owner().map(|d| d.id.clone());
     // A link the plan leaves to a deployment in flight is that deployment's work; one that
     // is missing or dangles is never left, so it shows as it is.
-    let judge = |link: PathBuf, want: &std::path::Path| match (health(world, &link, want), &deploying) {
+    let judge = |link: PathBuf, want: &std::path::Path| match (health(paths, &link, want), &deploying) {
         (h @ (LinkHealth::Ok | LinkHealth::Missing | LinkHealth::Dangling(_)), _) | (h, None) => h,
         (_, Some(d)) => LinkHealth::Deploying(d.clone()),
     };

@@ -57,12 +57,14 @@ fn run(staged: &Staged, root: &Path, routes: &Path, args: &[&str], code: i32) ->
     Trueup::new(all).now(NOW).code(code).run()
 }
 
-/// `plan` and `apply` with this root and routes folder both exit 1 saying `problem`,
+/// `plan`, `apply` and `status` with this root and routes folder all exit 1 saying `problem`,
 /// and nothing changes, neither on the staged machine nor at `root`.
 #[track_caller]
 fn refused(staged: &Staged, root: &Path, routes: &Path, problem: &str) {
     let before = (machine_state(staged), crate::support::tree(routes), root.exists());
-    for args in [&["plan"][..], &["plan", "--json"], &["apply"], &["apply", "--dry-run"]] {
+    let commands =
+        [&["plan"][..], &["plan", "--json"], &["apply"], &["apply", "--dry-run"], &["status"], &["status", "--json"]];
+    for args in commands {
         let out = run(staged, root, routes, args, 1);
         assert!(out.stderr.contains(problem), "`{args:?}` does not say {problem:?}:\n{}", out.stderr);
         assert!(out.stdout.is_empty(), "`{args:?}` printed a plan:\n{}", out.stdout);
