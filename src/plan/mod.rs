@@ -246,3 +246,25 @@ impl std::io::Write for Fnv {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Node;
+
+    #[test]
+    fn a_fingerprint_is_fnv_1a_of_the_world_s_json_and_stays_what_it_was() {
+        let mut world = World { root: "/srv/paas".into(), ..World::default() };
+        world.files.insert("/srv/paas".into(), Node::Dir);
+        world.files.insert("/srv/paas/p1/current".into(), Node::Symlink("deployments/d1".into()));
+        let json = serde_json::to_vec(&world).unwrap();
+        let mut want = 0xcbf2_9ce4_8422_2325_u64;
+        for b in json {
+            want ^= u64::from(b);
+            want = want.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        assert_eq!(fingerprint(&world), format!("{want:016x}"));
+        // Saved plans carry it: the same world keeps the same fingerprint across versions.
+        assert_eq!(fingerprint(&World::default()), "db6bddae044f5d04");
+    }
+}

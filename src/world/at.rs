@@ -269,6 +269,8 @@ mod tests {
 
         assert_eq!(top.read_link("link".as_ref()).unwrap(), Link::Target("folder".into()));
         assert_eq!(top.read_link("long".as_ref()).unwrap(), Link::Target(long.into()), "a target of 600 bytes");
+        let Link::Target(kept) = top.read_link("link".as_ref()).unwrap() else { panic!("a link") };
+        assert!(kept.capacity() < 64, "a target kept in the world has no spare room: {}", kept.capacity());
         assert_eq!(top.read_link("folder".as_ref()).unwrap(), Link::Other(Kind::Dir));
         assert_eq!(top.read_link("file".as_ref()).unwrap(), Link::Other(Kind::File));
         assert_eq!(top.read_link("none".as_ref()).unwrap(), Link::Absent);
