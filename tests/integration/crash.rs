@@ -1025,8 +1025,18 @@ struct Faulted {
 
 /// Sends `signal` (a kill(1) name) to `child`; once this returns, the signal is pending.
 pub fn signal(child: &Child, signal: &str) {
-    let sent = std::process::Command::new("kill").args(["-s", signal, &child.id().to_string()]).status().unwrap();
-    assert!(sent.success(), "kill -s {signal} failed");
+    // Sent from this process at once: a `kill` command takes milliseconds to start, long
+    // enough for a small apply to end first ("right after start" then came too late).
+    let number = match signal {
+        "INT" => libc::SIGINT,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        other => panic!("no signal {other} in this test"),
+    };
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: `kill` reads no memory; `pid` is our own child, not yet reaped.
+    let sent = unsafe { libc::kill(pid, number) };
+    assert_eq!(sent, 0, "kill -s {signal} failed: {}", std::io::Error::last_os_error());
 }
 
 /// A process's state letter (`R`, `S`, `T`, ...), from `/proc`.
