@@ -264,6 +264,9 @@ mod tests {
         assert!(matches!(top.open_dir("none".as_ref()).unwrap(), Opened::Absent));
         assert!(matches!(Dir::open(&dir.join("none")).unwrap(), Opened::Absent));
         assert!(matches!(Dir::open(&dir.join("file")).unwrap(), Opened::Other(Kind::File)));
+        // Only a missing path is absent; any other failure is an error.
+        assert!(Dir::open(&dir.join("n".repeat(300))).is_err(), "a name longer than the system allows");
+        assert!(top.open_dir("n".repeat(300).as_ref()).is_err());
         // The one call that follows a link: the root handed in.
         assert!(matches!(Dir::open(&dir.join("link")).unwrap(), Opened::Dir(_)));
 
