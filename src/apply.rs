@@ -274,9 +274,11 @@ impl Hooks for NoHooks {}
 
 /// Carries out `plan` through `effects` at `now`, reporting to `hooks`.
 ///
-/// Durability is batched: after at most [`BATCH`] actions or [`BATCH_TIME`], the effects
-/// are synced, then the journal written ([`Hooks::flush`]), so the journal never records
-/// as done a change that a power cut could still undo. A failed sync stops the apply; the
+/// Durability is batched: after at most [`BATCH`] actions or [`BATCH_TIME`], and before
+/// a change a power cut cannot take back ([`Change::is_irreversible`]), the effects are
+/// synced, then the journal written ([`Hooks::flush`]), so the journal never records as
+/// done a change that a power cut could still undo, and no container goes before the
+/// route that left it is durable. A failed sync stops the apply; the
 /// actions since the last sync are reported failed and stay `planned` in the journal.
 pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut dyn Hooks) -> Report {
     let mut report = Report::default();
@@ -299,6 +301,12 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
     let mut began = std::time::Instant::now();
     for (index, action) in plan.actions.iter().enumerate() {
         let subjects = subjects(&action.change);
+        // What came before a change that cannot be taken back is made durable first: a
+        // zombie is removed only once the route that left it survives a power cut.
+        if action.change.is_irreversible() && report.stopped.is_none() {
+            settle(&mut batch, effects, hooks, &mut journaling, &mut report);
+            began = std::time::Instant::now();
+        }
         let status = if let Some(why) = &report.stopped {
             Status::Skipped(format!("the apply stopped: {why}"))
         } else if let Err(e) = hooks.fence() {
@@ -581,6 +589,7 @@ mod tests {
             self.inner.recreate_container(id, name, image, labels, now)
         }
         fn remove_container(&mut self, id: &str, name: &str) -> Result<(), EffectError> {
+            self.log.borrow_mut().push(format!("remove {name}"));
             self.inner.remove_container(id, name)
         }
         fn write_route(
@@ -653,6 +662,33 @@ mod tests {
             expected.push(format!("journal {}", batch.map(|i| format!("done {i}")).collect::<Vec<_>>().join(", ")));
         }
         assert_eq!(log, expected);
+    }
+
+    #[test]
+    fn a_container_is_removed_only_once_what_came_before_it_is_durable() {
+        let log = std::cell::RefCell::new(Vec::new());
+        let mut world = world();
+        world.containers = Some(Vec::new());
+        let mut effects = Syncs { inner: MemoryWorld::new(world), log: &log, fail: false };
+        let remove = Change::RemoveContainer { id: "c1".into(), name: "zombie".into() };
+        let actions = vec![
+            action("p2", link("/r/webroot/l0", "/r/p2/deployments/d1")),
+            action("p2", remove),
+            action("p2", link("/r/webroot/l1", "/r/p2/deployments/d1")),
+        ];
+        let report = apply(&plan(actions), &mut effects, now(), &mut Flushes { log: &log, kept: Vec::new() });
+        assert!(report.all_done(), "{report:?}");
+        let expected = [
+            "journal planned 0, planned 1, planned 2",
+            "link /r/webroot/l0",
+            "sync",
+            "journal done 0",
+            "remove zombie",
+            "link /r/webroot/l1",
+            "sync",
+            "journal done 1, done 2",
+        ];
+        assert_eq!(log.into_inner(), expected);
     }
 
     #[test]
