@@ -179,7 +179,9 @@ pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Installs the global `tracing` subscriber: text or JSON lines on stderr.
 fn init_logs(format: LogFormat) -> anyhow::Result<()> {
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false);
+    // A closed stderr (the journal restarted, `2>&1 | head`) loses log lines, never the
+    // daemon: without this, the subscriber panics on the failed write, leases held.
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).log_internal_errors(false);
     let set = match format {
         LogFormat::Text => tracing::subscriber::set_global_default(builder.finish()),
         LogFormat::Json => tracing::subscriber::set_global_default(

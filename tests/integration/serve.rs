@@ -555,3 +555,18 @@ fn a_daemon_whose_lease_was_taken_stops_at_its_next_renewal_and_exits_1() {
     assert_eq!(held[1].1.as_deref(), Some("trueup-serve@elsewhere:1"), "the new holder's lease is left alone");
     assert_eq!(held[0].1, None, "the apply lease is free");
 }
+
+#[test]
+fn a_closed_stderr_loses_log_lines_never_the_daemon_or_its_leases() {
+    // `trueup serve --once 2>&1 | head -2`, or a journal that went away: the log's
+    // reader is gone before the first line.
+    let scratch = Scratch::new("serve-closed-stderr");
+    let staged = staged(&scratch, &damaged(20));
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = trueup_command(&staged, &["serve", "--once", "--no-run", "--now", NOW]);
+    let status = command.stdout(Stdio::null()).stderr(Stdio::from(writer)).status().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(leases(&staged), free(), "the leases are left held");
+    converged(&staged);
+}
