@@ -1031,6 +1031,8 @@ pub fn signal(child: &Child, signal: &str) {
         "INT" => libc::SIGINT,
         "TERM" => libc::SIGTERM,
         "CONT" => libc::SIGCONT,
+        "HUP" => libc::SIGHUP,
+        "KILL" => libc::SIGKILL,
         other => panic!("no signal {other} in this test"),
     };
     let pid = i32::try_from(child.id()).unwrap();
@@ -1040,7 +1042,7 @@ pub fn signal(child: &Child, signal: &str) {
 }
 
 /// A process's state letter (`R`, `S`, `T`, ...), from `/proc`.
-fn process_state(child: &Child) -> char {
+pub fn process_state(child: &Child) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
     stat.rsplit_once(')').unwrap().1.trim_start().chars().next().unwrap()
 }

@@ -96,10 +96,7 @@ impl Daemon {
     #[track_caller]
     fn wait_stopped(&mut self) {
         let started = Instant::now();
-        while std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('T'))
-            .unwrap_or(true)
-        {
+        while crate::crash::process_state(&self.child) != 'T' {
             assert!(self.child.try_wait().unwrap().is_none(), "it ended first:\n{}", self.log().join("\n"));
             assert!(started.elapsed() < PATIENCE, "it never stopped:\n{}", self.log().join("\n"));
             std::thread::sleep(Duration::from_millis(20));
@@ -107,8 +104,7 @@ impl Daemon {
     }
 
     pub fn signal(&self, signal: &str) {
-        let sent = std::process::Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status();
-        assert!(sent.unwrap().success(), "kill -s {signal}");
+        crate::crash::signal(&self.child, signal);
     }
 
     /// Waits for the daemon to exit; returns its exit code and its whole log.
