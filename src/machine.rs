@@ -93,13 +93,14 @@ fn guard_list(guards: &[Guard]) -> String {
 
 /// An event of a [`Spec`], resolved to its index when the spec is loaded
 /// ([`Spec::event`]), so that [`step_id`] compares no strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(u16);
 
 /// Every step a spec can take, worked out once when the spec is loaded: for each state
-/// and each event, the candidate transitions in priority order (the state's own, then its
+/// and each event it or an ancestor handles, the candidate transitions in priority order (the state's own, then its
 /// ancestors', each in document order), each with its exits and entries already computed.
-/// A step is then a lookup, the guards, and a reference to a ready [`Transition`].
+/// A step is then a search among the state's few slots, the guards, and a reference to a
+/// ready [`Transition`].
 ///
 /// The first candidate lives in the slot itself, so that the usual step (one candidate,
 /// no guard) reads one place in memory; the rest, rare, live in `more`.
@@ -107,8 +108,13 @@ pub struct EventId(u16);
 pub(crate) struct Table {
     /// The spec's events, in order of first appearance in the document.
     events: Vec<String>,
-    /// The slot of state `s` and event `e` is `slots[s * events.len() + e]`; compound
-    /// states have no candidates.
+    /// The slots of state `s` are `slots[starts[s]..starts[s + 1]]`, their events
+    /// `keys[starts[s]..starts[s + 1]]`, sorted: one for each event the state or an
+    /// ancestor handles, none for a compound state. Sparse, so a spec of many states each
+    /// with events of its own stays small (a table of every state by every event grows
+    /// with their product); the keys apart, so a lookup scans a few packed ids.
+    starts: Vec<u32>,
+    keys: Vec<EventId>,
     slots: Vec<Slot>,
     /// The candidates after each slot's first, slot by slot.
     more: Vec<Candidate>,
@@ -121,6 +127,9 @@ struct Slot {
     rest: (u32, u32),
 }
 
+/// The slot of an event a state does not handle.
+static UNHANDLED: Slot = Slot { first: None, rest: (0, 0) };
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Candidate {
     guard: Option<Guard>,
@@ -131,33 +140,46 @@ impl Table {
     /// Works out every step of the machine whose arena is `states`.
     pub(crate) fn compile(states: &[State]) -> Table {
         let mut events: Vec<String> = Vec::new();
+        let mut ids: std::collections::HashMap<&str, EventId> = std::collections::HashMap::new();
         for t in states.iter().flat_map(|s| &s.on) {
-            if !events.contains(&t.event) {
+            if !ids.contains_key(t.event.as_str()) {
+                ids.insert(&t.event, EventId(events.len() as u16));
                 events.push(t.event.clone());
             }
         }
-        let mut slots = Vec::with_capacity(states.len() * events.len());
+        let id = |name: &str| ids[name];
+        let mut starts = Vec::with_capacity(states.len() + 1);
+        let (mut keys, mut slots) = (Vec::new(), Vec::new());
         let mut more = Vec::new();
         for (i, leaf) in states.iter().enumerate() {
+            starts.push(slots.len() as u32);
+            if matches!(leaf.kind, StateKind::Compound { .. }) {
+                continue;
+            }
             let leaf_id = StateId(i as u16);
-            for event in &events {
+            let chain: Vec<StateId> = std::iter::once(leaf_id).chain(leaf.ancestors.iter().copied()).collect();
+            let mut handled: Vec<EventId> =
+                chain.iter().flat_map(|s| &states[s.index()].on).map(|t| id(&t.event)).collect();
+            handled.sort_unstable();
+            handled.dedup();
+            for event in handled {
                 let mut candidates = Vec::new();
-                if !matches!(leaf.kind, StateKind::Compound { .. }) {
-                    for source in std::iter::once(leaf_id).chain(leaf.ancestors.iter().copied()) {
-                        for t in states[source.index()].on.iter().filter(|t| &t.event == event) {
-                            let transition = transition(states, leaf_id, source, t.target);
-                            candidates.push(Candidate { guard: t.guard, transition });
-                        }
+                for &source in &chain {
+                    for t in states[source.index()].on.iter().filter(|t| id(&t.event) == event) {
+                        let transition = transition(states, leaf_id, source, t.target);
+                        candidates.push(Candidate { guard: t.guard, transition });
                     }
                 }
                 let mut candidates = candidates.into_iter();
                 let first = candidates.next();
                 let from = more.len() as u32;
                 more.extend(candidates);
+                keys.push(event);
                 slots.push(Slot { first, rest: (from, more.len() as u32) });
             }
         }
-        Table { events, slots, more }
+        starts.push(slots.len() as u32);
+        Table { events, starts, keys, slots, more }
     }
 
     fn event(&self, name: &str) -> Option<EventId> {
@@ -167,11 +189,14 @@ impl Table {
     /// The slot of `event` in `state`, or `None` when either is not this table's.
     #[inline]
     fn slot(&self, state: StateId, event: EventId) -> Option<&Slot> {
-        let events = self.events.len();
-        if usize::from(event.0) >= events {
+        if usize::from(event.0) >= self.events.len() {
             return None;
         }
-        self.slots.get(state.index() * events + usize::from(event.0))
+        let (from, to) = (*self.starts.get(state.index())?, *self.starts.get(state.index() + 1)?);
+        // A handful of slots: a scan beats a binary search's unpredictable branches.
+        let (from, to) = (from as usize, to as usize);
+        let at = self.keys[from..to].iter().position(|e| *e == event);
+        Some(at.map_or(&UNHANDLED, |i| &self.slots[from + i]))
     }
 
     /// The candidates after a slot's first.
@@ -440,12 +465,59 @@ mod tests {
                         let by_name = step(&spec, state, event, &|_| answer);
                         let by_id = step_id(&spec, state, id, &|_| answer);
                         assert_eq!(by_name, by_id, "{} --{event}--> with guards {answer}", spec.name(state));
+                        // And both are what the states say, read without the table.
+                        let by_states = straight(&spec, state, event, &|_| answer);
+                        assert_eq!(
+                            by_id.as_ref().ok().copied(),
+                            by_states.as_ref(),
+                            "{} --{event}-->",
+                            spec.name(state)
+                        );
                         steps += usize::from(by_id.is_ok());
                     }
                 }
             }
         }
         assert!(steps > 20, "only {steps} steps were taken");
+    }
+
+    /// A step read straight off the states, as the machine's semantics say: the active
+    /// atomic state's transitions on `event`, then each ancestor's, in document order;
+    /// the first whose guard holds is taken.
+    fn straight(spec: &Spec, state: StateId, event: &str, guards: &dyn Fn(Guard) -> bool) -> Option<Transition> {
+        if matches!(spec.state(state).kind, StateKind::Compound { .. }) {
+            return None;
+        }
+        let chain = std::iter::once(state).chain(spec.state(state).ancestors.iter().copied());
+        chain
+            .flat_map(|source| spec.state(source).on.iter().map(move |t| (source, t)))
+            .find(|(_, t)| t.event == event && t.guard.is_none_or(guards))
+            .map(|(source, t)| transition(&spec.states, state, source, t.target))
+    }
+
+    #[test]
+    fn a_spec_of_many_states_each_with_events_of_its_own_compiles_to_a_table_of_its_size() {
+        // Each state handles an event of its own and `fail`: a table of every state by
+        // every event would hold 3,000 x 3,001 slots (650 MB); this one holds two a state.
+        let n = 3_000;
+        let mut source = String::from(
+            "version: 2\ninitial: S0\nstuck_after: 90s\n\
+             roles: { live: DONE, failed: FAILED, cancelled: FAILED, done: done, fail: fail, retry: retry }\n\
+             states:\n  S0: { run: wait, resume: restart_phase, on: { done: S1, fail: FAILED, retry: S0 } }\n",
+        );
+        for i in 1..n {
+            let next = if i + 1 == n { "DONE".to_owned() } else { format!("S{}", i + 1) };
+            source +=
+                &format!("  S{i}: {{ run: wait, resume: restart_phase, on: {{ e{i}: {next}, fail: FAILED }} }}\n");
+        }
+        source += "  DONE: { final: true }\n  FAILED: { final: true }\n";
+        let spec = crate::spec::load("chain.yaml", &source).unwrap().0;
+        assert_eq!(spec.table.slots.len(), 2 * n + 1, "S0 handles three events, every other state two");
+        let last = spec.find(&format!("S{}", n - 1)).unwrap();
+        let event = spec.event(&format!("e{}", n - 1)).unwrap();
+        assert_eq!(spec.name(step_id(&spec, last, event, &|_| true).unwrap().target), "DONE");
+        let e1 = spec.event("e1").unwrap();
+        assert!(matches!(step_id(&spec, last, e1, &|_| true), Err(StepError::Unhandled { .. })));
     }
 
     #[test]
