@@ -225,7 +225,7 @@ impl SavedPlan {
     /// [`ReconcileError::Altered`], naming the first action that differs.
     pub fn check_fresh(&self, specs: &Specs, world: &World, limits: &plan::Limits) -> Result<(), ReconcileError> {
         if plan::fingerprint(world) == self.fingerprint {
-            let planned = plan::plan_with(specs, world, self.now, limits).actions;
+            let planned = plan::plan_unsealed(specs, world, self.now, limits).actions;
             return match first_difference(&self.actions, &planned) {
                 None => Ok(()),
                 Some(difference) => Err(ReconcileError::Altered { difference }),
@@ -343,7 +343,7 @@ pub fn plan_machine_unsealed(
     let cfg = &cfg.absolute()?;
     let (world, _) = observe_machine(store, specs, cfg)?;
     let plan = plan::plan_unsealed(specs, &world, now, &cfg.limits());
-    refuse_wrong_configuration(&plan, cfg)?;
+    refuse_wrong_configuration(plan.errors(), cfg)?;
     Ok((world, plan))
 }
 
@@ -356,14 +356,7 @@ pub fn plan_machine_unsealed(
 pub fn observe_checked(store: &Store, specs: &Specs, cfg: &Config) -> Result<World, ReconcileError> {
     let cfg = &cfg.absolute()?;
     let (world, _) = observe_machine(store, specs, cfg)?;
-    let problems: Vec<String> = plan::configuration_errors(specs, &world).into_iter().map(|f| f.message).collect();
-    if !problems.is_empty() {
-        return Err(ReconcileError::Configuration {
-            root: cfg.root.clone(),
-            routes_dir: cfg.routes_dir.clone(),
-            problems,
-        });
-    }
+    refuse_wrong_configuration(&plan::configuration_errors(specs, &world), cfg)?;
     Ok(world)
 }
 
@@ -380,9 +373,13 @@ fn observe_machine(store: &Store, specs: &Specs, cfg: &Config) -> Result<(World,
     Ok((world, engine))
 }
 
-/// `Ok` unless `plan` found the configuration wrong ([`plan::Level::Error`]).
-fn refuse_wrong_configuration(plan: &Plan, cfg: &Config) -> Result<(), ReconcileError> {
-    let problems: Vec<String> = plan.errors().map(|f| f.message.clone()).collect();
+/// `Ok` unless `errors`, the [`plan::Level::Error`] findings of a plan or of
+/// [`plan::configuration_errors`], say the configuration is wrong.
+fn refuse_wrong_configuration<'f>(
+    errors: impl IntoIterator<Item = &'f plan::Finding>,
+    cfg: &Config,
+) -> Result<(), ReconcileError> {
+    let problems: Vec<String> = errors.into_iter().map(|f| f.message.clone()).collect();
     if problems.is_empty() {
         return Ok(());
     }
@@ -592,13 +589,16 @@ fn apply_leased(
         .filter(|(link, want)| plan::health(&view.paths, link, want) == plan::LinkHealth::Ok)
         .count();
     let mut fresh = plan::plan_of_view(specs, &world, view, now, &cfg.limits());
-    fresh.seal(&world);
     // Before any verdict, removal or journal row: a wrong configuration changes nothing,
     // whatever a saved plan says.
-    refuse_wrong_configuration(&fresh, cfg)?;
+    refuse_wrong_configuration(fresh.errors(), cfg)?;
     let plan = match source {
-        Source::Fresh => fresh,
+        Source::Fresh => {
+            fresh.seal(&world);
+            fresh
+        }
         Source::Saved(saved) => {
+            // The saved plan carries its own fingerprint, checked against this world.
             saved.check_fresh(specs, &world, &cfg.limits())?;
             saved.plan()
         }
