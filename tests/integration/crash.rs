@@ -445,17 +445,26 @@ fn apply_killed(staged: &Staged, at: KillAt, lease_ttl: &str) -> Killed {
     let pid = child.id();
     if let KillAt::Done(percent) = at {
         loop {
+            // The journal is read while the apply is stopped, so the SIGKILL lands on what
+            // was read: the journal is written a batch at a time, and a running apply could
+            // journal its last batches between the read and the kill.
+            if let Some(status) = child.try_wait().unwrap() {
+                let (rows, done) = progress_since(&conn, token_before);
+                panic!(
+                    "the apply ended ({status}) with {done} of {rows} actions done, before {percent}% of them: make the world bigger"
+                );
+            }
+            signal(&child, "STOP");
+            while !matches!(process_state(&child), 'T' | 'Z') {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
             // Every action is journaled as planned before the first one runs, so once one
             // is done, the row count is the size of this run's plan.
             let (rows, done) = progress_since(&conn, token_before);
             if done > 0 && done * 100 >= rows * percent {
                 break;
             }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "the apply ended ({status}) with {done} of {rows} actions done, before {percent}% of them: make the world bigger"
-                );
-            }
+            signal(&child, "CONT");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
@@ -1031,6 +1040,7 @@ pub fn signal(child: &Child, signal: &str) {
         "INT" => libc::SIGINT,
         "TERM" => libc::SIGTERM,
         "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
         "HUP" => libc::SIGHUP,
         "KILL" => libc::SIGKILL,
         other => panic!("no signal {other} in this test"),
