@@ -11,8 +11,8 @@
 //! - Observing: worlds of 100, 1,000 and 10,000 projects (without containers, which need
 //!   an engine) staged on disk with [`trueup::world::stage::stage`] in a folder under
 //!   Cargo's target dir, removed afterwards, then read back with
-//!   [`trueup::world::observe::observe_with_stats`]. It prints the SQL statements, `lstat`,
-//!   `readlink` and folder listings per project, which must not grow with the number of
+//!   [`trueup::world::observe::observe_with_stats`]. It prints the SQL statements, folders opened,
+//!   `stat`s, `readlink`s and folder listings per project, which must not grow with the number of
 //!   projects (three sizes, so the two slopes between them must agree), and the ratio
 //!   observe(10k) / observe(1k).
 //!

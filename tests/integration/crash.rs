@@ -1249,8 +1249,8 @@ fn check_fault(fault: Fault) {
 
 #[test]
 fn an_apply_hit_by_a_fault_frees_its_lease_and_the_next_converges() {
-    // Two cases at a time: each is mostly waiting for the disk, which `fsync`s every
-    // action.
+    // Two cases at a time: each is mostly waiting for the disk (verdicts commit one by
+    // one; links are synced a batch at a time).
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failures = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
