@@ -112,15 +112,17 @@ fn stat_at(fd: RawFd, name: &CStr) -> io::Result<Option<Kind>> {
     }
 }
 
-/// `readlinkat(fd, name)`, growing the buffer until the target fits. Never
-/// `Link::Other(Kind::Symlink)`: a path that became a link between the two calls is
-/// read again, a few times at most.
+/// `readlinkat(fd, name)`, into a buffer on the stack and, for a target longer than
+/// that, a larger one until it fits. Never `Link::Other(Kind::Symlink)`: a path that
+/// became a link between the two calls is read again, a few times at most.
 fn read_link_at(fd: RawFd, name: &CStr) -> io::Result<Link> {
-    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    let mut stack = [0u8; 512];
+    let mut heap: Vec<u8> = Vec::new();
     let mut changed = 0;
     loop {
-        // SAFETY: `name` is a valid C string; the kernel writes at most `capacity` bytes.
-        let n = unsafe { libc::readlinkat(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.capacity()) };
+        let buf: &mut [u8] = if heap.is_empty() { &mut stack } else { &mut heap };
+        // SAFETY: `name` is a valid C string; the kernel writes at most `buf.len()` bytes.
+        let n = unsafe { libc::readlinkat(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
@@ -138,15 +140,23 @@ fn read_link_at(fd: RawFd, name: &CStr) -> io::Result<Link> {
             };
         }
         let n = n.unsigned_abs();
-        if n < buf.capacity() {
-            // SAFETY: the kernel wrote `n` bytes, fewer than the capacity.
-            unsafe { buf.set_len(n) };
-            // Kept in the world, ten thousand of them: no spare room each.
-            buf.shrink_to_fit();
-            return Ok(Link::Target(PathBuf::from(OsString::from_vec(buf))));
+        if n < buf.len() {
+            // Copied out at its size: the world keeps ten thousand, without spare room.
+            return Ok(Link::Target(PathBuf::from(OsString::from_vec(buf[..n].to_vec()))));
         }
-        // The target may have been cut at the capacity: ask again with room to spare.
-        buf.reserve(buf.capacity() * 2);
+        // The target may have been cut at the buffer's end: ask again with room to spare.
+        heap = vec![0; buf.len() * 2];
+    }
+}
+
+/// Opens `name` relative to `fd` if it is a folder, following a final link only when
+/// `follow`; says what is there otherwise.
+fn open_at(fd: RawFd, name: &CStr, follow: bool) -> io::Result<Opened> {
+    match open_dir_at(fd, name, follow) {
+        Ok(Some(fd)) => Ok(Opened::Dir(Dir(fd))),
+        Ok(None) => Ok(stat_at(fd, name)?.map_or(Opened::Absent, Opened::Other)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
+        Err(e) => Err(e),
     }
 }
 
@@ -154,30 +164,19 @@ impl Dir {
     /// Opens the folder at `path`, following links on the way (the caller has checked
     /// what it needed of `path` itself).
     pub(crate) fn open(path: &Path) -> io::Result<Opened> {
-        let name = c_name(path.as_os_str())?;
-        match open_dir_at(libc::AT_FDCWD, &name, true) {
-            Ok(Some(fd)) => Ok(Opened::Dir(Dir(fd))),
-            Ok(None) => Ok(stat_at(libc::AT_FDCWD, &name)?.map_or(Opened::Absent, Opened::Other)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
-            Err(e) => Err(e),
-        }
+        open_at(libc::AT_FDCWD, &c_name(path.as_os_str())?, true)
     }
 
     /// Opens `name` in this folder if it is a real folder; says what it is otherwise.
     pub(crate) fn open_dir(&self, name: &OsStr) -> io::Result<Opened> {
-        let name = c_name(name)?;
-        match open_dir_at(self.0.as_raw_fd(), &name, false) {
-            Ok(Some(fd)) => Ok(Opened::Dir(Dir(fd))),
-            Ok(None) => Ok(stat_at(self.0.as_raw_fd(), &name)?.map_or(Opened::Absent, Opened::Other)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
-            Err(e) => Err(e),
-        }
+        open_at(self.0.as_raw_fd(), &c_name(name)?, false)
     }
 
     /// The entries of this folder, but `.` and `..`, with their kind when the listing
     /// gives it (`getdents64` straight, without a `DIR` stream, whose set-up costs three
-    /// calls more per folder).
-    pub(crate) fn entries(&self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+    /// calls more per folder). Once: the listing reads the descriptor to its end, so it
+    /// takes the folder mutably (a shared one would be listed from where another left).
+    pub(crate) fn entries(&mut self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
         // 8-byte aligned, as the kernel's records are.
         let mut buf = [0u64; 1024];
         let size = std::mem::size_of_val(&buf);
@@ -257,7 +256,7 @@ mod tests {
         let long = "t/".repeat(300);
         std::os::unix::fs::symlink(&long, dir.join("long")).unwrap();
 
-        let Opened::Dir(top) = Dir::open(&dir).unwrap() else { panic!("the folder opens") };
+        let Opened::Dir(mut top) = Dir::open(&dir).unwrap() else { panic!("the folder opens") };
         assert!(matches!(top.open_dir("folder".as_ref()).unwrap(), Opened::Dir(_)));
         assert!(matches!(top.open_dir("link".as_ref()).unwrap(), Opened::Other(Kind::Symlink)));
         assert!(matches!(top.open_dir("file".as_ref()).unwrap(), Opened::Other(Kind::File)));
@@ -306,7 +305,7 @@ mod tests {
             std::fs::create_dir(dir.join(format!("folder/inner/entry-with-a-longish-name-{i:04}"))).unwrap();
         }
         let Opened::Dir(inner) = top.open_dir("folder".as_ref()).unwrap() else { panic!("the folder opens") };
-        let Opened::Dir(inner) = inner.open_dir("inner".as_ref()).unwrap() else { panic!("the folder opens") };
+        let Opened::Dir(mut inner) = inner.open_dir("inner".as_ref()).unwrap() else { panic!("the folder opens") };
         let mut names: Vec<_> = inner.entries().unwrap().into_iter().map(|(n, _)| n.into_string().unwrap()).collect();
         names.sort();
         let want: Vec<_> = (0..600).map(|i| format!("entry-with-a-longish-name-{i:04}")).collect();

@@ -25,6 +25,7 @@
 //! looked at too, wherever they are, so the planner knows whether they still exist.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs::FileType;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -273,6 +274,7 @@ impl Scan {
         webroot: Option<&Dir>,
         projects: &[&Project],
     ) -> Result<(), ObserveError> {
+        let webroot_path = root.join("webroot");
         for project in projects {
             if let Some(dir) = self.open(top, root, &project.id)? {
                 let path = root.join(&project.id);
@@ -283,7 +285,7 @@ impl Scan {
             }
             if let Some(webroot) = webroot {
                 let before = self.files.len();
-                self.read_link(webroot, &root.join("webroot"), &project.id)?;
+                self.read_link(webroot, &webroot_path, &project.id)?;
                 self.webroot_links.extend(self.files.drain(before..));
             }
         }
@@ -292,52 +294,51 @@ impl Scan {
 
     /// The entries of `ROOT/P/deployments` (open as `releases`, at `dir`), one per
     /// release, and each release's `public`.
-    fn releases(&mut self, releases: Dir, dir: PathBuf) -> Result<(), ObserveError> {
+    fn releases(&mut self, mut releases: Dir, dir: PathBuf) -> Result<(), ObserveError> {
         self.stats.read_dir += 1;
-        let listing = &releases;
         let mut entries = Vec::new();
         for (name, kind) in releases.entries().map_err(fs_error(&dir))? {
             let kind = match kind {
                 Some(kind) => Some(kind),
                 // The listing did not say: one call more for this entry.
-                None => {
-                    self.stats.stat += 1;
-                    listing.stat(&name).map_err(fs_error(&dir.join(&name)))?
-                }
+                None => self.stat(&releases, &dir, &name)?,
             };
             entries.extend(kind.map(|kind| (name, kind)));
         }
         // By name, each release before its `public`: the paths stay in order (see `Scan`).
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (name, kind) in entries {
-            let path = dir.join(&name);
-            match kind {
-                Kind::Symlink => {
-                    self.stats.read_link += 1;
-                    let link = listing.read_link(&name).map_err(fs_error(&path))?;
-                    self.record_link(path, link);
+            self.found(&releases, &dir, &name, kind)?;
+            if kind == Kind::Dir && name.to_str().is_some_and(valid_id) {
+                let public = Path::new(&name).join("public");
+                if let Some(kind) = self.stat(&releases, &dir, public.as_os_str())? {
+                    self.found(&releases, &dir, public.as_os_str(), kind)?;
                 }
-                Kind::Dir => {
-                    self.files.push((path, Node::Dir));
-                    if name.to_str().is_some_and(valid_id) {
-                        let public = Path::new(&name).join("public");
-                        self.stats.stat += 1;
-                        let path = dir.join(&public);
-                        match listing.stat(public.as_os_str()).map_err(fs_error(&path))? {
-                            Some(Kind::Symlink) => {
-                                self.stats.read_link += 1;
-                                let link = listing.read_link(public.as_os_str()).map_err(fs_error(&path))?;
-                                self.record_link(path, link);
-                            }
-                            Some(Kind::Dir) => self.files.push((path, Node::Dir)),
-                            Some(Kind::File | Kind::Special) => self.files.push((path, Node::File)),
-                            None => {}
-                        }
-                    }
-                }
-                Kind::File | Kind::Special => self.files.push((path, Node::File)),
             }
         }
+        Ok(())
+    }
+
+    /// What `name` is in `dir` (at `path`), without following a final link.
+    fn stat(&mut self, dir: &Dir, path: &Path, name: &OsStr) -> Result<Option<Kind>, ObserveError> {
+        self.stats.stat += 1;
+        dir.stat(name).map_err(|source| ObserveError::Fs { path: path.join(name), source })
+    }
+
+    /// Records `name` in `dir` (at `path`), known to be of `kind`: a link with its target.
+    fn found(&mut self, dir: &Dir, path: &Path, name: &OsStr, kind: Kind) -> Result<(), ObserveError> {
+        let path = path.join(name);
+        let node = match kind {
+            Kind::Symlink => {
+                self.stats.read_link += 1;
+                let link = dir.read_link(name).map_err(fs_error(&path))?;
+                self.record_link(path, link);
+                return Ok(());
+            }
+            Kind::Dir => Node::Dir,
+            Kind::File | Kind::Special => Node::File,
+        };
+        self.files.push((path, node));
         Ok(())
     }
 
@@ -345,22 +346,16 @@ impl Scan {
     /// what else is there otherwise.
     fn open(&mut self, dir: &Dir, path: &Path, name: &str) -> Result<Option<Dir>, ObserveError> {
         self.stats.opened += 1;
-        let path = path.join(name);
-        match dir.open_dir(name.as_ref()).map_err(fs_error(&path))? {
+        let full = path.join(name);
+        match dir.open_dir(name.as_ref()).map_err(fs_error(&full))? {
             Opened::Dir(opened) => {
-                self.files.push((path, Node::Dir));
+                self.files.push((full, Node::Dir));
                 Ok(Some(opened))
             }
-            Opened::Other(Kind::Symlink) => {
-                self.stats.stat += 1;
-                self.stats.read_link += 1;
-                let link = dir.read_link(name.as_ref()).map_err(fs_error(&path))?;
-                self.record_link(path, link);
-                Ok(None)
-            }
             Opened::Other(kind) => {
+                // The open looked at it to say what it is.
                 self.stats.stat += 1;
-                self.files.push((path, if kind == Kind::Dir { Node::Dir } else { Node::File }));
+                self.found(dir, path, name.as_ref(), kind)?;
                 Ok(None)
             }
             Opened::Absent => Ok(None),

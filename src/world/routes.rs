@@ -560,7 +560,7 @@ pub fn observe_routes(dir: &Path) -> Result<BTreeMap<String, Route>, RouteError>
     let fail = |source| RouteError::ReadDir { path: dir.to_owned(), source };
     // Each file is read relative to the open folder: one short lookup, not the whole
     // path again, ten thousand times.
-    let folder = match Dir::open(dir).map_err(fail)? {
+    let mut folder = match Dir::open(dir).map_err(fail)? {
         Opened::Dir(folder) => folder,
         Opened::Absent => return Ok(BTreeMap::new()),
         Opened::Other(_) => return Err(fail(std::io::Error::from_raw_os_error(libc::ENOTDIR))),
