@@ -810,6 +810,30 @@ http:
     }
 
     #[test]
+    fn a_route_file_is_read_up_to_its_cap_and_one_past_it_is_a_problem() {
+        let dir = std::env::temp_dir().join(format!("trueup-unit-{}-route-cap", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = render_route("p1", "d7", "http://127.0.0.1:8080", "p1.localhost").unwrap();
+        let padded = |len: usize| {
+            let mut text = good.clone();
+            text.push_str(&"#".repeat(len - text.len()));
+            text
+        };
+        let cap = usize::try_from(ROUTE_CAP).unwrap();
+        for (len, larger) in [(cap, false), (cap + 1, true)] {
+            let path = dir.join("p1.yaml");
+            std::fs::write(&path, padded(len)).unwrap();
+            let problems = [read_route(&path).problem, observe_routes(&dir).unwrap()["p1"].problem.clone()];
+            for problem in problems {
+                let said = problem.as_deref().is_some_and(|p| p.contains("larger than 256 KiB"));
+                assert_eq!(said, larger, "{len} bytes: {problem:?}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_bad_file_is_a_problem_not_an_error() {
         let good = render_route("p1", "d7", "http://127.0.0.1:8080/webroot/p1", "p1.localhost").unwrap();
         let cases = [
