@@ -112,6 +112,36 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(if cmd.detailed_exitcode && pending { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
+/// What an apply recovered from before it began, a sentence each: the runs of earlier
+/// applies it found interrupted, and the lease it took over from a holder that died or
+/// lapsed. `apply` prints them; `serve` logs them.
+pub(super) fn recovered(applied: &reconcile::Applied) -> Vec<String> {
+    let mut lines: Vec<String> = applied
+        .interrupted
+        .iter()
+        .map(|run| {
+            format!(
+                "An earlier apply (run `{}`, started {}) was interrupted with {} actions unfinished; this apply redid their work.",
+                run.run, run.since, run.unfinished
+            )
+        })
+        .collect();
+    match &applied.took_over {
+        Some(TookOver::Lapsed(held)) => lines.push(format!(
+            "Took over the apply lease from `{}`, whose lease expired at {} (it died or stalled).",
+            held.owner, held.until
+        )),
+        Some(TookOver::Dead(held)) => lines.push(format!(
+            "Took over the lease of `{}` ({} is gone; its lease ran until {}).",
+            held.owner,
+            lease_cmds::process_of(held),
+            held.until
+        )),
+        None => {}
+    }
+    lines
+}
+
 /// The largest saved plan `trueup apply FILE` reads: far above the plan of 10,000 broken
 /// projects, far below what would exhaust memory.
 const SAVED_PLAN_CAP: u64 = 64 << 20;
@@ -380,27 +410,8 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         other => other?,
     };
-    for run in &applied.interrupted {
-        noteln!(
-            "An earlier apply (run `{}`, started {}) was interrupted with {} actions unfinished; this apply redid their work.",
-            run.run,
-            run.since,
-            run.unfinished
-        );
-    }
-    match &applied.took_over {
-        Some(TookOver::Lapsed(held)) => noteln!(
-            "Took over the apply lease from `{}`, whose lease expired at {} (it died or stalled).",
-            held.owner,
-            held.until
-        ),
-        Some(TookOver::Dead(held)) => noteln!(
-            "Took over the lease of `{}` ({} is gone; its lease ran until {}).",
-            held.owner,
-            lease_cmds::process_of(held),
-            held.until
-        ),
-        None => {}
+    for line in recovered(&applied) {
+        noteln!("{line}");
     }
     if cmd.json {
         outln!("{}", reconcile::render_json(&applied, now))?;

@@ -167,12 +167,13 @@ pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(err) = store.release_daemon_lease(&daemon) {
         error!("cannot release the daemon lease: {err}");
     }
-    let code = worked?;
+    // The supervisor's failure first: the worker's is then only that it was left alone.
     match supervised {
         Ok(Ok(())) => {}
         Ok(Err(err)) => return Err(err),
         Err(_) => anyhow::bail!("the supervisor thread panicked"),
     }
+    let code = worked?;
     info!("trueup serve stopped; both leases are free");
     Ok(code)
 }
@@ -382,6 +383,9 @@ impl Daemon<'_> {
         let now = super::now(self.args);
         let mut listener = Logged { cycle: n, stop_after: super::signals::stop_after() };
         let applied = reconcile::apply_machine(self.store, self.specs, self.cfg, now, Source::Fresh, &mut listener)?;
+        for line in plan_cmds::recovered(&applied) {
+            warn!(cycle = n, "{line}");
+        }
         log_summary(n, &applied);
         let resumed = plan_cmds::resumed(&applied);
         let failed_runs = self.run_queued(&resumed);
@@ -487,6 +491,14 @@ struct Logged {
 impl reconcile::Listener for Logged {
     fn planned(&mut self, plan: &Plan) {
         info!(cycle = self.cycle, actions = plan.actions.len(), "planned {} action(s)", plan.actions.len());
+        // What `plan` shows a person: a mistyped `--db` or `--root` is only said here.
+        for f in &plan.findings {
+            let project = f.project.escape_debug();
+            match f.level {
+                plan::Level::Error | plan::Level::Warning => warn!(cycle = self.cycle, %project, "{}", f.message),
+                plan::Level::Note => tracing::debug!(cycle = self.cycle, %project, "{}", f.message),
+            }
+        }
     }
 
     fn finished(&mut self, index: usize, _: usize, action: &Action, status: &Status) {

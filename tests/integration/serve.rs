@@ -310,6 +310,9 @@ fn a_daemon_killed_mid_cycle_is_taken_over_at_once_and_the_next_converges() {
     next.wait_for("ready");
     let said = next.log().join("\n");
     assert!(said.contains("took over the daemon lease"), "{said}");
+    // And the apply lease and the killed cycle's run, as `apply` would say.
+    assert!(said.contains("Took over the lease of `trueup-serve@"), "{said}");
+    assert!(said.contains("was interrupted with") && said.contains("this apply redid their work"), "{said}");
     converged(&staged);
     let counts = log_counts(&db(&staged));
     for id in &stuck {
@@ -565,4 +568,23 @@ fn a_closed_stderr_loses_log_lines_never_the_daemon_or_its_leases() {
     assert_eq!(status.code(), Some(0), "{status:?}");
     assert_eq!(leases(&staged), free(), "the leases are left held");
     converged(&staged);
+}
+
+#[test]
+fn a_daemon_on_a_mistyped_database_says_what_plan_would_say() {
+    // `--db ./stat.db`: a new, empty database beside a root full of projects. `plan`
+    // warns that the database looks wrong; the daemon must not stay silent about it.
+    let scratch = Scratch::new("serve-wrong-db");
+    let staged = staged(&scratch, &damaged(5));
+    let mut typo = staged.clone();
+    typo.db = scratch.join("stat.db");
+    let before = (crate::support::tree(&staged.root), crate::support::tree(&staged.routes_dir));
+    let mut command = trueup_command(&typo, &["serve", "--once", "--no-run", "--now", NOW]);
+    let out = command.stdin(Stdio::null()).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let warned = log.lines().any(|l| l.contains("WARN") && l.contains("is `--db` right?"));
+    assert!(warned, "no warning about the database:\n{log}");
+    let after = (crate::support::tree(&staged.root), crate::support::tree(&staged.routes_dir));
+    assert_eq!(after, before, "the routes and links of the real database were touched");
 }
