@@ -11,6 +11,7 @@ use crate::engine::{Control, Ended, Engine, NewDeployment, Settings, Worker, run
 use crate::model::{DeploymentType, LogLevel, Source};
 use crate::spec::Specs;
 use crate::store::Store;
+use crate::world::containers::ContainerConfig;
 
 /// The settings `trueup init` records and other commands may override.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -160,6 +161,7 @@ pub(super) fn new_engine<'a>(
     store: &'a Store,
     specs: &'a Specs,
     flags: &SettingsArgs,
+    containers: &ContainerConfig,
 ) -> anyhow::Result<Engine<'a>> {
     Ok(Engine {
         store,
@@ -168,7 +170,7 @@ pub(super) fn new_engine<'a>(
         routes_dir: args.routes_dir.clone(),
         settings: settings(store, flags)?,
         worker: Worker::this(),
-        containers: super::plan_cmds::container_config(args)?,
+        containers: containers.clone(),
     })
 }
 
@@ -224,7 +226,8 @@ pub fn deploy(args: &Args, cmd: &DeployArgs) -> anyhow::Result<ExitCode> {
     let new = new_deployment(cmd)?;
     crate::engine::check(&new)?;
     let store = open_store(args)?;
-    let engine = new_engine(args, &store, &specs, &cmd.settings)?;
+    let containers = super::plan_cmds::container_config(args)?;
+    let engine = new_engine(args, &store, &specs, &cmd.settings, &containers)?;
     let d = engine.create(&new, super::now(args))?;
     if cmd.detach {
         if cmd.json {
@@ -304,9 +307,11 @@ pub fn work(args: &Args, cmd: &WorkArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
     signals::catch().context("cannot catch SIGINT and SIGTERM")?;
+    // Found once, not on every poll.
+    let containers = super::plan_cmds::container_config(args)?;
     let mut failed = 0usize;
     loop {
-        let engine = new_engine(args, &store, &specs, &cmd.settings)?;
+        let engine = new_engine(args, &store, &specs, &cmd.settings, &containers)?;
         let ready = ready(&engine)?;
         if ready.is_empty() {
             if cmd.once || signals::caught().is_some() {
@@ -316,7 +321,7 @@ pub fn work(args: &Args, cmd: &WorkArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let batch: Vec<String> = ready.into_iter().take(usize::from(cmd.jobs)).collect();
-        failed += run_all(args, &specs, &cmd.settings, &batch, usize::from(cmd.jobs))?;
+        failed += run_all(args, &specs, &cmd.settings, &containers, &batch, usize::from(cmd.jobs))?;
         if signals::caught().is_some() {
             break;
         }
@@ -338,13 +343,14 @@ pub fn run_all(
     args: &Args,
     specs: &Specs,
     settings: &SettingsArgs,
+    containers: &ContainerConfig,
     ids: &[String],
     jobs: usize,
 ) -> anyhow::Result<usize> {
     let mut failed = 0;
     let stop = || signals::caught().is_some();
     let printer = || Box::new(Printer { verbose: args.verbose, quiet: args.quiet }) as Box<dyn Report>;
-    let workers = Workers { args, specs, settings, jobs, stop: &stop, report: &printer };
+    let workers = Workers { args, specs, settings, containers, jobs, stop: &stop, report: &printer };
     for (id, result) in run_each(&workers, ids) {
         match result {
             Ok(ended) => {
@@ -375,6 +381,7 @@ pub(super) struct Workers<'a> {
     pub(super) args: &'a Args,
     pub(super) specs: &'a Specs,
     pub(super) settings: &'a SettingsArgs,
+    pub(super) containers: &'a ContainerConfig,
     pub(super) jobs: usize,
     pub(super) stop: &'a (dyn Fn() -> bool + Sync),
     pub(super) report: &'a (dyn Fn() -> Box<dyn Report> + Sync),
@@ -396,7 +403,8 @@ pub(super) fn run_each(workers: &Workers<'_>, ids: &[String]) -> Vec<(String, an
                 .map(|id| {
                     scope.spawn(move || -> anyhow::Result<Ended> {
                         let (store, _) = Store::open(&workers.args.db)?;
-                        let engine = new_engine(workers.args, &store, workers.specs, workers.settings)?;
+                        let engine =
+                            new_engine(workers.args, &store, workers.specs, workers.settings, workers.containers)?;
                         let mut report = (workers.report)();
                         Ok(engine.run(id, Control { stop: workers.stop }, report.as_mut())?)
                     })
@@ -435,7 +443,9 @@ pub(super) fn ready(engine: &Engine<'_>) -> anyhow::Result<Vec<String>> {
 pub fn event(args: &Args, cmd: &EventArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
-    let engine = new_engine(args, &store, &specs, &SettingsArgs::default())?;
+    // An event runs no phase: no container engine is looked for (a `DOCKER_HOST` it
+    // could not use would refuse it).
+    let engine = new_engine(args, &store, &specs, &SettingsArgs::default(), &ContainerConfig::default())?;
     let to = engine.fire(&cmd.id, &cmd.event, super::now(args))?;
     outln!("{}: {} -> {to}", cmd.id, cmd.event)?;
     Ok(ExitCode::SUCCESS)
@@ -445,7 +455,8 @@ pub fn event(args: &Args, cmd: &EventArgs) -> anyhow::Result<ExitCode> {
 pub fn heartbeat(args: &Args, cmd: &HeartbeatArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
-    let engine = new_engine(args, &store, &specs, &SettingsArgs::default())?;
+    // As `event`: a heartbeat needs no container engine.
+    let engine = new_engine(args, &store, &specs, &SettingsArgs::default(), &ContainerConfig::default())?;
     engine.heartbeat(&cmd.id, super::now(args))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -452,7 +452,8 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
         if !cmd.json {
             outln!("\nRunning {} resumed deployment(s) to the end (--no-run only records them):", resumed.len())?;
         }
-        failed_runs = super::deploy_cmds::run_all(args, &specs, &cmd.settings, &resumed, usize::from(cmd.jobs))?;
+        failed_runs =
+            super::deploy_cmds::run_all(args, &specs, &cmd.settings, &cfg.containers, &resumed, usize::from(cmd.jobs))?;
         if signals::caught().is_some() {
             return Ok(interrupted_exit());
         }

@@ -404,8 +404,9 @@ impl Daemon<'_> {
             }
             return 0;
         }
-        let ready = deploy_cmds::new_engine(self.args, self.store, self.specs, &self.cmd.settings)
-            .and_then(|engine| deploy_cmds::ready(&engine));
+        let ready =
+            deploy_cmds::new_engine(self.args, self.store, self.specs, &self.cmd.settings, &self.cfg.containers)
+                .and_then(|engine| deploy_cmds::ready(&engine));
         let ready = match ready {
             Ok(ready) => ready,
             Err(err) => {
@@ -428,6 +429,7 @@ impl Daemon<'_> {
             args: self.args,
             specs: self.specs,
             settings: &self.cmd.settings,
+            containers: &self.cfg.containers,
             jobs: usize::from(self.cmd.jobs),
             stop: &stop_requested,
             report: &report,

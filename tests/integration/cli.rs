@@ -578,3 +578,25 @@ fn colours_only_when_asked_or_on_a_terminal() {
     assert!(!json.contains('\x1b'), "JSON is never coloured");
     Trueup::new(["simulate", "--color", "sometimes", fixture]).code(1).run();
 }
+
+#[test]
+fn event_and_heartbeat_look_for_no_container_engine() {
+    // A `DOCKER_HOST` trueup cannot use (tcp) refuses what needs containers; an event or a
+    // heartbeat runs no phase, so it must not be refused for it.
+    let (_scratch, staged, now) = staged_fixture("0002_queued_stuck_requeued.yaml");
+    let run = |args: &[&str]| {
+        let mut command = Trueup::new(args).staged(&staged).now(&now).command();
+        command.env_remove("TRUEUP_CONTAINER_SOCKET").env("DOCKER_HOST", "tcp://127.0.0.1:2375");
+        command.output().unwrap()
+    };
+    let out = run(&["event", "d1", "cancel"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["heartbeat", "d0"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(!said.contains("DOCKER_HOST"), "a heartbeat looked for containers: {said}");
+    // `plan` does need the engine: the same `DOCKER_HOST` is refused there, saying why.
+    let out = run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DOCKER_HOST"));
+}
