@@ -85,14 +85,18 @@ fn state(status: &str) -> ContainerState {
     }
 }
 
+/// The Docker Engine API version trueup speaks.
+const API_VERSION: &bollard::ClientVersion = &bollard::ClientVersion { major_version: 1, minor_version: 41 };
+
 /// A name as the engine lists it (`/web`), without its slash.
 fn bare(name: &str) -> &str {
     name.strip_prefix('/').unwrap_or(name)
 }
 
 impl Engine {
-    /// Connects to `socket` and agrees on an API version with the engine (Podman serves
-    /// 1.41), which also proves that it answers.
+    /// Connects to `socket` at API version 1.41 (what Podman serves, and Docker since
+    /// 20.10), and pings it to prove that it answers. Not `negotiate_version`: its
+    /// `/version` takes Podman about 0.45 s, every command, where `/_ping` takes 0.01 s.
     ///
     /// # Errors
     ///
@@ -109,8 +113,8 @@ impl Engine {
         let timeout = REQUEST_TIMEOUT_SECS + stop_timeout.secs();
         let docker = runtime.block_on(async {
             // Entering the runtime: bollard's connector needs one to be built.
-            let docker = Docker::connect_with_unix(&path, timeout, bollard::API_DEFAULT_VERSION)?;
-            docker.negotiate_version().await
+            let docker = Docker::connect_with_unix(&path, timeout, API_VERSION)?;
+            docker.ping().await.map(|_| docker)
         });
         let docker = docker.map_err(|e| unreachable(Box::new(e)))?;
         Ok(Engine { runtime, docker, socket: socket.path.clone(), stop_timeout })
