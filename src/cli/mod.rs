@@ -311,8 +311,9 @@ pub enum Command {
     /// startup sequence resumes incomplete deployments first, then repairs links,
     /// containers and routes (one apply cycle), then runs the resumed and queued
     /// deployments with --jobs workers, and only then logs `ready`. After that it runs a
-    /// cycle every --interval and at once on SIGHUP, and picks up queued deployments every
-    /// few seconds between cycles. It takes the apply lease only for each cycle, so an
+    /// cycle every --interval and on SIGHUP, and picks up queued deployments every few
+    /// seconds between cycles, whenever no deployment is running (a SIGHUP during a build
+    /// waits for it). It takes the apply lease only for each cycle, so an
     /// operator's `trueup apply` between cycles runs at once.
     ///
     /// SIGTERM (or SIGINT) finishes the action in hand, stops running builds (their

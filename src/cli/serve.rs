@@ -3,8 +3,9 @@
 //! It holds the daemon lease for its lifetime (one daemon per state database), runs the
 //! startup sequence (one apply cycle: resume incomplete deployments first, then repair
 //! links, containers and routes; then the resumed and queued deployments with `--jobs`
-//! workers), logs that it is ready, and then reconciles every `--interval` and at once on
-//! SIGHUP, picking up queued deployments every few seconds between cycles. It takes the
+//! workers), logs that it is ready, and then reconciles every `--interval` and on SIGHUP,
+//! picking up queued deployments every few seconds between cycles; both wait while the
+//! worker runs deployments (see [`Daemon::run_queued`]). It takes the
 //! apply lease only for each cycle, so an operator's `trueup apply` between cycles runs at
 //! once.
 //!
