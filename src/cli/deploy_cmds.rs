@@ -56,7 +56,7 @@ impl SettingsArgs {
 }
 
 /// The settings in force: those recorded in the database, then the flags over them.
-fn settings(store: &Store, flags: &SettingsArgs) -> anyhow::Result<Settings> {
+pub(super) fn settings(store: &Store, flags: &SettingsArgs) -> anyhow::Result<Settings> {
     let mut settings = Settings::from_map(&store.settings()?)
         .context("the settings recorded in the state database do not read; fix them with `trueup init`")?;
     for (key, value) in flags.given() {

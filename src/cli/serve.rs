@@ -133,6 +133,8 @@ pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Before any lease is taken: from here on, SIGTERM and SIGINT stop the daemon cleanly.
     signals::catch().context("cannot catch SIGINT and SIGTERM")?;
     let store = plan_cmds::open_store(args)?;
+    // Settings that do not read would stop every run: refused now, not logged every poll.
+    deploy_cmds::settings(&store, &cmd.settings)?;
     let cfg = reconcile::Config {
         owner: format!("trueup-serve@{}:{}", lease_cmds::this_host(), std::process::id()),
         // The container engine of the global flags: each cycle reconciles containers too.
@@ -412,7 +414,8 @@ impl Daemon<'_> {
             Ok(ready) => ready,
             Err(err) => {
                 error!("cannot read the queue: {err:#}");
-                return 0;
+                // Nothing ran: the deployments just resumed did not go live.
+                return first.len().max(1);
             }
         };
         let mut ids: Vec<String> = first.to_vec();

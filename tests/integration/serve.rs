@@ -588,3 +588,19 @@ fn a_daemon_on_a_mistyped_database_says_what_plan_would_say() {
     let after = (crate::support::tree(&staged.root), crate::support::tree(&staged.routes_dir));
     assert_eq!(after, before, "the routes and links of the real database were touched");
 }
+
+#[test]
+fn settings_that_do_not_read_refuse_the_daemon_before_it_takes_a_lease() {
+    // Left to the first run, they failed every poll with an error line, and `--once`
+    // exited 0 with the queue never run.
+    let scratch = Scratch::new("serve-bad-settings");
+    let staged = staged(&scratch, &damaged(3));
+    let conn = rusqlite::Connection::open(&staged.db).unwrap();
+    conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('health_timeout', 'banana')", []).unwrap();
+    drop(conn);
+    let out = trueup_command(&staged, &["serve", "--once", "--now", NOW]).stdin(Stdio::null()).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("the settings recorded in the state database do not read"), "{said}");
+    assert_eq!(leases(&staged), free(), "a lease was taken");
+}
