@@ -637,6 +637,9 @@ impl Judge<'_, '_> {
                 (None, _) => Err("it names no image".into()),
                 (Some(_), None) => Ok(()),
                 (Some(image), Some(images)) if images.contains(image) => Ok(()),
+                // A phase pulls it again: a pull cut short (killed, the registry down) is
+                // resumed, not failed.
+                (Some(image), Some(_)) if crate::world::containers::names_registry(image) => Ok(()),
                 (Some(image), Some(_)) => Err(format!("its image `{image}` is not in the container engine")),
             },
             Predicate::ReleaseDirPresent => {

@@ -310,7 +310,8 @@ vocabulary! {
         SourcePresent = "source_present",
         /// The release folder `ROOT/PROJECT/deployments/ID` exists.
         ReleaseDirPresent = "release_dir_present",
-        /// The deployment's image is known to the container engine.
+        /// The deployment's image is known to the container engine, or names its
+        /// registry, so that a phase can pull it (again).
         ImagePresent = "image_present",
         /// `ROOT/PROJECT/current` points at the deployment's release folder, and the
         /// webroot link at `current/public`.
