@@ -87,10 +87,21 @@ impl Unsynced {
     }
 
     /// Makes the entries of every folder changed so far durable, each folder once. A
-    /// folder gone since (moved aside by a later change) is skipped: the rename that
-    /// moved it made its own parent unsynced.
+    /// folder gone since is skipped: one moved aside was synced before it moved (see
+    /// [`Unsynced::sync_under`]), and the rename made its new parent unsynced.
     fn sync(&mut self) -> Result<(), EffectError> {
-        while let Some(dir) = self.0.first().cloned() {
+        self.sync_where(|_| true)
+    }
+
+    /// [`Unsynced::sync`] for `dir` and the folders below it only: before `dir` moves,
+    /// since a sync of its new parent makes its name durable, not its own entries.
+    fn sync_under(&mut self, dir: &Path) -> Result<(), EffectError> {
+        self.sync_where(|d| d.starts_with(dir))
+    }
+
+    fn sync_where(&mut self, pick: impl Fn(&Path) -> bool) -> Result<(), EffectError> {
+        let picked: Vec<PathBuf> = self.0.iter().filter(|d| pick(d)).cloned().collect();
+        for dir in picked {
             match fs::File::open(&dir) {
                 Ok(f) => {
                     f.sync_all().map_err(io_err("sync folder", &dir))?;
@@ -262,6 +273,8 @@ fn aside(root: &Path, path: &Path, to: &Path, unsynced: &mut Unsynced) -> Result
         _ => return Ok(None),
     }
     let to = free_aside(path, to, |c| Ok(lstat(c)?.is_some()))?;
+    // What changed inside it is made durable where it is, before it moves.
+    unsynced.sync_under(path)?;
     rename(path, &to).map_err(io_err("move aside", path))?;
     unsynced.add(parent(path));
     unsynced.add(parent(&to));
@@ -544,15 +557,21 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_moved_aside_in_the_batch_that_changed_it_is_not_synced_and_no_error() {
+    fn a_folder_moved_aside_in_the_batch_that_changed_it_is_synced_before_it_moves() {
         let t = TempRoot::new("aside-in-batch");
         let root = t.0.join("root");
         let d0 = release(&root, "d0");
         let mut fs_ = RealFs::new(&root, t.0.join("routes"));
         // `p2/nested` is created for the link, then moved aside whole, in one batch.
         fs_.link(&root.join("p2/nested/current"), &d0).unwrap();
-        fs_.move_aside(&root.join("p2/nested"), &root.join("p2/nested.aside")).unwrap();
         trace::take();
+        fs_.move_aside(&root.join("p2/nested"), &root.join("p2/nested.aside")).unwrap();
+        // Its new link is durable in it before the move: a sync of `p2` afterwards makes
+        // its new name durable, not its entries.
+        assert_eq!(
+            trace::take(),
+            [trace::Event::Synced(root.join("p2/nested")), trace::Event::Renamed(root.join("p2/nested.aside"))]
+        );
         fs_.sync().unwrap();
         let synced: Vec<_> = trace::take();
         assert!(synced.contains(&trace::Event::Synced(root.join("p2"))), "{synced:?}");
