@@ -384,7 +384,8 @@ impl Daemon<'_> {
     fn cycle(&self, n: u64, why: &str) -> Result<Cycled, ReconcileError> {
         info!(cycle = n, "cycle {n} begins ({why})");
         let now = super::now(self.args);
-        let mut listener = Logged { cycle: n, stop_after: super::signals::stop_after() };
+        let mut listener =
+            Logged { cycle: n, stop_after: super::signals::stop_after(), stop_in: super::signals::stop_in() };
         let applied = reconcile::apply_machine(self.store, self.specs, self.cfg, now, Source::Fresh, &mut listener)?;
         for line in plan_cmds::recovered(&applied) {
             warn!(cycle = n, "{line}");
@@ -489,9 +490,11 @@ fn log_summary(n: u64, applied: &Applied) {
 /// through, and the stop flag as its interruption.
 struct Logged {
     cycle: u64,
-    /// The test hook of [`super::signals`]: stop this process once this many actions of
-    /// the cycle ended, so a test can kill it mid-cycle at an exact point.
+    /// The test hooks of [`super::signals`]: stop this process once this many actions of
+    /// the cycle ended, or inside this action, so a test can signal or kill it mid-cycle
+    /// at an exact point.
     stop_after: Option<usize>,
+    stop_in: Option<usize>,
 }
 
 impl reconcile::Listener for Logged {
@@ -516,6 +519,12 @@ impl reconcile::Listener for Logged {
             Status::Skipped(why) => info!(cycle = self.cycle, "{project}: {verb} {target} skipped: {why}"),
         }
         if self.stop_after == Some(index + 1) {
+            super::signals::stop_for_test();
+        }
+    }
+
+    fn acting(&mut self, index: usize) {
+        if self.stop_in == Some(index) {
             super::signals::stop_for_test();
         }
     }

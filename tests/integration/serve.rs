@@ -369,13 +369,21 @@ fn queued_deployments_run_between_cycles_and_sigterm_releases_a_running_build() 
 
 #[test]
 fn sigterm_mid_cycle_finishes_the_action_in_hand_frees_both_leases_and_exits_0() {
+    // Stopped after its fifth action, the signal is handled before the sixth; stopped
+    // inside its sixth, that one is finished first.
+    sigterm_mid_cycle(("TRUEUP_TEST_STOP_AFTER", "5"), 5);
+    sigterm_mid_cycle(("TRUEUP_TEST_STOP_IN", "5"), 6);
+}
+
+/// A daemon stopped by the test hook `hook` mid-cycle, sent SIGTERM, then let go: it ends
+/// with `done` actions done and both leases free, and the next daemon finishes the work.
+#[track_caller]
+fn sigterm_mid_cycle(hook: (&str, &str), done_at_end: i64) {
     let scratch = Scratch::new("serve-term");
     let staged = staged(&scratch, &damaged(30));
     let stuck = unfinished(&staged);
-    let mut daemon = Daemon::start(&staged, &["--no-run", "--now", NOW], &[("TRUEUP_TEST_STOP_AFTER", "5")]);
+    let mut daemon = Daemon::start(&staged, &["--no-run", "--now", NOW], &[hook]);
     daemon.wait_stopped();
-    // SIGTERM while it is stopped after its fifth action, then on: the signal is handled
-    // before the sixth.
     daemon.signal("TERM");
     daemon.signal("CONT");
     let (code, log) = daemon.exit();
@@ -391,7 +399,7 @@ fn sigterm_mid_cycle_finishes_the_action_in_hand_frees_both_leases_and_exits_0()
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((done, open), (5, 0), "the five actions done, none left open:\n{}", log.join("\n"));
+    assert_eq!((done, open), (done_at_end, 0), "{hook:?}: none left open:\n{}", log.join("\n"));
     assert!(skipped > 0, "the rest of the cycle is journaled as skipped");
 
     // The next daemon takes the free lease and finishes the work, each deployment once.
