@@ -459,9 +459,18 @@ fn apply_killed(staged: &Staged, at: KillAt, lease_ttl: &str) -> Killed {
                 std::thread::sleep(std::time::Duration::from_micros(100));
             }
             // Every action is journaled as planned before the first one runs, so once one
-            // is done, the row count is the size of this run's plan.
+            // is done, the row count is the size of this run's plan. Some must still be
+            // open: killed after its last batch was journaled, the run would leave nothing
+            // unfinished for the next apply to report and redo.
             let (rows, done) = progress_since(&conn, token_before);
-            if done > 0 && done * 100 >= rows * percent {
+            let open: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM journal WHERE token > ?1 AND status = 'planned'",
+                    [token_before],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            if done > 0 && done * 100 >= rows * percent && open > 0 {
                 break;
             }
             signal(&child, "CONT");
