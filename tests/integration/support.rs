@@ -119,6 +119,17 @@ impl Trueup {
         }
         command.env_remove("DOCKER_HOST").env("TRUEUP_CONTAINER_SOCKET", "none");
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // As from a terminal, whatever started the tests: a shell runs a background job
+        // with SIGINT ignored, the child inherits that through `exec`, and a SIGINT sent
+        // before trueup installs its handler was then lost (the apply ran to its end).
+        // SAFETY: `signal` is async-signal-safe and touches no memory of ours.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         command
     }
 
