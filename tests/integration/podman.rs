@@ -15,7 +15,8 @@
 //! every trueup-labelled container of the engine, so [`Podman::lock`] makes the container
 //! tests take turns and starts each on an empty engine. As with the proxy, a watcher shell
 //! reading a pipe from this process stops the service, removes its containers and the
-//! folder when the test process exits, however it exits.
+//! folder when the test process exits, however it exits; what a killed watcher left, the
+//! next run removes before it starts.
 //!
 //! What is missing (podman, the image archive: `bash .ci/install` brings both) fails the
 //! tests with what to do, unless `TRUEUP_SKIP_CONTAINER_TESTS=1` is set: then each test
@@ -99,6 +100,29 @@ impl Podman {
     }
 }
 
+/// Removes what earlier test runs left when their watcher was killed too (a SIGKILL to
+/// the watcher's group; before it had a group of its own, a harness's timeout that killed
+/// the tests' group did it): their containers, whose network namespaces and forwarded
+/// ports outlive them, then their folders. A port of the tests' range still forwarded to
+/// a gone container made a later run's image deployments fail their check ("connection
+/// timed out"). Runs whose process is alive are left alone.
+fn sweep_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("trueup-podman-test-")) else { continue };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        for args in [&["rm", "--all", "--force", "--time", "0"][..], &["system", "reset", "--force"]] {
+            let _ =
+                storage(Command::new("podman"), &dir).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// `podman --root DIR/storage --runroot DIR/run`.
 fn storage(mut command: Command, dir: &Path) -> Command {
     command.arg("--root").arg(dir.join("storage")).arg("--runroot").arg(dir.join("run"));
@@ -116,6 +140,7 @@ fn start() -> Result<Podman, String> {
     if !archive.is_file() {
         return Err(format!("the container tests need the test image `{}`: {install}", archive.display()));
     }
+    sweep_dead_runs();
     let dir = std::env::temp_dir().join(format!("trueup-podman-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -141,7 +166,11 @@ fn start() -> Result<Podman, String> {
         podman --root "$DIR/storage" --runroot "$DIR/run" system reset --force >/dev/null 2>&1
         rm -rf "$DIR"
     "#;
-    let mut watcher = Command::new("sh")
+    let mut watcher = Command::new("sh");
+    // A group of its own: a signal to the tests' group (Ctrl-C, a harness's timeout that
+    // kills the group) must not take the watcher with the tests, or nothing would clean up.
+    std::os::unix::process::CommandExt::process_group(&mut watcher, 0);
+    let mut watcher = watcher
         .args(["-c", script])
         .env("DIR", &dir)
         .stdin(Stdio::piped())

@@ -94,7 +94,10 @@ fn start() -> Proxy {
         wait
         rm -rf "$DIR"
     "#;
-    let mut watcher = Command::new("sh")
+    let mut watcher = Command::new("sh");
+    // A group of its own, so that a signal to the tests' group leaves it to clean up.
+    std::os::unix::process::CommandExt::process_group(&mut watcher, 0);
+    let mut watcher = watcher
         .args(["-c", script])
         .env("TRAEFIK", &traefik_bin)
         .env("CADDY", &caddy_bin)
