@@ -428,8 +428,24 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// True when `path` is absolute and spelled the one way its components write it: no `.`
+/// or `..` part, no repeated or trailing `/`. Two such paths are the same path exactly
+/// when their bytes are equal, and [`normalize`] gives such a path back unchanged.
+pub fn is_plain_absolute(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    match path.as_os_str().as_bytes() {
+        [b'/'] => true,
+        [b'/', rest @ ..] => rest.split(|&c| c == b'/').all(|part| !matches!(part, b"" | b"." | b"..")),
+        _ => false,
+    }
+}
+
 /// `path` with `.` and `..` folded lexically, without touching the file system.
 pub fn normalize(path: &Path) -> PathBuf {
+    // Most paths, the links trueup writes among them, have nothing to fold.
+    if is_plain_absolute(path) {
+        return path.to_path_buf();
+    }
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -478,6 +494,33 @@ mod tests {
         assert_eq!(resolve_link(link, Path::new("../../../etc")), Path::new("/etc"));
         assert!(!inside(Path::new("/var/www"), Path::new("/var/www/../etc")));
         assert!(inside(Path::new("/var/www"), Path::new("/var/www/p1/./current")));
+    }
+
+    #[test]
+    fn a_plain_path_is_absolute_and_spelled_the_one_way_and_normalizes_to_itself() {
+        for plain in ["/", "/a", "/var/www/p1/deployments/d1", "/a/.b/..c/b.."] {
+            assert!(is_plain_absolute(Path::new(plain)), "{plain}");
+            assert_eq!(normalize(Path::new(plain)).as_os_str(), plain, "{plain}");
+        }
+        // Each is spelled another way than its components write it; normalized, the
+        // bytes are those of the plain spelling.
+        let spelled = [
+            ("/a//b", "/a/b"),
+            ("/a/b/", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/b/.", "/a/b"),
+            ("/a/x/../b", "/a/b"),
+            ("/a/b/..", "/a"),
+            ("//a", "/a"),
+        ];
+        for (path, normal) in spelled {
+            assert!(!is_plain_absolute(Path::new(path)), "{path}");
+            assert_eq!(normalize(Path::new(path)).as_os_str(), normal, "{path}");
+        }
+        for relative in ["", "a", "a/b", "./a", "../a"] {
+            assert!(!is_plain_absolute(Path::new(relative)), "{relative}");
+        }
+        assert_eq!(normalize(Path::new("a/./b/../c")).as_os_str(), "a/c");
     }
 }
 

@@ -20,8 +20,8 @@ use serde::Serialize;
 use super::{Finding, Level};
 use crate::machine;
 use crate::model::{
-    Claim, Deployment, DeploymentType, Layout, Node, Project, RESERVED_PROJECT_IDS, World, inside, resolve_link,
-    valid_id,
+    Claim, Deployment, DeploymentType, Layout, Node, Project, RESERVED_PROJECT_IDS, World, inside, is_plain_absolute,
+    resolve_link, valid_id,
 };
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, Specs, StateId};
 use crate::time::{Duration, Timestamp};
@@ -167,18 +167,23 @@ impl Paths for World {
 /// A world's paths with a hash index beside its ordered map, for the many lookups of one
 /// plan: a lookup hashes the path's bytes once, where the map compares it with a score of
 /// other paths, component by component. A path whose bytes are no key (absent, or spelled
-/// another way, like `a//b`) is then looked up in the map, so every answer is the map's.
+/// another way, like `a//b`) is then looked up in the map, so every answer is the map's;
+/// unless the path and every key are plain ([`is_plain_absolute`]), as those of a real
+/// world are: then bytes that are no key are no path of the map either.
 #[derive(Clone)]
 pub struct Index<'a> {
     world: &'a World,
     by_bytes: HashMap<&'a [u8], &'a Node>,
+    /// Every key is plain.
+    plain: bool,
 }
 
 impl<'a> Index<'a> {
     /// Indexes the paths of `world`.
     pub fn new(world: &'a World) -> Self {
         let by_bytes = world.files.iter().map(|(path, node)| (path.as_os_str().as_bytes(), node)).collect();
-        Index { world, by_bytes }
+        let plain = world.files.keys().all(|path| is_plain_absolute(path));
+        Index { world, by_bytes, plain }
     }
 }
 
@@ -196,6 +201,7 @@ impl Paths for Index<'_> {
     fn node(&self, path: &Path) -> Option<&Node> {
         match self.by_bytes.get(path.as_os_str().as_bytes()) {
             Some(node) => Some(node),
+            None if self.plain && is_plain_absolute(path) => None,
             None => self.world.files.get(path),
         }
     }
@@ -872,5 +878,26 @@ mod tests {
             assert_eq!(index.node(Path::new(path)), world.node(Path::new(path)), "{path}");
         }
         assert!(format!("{index:?}").contains("paths: 3"), "{index:?}");
+    }
+
+    #[test]
+    fn an_index_of_plain_paths_finds_every_spelling_and_misses_what_is_absent() {
+        let mut world = World { root: "/r".into(), ..World::default() };
+        world.files.insert("/r/p/deployments/d1".into(), Node::Dir);
+        world.files.insert("/r/p/current".into(), Node::Symlink("deployments/d1".into()));
+        let index = Index::new(&world);
+        let spellings = [
+            ("/r/p/current", Some(Node::Symlink("deployments/d1".into()))),
+            ("/r/p//current", Some(Node::Symlink("deployments/d1".into()))),
+            ("/r/p/./deployments/d1", Some(Node::Dir)),
+            ("/r/p/deployments/d1/", Some(Node::Dir)),
+            ("/r/p/deployments/d2", None),
+            ("/r/p/deployments//d2", None),
+            ("r/p/current", None),
+        ];
+        for (path, want) in spellings {
+            assert_eq!(index.node(Path::new(path)), want.as_ref(), "{path}");
+            assert_eq!(index.node(Path::new(path)), world.node(Path::new(path)), "{path}");
+        }
     }
 }
