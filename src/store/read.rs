@@ -287,7 +287,7 @@ impl Store {
     ///
     /// As [`Store::load`].
     pub fn load_reconcilable(&self, live: &[&str]) -> Result<(Vec<Project>, Vec<Deployment>), StoreError> {
-        let (projects, deployments, mut unreadable) = self.load_readable(live)?;
+        let ((projects, deployments, mut unreadable), ()) = self.load_readable(live, |_| ())?;
         match unreadable.pop() {
             Some((_, error)) => Err(error),
             None => Ok((projects, deployments)),
@@ -299,15 +299,29 @@ impl Store {
     /// load: it is returned apart, with its project, so that the other projects are
     /// still reconciled.
     ///
+    /// `beside` is given the projects as soon as they are read, and runs on a thread of its
+    /// own while the deployments are read: the observer scans their folders meanwhile.
+    /// What it sees comes after what the store says, as when it runs after the load: the
+    /// transaction's snapshot is taken by the first read, that of the projects.
+    ///
     /// # Errors
     ///
     /// [`StoreError::Sql`] when the database fails; [`StoreError::Corrupt`] for a
-    /// `services` row without its project.
-    pub fn load_readable(&self, live: &[&str]) -> Result<Loaded, StoreError> {
+    /// `services` row without its project. `beside` then does not run.
+    pub fn load_readable<T: Send>(
+        &self,
+        live: &[&str],
+        beside: impl FnOnce(&[Project]) -> T + Send,
+    ) -> Result<(Loaded, T), StoreError> {
         self.transaction(TransactionBehavior::Deferred, "load the state", || {
             let projects = self.projects()?;
-            let (deployments, unreadable) = parse_rows(self.raw_deployments_where(&reconcilable(live), live)?);
-            Ok((projects, deployments, unreadable))
+            let (rows, beside) = std::thread::scope(|s| {
+                let beside = s.spawn(|| beside(&projects));
+                let rows = self.raw_deployments_where(&reconcilable(live), live);
+                (rows, beside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            });
+            let (deployments, unreadable) = parse_rows(rows?);
+            Ok(((projects, deployments, unreadable), beside))
         })
     }
 

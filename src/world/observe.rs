@@ -19,7 +19,9 @@
 //! Of the store it reads what the rules need and not the history (see
 //! [`Store::load_readable`]): of the finished releases, the newest few per project, and
 //! the rest of a project's releases only when those few all lost their folder, since an
-//! older one is then the fallback `current` must point at.
+//! older one is then the fallback `current` must point at. The projects' folders are
+//! scanned (on one thread per core, 4 at most, from 2,000 projects on) while the store
+//! reads their deployments, and the route files on a thread of their own.
 //!
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist.
@@ -28,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::FileType;
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use super::at::{Dir, Kind, Link, Opened};
@@ -113,21 +116,23 @@ pub fn observe_with_stats(
     cfg: &ObserveConfig,
 ) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
-    let (projects, mut deployments, bad_rows) = store.load_readable(&specs.live_phases())?;
+    // The route files are read on a thread of their own from the start, and the projects'
+    // folders are scanned while the store reads their deployments.
+    let mut scan = Scan::default();
+    let (loaded, routes) = std::thread::scope(|s| {
+        let routes = s.spawn(|| observe_routes(&cfg.routes_dir));
+        let loaded = store
+            .load_readable(&specs.live_phases(), |projects| scan.root(&cfg.root, projects, threads(projects.len())));
+        (loaded, routes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    let ((projects, mut deployments, bad_rows), scanned) = loaded?;
+    scanned?;
+    let routes = routes?;
     mark_gone_workers(&mut deployments, &crate::host::hostname());
     let mut unreadable = BTreeMap::new();
     for (project, error) in bad_rows {
         unreadable.entry(project).or_insert_with(|| error.to_string());
     }
-    // The route files are read on a thread of their own while the projects are scanned.
-    let mut scan = Scan::default();
-    let (scanned, routes) = std::thread::scope(|s| {
-        let routes = s.spawn(|| observe_routes(&cfg.routes_dir));
-        let scanned = scan.root(&cfg.root, &projects, threads(projects.len()));
-        (scanned, routes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    });
-    scanned?;
-    let routes = routes?;
     let mut files = scan.take_files();
     let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
     if !fallbacks.is_empty() {
@@ -137,7 +142,7 @@ pub fn observe_with_stats(
             unreadable.entry(project).or_insert_with(|| error.to_string());
         }
     }
-    scan.sources(&deployments, &files)?;
+    scan.sources(&cfg.root, &deployments, &files)?;
     files.append(&mut scan.take_files());
     scan.stats.stat += 1;
     let routes_folder_missing = !cfg.routes_dir.is_dir();
@@ -165,14 +170,20 @@ fn fallbacks_needed<'a>(
     deployments: &'a [Deployment],
     files: &BTreeMap<PathBuf, Node>,
 ) -> Vec<&'a str> {
-    let mut read: BTreeMap<&str, (u32, bool)> = BTreeMap::new();
-    for d in deployments.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d)) {
-        let (count, present) = read.entry(&d.project).or_default();
-        *count += 1;
-        let release = || Layout::new(root, &d.project).release(&d.id);
-        *present |= valid_id(&d.id) && valid_project_id(&d.project) && files.get(&release()) == Some(&Node::Dir);
+    let live = || deployments.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d));
+    let mut read: BTreeMap<&str, u32> = BTreeMap::new();
+    for d in live() {
+        *read.entry(&d.project).or_default() += 1;
     }
-    read.into_iter().filter(|(_, (count, present))| *count >= RELEASE_WINDOW && !present).map(|(p, _)| p).collect()
+    // Only a project with a whole window of live releases can need more; most have fewer,
+    // and their release paths are never looked up.
+    read.retain(|_, count| *count >= RELEASE_WINDOW);
+    let present: BTreeSet<&str> = live()
+        .filter(|d| read.contains_key(d.project.as_str()) && valid_id(&d.id) && valid_project_id(&d.project))
+        .filter(|d| files.get(&Layout::new(root, &d.project).release(&d.id)) == Some(&Node::Dir))
+        .map(|d| d.project.as_str())
+        .collect();
+    read.into_keys().filter(|p| !present.contains(p)).collect()
 }
 
 /// Adds `more` to `deployments`, each id once, keeping them sorted by project then id.
@@ -388,17 +399,45 @@ impl Scan {
     /// The uploads and local repositories of unfinished deployments, wherever they are.
     /// Relative paths and remote repository URLs are not looked up: the first would
     /// depend on the current directory, the second on the network.
-    fn sources(&mut self, deployments: &[Deployment], seen: &BTreeMap<PathBuf, Node>) -> Result<(), ObserveError> {
+    fn sources(
+        &mut self,
+        root: &Path,
+        deployments: &[Deployment],
+        seen: &BTreeMap<PathBuf, Node>,
+    ) -> Result<(), ObserveError> {
         let mut paths: Vec<&Path> = Vec::new();
         for d in deployments.iter().filter(|d| d.finished_at.is_none()) {
             let upload = d.source.file_path.as_deref();
             let repo = d.source.repo.as_deref().map(Path::new);
             paths.extend([upload, repo].into_iter().flatten().filter(|p| p.is_absolute()));
         }
-        paths.sort_unstable();
-        paths.dedup();
-        for path in paths.into_iter().filter(|p| !seen.contains_key(*p)) {
-            self.lstat(path)?;
+        // Sorted by their bytes, only to drop repeats: no path is split into components.
+        paths.sort_unstable_by_key(|p| p.as_os_str().as_bytes());
+        paths.dedup_by_key(|p| p.as_os_str().as_bytes());
+        // Each is looked up relative to its folder, opened once for a run of paths in it
+        // (a PaaS mostly keeps its uploads in one): a call then resolves one name, not the
+        // whole path again. Only a path under the root can have been seen already.
+        let mut folder: Option<(&Path, Option<Dir>)> = None;
+        for path in paths.into_iter().filter(|p| !(p.starts_with(root) && seen.contains_key(*p))) {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                self.lstat(path)?;
+                continue;
+            };
+            if folder.as_ref().is_none_or(|(open, _)| open.as_os_str() != parent.as_os_str()) {
+                self.stats.opened += 1;
+                let dir = match Dir::open(parent).map_err(fs_error(parent))? {
+                    Opened::Dir(dir) => Some(dir),
+                    // No folder there, so nothing in it.
+                    Opened::Other(_) | Opened::Absent => None,
+                };
+                folder = Some((parent, dir));
+            }
+            if let Some((_, Some(dir))) = &folder {
+                self.stats.stat += 1;
+                if let Some(kind) = dir.stat(name).map_err(fs_error(path))? {
+                    self.found(dir, parent, name, kind)?;
+                }
+            }
         }
         Ok(())
     }

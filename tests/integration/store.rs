@@ -850,6 +850,11 @@ mod observe {
         symlink(&outside, root.join("p4/deployments")).unwrap();
         symlink(&outside, root.join("webroot/p4")).unwrap();
         touch(&uploads.join("d5.tar.gz"));
+        // Sources in several folders, taken in turn: a link (read, never followed), a
+        // repository, one under a file, one in a folder that is not there.
+        symlink(outside.join("secret/key"), uploads.join("d7.tar.gz")).unwrap();
+        let repos = dir.join("repos");
+        mkdir(&repos.join("app.git"));
 
         std::fs::write(
             routes.join("p1.yaml"),
@@ -870,8 +875,14 @@ mod observe {
         d5.source.file_path = Some(uploads.join("d5.tar.gz"));
         let mut d6 = deployment("d6", "p2", "PULLING_SOURCE");
         d6.source.file_path = Some(uploads.join("d6.tar.gz"));
+        let mut d7 = deployment("d7", "p2", "QUEUED");
+        d7.source.file_path = Some(uploads.join("d7.tar.gz"));
+        d7.source.repo = Some(repos.join("app.git").to_str().unwrap().to_owned());
+        let mut d8 = deployment("d8", "p4", "QUEUED");
+        d8.source.file_path = Some(uploads.join("d5.tar.gz/inner.tar.gz"));
+        d8.source.repo = Some(dir.join("gone/app.git").to_str().unwrap().to_owned());
         let evil = deployment("e1", "..", "QUEUED");
-        store.insert_deployments(&[d0, d5, d6, evil], t("2025-10-01T00:00:00Z")).unwrap();
+        store.insert_deployments(&[d0, d5, d6, d7, d8, evil], t("2025-10-01T00:00:00Z")).unwrap();
 
         let cfg = ObserveConfig { root: root.clone(), routes_dir: routes.clone() };
         let world = observe(&store, &trueup::spec::default_spec().into(), &cfg).unwrap();
@@ -898,6 +909,8 @@ mod observe {
             (root.join("p4/deployments"), link(&outside)),
             (root.join("webroot/p4"), link(&outside)),
             (uploads.join("d5.tar.gz"), Node::File),
+            (uploads.join("d7.tar.gz"), link(&outside.join("secret/key"))),
+            (repos.join("app.git"), Node::Dir),
         ]
         .into_iter()
         .collect();
