@@ -106,9 +106,10 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
         noteln!("Saved the plan to `{}`. Apply it with: trueup apply {}", out.display(), out.display());
     }
     let pending = !plan.actions.is_empty();
-    // The process ends here: freeing a world of ten thousand projects path by path would
-    // only delay the exit (the memory goes back with the process).
-    std::mem::forget(world);
+    // The process ends here: freeing a world of ten thousand projects path by path, and
+    // a plan of as many findings, would only delay the exit (the memory goes back with
+    // the process).
+    std::mem::forget((world, plan));
     Ok(if cmd.detailed_exitcode && pending { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
