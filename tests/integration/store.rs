@@ -878,11 +878,15 @@ mod observe {
         let mut d7 = deployment("d7", "p2", "QUEUED");
         d7.source.file_path = Some(uploads.join("d7.tar.gz"));
         d7.source.repo = Some(repos.join("app.git").to_str().unwrap().to_owned());
+        // Under the root: one the scan never reads (inside a release), one it listed.
+        let mut d9 = deployment("d9", "p1", "QUEUED");
+        d9.source.file_path = Some(root.join("p1/deployments/d0/public/index.html"));
+        d9.source.repo = Some(root.join("p1/deployments/stray.txt").to_str().unwrap().to_owned());
         let mut d8 = deployment("d8", "p4", "QUEUED");
         d8.source.file_path = Some(uploads.join("d5.tar.gz/inner.tar.gz"));
         d8.source.repo = Some(dir.join("gone/app.git").to_str().unwrap().to_owned());
         let evil = deployment("e1", "..", "QUEUED");
-        store.insert_deployments(&[d0, d5, d6, d7, d8, evil], t("2025-10-01T00:00:00Z")).unwrap();
+        store.insert_deployments(&[d0, d5, d6, d7, d8, d9, evil], t("2025-10-01T00:00:00Z")).unwrap();
 
         let cfg = ObserveConfig { root: root.clone(), routes_dir: routes.clone() };
         let world = observe(&store, &trueup::spec::default_spec().into(), &cfg).unwrap();
@@ -897,6 +901,7 @@ mod observe {
             (root.join("p1/deployments"), Node::Dir),
             (root.join("p1/deployments/d0"), Node::Dir),
             (root.join("p1/deployments/d0/public"), Node::Dir),
+            (root.join("p1/deployments/d0/public/index.html"), Node::File),
             (root.join("p1/deployments/d1"), Node::Dir),
             (root.join("p1/deployments/.d2.tmp"), Node::Dir),
             (root.join("p1/deployments/stray.txt"), Node::File),
@@ -960,8 +965,9 @@ mod observe {
         assert_eq!(world.projects.iter().filter(|p| p.id == "..").count(), 1, "invalid ids stay in the world");
     }
 
-    /// Builds `n` projects, each with one release, `current`, and a webroot link, and
-    /// observes them.
+    /// Builds `n` projects, each with one release, `current`, a webroot link, and a
+    /// deployment in flight whose upload, in one folder apart, exists for every other
+    /// project; and observes them.
     fn observe_projects(n: usize) -> ObserveStats {
         let dir = Scratch::new(&format!("scale-{n}"));
         let root = dir.join("www");
@@ -976,13 +982,23 @@ mod observe {
         store.upsert_projects(&ids.iter().map(|id| project(id)).collect::<Vec<_>>()).unwrap();
         let mut deployments: Vec<_> = ids.iter().map(|id| deployment(&format!("d-{id}"), id, "ACTIVE")).collect();
         deployments.iter_mut().for_each(|d| d.finished_at = Some(t("2025-10-01T00:00:00Z")));
+        let uploads = dir.join("uploads");
+        mkdir(&uploads);
+        for (i, id) in ids.iter().enumerate() {
+            let mut d = deployment(&format!("u-{id}"), id, "BUILDING");
+            d.source.file_path = Some(uploads.join(format!("u-{id}.tar.gz")));
+            if i % 2 == 0 {
+                touch(&uploads.join(format!("u-{id}.tar.gz")));
+            }
+            deployments.push(d);
+        }
         store.insert_deployments(&deployments, t("2025-10-01T00:00:00Z")).unwrap();
         let cfg = ObserveConfig { root, routes_dir: dir.join("routes") };
         let (world, stats) = observe_with_stats(&store, &trueup::spec::default_spec().into(), &cfg).unwrap();
-        assert_eq!((world.projects.len(), world.deployments.len()), (n, n));
+        assert_eq!((world.projects.len(), world.deployments.len()), (n, 2 * n));
         // Per project: the folder, `current`, `deployments`, one release and its `public`,
-        // and the webroot link; plus the root and `ROOT/webroot`.
-        assert_eq!(world.files.len(), 2 + 6 * n);
+        // and the webroot link; plus the root and `ROOT/webroot`; and the uploads there.
+        assert_eq!(world.files.len(), 2 + 6 * n + n.div_ceil(2));
         stats
     }
 
@@ -998,8 +1014,12 @@ mod observe {
         assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
         assert_eq!(large.statements, 5);
         let n = n as u64;
-        assert_eq!(large.opened, 2 + 2 * n, "the root and ROOT/webroot, then P and P/deployments");
-        assert_eq!(large.stat, 2 + n, "the root itself and the routes folder, then each release's `public`");
+        assert_eq!(large.opened, 3 + 2 * n, "the root, ROOT/webroot and the uploads' folder, then P and P/deployments");
+        assert_eq!(
+            large.stat,
+            2 + 2 * n,
+            "the root itself and the routes folder, then each release's `public` and upload"
+        );
         assert_eq!(large.read_link, 2 * n, "current and webroot/P");
         assert_eq!(large.read_dir, n, "one listing of P/deployments");
     }
