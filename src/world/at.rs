@@ -79,10 +79,26 @@ fn c_name(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
 }
 
-/// `openat(fd, name, O_DIRECTORY | O_NOFOLLOW)`, the result as an owned descriptor.
-fn open_dir_at(fd: RawFd, name: &CStr, follow: bool) -> io::Result<Option<OwnedFd>> {
+/// What a folder is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Calls relative to it only: opened with `O_PATH`, which needs no read permission
+    /// on it, as a look at a path through it needs none (search is enough, as for
+    /// `lstat`). [`Dir::entries`] of such a folder fails.
+    Lookups,
+    /// Listing it too: opened for reading, which needs read permission.
+    Listing,
+}
+
+/// `openat(fd, name, O_DIRECTORY)`, with `O_NOFOLLOW` unless `follow`, for `use_`; the
+/// result as an owned descriptor, `None` when something else than a folder is there.
+fn open_dir_at(fd: RawFd, name: &CStr, follow: bool, use_: Use) -> io::Result<Option<OwnedFd>> {
     let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | nofollow;
+    let access = match use_ {
+        Use::Lookups => libc::O_PATH,
+        Use::Listing => libc::O_RDONLY,
+    };
+    let flags = access | libc::O_DIRECTORY | libc::O_CLOEXEC | nofollow;
     // SAFETY: `name` is a valid C string for the duration of the call.
     let raw = unsafe { libc::openat(fd, name.as_ptr(), flags) };
     if raw >= 0 {
@@ -151,8 +167,8 @@ fn read_link_at(fd: RawFd, name: &CStr) -> io::Result<Link> {
 
 /// Opens `name` relative to `fd` if it is a folder, following a final link only when
 /// `follow`; says what is there otherwise.
-fn open_at(fd: RawFd, name: &CStr, follow: bool) -> io::Result<Opened> {
-    match open_dir_at(fd, name, follow) {
+fn open_at(fd: RawFd, name: &CStr, follow: bool, use_: Use) -> io::Result<Opened> {
+    match open_dir_at(fd, name, follow, use_) {
         Ok(Some(fd)) => Ok(Opened::Dir(Dir(fd))),
         Ok(None) => Ok(stat_at(fd, name)?.map_or(Opened::Absent, Opened::Other)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
@@ -161,21 +177,23 @@ fn open_at(fd: RawFd, name: &CStr, follow: bool) -> io::Result<Opened> {
 }
 
 impl Dir {
-    /// Opens the folder at `path`, following links on the way (the caller has checked
-    /// what it needed of `path` itself).
-    pub(crate) fn open(path: &Path) -> io::Result<Opened> {
-        open_at(libc::AT_FDCWD, &c_name(path.as_os_str())?, true)
+    /// Opens the folder at `path` for `use_`, following links on the way (the caller has
+    /// checked what it needed of `path` itself).
+    pub(crate) fn open(path: &Path, use_: Use) -> io::Result<Opened> {
+        open_at(libc::AT_FDCWD, &c_name(path.as_os_str())?, true, use_)
     }
 
-    /// Opens `name` in this folder if it is a real folder; says what it is otherwise.
-    pub(crate) fn open_dir(&self, name: &OsStr) -> io::Result<Opened> {
-        open_at(self.0.as_raw_fd(), &c_name(name)?, false)
+    /// Opens `name` in this folder for `use_` if it is a real folder; says what it is
+    /// otherwise.
+    pub(crate) fn open_dir(&self, name: &OsStr, use_: Use) -> io::Result<Opened> {
+        open_at(self.0.as_raw_fd(), &c_name(name)?, false, use_)
     }
 
     /// The entries of this folder, but `.` and `..`, with their kind when the listing
     /// gives it (`getdents64` straight, without a `DIR` stream, whose set-up costs three
     /// calls more per folder). Once: the listing reads the descriptor to its end, so it
     /// takes the folder mutably (a shared one would be listed from where another left).
+    /// The folder must be open for [`Use::Listing`].
     pub(crate) fn entries(&mut self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
         // 8-byte aligned, as the kernel's records are.
         let mut buf = [0u64; 1024];
@@ -256,18 +274,18 @@ mod tests {
         let long = "t/".repeat(300);
         std::os::unix::fs::symlink(&long, dir.join("long")).unwrap();
 
-        let Opened::Dir(mut top) = Dir::open(&dir).unwrap() else { panic!("the folder opens") };
-        assert!(matches!(top.open_dir("folder".as_ref()).unwrap(), Opened::Dir(_)));
-        assert!(matches!(top.open_dir("link".as_ref()).unwrap(), Opened::Other(Kind::Symlink)));
-        assert!(matches!(top.open_dir("file".as_ref()).unwrap(), Opened::Other(Kind::File)));
-        assert!(matches!(top.open_dir("none".as_ref()).unwrap(), Opened::Absent));
-        assert!(matches!(Dir::open(&dir.join("none")).unwrap(), Opened::Absent));
-        assert!(matches!(Dir::open(&dir.join("file")).unwrap(), Opened::Other(Kind::File)));
+        let Opened::Dir(mut top) = Dir::open(&dir, Use::Listing).unwrap() else { panic!("the folder opens") };
+        assert!(matches!(top.open_dir("folder".as_ref(), Use::Lookups).unwrap(), Opened::Dir(_)));
+        assert!(matches!(top.open_dir("link".as_ref(), Use::Lookups).unwrap(), Opened::Other(Kind::Symlink)));
+        assert!(matches!(top.open_dir("file".as_ref(), Use::Lookups).unwrap(), Opened::Other(Kind::File)));
+        assert!(matches!(top.open_dir("none".as_ref(), Use::Lookups).unwrap(), Opened::Absent));
+        assert!(matches!(Dir::open(&dir.join("none"), Use::Lookups).unwrap(), Opened::Absent));
+        assert!(matches!(Dir::open(&dir.join("file"), Use::Lookups).unwrap(), Opened::Other(Kind::File)));
         // Only a missing path is absent; any other failure is an error.
-        assert!(Dir::open(&dir.join("n".repeat(300))).is_err(), "a name longer than the system allows");
-        assert!(top.open_dir("n".repeat(300).as_ref()).is_err());
+        assert!(Dir::open(&dir.join("n".repeat(300)), Use::Lookups).is_err(), "a name longer than the system allows");
+        assert!(top.open_dir("n".repeat(300).as_ref(), Use::Lookups).is_err());
         // The one call that follows a link: the root handed in.
-        assert!(matches!(Dir::open(&dir.join("link")).unwrap(), Opened::Dir(_)));
+        assert!(matches!(Dir::open(&dir.join("link"), Use::Lookups).unwrap(), Opened::Dir(_)));
 
         assert_eq!(top.read_link("link".as_ref()).unwrap(), Link::Target("folder".into()));
         assert_eq!(top.read_link("long".as_ref()).unwrap(), Link::Target(long.into()), "a target of 600 bytes");
@@ -298,14 +316,23 @@ mod tests {
             assert!(kind.is_none_or(|k| k == want_kind), "{name}: {kind:?}");
         }
         assert_eq!(names.len(), 4);
-        let Opened::Dir(many) = top.open_dir("folder".as_ref()).unwrap() else { panic!("the folder opens") };
-        drop(many);
+        // A folder opened for lookups serves them, and refuses a listing.
+        let Opened::Dir(mut lookups) = Dir::open(&dir, Use::Lookups).unwrap() else { panic!("the folder opens") };
+        assert_eq!(lookups.read_link("link".as_ref()).unwrap(), Link::Target("folder".into()));
+        assert_eq!(lookups.stat("folder/inner".as_ref()).unwrap(), Some(Kind::Dir));
+        assert_eq!(lookups.read_file("file".as_ref(), 10).unwrap(), b"x");
+        assert!(matches!(lookups.open_dir("folder".as_ref(), Use::Listing).unwrap(), Opened::Dir(_)));
+        assert_eq!(lookups.entries().unwrap_err().raw_os_error(), Some(libc::EBADF));
         // More entries than one call of the listing returns.
         for i in 0..600 {
             std::fs::create_dir(dir.join(format!("folder/inner/entry-with-a-longish-name-{i:04}"))).unwrap();
         }
-        let Opened::Dir(inner) = top.open_dir("folder".as_ref()).unwrap() else { panic!("the folder opens") };
-        let Opened::Dir(mut inner) = inner.open_dir("inner".as_ref()).unwrap() else { panic!("the folder opens") };
+        let Opened::Dir(inner) = top.open_dir("folder".as_ref(), Use::Lookups).unwrap() else {
+            panic!("the folder opens")
+        };
+        let Opened::Dir(mut inner) = inner.open_dir("inner".as_ref(), Use::Listing).unwrap() else {
+            panic!("the folder opens")
+        };
         let mut names: Vec<_> = inner.entries().unwrap().into_iter().map(|(n, _)| n.into_string().unwrap()).collect();
         names.sort();
         let want: Vec<_> = (0..600).map(|i| format!("entry-with-a-longish-name-{i:04}")).collect();

@@ -33,7 +33,7 @@ use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use super::at::{Dir, Kind, Link, Opened};
+use super::at::{Dir, Kind, Link, Opened, Use};
 use super::routes::{RouteError, observe_routes};
 use crate::model::{Deployment, Layout, Node, Project, World, valid_id, valid_project_id};
 use crate::spec::Specs;
@@ -241,12 +241,12 @@ impl Scan {
             return Ok(());
         }
         self.stats.opened += 1;
-        let top = match Dir::open(root).map_err(fs_error(root))? {
+        let top = match Dir::open(root, Use::Lookups).map_err(fs_error(root))? {
             Opened::Dir(top) => top,
             // Gone or replaced since: nothing below it to see.
             Opened::Other(_) | Opened::Absent => return Ok(()),
         };
-        let webroot = self.open(&top, root, "webroot")?;
+        let webroot = self.open(&top, root, "webroot", Use::Lookups)?;
         let valid: Vec<&Project> = projects.iter().filter(|p| valid_project_id(&p.id)).collect();
         // Mostly waiting for the kernel: the projects are split among `threads`, each part
         // a run of projects in order, so the paths stay sorted runs.
@@ -287,10 +287,10 @@ impl Scan {
     ) -> Result<(), ObserveError> {
         let webroot_path = root.join("webroot");
         for project in projects {
-            if let Some(dir) = self.open(top, root, &project.id)? {
+            if let Some(dir) = self.open(top, root, &project.id, Use::Lookups)? {
                 let path = root.join(&project.id);
                 self.read_link(&dir, &path, "current")?;
-                if let Some(releases) = self.open(&dir, &path, "deployments")? {
+                if let Some(releases) = self.open(&dir, &path, "deployments", Use::Listing)? {
                     self.releases(releases, path.join("deployments"))?;
                 }
             }
@@ -353,12 +353,12 @@ impl Scan {
         Ok(())
     }
 
-    /// Opens `name` in `dir` (at `path`) if it is a real folder, recording it; records
-    /// what else is there otherwise.
-    fn open(&mut self, dir: &Dir, path: &Path, name: &str) -> Result<Option<Dir>, ObserveError> {
+    /// Opens `name` in `dir` (at `path`) for `use_` if it is a real folder, recording
+    /// it; records what else is there otherwise.
+    fn open(&mut self, dir: &Dir, path: &Path, name: &str, use_: Use) -> Result<Option<Dir>, ObserveError> {
         self.stats.opened += 1;
         let full = path.join(name);
-        match dir.open_dir(name.as_ref()).map_err(fs_error(&full))? {
+        match dir.open_dir(name.as_ref(), use_).map_err(fs_error(&full))? {
             Opened::Dir(opened) => {
                 self.files.push((full, Node::Dir));
                 Ok(Some(opened))
@@ -425,7 +425,7 @@ impl Scan {
             };
             if folder.as_ref().is_none_or(|(open, _)| open.as_os_str() != parent.as_os_str()) {
                 self.stats.opened += 1;
-                let dir = match Dir::open(parent).map_err(fs_error(parent))? {
+                let dir = match Dir::open(parent, Use::Lookups).map_err(fs_error(parent))? {
                     Opened::Dir(dir) => Some(dir),
                     // No folder there, so nothing in it.
                     Opened::Other(_) | Opened::Absent => None,

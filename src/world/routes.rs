@@ -556,11 +556,11 @@ fn broken(deployment: Option<String>, problem: String) -> Route {
 ///
 /// [`RouteError::ReadDir`] when the folder exists but cannot be listed.
 pub fn observe_routes(dir: &Path) -> Result<BTreeMap<String, Route>, RouteError> {
-    use crate::world::at::{Dir, Kind, Opened};
+    use crate::world::at::{Dir, Kind, Opened, Use};
     let fail = |source| RouteError::ReadDir { path: dir.to_owned(), source };
     // Each file is read relative to the open folder: one short lookup, not the whole
     // path again, ten thousand times.
-    let mut folder = match Dir::open(dir).map_err(fail)? {
+    let mut folder = match Dir::open(dir, Use::Listing).map_err(fail)? {
         Opened::Dir(folder) => folder,
         Opened::Absent => return Ok(BTreeMap::new()),
         Opened::Other(_) => return Err(fail(std::io::Error::from_raw_os_error(libc::ENOTDIR))),
