@@ -85,8 +85,38 @@ fn state(status: &str) -> ContainerState {
     }
 }
 
-/// The Docker Engine API version trueup speaks.
-const API_VERSION: &bollard::ClientVersion = &bollard::ClientVersion { major_version: 1, minor_version: 41 };
+/// The API version spoken to an engine that does not name its own: 1.41, what Podman 4
+/// serves and Docker from 20.10.
+const OLDEST_VERSION: &bollard::ClientVersion = &bollard::ClientVersion { major_version: 1, minor_version: 41 };
+
+/// `GET /_ping` on the engine's socket: `Ok` when it answers 200, with the version its
+/// `Api-Version` header names, if any. HTTP/1.0, so the engine closes the connection
+/// after its answer, which is read whole (a few hundred bytes; at most 64 KiB).
+fn ping_version(socket: &Path) -> std::io::Result<Option<bollard::ClientVersion>> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    let patience = Some(std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS));
+    stream.set_read_timeout(patience)?;
+    stream.set_write_timeout(patience)?;
+    stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let head = answer.split("\r\n\r\n").next().unwrap_or("");
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("");
+    if status.split(' ').nth(1) != Some("200") {
+        return Err(std::io::Error::other(format!("`/_ping` was answered `{}`", status.trim())));
+    }
+    let version = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("api-version"))
+        .and_then(|(_, value)| value.trim().split_once('.'))
+        .and_then(|(major, minor)| {
+            Some(bollard::ClientVersion { major_version: major.parse().ok()?, minor_version: minor.parse().ok()? })
+        });
+    Ok(version)
+}
 
 /// A name as the engine lists it (`/web`), without its slash.
 fn bare(name: &str) -> &str {
@@ -94,9 +124,11 @@ fn bare(name: &str) -> &str {
 }
 
 impl Engine {
-    /// Connects to `socket` at API version 1.41 (what Podman serves, and Docker since
-    /// 20.10), and pings it to prove that it answers. Not `negotiate_version`: its
-    /// `/version` takes Podman about 0.45 s, every command, where `/_ping` takes 0.01 s.
+    /// Connects to `socket` at the API version the engine says it speaks in the
+    /// `Api-Version` header of its `/_ping` (as `docker version` reads it), at most
+    /// bollard's own: 1.41 for Podman 4, 1.52 for Docker 29, which refuses 1.41. One short
+    /// request proves the engine answers and names its version; bollard's
+    /// `negotiate_version` asks `/version`, which takes Podman about 0.45 s, every command.
     ///
     /// # Errors
     ///
@@ -107,16 +139,20 @@ impl Engine {
             origin: socket.origin,
             source,
         };
+        let version = ping_version(&socket.path).map_err(|e| unreachable(Box::new(e)))?;
+        let version = match version {
+            Some(v) if v > *bollard::API_DEFAULT_VERSION => *bollard::API_DEFAULT_VERSION,
+            Some(v) => v,
+            None => *OLDEST_VERSION,
+        };
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| unreachable(Box::new(e)))?;
         let path = socket.path.to_string_lossy();
         let timeout = REQUEST_TIMEOUT_SECS + stop_timeout.secs();
-        let docker = runtime.block_on(async {
-            // Entering the runtime: bollard's connector needs one to be built.
-            let docker = Docker::connect_with_unix(&path, timeout, API_VERSION)?;
-            docker.ping().await.map(|_| docker)
-        });
-        let docker = docker.map_err(|e| unreachable(Box::new(e)))?;
+        // Entering the runtime: bollard's connector needs one to be built.
+        let docker = runtime
+            .block_on(async { Docker::connect_with_unix(&path, timeout, &version) })
+            .map_err(|e| unreachable(Box::new(e)))?;
         Ok(Engine { runtime, docker, socket: socket.path.clone(), stop_timeout })
     }
 
@@ -468,5 +504,73 @@ fn copied(raw: ContainerInspectResponse) -> ContainerCreateBody {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+    use crate::world::containers::Origin;
+
+    /// Serves `connections` requests on a socket in a folder of its own, one a
+    /// connection, answering each path with the status and header line `answer` gives;
+    /// returns the socket and the paths asked, in order, once served.
+    fn engine(
+        name: &str,
+        connections: usize,
+        answer: fn(&str) -> (u16, &'static str),
+    ) -> (PathBuf, std::thread::JoinHandle<Vec<String>>) {
+        let dir = std::env::temp_dir().join(format!("trueup-unit-{}-engine-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("engine.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let served = std::thread::spawn(move || {
+            let mut paths = Vec::new();
+            for _ in 0..connections {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                while line != "\r\n" {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                }
+                let (status, header) = answer(&path);
+                let reply =
+                    format!("HTTP/1.1 {status} X\r\n{header}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+                reader.get_mut().write_all(reply.as_bytes()).unwrap();
+                paths.push(path);
+            }
+            paths
+        });
+        (socket, served)
+    }
+
+    /// The version of a client connected to an engine whose answer to `/_ping` is
+    /// `answer`'s.
+    fn spoken(name: &str, answer: fn(&str) -> (u16, &'static str)) -> Result<bollard::ClientVersion, ContainerError> {
+        let (socket, served) = engine(name, 1, answer);
+        let engine = Engine::connect(&Socket { path: socket.clone(), origin: Origin::Flag }, Duration::from_secs(1));
+        assert_eq!(served.join().unwrap(), ["/_ping"], "one request, whatever the answer");
+        let _ = std::fs::remove_dir_all(socket.parent().unwrap());
+        engine.map(|e| e.docker.client_version())
+    }
+
+    #[test]
+    fn the_engine_is_spoken_to_at_the_version_its_ping_names_at_most_bollards() {
+        let version = |minor| bollard::ClientVersion { major_version: 1, minor_version: minor };
+        assert_eq!(spoken("podman", |_| (200, "Api-Version: 1.41")).unwrap(), version(41));
+        assert_eq!(spoken("docker-29", |_| (200, "api-version: 1.52")).unwrap(), version(52));
+        assert_eq!(spoken("newer", |_| (200, "Api-Version: 1.99")).unwrap(), *bollard::API_DEFAULT_VERSION);
+        assert_eq!(spoken("unnamed", |_| (200, "Server: x")).unwrap(), version(41));
+        assert_eq!(spoken("odd", |_| (200, "Api-Version: one")).unwrap(), version(41));
+        let err = spoken("refuses", |_| (500, "Server: x")).unwrap_err();
+        assert!(matches!(err, ContainerError::Unreachable { .. }), "{err}");
+        assert!(format!("{err:?}").contains("500"), "{err:?}");
     }
 }
