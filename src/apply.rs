@@ -303,7 +303,10 @@ pub fn apply(plan: &Plan, effects: &mut dyn Effects, now: Timestamp, hooks: &mut
         let subjects = subjects(&action.change);
         // What came before a change that cannot be taken back is made durable first: a
         // zombie is removed only once the route that left it survives a power cut.
-        if action.change.is_irreversible() && report.stopped.is_none() {
+        // Only a batch with something else in it: removals back to back have nothing to
+        // make durable between them.
+        let pending = || batch.iter().any(|o| !o.action.change.is_irreversible());
+        if action.change.is_irreversible() && report.stopped.is_none() && pending() {
             settle(&mut batch, effects, hooks, &mut journaling, &mut report);
             began = std::time::Instant::now();
         }
@@ -685,6 +688,33 @@ mod tests {
             "journal done 0",
             "remove zombie",
             "link /r/webroot/l1",
+            "sync",
+            "journal done 1, done 2",
+        ];
+        assert_eq!(log.into_inner(), expected);
+    }
+
+    #[test]
+    fn containers_removed_back_to_back_make_one_batch() {
+        let log = std::cell::RefCell::new(Vec::new());
+        let mut world = world();
+        world.containers = Some(Vec::new());
+        let mut effects = Syncs { inner: MemoryWorld::new(world), log: &log, fail: false };
+        let remove = |id: &str, name: &str| Change::RemoveContainer { id: id.into(), name: name.into() };
+        let actions = vec![
+            action("p2", link("/r/webroot/l0", "/r/p2/deployments/d1")),
+            action("p2", remove("c1", "zombie")),
+            action("p2", remove("c2", "zombie2")),
+        ];
+        let report = apply(&plan(actions), &mut effects, now(), &mut Flushes { log: &log, kept: Vec::new() });
+        assert!(report.all_done(), "{report:?}");
+        let expected = [
+            "journal planned 0, planned 1, planned 2",
+            "link /r/webroot/l0",
+            "sync",
+            "journal done 0",
+            "remove zombie",
+            "remove zombie2",
             "sync",
             "journal done 1, done 2",
         ];

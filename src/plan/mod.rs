@@ -171,9 +171,10 @@ impl Change {
         matches!(self, Change::Resume { .. } | Change::Fail { .. })
     }
 
-    /// True when a power cut cannot take the change back: a container removed (or
-    /// replaced) is gone, while a rename not yet synced may come undone. What the plan did
-    /// before such a change (the route moved away from a zombie) must be durable first.
+    /// True for a container removed or replaced: outside the file system the apply
+    /// syncs, so no power cut takes it back, while a rename not yet synced may come
+    /// undone. What the plan did before such a change (the route moved away from a
+    /// zombie) must be durable first.
     pub fn is_irreversible(&self) -> bool {
         matches!(self, Change::RemoveContainer { .. } | Change::RecreateContainer { .. })
     }
