@@ -87,6 +87,12 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
     if cmd.json || cmd.out.is_some() {
         plan.seal(&world);
     }
+    // Saved before it is shown: a reader that closes the pipe early (`| head -1`) stops
+    // the printing, and must not cost the file.
+    if let Some(out) = &cmd.out {
+        let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))? + "\n";
+        write_atomically(out, &saved).with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
+    }
     if cmd.json {
         outln!("{}", render_json(&plan, now))?;
     } else {
@@ -101,8 +107,6 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(out) = &cmd.out {
-        let saved = serde_json::to_string_pretty(&SavedPlan::new(&plan, &world, now))? + "\n";
-        write_atomically(out, &saved).with_context(|| format!("cannot write the plan to `{}`", out.display()))?;
         noteln!("Saved the plan to `{}`. Apply it with: trueup apply {}", out.display(), out.display());
     }
     let pending = !plan.actions.is_empty();
@@ -190,10 +194,13 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_file_name(format!(".{name}.trueup-tmp-{}", std::process::id()));
     // `create_new`: never through a link or over a file someone left under that name.
     let _ = std::fs::remove_file(&tmp);
-    std::fs::File::create_new(&tmp).and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    std::fs::File::create_new(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        // A full disk or a failed rename leaves no half-written temporary file behind.
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 /// Arguments of `trueup status`.
@@ -594,7 +601,7 @@ pub(super) fn machine_config(
 fn open_store_read_only(args: &Args) -> anyhow::Result<Store> {
     let (store, version) = Store::open_read_only(&args.db)?;
     if version < crate::store::SCHEMA_VERSION {
-        eprintln!(
+        noteln!(
             "Note: the state database `{}` has schema version {version}; `trueup apply` or `trueup init` \
              migrates it to {}.",
             args.db.display(),

@@ -955,6 +955,27 @@ fn a_closed_stdout_ends_plan_quietly_with_the_sigpipe_status() {
     assert_eq!(out.status.code(), Some(141), "{}", said(&out));
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("error"), "a closed pipe is not an error to report:\n{stderr}");
+
+    // `trueup plan --out FILE | head -1`: the plan is saved all the same.
+    let saved = scratch.join("plan.json");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = trueup_command(&staged, &["plan", "--now", NOW, "--out"])
+        .arg(&saved)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", said(&out));
+    let read =
+        |path: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap() };
+    let whole = scratch.join("whole.json");
+    let wrote = trueup_command(&staged, &["plan", "--now", NOW, "--out"]).arg(&whole).output().unwrap();
+    assert!(wrote.status.success(), "{}", said(&wrote));
+    let (saved, whole) = (read(&saved), read(&whole));
+    assert!(saved["actions"].as_array().is_some_and(|a| a.len() > 40), "a plan of 40 damaged projects");
+    assert!(saved["actions"] == whole["actions"], "the plan saved with a closed stdout is not the whole plan");
 }
 
 /// Where a signal reaches an apply.
