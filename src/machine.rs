@@ -103,7 +103,7 @@ pub struct EventId(u16);
 /// ready [`Transition`].
 ///
 /// The first candidate lives in the slot itself, so that the usual step (one candidate,
-/// no guard) reads one place in memory; the rest, rare, live in `more`.
+/// no guard) reads no list beside it; the rest, rare, live in `more`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Table {
     /// The spec's events, in order of first appearance in the document.

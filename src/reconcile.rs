@@ -329,7 +329,7 @@ pub fn plan_machine(
 }
 
 /// [`plan_machine`] without the plan's fingerprint (see [`plan::plan_unsealed`]): for a
-/// plan that is only shown, as `trueup plan` without `--json` or `--out`, and `status`.
+/// plan that is only shown, as `trueup plan` without `--json` or `--out`.
 ///
 /// # Errors
 ///

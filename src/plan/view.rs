@@ -349,7 +349,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         .map(|run| (run[0].0, run.iter().map(|(_, project)| *project).collect()))
         .collect();
     for d in &world.deployments {
-        if let Some(projects) = users.get(d.id.as_str()).filter(|p| p.len() > 1) {
+        if let Some(projects) = users.get(d.id.as_str()) {
             let message = format!(
                 "deployment id `{}` is used by several deployments (projects {}): ids must be unique, so it is left alone",
                 d.id,

@@ -307,7 +307,8 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::Sql`] when the database fails; [`StoreError::Corrupt`] for a
-    /// `services` row without its project. `beside` then does not run.
+    /// `services` row without its project. When the projects cannot be read, `beside`
+    /// does not run; when the deployments cannot, what it returned is dropped.
     pub fn load_readable<T: Send>(
         &self,
         live: &[&str],

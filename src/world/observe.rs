@@ -432,11 +432,10 @@ impl Scan {
                 };
                 folder = Some((parent, dir));
             }
-            if let Some((_, Some(dir))) = &folder {
-                self.stats.stat += 1;
-                if let Some(kind) = dir.stat(name).map_err(fs_error(path))? {
-                    self.found(dir, parent, name, kind)?;
-                }
+            if let Some((_, Some(dir))) = &folder
+                && let Some(kind) = self.stat(dir, parent, name)?
+            {
+                self.found(dir, parent, name, kind)?;
             }
         }
         Ok(())

@@ -583,7 +583,9 @@ pub fn observe_routes(dir: &Path) -> Result<BTreeMap<String, Route>, RouteError>
     for (project, name, kind) in files {
         let route = match kind {
             Some(Kind::File) => route_of(&project, folder.read_file(name.as_ref(), ROUTE_CAP)),
-            // Gone since the listing: no route.
+            // The listing gave no kind and the look that followed found nothing: gone since
+            // the listing, so no route (one removed between the listing and its read, with
+            // the kind given, is reported as a route that cannot be read).
             None => continue,
             Some(_) => broken(None, format!("`{name}` is not a regular file")),
         };
