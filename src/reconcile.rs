@@ -588,12 +588,13 @@ fn apply_leased(
         })
         .filter(|(link, want)| plan::health(&view.paths, link, want) == plan::LinkHealth::Ok)
         .count();
-    let mut fresh = plan::plan_of_view(specs, &world, view, now, &cfg.limits());
     // Before any verdict, removal or journal row: a wrong configuration changes nothing,
-    // whatever a saved plan says.
-    refuse_wrong_configuration(fresh.errors(), cfg)?;
+    // whatever a saved plan says. Its errors are the view's; a saved plan is checked
+    // against a plan of its own time, so only a fresh one is made from this view.
+    refuse_wrong_configuration(view.findings.iter().filter(|f| f.level == plan::Level::Error), cfg)?;
     let plan = match source {
         Source::Fresh => {
+            let mut fresh = plan::plan_of_view(specs, &world, view, now, &cfg.limits());
             fresh.seal(&world);
             fresh
         }

@@ -61,6 +61,10 @@ fn run(staged: &Staged, root: &Path, routes: &Path, args: &[&str], code: i32) ->
 /// and nothing changes, neither on the staged machine nor at `root`.
 #[track_caller]
 fn refused(staged: &Staged, root: &Path, routes: &Path, problem: &str) {
+    // A plan saved with the right configuration is refused with the wrong one too.
+    let saved = staged.db.with_file_name("saved-plan.json");
+    let saved = saved.to_str().unwrap();
+    run(staged, &staged.root, &staged.routes_dir, &["plan", "--out", saved, "--force"], 0);
     let before = (machine_state(staged), crate::support::tree(routes), root.exists());
     let commands =
         [&["plan"][..], &["plan", "--json"], &["apply"], &["apply", "--dry-run"], &["status"], &["status", "--json"]];
@@ -69,8 +73,15 @@ fn refused(staged: &Staged, root: &Path, routes: &Path, problem: &str) {
         assert!(out.stderr.contains(problem), "`{args:?}` does not say {problem:?}:\n{}", out.stderr);
         assert!(out.stdout.is_empty(), "`{args:?}` printed a plan:\n{}", out.stdout);
     }
-    let out = run(staged, root, routes, &["apply"], 1);
-    assert!(out.stderr.contains("the configuration looks wrong, so nothing was changed"), "{}", out.stderr);
+    for apply in [&["apply"][..], &["apply", saved]] {
+        let out = run(staged, root, routes, apply, 1);
+        assert!(
+            out.stderr.contains("the configuration looks wrong, so nothing was changed"),
+            "{apply:?}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(problem), "`{apply:?}` does not say {problem:?}:\n{}", out.stderr);
+    }
     let after = (machine_state(staged), crate::support::tree(routes), root.exists());
     assert_eq!(after, before, "a refused apply changed something");
 }
