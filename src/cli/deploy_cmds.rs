@@ -307,12 +307,12 @@ pub fn work(args: &Args, cmd: &WorkArgs) -> anyhow::Result<ExitCode> {
     let specs = load_specs(&args.specs)?;
     let store = open_store(args)?;
     signals::catch().context("cannot catch SIGINT and SIGTERM")?;
-    // Found once, not on every poll.
+    // Found once, not on every poll; the settings are read again by each run.
     let containers = super::plan_cmds::container_config(args)?;
+    settings(&store, &cmd.settings)?;
     let mut failed = 0usize;
     loop {
-        let engine = new_engine(args, &store, &specs, &cmd.settings, &containers)?;
-        let ready = ready(&engine)?;
+        let ready = ready(&store, &specs)?;
         if ready.is_empty() {
             if cmd.once || signals::caught().is_some() {
                 break;
@@ -422,14 +422,14 @@ pub(super) fn run_each(workers: &Workers<'_>, ids: &[String]) -> Vec<(String, an
 
 /// The deployments a worker may take now: the head of each project's queue that is
 /// queued (in its spec's initial phase) and unheld, or held by a worker that is gone.
-pub(super) fn ready(engine: &Engine<'_>) -> anyhow::Result<Vec<String>> {
+pub(super) fn ready(store: &Store, specs: &Specs) -> anyhow::Result<Vec<String>> {
     let now = crate::time::clock::now();
-    let heads = engine.store.queue_heads()?;
+    let heads = store.queue_heads()?;
     let host = crate::host::hostname();
     Ok(heads
         .into_iter()
         .filter(|d| {
-            let spec = engine.specs.of(d);
+            let spec = specs.of(d);
             let queued = spec.find(&d.phase).is_some_and(|s| s == spec.leaf_of(spec.initial));
             let dead =
                 d.owner.as_ref().is_some_and(|c| c.process.as_ref().is_some_and(|p| crate::host::is_gone(p, &host)));

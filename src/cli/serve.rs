@@ -408,10 +408,7 @@ impl Daemon<'_> {
             }
             return 0;
         }
-        let ready =
-            deploy_cmds::new_engine(self.args, self.store, self.specs, &self.cmd.settings, &self.cfg.containers)
-                .and_then(|engine| deploy_cmds::ready(&engine));
-        let ready = match ready {
+        let ready = match deploy_cmds::ready(self.store, self.specs) {
             Ok(ready) => ready,
             Err(err) => {
                 error!("cannot read the queue: {err:#}");
