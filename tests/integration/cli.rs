@@ -589,12 +589,10 @@ fn event_and_heartbeat_look_for_no_container_engine() {
         command.env_remove("TRUEUP_CONTAINER_SOCKET").env("DOCKER_HOST", "tcp://127.0.0.1:2375");
         command.output().unwrap()
     };
+    let out = run(&["heartbeat", "d1"]);
+    assert_eq!(out.status.code(), Some(0), "a heartbeat: {}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["event", "d1", "cancel"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&["heartbeat", "d0"]);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(!said.contains("DOCKER_HOST"), "a heartbeat looked for containers: {said}");
+    assert_eq!(out.status.code(), Some(0), "an event: {}", String::from_utf8_lossy(&out.stderr));
     // `plan` does need the engine: the same `DOCKER_HOST` is refused there, saying why.
     let out = run(&["plan"]);
     assert_eq!(out.status.code(), Some(1));
