@@ -40,6 +40,8 @@ const PATIENCE: Duration = Duration::from_secs(120);
 pub struct Daemon {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread that collects the lines: it ends at the end of stderr.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -57,13 +59,22 @@ impl Daemon {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
             }
         });
-        Daemon { child, lines }
+        Daemon { child, lines, reader }
+    }
+
+    /// Once the process exited: waits for the reader to reach the end of its stderr, so
+    /// that the log is whole (up to 10 s: a child it left running may hold stderr open).
+    fn drained(&self) {
+        let started = Instant::now();
+        while !self.reader.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn log(&self) -> Vec<String> {
@@ -81,7 +92,7 @@ impl Daemon {
             }
             if let Some(status) = self.child.try_wait().unwrap() {
                 // The reader may not have caught up yet.
-                std::thread::sleep(Duration::from_millis(200));
+                self.drained();
                 if let Some(line) = self.log().into_iter().find(|l| l.contains(text)) {
                     return line;
                 }
@@ -118,7 +129,7 @@ impl Daemon {
             assert!(started.elapsed() < PATIENCE, "trueup serve did not exit:\n{}", self.log().join("\n"));
             std::thread::sleep(Duration::from_millis(50));
         };
-        std::thread::sleep(Duration::from_millis(200));
+        self.drained();
         (status.code(), self.log())
     }
 }
