@@ -70,5 +70,7 @@ pub mod reconcile;
 pub mod regress;
 pub mod spec;
 pub mod store;
+#[cfg(test)]
+mod test_dir;
 pub mod time;
 pub mod world;

@@ -266,8 +266,7 @@ mod tests {
 
     #[test]
     fn each_call_tells_absent_from_what_is_there_and_follows_no_link() {
-        let dir = std::env::temp_dir().join(format!("trueup-unit-{}-at", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::test_dir::TestDir::new("at");
         std::fs::create_dir_all(dir.join("folder/inner")).unwrap();
         std::fs::write(dir.join("file"), "x").unwrap();
         std::os::unix::fs::symlink("folder", dir.join("link")).unwrap();
@@ -337,6 +336,5 @@ mod tests {
         names.sort();
         let want: Vec<_> = (0..600).map(|i| format!("entry-with-a-longish-name-{i:04}")).collect();
         assert_eq!(names, want);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

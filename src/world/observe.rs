@@ -494,8 +494,7 @@ mod tests {
 
     #[test]
     fn a_scan_split_among_threads_sees_what_one_thread_sees() {
-        let dir = std::env::temp_dir().join(format!("trueup-unit-{}-scan", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::test_dir::TestDir::new("scan");
         let root = dir.join("root");
         std::fs::create_dir_all(root.join("webroot")).unwrap();
         let mut projects = Vec::new();
@@ -527,6 +526,5 @@ mod tests {
         assert_eq!(threads(PARALLEL_FROM - 1), 1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(threads(PARALLEL_FROM), cores.min(MAX_THREADS));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -813,9 +813,7 @@ http:
 
     #[test]
     fn a_route_file_is_read_up_to_its_cap_and_one_past_it_is_a_problem() {
-        let dir = std::env::temp_dir().join(format!("trueup-unit-{}-route-cap", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("route-cap");
         let good = render_route("p1", "d7", "http://127.0.0.1:8080", "p1.localhost").unwrap();
         let padded = |len: usize| {
             let mut text = good.clone();
@@ -832,7 +830,6 @@ http:
                 assert_eq!(said, larger, "{len} bytes: {problem:?}");
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -515,49 +515,35 @@ mod tests {
     use super::*;
     use crate::world::containers::Origin;
 
-    /// Serves `connections` requests on a socket in a folder of its own, one a
-    /// connection, answering each path with the status and header line `answer` gives;
-    /// returns the socket and the paths asked, in order, once served.
-    fn engine(
-        name: &str,
-        connections: usize,
-        answer: fn(&str) -> (u16, &'static str),
-    ) -> (PathBuf, std::thread::JoinHandle<Vec<String>>) {
-        let dir = std::env::temp_dir().join(format!("trueup-unit-{}-engine-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("engine.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let served = std::thread::spawn(move || {
-            let mut paths = Vec::new();
-            for _ in 0..connections {
-                let (stream, _) = listener.accept().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut line = String::new();
+    /// Serves one request on `socket`, answering it with the status and header line
+    /// `answer` gives for its path; returns the path asked, once served.
+    fn engine(socket: &Path, answer: fn(&str) -> (u16, &'static str)) -> std::thread::JoinHandle<String> {
+        let listener = UnixListener::bind(socket).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            while line != "\r\n" {
+                line.clear();
                 reader.read_line(&mut line).unwrap();
-                let path = line.split(' ').nth(1).unwrap_or("").to_owned();
-                while line != "\r\n" {
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                }
-                let (status, header) = answer(&path);
-                let reply =
-                    format!("HTTP/1.1 {status} X\r\n{header}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
-                reader.get_mut().write_all(reply.as_bytes()).unwrap();
-                paths.push(path);
             }
-            paths
-        });
-        (socket, served)
+            let (status, header) = answer(&path);
+            let reply = format!("HTTP/1.1 {status} X\r\n{header}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+            reader.get_mut().write_all(reply.as_bytes()).unwrap();
+            path
+        })
     }
 
     /// The version of a client connected to an engine whose answer to `/_ping` is
     /// `answer`'s.
     fn spoken(name: &str, answer: fn(&str) -> (u16, &'static str)) -> Result<bollard::ClientVersion, ContainerError> {
-        let (socket, served) = engine(name, 1, answer);
-        let engine = Engine::connect(&Socket { path: socket.clone(), origin: Origin::Flag }, Duration::from_secs(1));
-        assert_eq!(served.join().unwrap(), ["/_ping"], "one request, whatever the answer");
-        let _ = std::fs::remove_dir_all(socket.parent().unwrap());
+        let dir = crate::test_dir::TestDir::new(&format!("engine-{name}"));
+        let socket = dir.join("engine.sock");
+        let served = engine(&socket, answer);
+        let engine = Engine::connect(&Socket { path: socket, origin: Origin::Flag }, Duration::from_secs(1));
+        assert_eq!(served.join().unwrap(), "/_ping", "one request, whatever the answer");
         engine.map(|e| e.docker.client_version())
     }
 

@@ -466,30 +466,11 @@ impl Effects for RealFs {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::{MetadataExt, symlink};
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
     use crate::world::routes::header_line;
 
-    /// A fresh folder under the system temp dir, removed on drop.
-    struct TempRoot(PathBuf);
-
-    impl TempRoot {
-        fn new(name: &str) -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("trueup-real-{}-{name}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempRoot(dir)
-        }
-    }
-
-    impl Drop for TempRoot {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TestDir as TempRoot;
 
     fn release(root: &Path, id: &str) -> PathBuf {
         let dir = root.join("p1/deployments").join(id);
