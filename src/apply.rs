@@ -667,20 +667,29 @@ mod tests {
         assert_eq!(log, expected);
     }
 
-    #[test]
-    fn a_container_is_removed_only_once_what_came_before_it_is_durable() {
+    /// Applies `actions` to the model world, with an engine, and returns the log of its
+    /// effects, syncs and journal writes, in order; every action must be done.
+    fn logged(actions: Vec<Action>) -> Vec<String> {
         let log = std::cell::RefCell::new(Vec::new());
         let mut world = world();
         world.containers = Some(Vec::new());
         let mut effects = Syncs { inner: MemoryWorld::new(world), log: &log, fail: false };
-        let remove = Change::RemoveContainer { id: "c1".into(), name: "zombie".into() };
-        let actions = vec![
-            action("p2", link("/r/webroot/l0", "/r/p2/deployments/d1")),
-            action("p2", remove),
-            action("p2", link("/r/webroot/l1", "/r/p2/deployments/d1")),
-        ];
         let report = apply(&plan(actions), &mut effects, now(), &mut Flushes { log: &log, kept: Vec::new() });
         assert!(report.all_done(), "{report:?}");
+        log.into_inner()
+    }
+
+    fn remove(id: &str, name: &str) -> Change {
+        Change::RemoveContainer { id: id.into(), name: name.into() }
+    }
+
+    #[test]
+    fn a_container_is_removed_only_once_what_came_before_it_is_durable() {
+        let actions = vec![
+            action("p2", link("/r/webroot/l0", "/r/p2/deployments/d1")),
+            action("p2", remove("c1", "zombie")),
+            action("p2", link("/r/webroot/l1", "/r/p2/deployments/d1")),
+        ];
         let expected = [
             "journal planned 0, planned 1, planned 2",
             "link /r/webroot/l0",
@@ -691,23 +700,16 @@ mod tests {
             "sync",
             "journal done 1, done 2",
         ];
-        assert_eq!(log.into_inner(), expected);
+        assert_eq!(logged(actions), expected);
     }
 
     #[test]
     fn containers_removed_back_to_back_make_one_batch() {
-        let log = std::cell::RefCell::new(Vec::new());
-        let mut world = world();
-        world.containers = Some(Vec::new());
-        let mut effects = Syncs { inner: MemoryWorld::new(world), log: &log, fail: false };
-        let remove = |id: &str, name: &str| Change::RemoveContainer { id: id.into(), name: name.into() };
         let actions = vec![
             action("p2", link("/r/webroot/l0", "/r/p2/deployments/d1")),
             action("p2", remove("c1", "zombie")),
             action("p2", remove("c2", "zombie2")),
         ];
-        let report = apply(&plan(actions), &mut effects, now(), &mut Flushes { log: &log, kept: Vec::new() });
-        assert!(report.all_done(), "{report:?}");
         let expected = [
             "journal planned 0, planned 1, planned 2",
             "link /r/webroot/l0",
@@ -718,7 +720,7 @@ mod tests {
             "sync",
             "journal done 1, done 2",
         ];
-        assert_eq!(log.into_inner(), expected);
+        assert_eq!(logged(actions), expected);
     }
 
     #[test]
