@@ -105,16 +105,25 @@ impl Podman {
 /// the tests' group did it): their containers, whose network namespaces and forwarded
 /// ports outlive them, then their folders. A port of the tests' range still forwarded to
 /// a gone container made a later run's image deployments fail their check ("connection
-/// timed out"). Runs whose process is alive are left alone.
+/// timed out"). Runs whose process or watcher is alive are left alone: a watcher still
+/// cleaning up after its run must not have the storage removed under it (that left a
+/// run's containers running with no storage to remove them from).
 fn sweep_dead_runs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("trueup-podman-test-")) else { continue };
-        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+        let dir = entry.path();
+        let watcher = std::fs::read_to_string(dir.join(WATCHER_PID)).unwrap_or_default();
+        // A zombie is dead too: here nothing may reap a watcher whose test process died.
+        let alive = |pid: &str| {
+            pid.parse::<u32>().is_ok()
+                && std::fs::read_to_string(Path::new("/proc").join(pid).join("stat"))
+                    .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+        };
+        if pid.parse::<u32>().is_err() || alive(pid) || alive(watcher.trim()) {
             continue;
         }
-        let dir = entry.path();
         for args in [&["rm", "--all", "--force", "--time", "0"][..], &["system", "reset", "--force"]] {
             let _ =
                 storage(Command::new("podman"), &dir).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
@@ -122,6 +131,9 @@ fn sweep_dead_runs() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The file in a run's folder that names its watcher's process.
+const WATCHER_PID: &str = "watcher.pid";
 
 /// `podman --root DIR/storage --runroot DIR/run`.
 fn storage(mut command: Command, dir: &Path) -> Command {
@@ -179,6 +191,7 @@ fn start() -> Result<Podman, String> {
         .spawn()
         .map_err(|e| format!("cannot start the watcher shell `sh` of the Podman service: {e}"))?;
     let stdin = watcher.stdin.take().expect("stdin was piped");
+    std::fs::write(dir.join(WATCHER_PID), watcher.id().to_string()).unwrap();
     let podman = Podman { socket, turn: Mutex::new(()), _watcher: watcher, _stdin: stdin };
     let deadline = Instant::now() + Duration::from_secs(30);
     let socket = Socket { path: podman.socket.clone(), origin: Origin::Flag };
