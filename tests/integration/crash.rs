@@ -327,11 +327,17 @@ fn journal(conn: &Connection) -> BTreeMap<String, Run> {
 
 /// Journal rows of runs whose token is above `token`, and how many of them are done.
 fn progress_since(conn: &Connection, token: i64) -> (usize, usize) {
-    conn.query_row("SELECT count(*), coalesce(sum(status = 'done'), 0) FROM journal WHERE token > ?1", [token], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-    })
-    .map(|(rows, done)| (usize::try_from(rows).unwrap(), usize::try_from(done).unwrap()))
-    .unwrap()
+    let (rows, done, _) = journal_since(conn, token).unwrap();
+    (rows, done)
+}
+
+/// Journal rows of runs whose token is above `token`: how many, how many are done, and
+/// how many are still planned.
+fn journal_since(conn: &Connection, token: i64) -> rusqlite::Result<(usize, usize, usize)> {
+    let sql = "SELECT count(*), coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'planned'), 0) \
+               FROM journal WHERE token > ?1";
+    let count = |n: i64| usize::try_from(n).unwrap();
+    conn.query_row(sql, [token], |r| Ok((count(r.get(0)?), count(r.get(1)?), count(r.get(2)?))))
 }
 
 /// A deployment's row: phase, attempts, finished.
@@ -461,16 +467,14 @@ fn apply_killed(staged: &Staged, at: KillAt, lease_ttl: &str) -> Killed {
             // Every action is journaled as planned before the first one runs, so once one
             // is done, the row count is the size of this run's plan. Some must still be
             // open: killed after its last batch was journaled, the run would leave nothing
-            // unfinished for the next apply to report and redo.
-            let (rows, done) = progress_since(&conn, token_before);
-            let open: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM journal WHERE token > ?1 AND status = 'planned'",
-                    [token_before],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            if done > 0 && done * 100 >= rows * percent && open > 0 {
+            // unfinished for the next apply to report and redo. Stopped in the middle of a
+            // write, the apply may hold what a reader needs (SQLite then answers "locking
+            // protocol"): it runs on a little, and is read at its next stop.
+            if let Ok((rows, done, open)) = journal_since(&conn, token_before)
+                && done > 0
+                && done * 100 >= rows * percent
+                && open > 0
+            {
                 break;
             }
             signal(&child, "CONT");
