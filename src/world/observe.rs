@@ -164,26 +164,41 @@ pub fn observe_with_stats(
 /// The projects whose newest live releases, as many as the store read for them
 /// ([`RELEASE_WINDOW`]), all lost their release folder: an older one may still have its
 /// folder, so the rest of their live releases must be read to find the fallback.
+///
+/// `deployments` are sorted by project, as the store returns them. Each project's live
+/// releases are looked up newest first, through one path that only changes its last
+/// component, and the first one there ends the search: it is nearly always the newest.
 fn fallbacks_needed<'a>(
     specs: &Specs,
     root: &Path,
     deployments: &'a [Deployment],
     files: &BTreeMap<PathBuf, Node>,
 ) -> Vec<&'a str> {
-    let live = || deployments.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d));
-    let mut read: BTreeMap<&str, u32> = BTreeMap::new();
-    for d in live() {
-        *read.entry(&d.project).or_default() += 1;
+    let mut needed = Vec::new();
+    let mut window: Vec<&Deployment> = Vec::new();
+    for of_project in deployments.chunk_by(|a, b| a.project == b.project) {
+        window.clear();
+        window.extend(of_project.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d)));
+        // Only a project with a whole window of live releases can need more; most have
+        // fewer, and their release paths are never looked up.
+        if window.len() < RELEASE_WINDOW as usize {
+            continue;
+        }
+        let project = of_project[0].project.as_str();
+        window.sort_by_key(|d| std::cmp::Reverse(d.finished_at));
+        let mut release = Layout::new(root, project).releases_dir();
+        let present = valid_project_id(project)
+            && window.iter().filter(|d| valid_id(&d.id)).any(|d| {
+                release.push(&d.id);
+                let present = files.get(&release) == Some(&Node::Dir);
+                release.pop();
+                present
+            });
+        if !present {
+            needed.push(project);
+        }
     }
-    // Only a project with a whole window of live releases can need more; most have fewer,
-    // and their release paths are never looked up.
-    read.retain(|_, count| *count >= RELEASE_WINDOW);
-    let present: BTreeSet<&str> = live()
-        .filter(|d| read.contains_key(d.project.as_str()) && valid_id(&d.id) && valid_project_id(&d.project))
-        .filter(|d| files.get(&Layout::new(root, &d.project).release(&d.id)) == Some(&Node::Dir))
-        .map(|d| d.project.as_str())
-        .collect();
-    read.into_keys().filter(|p| !present.contains(p)).collect()
+    needed
 }
 
 /// Adds `more` to `deployments`, each id once, keeping them sorted by project then id.
@@ -526,5 +541,66 @@ mod tests {
         assert_eq!(threads(PARALLEL_FROM - 1), 1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(threads(PARALLEL_FROM), cores.min(MAX_THREADS));
+    }
+
+    /// A finished deployment of `project` in `phase`, finished `minutes` after the epoch.
+    fn finished(project: &str, id: &str, phase: &str, minutes: i64) -> Deployment {
+        Deployment {
+            id: id.into(),
+            project: project.into(),
+            service: None,
+            kind: crate::model::DeploymentType::Upload,
+            phase: phase.into(),
+            phase_updated_at: None,
+            heartbeat_at: None,
+            attempts: 0,
+            finished_at: Some(crate::time::Timestamp::from_unix(minutes * 60)),
+            source: crate::model::Source::default(),
+            metadata: BTreeMap::new(),
+            owner: None,
+            created_at: None,
+        }
+    }
+
+    #[test]
+    fn only_a_whole_window_of_live_releases_without_a_folder_needs_the_rest_read() {
+        let specs = Specs::builtin();
+        let root = Path::new("/srv");
+        // Per project, (id, phase, finished at, has its folder).
+        type Releases<'a> = &'a [(&'a str, &'a str, i64, bool)];
+        let worlds: &[(&str, Releases<'_>)] = &[
+            // The newest has its folder.
+            ("a", &[("a1", "ACTIVE", 1, false), ("a2", "ACTIVE", 2, false), ("a3", "ACTIVE", 3, true)]),
+            // Only the oldest of the window has one: it is the fallback.
+            ("b", &[("b1", "ACTIVE", 1, true), ("b2", "ACTIVE", 2, false), ("b3", "ACTIVE", 3, false)]),
+            // None has: an older one may.
+            ("c", &[("c1", "ACTIVE", 1, false), ("c2", "ACTIVE", 2, false), ("c3", "ACTIVE", 3, false)]),
+            // Fewer live ones than the window: the store read them all.
+            ("d", &[("d1", "ACTIVE", 1, false), ("d2", "FAILED", 2, true), ("d3", "ACTIVE", 3, false)]),
+            // A folder of a release that is not live does not count.
+            (
+                "e",
+                &[
+                    ("e0", "FAILED", 0, true),
+                    ("e1", "ACTIVE", 1, false),
+                    ("e2", "ACTIVE", 2, false),
+                    ("e3", "ACTIVE", 3, false),
+                ],
+            ),
+        ];
+        let mut deployments = Vec::new();
+        let mut files = BTreeMap::new();
+        for (project, releases) in worlds {
+            for &(id, phase, at, folder) in *releases {
+                deployments.push(finished(project, id, phase, at));
+                if folder {
+                    files.insert(Layout::new(root, project).release(id), Node::Dir);
+                }
+            }
+        }
+        assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["c", "e"]);
+        // A file where the folder should be is no release.
+        files.insert(Layout::new(root, "a").release("a3"), Node::File);
+        assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["a", "c", "e"]);
     }
 }
