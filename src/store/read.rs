@@ -300,7 +300,7 @@ impl Store {
     /// still reconciled.
     ///
     /// `beside` is given the projects as soon as they are read, and runs on a thread of its
-    /// own while the deployments are read: the observer scans their folders meanwhile.
+    /// own while the deployments are read and parsed: the observer scans their folders meanwhile.
     /// What it sees comes after what the store says, as when it runs after the load: the
     /// transaction's snapshot is taken by the first read, that of the projects.
     ///
@@ -316,12 +316,12 @@ impl Store {
     ) -> Result<(Loaded, T), StoreError> {
         self.transaction(TransactionBehavior::Deferred, "load the state", || {
             let projects = self.projects()?;
-            let (rows, beside) = std::thread::scope(|s| {
+            let (parsed, beside) = std::thread::scope(|s| {
                 let beside = s.spawn(|| beside(&projects));
-                let rows = self.raw_deployments_where(&reconcilable(live), live);
-                (rows, beside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                let parsed = self.raw_deployments_where(&reconcilable(live), live).map(parse_rows);
+                (parsed, beside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             });
-            let (deployments, unreadable) = parse_rows(rows?);
+            let (deployments, unreadable) = parsed?;
             Ok(((projects, deployments, unreadable), beside))
         })
     }

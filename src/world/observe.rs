@@ -117,23 +117,24 @@ pub fn observe_with_stats(
 ) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
     // The route files are read on a thread of their own from the start, and the projects'
-    // folders are scanned while the store reads their deployments.
+    // folders are scanned (and their paths made a map) while the store reads and parses
+    // their deployments.
     let mut scan = Scan::default();
     let (loaded, routes) = std::thread::scope(|s| {
         let routes = s.spawn(|| observe_routes(&cfg.routes_dir));
-        let loaded = store
-            .load_readable(&specs.live_phases(), |projects| scan.root(&cfg.root, projects, threads(projects.len())));
+        let loaded = store.load_readable(&specs.live_phases(), |projects| {
+            scan.root(&cfg.root, projects, threads(projects.len())).map(|()| scan.take_files())
+        });
         (loaded, routes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     });
     let ((projects, mut deployments, bad_rows), scanned) = loaded?;
-    scanned?;
+    let mut files = scanned?;
     let routes = routes?;
     mark_gone_workers(&mut deployments, &crate::host::hostname());
     let mut unreadable = BTreeMap::new();
     for (project, error) in bad_rows {
         unreadable.entry(project).or_insert_with(|| error.to_string());
     }
-    let mut files = scan.take_files();
     let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
     if !fallbacks.is_empty() {
         let (more, bad_rows) = store.load_live_of(&fallbacks, &specs.live_phases())?;
