@@ -76,7 +76,25 @@ pub(crate) enum Link {
 }
 
 fn c_name(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
+    CString::new(name.as_bytes()).map_err(|_| nul_in_name())
+}
+
+fn nul_in_name() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte")
+}
+
+/// Calls `f` with `name` as a C string, copied on the stack when it is short, as the
+/// names of a scan are (a heap copy each would be one allocation per call).
+fn with_c_name<T>(name: &OsStr, f: impl FnOnce(&CStr) -> io::Result<T>) -> io::Result<T> {
+    let bytes = name.as_bytes();
+    let mut buf = [0u8; 256];
+    match buf.get_mut(..=bytes.len()) {
+        Some(room) => {
+            room[..bytes.len()].copy_from_slice(bytes);
+            f(CStr::from_bytes_with_nul(room).map_err(|_| nul_in_name())?)
+        }
+        None => f(&c_name(name)?),
+    }
 }
 
 /// What a folder is opened for.
@@ -186,7 +204,7 @@ impl Dir {
     /// Opens `name` in this folder for `use_` if it is a real folder; says what it is
     /// otherwise.
     pub(crate) fn open_dir(&self, name: &OsStr, use_: Use) -> io::Result<Opened> {
-        open_at(self.0.as_raw_fd(), &c_name(name)?, false, use_)
+        with_c_name(name, |name| open_at(self.0.as_raw_fd(), name, false, use_))
     }
 
     /// The entries of this folder, but `.` and `..`, with their kind when the listing
@@ -233,10 +251,9 @@ impl Dir {
     /// and a pipe put there is not waited on.
     pub(crate) fn read_file(&self, name: &OsStr, cap: u64) -> io::Result<Vec<u8>> {
         use std::io::Read as _;
-        let name = c_name(name)?;
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
         // SAFETY: `name` is a valid C string for the duration of the call.
-        let raw = unsafe { libc::openat(self.0.as_raw_fd(), name.as_ptr(), flags) };
+        let raw = with_c_name(name, |name| Ok(unsafe { libc::openat(self.0.as_raw_fd(), name.as_ptr(), flags) }))?;
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -250,13 +267,13 @@ impl Dir {
 
     /// Reads the link `name` in this folder, or says what is there instead.
     pub(crate) fn read_link(&self, name: &OsStr) -> io::Result<Link> {
-        read_link_at(self.0.as_raw_fd(), &c_name(name)?)
+        with_c_name(name, |name| read_link_at(self.0.as_raw_fd(), name))
     }
 
     /// What `name` (which may have several parts, none of them `..` or a link the
     /// caller has not ruled out) is in this folder, without following a final link.
     pub(crate) fn stat(&self, name: &OsStr) -> io::Result<Option<Kind>> {
-        stat_at(self.0.as_raw_fd(), &c_name(name)?)
+        with_c_name(name, |name| stat_at(self.0.as_raw_fd(), name))
     }
 }
 
@@ -336,5 +353,27 @@ mod tests {
         names.sort();
         let want: Vec<_> = (0..600).map(|i| format!("entry-with-a-longish-name-{i:04}")).collect();
         assert_eq!(names, want);
+    }
+
+    #[test]
+    fn names_short_and_long_reach_the_same_paths() {
+        let dir = crate::test_dir::TestDir::new("at-names");
+        std::fs::create_dir_all(dir.join("folder/inner")).unwrap();
+        let Opened::Dir(top) = Dir::open(&dir, Use::Lookups).unwrap() else { panic!("the folder opens") };
+        // Names copied on the stack up to 255 bytes, longer ones on the heap: both reach
+        // the same path, and a NUL byte is refused either way.
+        let name = "f".repeat(255);
+        std::fs::write(dir.join(&name), "x").unwrap();
+        assert_eq!(top.stat(name.as_ref()).unwrap(), Some(Kind::File), "a name of 255 bytes");
+        assert_eq!(top.read_file(name.as_ref(), 10).unwrap(), b"x");
+        let deep = format!("{}folder/{name}", "folder/inner/../../".repeat(20));
+        std::fs::write(dir.join("folder").join(&name), "y").unwrap();
+        assert!(deep.len() > 256);
+        assert_eq!(top.stat(deep.as_ref()).unwrap(), Some(Kind::File), "a name of {} bytes", deep.len());
+        assert_eq!(top.read_file(deep.as_ref(), 10).unwrap(), b"y");
+        assert_eq!(top.read_link(deep.as_ref()).unwrap(), Link::Other(Kind::File));
+        for nul in [format!("{}\0", "a".repeat(254)), format!("{}\0", "a".repeat(300))] {
+            assert_eq!(top.stat(nul.as_ref()).unwrap_err().kind(), io::ErrorKind::InvalidInput, "{}", nul.len());
+        }
     }
 }

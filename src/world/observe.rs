@@ -304,10 +304,10 @@ impl Scan {
         let webroot_path = root.join("webroot");
         for project in projects {
             if let Some(dir) = self.open(top, root, &project.id, Use::Lookups)? {
-                let path = root.join(&project.id);
+                let path = joined(root, &project.id);
                 self.read_link(&dir, &path, "current")?;
                 if let Some(releases) = self.open(&dir, &path, "deployments", Use::Listing)? {
-                    self.releases(releases, path.join("deployments"))?;
+                    self.releases(releases, joined(&path, "deployments"))?;
                 }
             }
             if let Some(webroot) = webroot {
@@ -337,7 +337,7 @@ impl Scan {
         for (name, kind) in entries {
             self.found(&releases, &dir, &name, kind)?;
             if kind == Kind::Dir && name.to_str().is_some_and(valid_id) {
-                let public = Path::new(&name).join("public");
+                let public = joined(Path::new(&name), "public");
                 if let Some(kind) = self.stat(&releases, &dir, public.as_os_str())? {
                     self.found(&releases, &dir, public.as_os_str(), kind)?;
                 }
@@ -349,12 +349,12 @@ impl Scan {
     /// What `name` is in `dir` (at `path`), without following a final link.
     fn stat(&mut self, dir: &Dir, path: &Path, name: &OsStr) -> Result<Option<Kind>, ObserveError> {
         self.stats.stat += 1;
-        dir.stat(name).map_err(|source| ObserveError::Fs { path: path.join(name), source })
+        dir.stat(name).map_err(|source| ObserveError::Fs { path: joined(path, name), source })
     }
 
     /// Records `name` in `dir` (at `path`), known to be of `kind`: a link with its target.
     fn found(&mut self, dir: &Dir, path: &Path, name: &OsStr, kind: Kind) -> Result<(), ObserveError> {
-        let path = path.join(name);
+        let path = joined(path, name);
         let node = match kind {
             Kind::Symlink => {
                 self.stats.read_link += 1;
@@ -373,7 +373,7 @@ impl Scan {
     /// it; records what else is there otherwise.
     fn open(&mut self, dir: &Dir, path: &Path, name: &str, use_: Use) -> Result<Option<Dir>, ObserveError> {
         self.stats.opened += 1;
-        let full = path.join(name);
+        let full = joined(path, name);
         match dir.open_dir(name.as_ref(), use_).map_err(fs_error(&full))? {
             Opened::Dir(opened) => {
                 self.files.push((full, Node::Dir));
@@ -392,7 +392,7 @@ impl Scan {
     /// Reads the link `name` in `dir` (at `path`), recording it or what is there instead.
     fn read_link(&mut self, dir: &Dir, path: &Path, name: &str) -> Result<(), ObserveError> {
         self.stats.read_link += 1;
-        let path = path.join(name);
+        let path = joined(path, name);
         let link = dir.read_link(name.as_ref()).map_err(fs_error(&path))?;
         if matches!(link, Link::Other(_)) {
             self.stats.stat += 1;
@@ -497,6 +497,16 @@ fn threads(projects: usize) -> usize {
         return 1;
     }
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
+}
+
+/// `path` joined with `name`, allocated once at its size (`Path::join` copies `path`,
+/// then grows the copy for `name`): a scan makes one per path it sees.
+fn joined(path: &Path, name: impl AsRef<OsStr>) -> PathBuf {
+    let name = name.as_ref();
+    let mut joined = PathBuf::with_capacity(path.as_os_str().len() + 1 + name.len());
+    joined.push(path);
+    joined.push(name);
+    joined
 }
 
 /// The error of a look at `path` that failed.
