@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a path is, without following a final link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -207,6 +208,55 @@ impl Dir {
         with_c_name(name, |name| open_at(self.0.as_raw_fd(), name, false, use_))
     }
 
+    /// Opens `path` below this folder (names joined by `/`, none of them `..`) for
+    /// `use_` in one call, if every name on the way is a real folder: `openat2` with
+    /// `RESOLVE_NO_SYMLINKS`, which refuses a link anywhere on the way as `O_NOFOLLOW`
+    /// refuses one at the end. `None` when that call cannot say: something else or
+    /// nothing on the way, a failure, or a kernel without `openat2` (before 5.6, or a
+    /// sandbox that hides it; asked once). The caller then opens one name at a time,
+    /// which tells these apart.
+    pub(crate) fn open_below(&self, path: &OsStr, use_: Use) -> io::Result<Option<Dir>> {
+        static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+        if UNSUPPORTED.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let access = match use_ {
+            Use::Lookups => libc::O_PATH,
+            Use::Listing => libc::O_RDONLY,
+        };
+        let flags = access | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // The kernel's `struct open_how` (libc's cannot be built outside it).
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow { flags: flags.unsigned_abs().into(), mode: 0, resolve: libc::RESOLVE_NO_SYMLINKS };
+        let raw = with_c_name(path, |path| {
+            // SAFETY: `path` is a valid C string and `how` a valid `open_how` of the size
+            // passed, both alive for the duration of the call.
+            Ok(unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.0.as_raw_fd(),
+                    path.as_ptr(),
+                    &raw const how,
+                    std::mem::size_of::<OpenHow>(),
+                )
+            })
+        })?;
+        if raw < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+            }
+            return Ok(None);
+        }
+        let raw = RawFd::try_from(raw).map_err(|_| io::Error::other("openat2 returned no descriptor"))?;
+        // SAFETY: `openat2` returned a new descriptor that nothing else owns.
+        Ok(Some(Dir(unsafe { OwnedFd::from_raw_fd(raw) })))
+    }
+
     /// The entries of this folder, but `.` and `..`, with their kind when the listing
     /// gives it (`getdents64` straight, without a `DIR` stream, whose set-up costs three
     /// calls more per folder). Once: the listing reads the descriptor to its end, so it
@@ -374,6 +424,32 @@ mod tests {
         assert_eq!(top.read_link(deep.as_ref()).unwrap(), Link::Other(Kind::File));
         for nul in [format!("{}\0", "a".repeat(254)), format!("{}\0", "a".repeat(300))] {
             assert_eq!(top.stat(nul.as_ref()).unwrap_err().kind(), io::ErrorKind::InvalidInput, "{}", nul.len());
+        }
+    }
+
+    #[test]
+    fn a_folder_below_opens_in_one_call_only_through_real_folders() {
+        let dir = crate::test_dir::TestDir::new("at-below");
+        std::fs::create_dir_all(dir.join("p/deployments/r1")).unwrap();
+        std::fs::create_dir_all(dir.join("elsewhere/deployments")).unwrap();
+        std::fs::create_dir_all(dir.join("q")).unwrap();
+        std::fs::write(dir.join("q/file"), "x").unwrap();
+        std::os::unix::fs::symlink("p", dir.join("link")).unwrap();
+        std::os::unix::fs::symlink("../elsewhere/deployments", dir.join("q/deployments")).unwrap();
+        let Opened::Dir(top) = Dir::open(&dir, Use::Lookups).unwrap() else { panic!("the folder opens") };
+
+        let Some(mut below) = top.open_below("p/deployments".as_ref(), Use::Listing).unwrap() else {
+            panic!("two real folders open in one call")
+        };
+        assert_eq!(below.entries().unwrap(), [("r1".into(), Some(Kind::Dir))]);
+        assert_eq!(below.stat("../deployments/r1".as_ref()).unwrap(), Some(Kind::Dir), "`..` is the folder it is in");
+        let Some(mut lookups) = top.open_below("p/deployments".as_ref(), Use::Lookups).unwrap() else {
+            panic!("opened for lookups")
+        };
+        assert_eq!(lookups.entries().unwrap_err().raw_os_error(), Some(libc::EBADF));
+        // A link at the start, at the end, something else, nothing: the caller looks.
+        for path in ["link/deployments", "q/deployments", "q/file", "q/none", "none/deployments"] {
+            assert!(top.open_below(path.as_ref(), Use::Listing).unwrap().is_none(), "{path}");
         }
     }
 }

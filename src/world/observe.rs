@@ -303,8 +303,21 @@ impl Scan {
     ) -> Result<(), ObserveError> {
         let webroot_path = root.join("webroot");
         for project in projects {
-            if let Some(dir) = self.open(top, root, &project.id, Use::Lookups)? {
-                let path = joined(root, &project.id);
+            let path = joined(root, &project.id);
+            // Most projects have both folders, opened in one call when neither is a link;
+            // the others are looked at one name at a time, which tells what is there.
+            self.stats.opened += 1;
+            if let Some(releases) = top
+                .open_below(joined(Path::new(&project.id), "deployments").as_os_str(), Use::Listing)
+                .map_err(fs_error(&path))?
+            {
+                self.files.push((path.clone(), Node::Dir));
+                // `current` beside the folder opened: `..` of a folder is the one it is in.
+                self.read_link_to(&releases, "../current".as_ref(), joined(&path, "current"))?;
+                let dir = joined(&path, "deployments");
+                self.files.push((dir.clone(), Node::Dir));
+                self.releases(releases, dir)?;
+            } else if let Some(dir) = self.open(top, root, &project.id, Use::Lookups)? {
                 self.read_link(&dir, &path, "current")?;
                 if let Some(releases) = self.open(&dir, &path, "deployments", Use::Listing)? {
                     self.releases(releases, joined(&path, "deployments"))?;
@@ -391,9 +404,14 @@ impl Scan {
 
     /// Reads the link `name` in `dir` (at `path`), recording it or what is there instead.
     fn read_link(&mut self, dir: &Dir, path: &Path, name: &str) -> Result<(), ObserveError> {
+        self.read_link_to(dir, name.as_ref(), joined(path, name))
+    }
+
+    /// Reads the link `name` relative to `dir`, which is at `path`, recording it or what
+    /// is there instead.
+    fn read_link_to(&mut self, dir: &Dir, name: &OsStr, path: PathBuf) -> Result<(), ObserveError> {
         self.stats.read_link += 1;
-        let path = joined(path, name);
-        let link = dir.read_link(name.as_ref()).map_err(fs_error(&path))?;
+        let link = dir.read_link(name).map_err(fs_error(&path))?;
         if matches!(link, Link::Other(_)) {
             self.stats.stat += 1;
         }

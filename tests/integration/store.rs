@@ -1014,7 +1014,7 @@ mod observe {
         assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
         assert_eq!(large.statements, 5);
         let n = n as u64;
-        assert_eq!(large.opened, 3 + 2 * n, "the root, ROOT/webroot and the uploads' folder, then P and P/deployments");
+        assert_eq!(large.opened, 3 + n, "the root, ROOT/webroot and the uploads' folder, then P/deployments through P");
         assert_eq!(
             large.stat,
             2 + 2 * n,
