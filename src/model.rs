@@ -399,32 +399,45 @@ impl<'a> Layout<'a> {
 
     /// `ROOT/PROJECT`.
     pub fn project_dir(&self) -> PathBuf {
-        self.root.join(self.project)
+        self.below(&[self.project])
     }
 
     /// `ROOT/PROJECT/deployments`.
     pub fn releases_dir(&self) -> PathBuf {
-        self.project_dir().join("deployments")
+        self.below(&[self.project, "deployments"])
     }
 
     /// `ROOT/PROJECT/deployments/ID`.
     pub fn release(&self, deployment: &str) -> PathBuf {
-        self.releases_dir().join(deployment)
+        self.below(&[self.project, "deployments", deployment])
     }
 
     /// `ROOT/PROJECT/current`.
     pub fn current(&self) -> PathBuf {
-        self.project_dir().join("current")
+        self.below(&[self.project, "current"])
     }
 
     /// `ROOT/webroot/PROJECT`.
     pub fn webroot(&self) -> PathBuf {
-        self.root.join("webroot").join(self.project)
+        self.below(&["webroot", self.project])
     }
 
     /// What the webroot link must point at: `ROOT/PROJECT/current/public`.
     pub fn webroot_target(&self) -> PathBuf {
-        self.current().join("public")
+        self.below(&[self.project, "current", "public"])
+    }
+
+    /// The root joined with `parts` in turn, as [`Path::join`] would, in one allocation
+    /// of the path's size (each `join` copies the path so far, then grows the copy): the
+    /// planner makes a few of these paths per project.
+    fn below(&self, parts: &[&str]) -> PathBuf {
+        let size = self.root.as_os_str().len() + parts.iter().map(|part| part.len() + 1).sum::<usize>();
+        let mut path = PathBuf::with_capacity(size);
+        path.push(self.root);
+        for part in parts {
+            path.push(part);
+        }
+        path
     }
 }
 
@@ -475,6 +488,25 @@ pub fn inside(root: &Path, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layout_paths_are_the_joins_they_name() {
+        for root in ["/srv/www", "/srv/www/", "/", "relative"] {
+            let root = Path::new(root);
+            let layout = Layout::new(root, "shop");
+            let project = root.join("shop");
+            assert_eq!(layout.project_dir(), project);
+            assert_eq!(layout.releases_dir(), project.join("deployments"));
+            assert_eq!(layout.release("d1"), project.join("deployments").join("d1"));
+            assert_eq!(layout.current(), project.join("current"));
+            assert_eq!(layout.webroot(), root.join("webroot").join("shop"));
+            assert_eq!(layout.webroot_target(), project.join("current").join("public"));
+            for path in [layout.release("d1"), layout.webroot_target(), layout.webroot()] {
+                // Made at its size: at most the one separator the root already ends with.
+                assert!(path.capacity() <= path.as_os_str().len() + 1, "{path:?}: {}", path.capacity());
+            }
+        }
+    }
 
     #[test]
     fn ids_are_plain_names() {
