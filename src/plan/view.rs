@@ -240,7 +240,37 @@ pub struct ProjectView<'a> {
     /// live phase whose release folder exists. `None` for an inactive project.
     pub live: Option<&'a Deployment>,
     /// Its unfinished deployments that the engine may act on, judged, by id.
-    pub judged: BTreeMap<&'a str, Judged<'a>>,
+    pub judged: JudgedById<'a>,
+}
+
+/// A project's judged deployments, sorted by id. Most projects have one or none: a list
+/// holds one in its size, where a map's first node has room for eleven (a tenth of the
+/// plan's memory, over ten thousand projects).
+#[derive(Debug, Clone, Default)]
+pub struct JudgedById<'a>(Vec<Judged<'a>>);
+
+impl<'a> JudgedById<'a> {
+    /// The judgement of the deployment `id`.
+    pub fn get(&self, id: &str) -> Option<&Judged<'a>> {
+        self.position(id).ok().map(|i| &self.0[i])
+    }
+
+    /// Every judgement, by id.
+    pub fn values(&self) -> impl Iterator<Item = &Judged<'a>> {
+        self.0.iter()
+    }
+
+    /// Adds `judged`, in place of an earlier judgement of the same deployment.
+    fn insert(&mut self, judged: Judged<'a>) {
+        match self.position(&judged.deployment.id) {
+            Ok(i) => self.0[i] = judged,
+            Err(i) => self.0.insert(i, judged),
+        }
+    }
+
+    fn position(&self, id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|j| j.deployment.id.as_str().cmp(id))
+    }
 }
 
 impl<'a> ProjectView<'a> {
@@ -331,7 +361,8 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             v.skipped.insert(&project.id);
             continue;
         }
-        let view = ProjectView { project, deployments: Vec::new(), latest: None, live: None, judged: BTreeMap::new() };
+        let view =
+            ProjectView { project, deployments: Vec::new(), latest: None, live: None, judged: JudgedById::default() };
         v.projects.insert(&project.id, view);
     }
     for d in &world.deployments {
@@ -406,7 +437,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         }
         let judged = Judged { deployment: d, progress, fate, owns_links };
         let view = v.projects.get_mut(d.project.as_str()).expect("the view was found above");
-        view.judged.insert(&d.id, judged);
+        view.judged.insert(judged);
     }
     for view in v.projects.values_mut() {
         let (latest, live) = releases(specs, &v.paths, view.deployments.iter().copied());
@@ -741,6 +772,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn judgements_are_kept_by_id_one_per_deployment() {
+        let ds: Vec<Deployment> = ["d2", "d9", "d1", "d5"].iter().map(|id| deployment(id, "BUILDING")).collect();
+        let judged =
+            |d, owns_links| Judged { deployment: d, progress: Progress::Finished, fate: Fate::InFlight, owns_links };
+        let mut by_id = JudgedById::default();
+        for d in &ds {
+            by_id.insert(judged(d, false));
+        }
+        by_id.insert(judged(&ds[3], true));
+        let ids: Vec<&str> = by_id.values().map(|j| j.deployment.id.as_str()).collect();
+        assert_eq!(ids, ["d1", "d2", "d5", "d9"], "sorted, and d5 once");
+        assert!(by_id.get("d5").is_some_and(|j| j.owns_links), "the later judgement replaces the earlier");
+        assert!(by_id.get("d2").is_some_and(|j| !j.owns_links));
+        assert!(by_id.get("d1").is_some() && by_id.get("d9").is_some());
+        assert!(by_id.get("d3").is_none() && by_id.get("d0").is_none() && by_id.get("e").is_none());
+    }
+
     /// Runs `check` with a judge over a project holding `deployments`, whose release
     /// folders `with_folder` exist.
     fn judged<T>(deployments: Vec<Deployment>, with_folder: &[&str], check: impl Fn(&Judge<'_, '_>) -> T) -> T {
@@ -755,7 +804,7 @@ mod tests {
             deployments: world.deployments.iter().collect(),
             latest: None,
             live: None,
-            judged: BTreeMap::new(),
+            judged: JudgedById::default(),
         };
         let paths = Index::new(&world);
         let spec = specs.of_type(DeploymentType::Upload);
