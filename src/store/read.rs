@@ -220,18 +220,12 @@ impl RawDeployment {
     }
 }
 
-/// Parses rows, keeping apart each that cannot be read back, with its project.
-fn parse_rows(rows: Vec<RawDeployment>) -> Parsed {
-    let mut deployments = Vec::with_capacity(rows.len());
-    let mut unreadable = Vec::new();
-    for raw in rows {
-        let project = raw.project.clone();
-        match raw.parse() {
-            Ok(d) => deployments.push(d),
-            Err(error) => unreadable.push((project, error)),
-        }
+/// The row a [`RawDeployment::parse`] error names (its id), for sorting.
+fn corrupt_row(error: &StoreError) -> &str {
+    match error {
+        StoreError::Corrupt { key, .. } => key,
+        _ => "",
     }
-    (deployments, unreadable)
 }
 
 /// Parses an optional RFC 3339 column.
@@ -318,7 +312,7 @@ impl Store {
             let projects = self.projects()?;
             let (parsed, beside) = std::thread::scope(|s| {
                 let beside = s.spawn(|| beside(&projects));
-                let parsed = self.raw_deployments_where(&reconcilable(live), live).map(parse_rows);
+                let parsed = self.parsed_deployments_where(&reconcilable(live), live);
                 (parsed, beside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             });
             let (deployments, unreadable) = parsed?;
@@ -342,7 +336,7 @@ impl Store {
         );
         let list = serde_json::to_string(projects).expect("a list of strings always serializes");
         let params: Vec<&str> = live.iter().copied().chain([list.as_str()]).collect();
-        Ok(parse_rows(self.raw_deployments_where(&filter, &params)?))
+        self.parsed_deployments_where(&filter, &params)
     }
 
     /// The log of `deployment`, oldest first.
@@ -456,6 +450,41 @@ impl Store {
         self.raw_deployments_where(filter, params)?.into_iter().map(RawDeployment::parse).collect()
     }
 
+    /// The deployments `filter` selects, as [`Store::deployments_where`], each row parsed
+    /// as soon as it is read (the rows are never all held twice, as text and parsed):
+    /// those that parse, and each that does not, with its project, both sorted by project
+    /// then id.
+    fn parsed_deployments_where(&self, filter: &str, params: &[&str]) -> Result<Parsed, StoreError> {
+        const WHAT: &str = "read `deployments`";
+        let mut deployments = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut stmt = self.stmt(WHAT, &self.deployments_statement(filter))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(sql(WHAT))?;
+        while let Some(row) = rows.next().map_err(sql(WHAT))? {
+            let mut raw = RawDeployment::from_row(row).map_err(sql(WHAT))?;
+            // Moved out and back rather than copied: only a row that fails needs it apart.
+            let project = std::mem::take(&mut raw.project);
+            match raw.parse() {
+                Ok(d) => deployments.push(Deployment { project, ..d }),
+                Err(error) => unreadable.push((project, error)),
+            }
+        }
+        // Sorted here, not by SQLite: see `raw_deployments_where`.
+        deployments.sort_unstable_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
+        unreadable.sort_by(|(a, e), (b, f)| (a, corrupt_row(e)).cmp(&(b, corrupt_row(f))));
+        Ok((deployments, unreadable))
+    }
+
+    /// The statement of the deployments `filter` selects, in the columns this schema has.
+    fn deployments_statement(&self, filter: &str) -> String {
+        let text = deployments_where(filter);
+        if self.schema < 5 {
+            // Before schema 5 no claim recorded its worker's process.
+            return text.replace("claim_host, claim_pid, claim_start", "NULL, NULL, NULL");
+        }
+        text
+    }
+
     /// The rows of [`Store::deployments_where`], not parsed yet.
     pub(super) fn raw_deployments_where(
         &self,
@@ -463,13 +492,8 @@ impl Store {
         params: &[&str],
     ) -> Result<Vec<RawDeployment>, StoreError> {
         const WHAT: &str = "read `deployments`";
-        let mut text = deployments_where(filter);
-        if self.schema < 5 {
-            // Before schema 5 no claim recorded its worker's process.
-            text = text.replace("claim_host, claim_pid, claim_start", "NULL, NULL, NULL");
-        }
         let mut rows = self
-            .stmt(WHAT, &text)?
+            .stmt(WHAT, &self.deployments_statement(filter))?
             .query_map(rusqlite::params_from_iter(params), RawDeployment::from_row)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(sql(WHAT))?;
@@ -484,6 +508,34 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_read_are_sorted_by_project_then_id_and_those_that_fail_kept_apart() {
+        let dir = crate::test_dir::TestDir::new("read-sorted");
+        let (store, _) = Store::open(&dir.join("state.db")).unwrap();
+        // Inserted out of order; `b`'s d3 and d1 and `a`'s d7 carry a time that is none.
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO projects (id) VALUES ('b'), ('a');
+                 INSERT INTO deployments (id, project, type, phase, created_at, finished_at) VALUES
+                   ('d5', 'b', 'upload', 'BUILDING', '2025-10-01T00:00:00Z', NULL),
+                   ('d3', 'b', 'upload', 'BUILDING', 'soon', NULL),
+                   ('d9', 'a', 'upload', 'ACTIVE', '2025-10-01T00:00:00Z', '2025-10-01T01:00:00Z'),
+                   ('d1', 'b', 'upload', 'BUILDING', 'later', NULL),
+                   ('d7', 'a', 'upload', 'BUILDING', 'never', NULL),
+                   ('d2', 'a', 'upload', 'BUILDING', '2025-10-01T00:00:00Z', NULL);",
+            )
+            .unwrap();
+        let ((projects, deployments, unreadable), ()) = store.load_readable(&["ACTIVE"], |_| ()).unwrap();
+        let ids = |ps: &[Project]| ps.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&projects), ["a", "b"]);
+        let rows: Vec<(&str, &str)> = deployments.iter().map(|d| (d.project.as_str(), d.id.as_str())).collect();
+        assert_eq!(rows, [("a", "d2"), ("a", "d9"), ("b", "d5")]);
+        let failed: Vec<(&str, &str)> = unreadable.iter().map(|(p, e)| (p.as_str(), corrupt_row(e))).collect();
+        assert_eq!(failed, [("a", "d7"), ("b", "d1"), ("b", "d3")]);
+        assert!(unreadable.iter().all(|(_, e)| e.to_string().contains("column `created_at`")), "{unreadable:?}");
+    }
 
     #[test]
     fn the_reconciler_reads_deployments_through_indexes_only() {
