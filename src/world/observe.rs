@@ -11,10 +11,13 @@
 //! stay in the world for the planner to report, but never become paths.
 //!
 //! Below the root every look is relative to an open folder (`world::at`): the root and
-//! `ROOT/webroot` are opened once, each project folder and its `deployments` are opened
-//! with `O_NOFOLLOW` (so a link in their place is recorded, never entered), and links
-//! are read at once rather than `lstat`ed first. A call then resolves a name or two, not
-//! the whole path from `/` again.
+//! `ROOT/webroot` are opened once; each project's `P/deployments` is opened through `P`
+//! in one call that refuses a link anywhere on the way (`openat2` with
+//! `RESOLVE_NO_SYMLINKS`), and `current` read beside it as `../current`; when that call
+//! fails (a link, a file, nothing there, an old kernel), `P` and then `deployments` are
+//! opened one at a time with `O_NOFOLLOW`, so a link in their place is recorded, never
+//! entered. Links are read at once rather than `lstat`ed first. A call then resolves a
+//! name or two, not the whole path from `/` again.
 //!
 //! Of the store it reads what the rules need and not the history (see
 //! [`Store::load_readable`]): of the finished releases, the newest few per project, and
