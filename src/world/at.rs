@@ -213,8 +213,8 @@ impl Dir {
     /// `RESOLVE_NO_SYMLINKS`, which refuses a link anywhere on the way as `O_NOFOLLOW`
     /// refuses one at the end. `None` when that call cannot say: something else or
     /// nothing on the way, a failure, or a kernel without `openat2` (before 5.6, or a
-    /// sandbox that hides it; asked once). The caller then opens one name at a time,
-    /// which tells these apart.
+    /// sandbox that hides it; not asked again). The caller then opens one name at a
+    /// time, which tells these apart.
     pub(crate) fn open_below(&self, path: &OsStr, use_: Use) -> io::Result<Option<Dir>> {
         static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
         if UNSUPPORTED.load(Ordering::Relaxed) {
@@ -247,7 +247,10 @@ impl Dir {
             })
         })?;
         if raw < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            // A kernel before 5.6 says ENOSYS; a seccomp sandbox that does not know the
+            // call says ENOSYS or EPERM. An open of a folder seldom fails with EPERM
+            // otherwise, and if one did, the way by one name at a time is as right.
+            if matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
                 UNSUPPORTED.store(true, Ordering::Relaxed);
             }
             return Ok(None);
