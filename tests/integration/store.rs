@@ -194,6 +194,39 @@ fn release_window_of_schema_5(raw: &rusqlite::Connection) {
     .unwrap();
 }
 
+#[test]
+fn a_schema_5_claim_is_read_with_its_workers_process_and_a_schema_4_one_without() {
+    for (schema, process) in [(5, true), (4, false)] {
+        let dir = Scratch::new("schema5-claim");
+        let db = dir.join("state.db");
+        let store = open(&db);
+        store.upsert_projects(&[project("p1")]).unwrap();
+        store.insert_deployments(&[deployment("d1", "p1", "BUILDING")], t("2025-10-02T12:00:00Z")).unwrap();
+        drop(store);
+        let raw = rusqlite::Connection::open(&db).unwrap();
+        raw.execute_batch(
+            "UPDATE deployments SET owner = 'w1', lease_until = '2025-10-02T12:05:00Z',
+               claim_host = 'h', claim_pid = 7, claim_start = 9 WHERE id = 'd1'",
+        )
+        .unwrap();
+        if schema == 5 {
+            release_window_of_schema_5(&raw)
+        } else {
+            workers_of_schema_4(&raw)
+        }
+        drop(raw);
+
+        // Read as it is, without migrating.
+        let (store, version) = Store::open_read_only(&db).unwrap();
+        assert_eq!(version, schema);
+        let (_, deployments) = store.load_reconcilable(&["ACTIVE"]).unwrap();
+        let claim = deployments[0].owner.as_ref().expect("the claim is read");
+        assert_eq!(claim.owner, "w1", "schema {schema}");
+        let seen = claim.process.as_ref().map(|p| (p.host.as_str(), p.pid, p.started));
+        assert_eq!(seen, process.then_some(("h", 7, Some(9))), "schema {schema}");
+    }
+}
+
 /// Takes migrations 5 to 7 out: claims without their worker's process, no settings.
 fn workers_of_schema_4(raw: &rusqlite::Connection) {
     release_window_of_schema_5(raw);
