@@ -455,4 +455,16 @@ mod tests {
             assert!(top.open_below(path.as_ref(), Use::Listing).unwrap().is_none(), "{path}");
         }
     }
+
+    #[test]
+    fn a_pipe_is_read_without_waiting_for_a_writer() {
+        let dir = crate::test_dir::TestDir::new("at-pipe");
+        let pipe = CString::new(dir.join("pipe").into_os_string().into_vec()).unwrap();
+        // SAFETY: `pipe` is a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(pipe.as_ptr(), 0o644) }, 0, "{}", io::Error::last_os_error());
+        let Opened::Dir(top) = Dir::open(&dir, Use::Lookups).unwrap() else { panic!("the folder opens") };
+        // No writer: an open that waited for one would never return.
+        assert_eq!(top.read_file("pipe".as_ref(), 10).unwrap(), b"");
+        assert_eq!(top.stat("pipe".as_ref()).unwrap(), Some(Kind::Special));
+    }
 }
