@@ -138,16 +138,27 @@ pub fn observe_with_stats(
     for (project, error) in bad_rows {
         unreadable.entry(project).or_insert_with(|| error.to_string());
     }
-    let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
-    if !fallbacks.is_empty() {
-        let (more, bad_rows) = store.load_live_of(&fallbacks, &specs.live_phases())?;
+    // The sources of unfinished deployments are looked up on a thread of their own while
+    // the fallbacks, finished deployments all, are looked for and read: neither needs the
+    // other.
+    let (more, sourced) = std::thread::scope(|s| {
+        let sourced = s.spawn(|| {
+            let mut sourced = Scan::default();
+            sourced.sources(&cfg.root, &deployments, &files).map(|()| sourced)
+        });
+        let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
+        let more = (!fallbacks.is_empty()).then(|| store.load_live_of(&fallbacks, &specs.live_phases()));
+        (more.transpose(), sourced.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    if let Some((more, bad_rows)) = more? {
         merge(&mut deployments, more);
         for (project, error) in bad_rows {
             unreadable.entry(project).or_insert_with(|| error.to_string());
         }
     }
-    scan.sources(&cfg.root, &deployments, &files)?;
-    files.append(&mut scan.take_files());
+    let mut sourced = sourced?;
+    scan.stats.add(&sourced.stats);
+    files.append(&mut sourced.take_files());
     scan.stats.stat += 1;
     let routes_folder_missing = !cfg.routes_dir.is_dir();
     scan.stats.statements = store.statements() - before;
