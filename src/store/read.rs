@@ -134,7 +134,7 @@ fn placeholders(n: usize) -> String {
 }
 
 /// A `deployments` row as stored, before its text columns are parsed.
-pub(super) struct RawDeployment {
+struct RawDeployment {
     id: String,
     project: String,
     service: Option<String>,
@@ -179,7 +179,7 @@ impl RawDeployment {
         })
     }
 
-    pub(super) fn parse(self) -> Result<Deployment, StoreError> {
+    fn parse(self) -> Result<Deployment, StoreError> {
         let key = self.id.as_str();
         let corrupt =
             |column, reason: String| StoreError::Corrupt { table: "deployments", key: key.to_owned(), column, reason };
@@ -445,9 +445,14 @@ impl Store {
     }
 
     /// Deployments matching `filter` (empty, or a `WHERE` clause over `params`), sorted by
-    /// project then id: one statement.
-    fn deployments_where(&self, filter: &str, params: &[&str]) -> Result<Vec<Deployment>, StoreError> {
-        self.raw_deployments_where(filter, params)?.into_iter().map(RawDeployment::parse).collect()
+    /// project then id: one statement. The first row that cannot be read back, in that
+    /// order, fails the whole read.
+    pub(super) fn deployments_where(&self, filter: &str, params: &[&str]) -> Result<Vec<Deployment>, StoreError> {
+        let (deployments, unreadable) = self.parsed_deployments_where(filter, params)?;
+        match unreadable.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(deployments),
+        }
     }
 
     /// The deployments `filter` selects, as [`Store::deployments_where`], each row parsed
@@ -469,7 +474,9 @@ impl Store {
                 Err(error) => unreadable.push((project, error)),
             }
         }
-        // Sorted here, not by SQLite: see `raw_deployments_where`.
+        // By project then id, as SQLite's `ORDER BY project, id` would (bytes, like its
+        // `BINARY` collation; ids are unique), but without its sorter, which writes every
+        // selected row, whole, to a temporary file once there are a few thousand.
         deployments.sort_unstable_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
         unreadable.sort_by(|(a, e), (b, f)| (a, corrupt_row(e)).cmp(&(b, corrupt_row(f))));
         Ok((deployments, unreadable))
@@ -483,25 +490,6 @@ impl Store {
             return text.replace("claim_host, claim_pid, claim_start", "NULL, NULL, NULL");
         }
         text
-    }
-
-    /// The rows of [`Store::deployments_where`], not parsed yet.
-    pub(super) fn raw_deployments_where(
-        &self,
-        filter: &str,
-        params: &[&str],
-    ) -> Result<Vec<RawDeployment>, StoreError> {
-        const WHAT: &str = "read `deployments`";
-        let mut rows = self
-            .stmt(WHAT, &self.deployments_statement(filter))?
-            .query_map(rusqlite::params_from_iter(params), RawDeployment::from_row)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(sql(WHAT))?;
-        // By project then id, as SQLite's `ORDER BY project, id` would (bytes, like its
-        // `BINARY` collation; ids are unique), but without its sorter, which writes every
-        // selected row, whole, to a temporary file once there are a few thousand.
-        rows.sort_unstable_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
-        Ok(rows)
     }
 }
 

@@ -60,11 +60,8 @@ impl Store {
     /// [`StoreError::UnknownDeployment`]; [`StoreError::Corrupt`] for a row that cannot be
     /// read back; [`StoreError::Sql`].
     pub fn deployment(&self, id: &str) -> Result<Deployment, StoreError> {
-        let raw = self.raw_deployments_where("WHERE id = ?1", &[id])?;
-        match raw.into_iter().next() {
-            Some(raw) => raw.parse(),
-            None => Err(StoreError::UnknownDeployment(id.to_owned())),
-        }
+        let found = self.deployments_where("WHERE id = ?1", &[id])?;
+        found.into_iter().next().ok_or_else(|| StoreError::UnknownDeployment(id.to_owned()))
     }
 
     /// The head of each project's queue: for every project, its oldest unfinished
@@ -75,7 +72,7 @@ impl Store {
     ///
     /// [`StoreError::Corrupt`] for a row that cannot be read back; [`StoreError::Sql`].
     pub fn queue_heads(&self) -> Result<Vec<Deployment>, StoreError> {
-        let raw = self.raw_deployments_where(
+        let mut heads = self.deployments_where(
             "WHERE finished_at IS NULL AND NOT EXISTS (
                  SELECT 1 FROM deployments e
                  WHERE e.project = deployments.project AND e.finished_at IS NULL
@@ -83,7 +80,6 @@ impl Store {
                         OR (e.created_at = deployments.created_at AND e.rowid < deployments.rowid)))",
             &[],
         )?;
-        let mut heads = raw.into_iter().map(|r| r.parse()).collect::<Result<Vec<_>, _>>()?;
         // Heads are of different projects: their order is only who goes first.
         heads.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(heads)
