@@ -427,18 +427,23 @@ impl<'a> Layout<'a> {
         self.below(&[self.project, "current", "public"])
     }
 
-    /// The root joined with `parts` in turn, as [`Path::join`] would, in one allocation
-    /// of the path's size (each `join` copies the path so far, then grows the copy): the
-    /// planner makes a few of these paths per project.
+    /// The root joined with `parts` in turn: see [`join_all`].
     fn below(&self, parts: &[&str]) -> PathBuf {
-        let size = self.root.as_os_str().len() + parts.iter().map(|part| part.len() + 1).sum::<usize>();
-        let mut path = PathBuf::with_capacity(size);
-        path.push(self.root);
-        for part in parts {
-            path.push(part);
-        }
-        path
+        join_all(self.root, parts)
     }
+}
+
+/// `base` joined with each of `parts` in turn, as [`Path::join`] would, in one allocation
+/// of the path's size (each `join` copies the path so far, then grows the copy): the scan
+/// makes one per path it records, the planner a few per project.
+pub(crate) fn join_all<S: AsRef<std::ffi::OsStr>>(base: &Path, parts: &[S]) -> PathBuf {
+    let size = base.as_os_str().len() + parts.iter().map(|part| part.as_ref().len() + 1).sum::<usize>();
+    let mut path = PathBuf::with_capacity(size);
+    path.push(base);
+    for part in parts {
+        path.push(part.as_ref());
+    }
+    path
 }
 
 /// True when `path` is absolute and spelled the one way its components write it: no `.`

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use super::at::{Dir, Kind, Link, Opened, Use};
 use super::routes::{RouteError, observe_routes};
-use crate::model::{Deployment, Layout, Node, Project, World, valid_id, valid_project_id};
+use crate::model::{Deployment, Layout, Node, Project, World, join_all, valid_id, valid_project_id};
 use crate::spec::Specs;
 use crate::store::{RELEASE_WINDOW, Store, StoreError};
 
@@ -317,24 +317,24 @@ impl Scan {
     ) -> Result<(), ObserveError> {
         let webroot_path = root.join("webroot");
         for project in projects {
-            let path = joined(root, &project.id);
+            let path = join_all(root, &[&project.id]);
             // Most projects have both folders, opened in one call when neither is a link;
             // the others are looked at one name at a time, which tells what is there.
             self.stats.opened += 1;
             if let Some(releases) = top
-                .open_below(joined(Path::new(&project.id), "deployments").as_os_str(), Use::Listing)
+                .open_below(join_all(Path::new(&project.id), &["deployments"]).as_os_str(), Use::Listing)
                 .map_err(fs_error(&path))?
             {
                 self.files.push((path.clone(), Node::Dir));
                 // `current` beside the folder opened: `..` of a folder is the one it is in.
-                self.read_link_to(&releases, "../current".as_ref(), joined(&path, "current"))?;
-                let dir = joined(&path, "deployments");
+                self.read_link_to(&releases, "../current".as_ref(), join_all(&path, &["current"]))?;
+                let dir = join_all(&path, &["deployments"]);
                 self.files.push((dir.clone(), Node::Dir));
                 self.releases(releases, dir)?;
             } else if let Some(dir) = self.open(top, root, &project.id, Use::Lookups)? {
                 self.read_link(&dir, &path, "current")?;
                 if let Some(releases) = self.open(&dir, &path, "deployments", Use::Listing)? {
-                    self.releases(releases, joined(&path, "deployments"))?;
+                    self.releases(releases, join_all(&path, &["deployments"]))?;
                 }
             }
             if let Some(webroot) = webroot {
@@ -364,7 +364,7 @@ impl Scan {
         for (name, kind) in entries {
             self.found(&releases, &dir, &name, kind)?;
             if kind == Kind::Dir && name.to_str().is_some_and(valid_id) {
-                let public = joined(Path::new(&name), "public");
+                let public = join_all(Path::new(&name), &["public"]);
                 if let Some(kind) = self.stat(&releases, &dir, public.as_os_str())? {
                     self.found(&releases, &dir, public.as_os_str(), kind)?;
                 }
@@ -376,12 +376,12 @@ impl Scan {
     /// What `name` is in `dir` (at `path`), without following a final link.
     fn stat(&mut self, dir: &Dir, path: &Path, name: &OsStr) -> Result<Option<Kind>, ObserveError> {
         self.stats.stat += 1;
-        dir.stat(name).map_err(|source| ObserveError::Fs { path: joined(path, name), source })
+        dir.stat(name).map_err(|source| ObserveError::Fs { path: join_all(path, &[name]), source })
     }
 
     /// Records `name` in `dir` (at `path`), known to be of `kind`: a link with its target.
     fn found(&mut self, dir: &Dir, path: &Path, name: &OsStr, kind: Kind) -> Result<(), ObserveError> {
-        let path = joined(path, name);
+        let path = join_all(path, &[name]);
         let node = match kind {
             Kind::Symlink => {
                 self.stats.read_link += 1;
@@ -400,7 +400,7 @@ impl Scan {
     /// it; records what else is there otherwise.
     fn open(&mut self, dir: &Dir, path: &Path, name: &str, use_: Use) -> Result<Option<Dir>, ObserveError> {
         self.stats.opened += 1;
-        let full = joined(path, name);
+        let full = join_all(path, &[name]);
         match dir.open_dir(name.as_ref(), use_).map_err(fs_error(&full))? {
             Opened::Dir(opened) => {
                 self.files.push((full, Node::Dir));
@@ -418,7 +418,7 @@ impl Scan {
 
     /// Reads the link `name` in `dir` (at `path`), recording it or what is there instead.
     fn read_link(&mut self, dir: &Dir, path: &Path, name: &str) -> Result<(), ObserveError> {
-        self.read_link_to(dir, name.as_ref(), joined(path, name))
+        self.read_link_to(dir, name.as_ref(), join_all(path, &[name]))
     }
 
     /// Reads the link `name` relative to `dir`, which is at `path`, recording it or what
@@ -529,16 +529,6 @@ fn threads(projects: usize) -> usize {
         return 1;
     }
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
-}
-
-/// `path` joined with `name`, allocated once at its size (`Path::join` copies `path`,
-/// then grows the copy for `name`): a scan makes one per path it sees.
-fn joined(path: &Path, name: impl AsRef<OsStr>) -> PathBuf {
-    let name = name.as_ref();
-    let mut joined = PathBuf::with_capacity(path.as_os_str().len() + 1 + name.len());
-    joined.push(path);
-    joined.push(name);
-    joined
 }
 
 /// The error of a look at `path` that failed.
