@@ -224,7 +224,8 @@ impl Dir {
             Use::Lookups => libc::O_PATH,
             Use::Listing => libc::O_RDONLY,
         };
-        let flags = access | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // No `O_NOFOLLOW`: `RESOLVE_NO_SYMLINKS` refuses the last name too.
+        let flags = access | libc::O_DIRECTORY | libc::O_CLOEXEC;
         // The kernel's `struct open_how` (libc's cannot be built outside it).
         #[repr(C)]
         struct OpenHow {
@@ -452,7 +453,9 @@ mod tests {
         assert_eq!(lookups.entries().unwrap_err().raw_os_error(), Some(libc::EBADF));
         // A link at the start, at the end, something else, nothing: the caller looks.
         for path in ["link/deployments", "q/deployments", "q/file", "q/none", "none/deployments"] {
-            assert!(top.open_below(path.as_ref(), Use::Listing).unwrap().is_none(), "{path}");
+            for use_ in [Use::Listing, Use::Lookups] {
+                assert!(top.open_below(path.as_ref(), use_).unwrap().is_none(), "{path} for {use_:?}");
+            }
         }
     }
 

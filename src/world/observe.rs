@@ -189,6 +189,7 @@ fn fallbacks_needed<'a>(
     deployments: &'a [Deployment],
     files: &BTreeMap<PathBuf, Node>,
 ) -> Vec<&'a str> {
+    debug_assert!(deployments.is_sorted_by(|a, b| a.project <= b.project), "deployments sorted by project");
     let mut needed = Vec::new();
     let mut window: Vec<&Deployment> = Vec::new();
     for of_project in deployments.chunk_by(|a, b| a.project == b.project) {
