@@ -191,7 +191,8 @@ fn start() -> Result<Podman, String> {
         .spawn()
         .map_err(|e| format!("cannot start the watcher shell `sh` of the Podman service: {e}"))?;
     let stdin = watcher.stdin.take().expect("stdin was piped");
-    std::fs::write(dir.join(WATCHER_PID), watcher.id().to_string()).unwrap();
+    std::fs::write(dir.join(WATCHER_PID), watcher.id().to_string())
+        .map_err(|e| format!("cannot write the watcher's pid in `{}`: {e}", dir.display()))?;
     let podman = Podman { socket, turn: Mutex::new(()), _watcher: watcher, _stdin: stdin };
     let deadline = Instant::now() + Duration::from_secs(30);
     let socket = Socket { path: podman.socket.clone(), origin: Origin::Flag };
