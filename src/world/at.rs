@@ -65,6 +65,17 @@ pub(crate) enum Opened {
     Absent,
 }
 
+/// What [`Dir::open_below`] did.
+#[derive(Debug)]
+pub(crate) enum Below {
+    /// Opened, through real folders only.
+    Opened(Dir),
+    /// Asked, and the kernel could not open it that way.
+    Refused,
+    /// Not asked: this kernel has no `openat2`.
+    Unasked,
+}
+
 /// What reading a link found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Link {
@@ -211,14 +222,14 @@ impl Dir {
     /// Opens `path` below this folder (names joined by `/`, none of them `..`) for
     /// `use_` in one call, if every name on the way is a real folder: `openat2` with
     /// `RESOLVE_NO_SYMLINKS`, which refuses a link anywhere on the way as `O_NOFOLLOW`
-    /// refuses one at the end. `None` when that call cannot say: something else or
-    /// nothing on the way, a failure, or a kernel without `openat2` (before 5.6, or a
-    /// sandbox that hides it; not asked again). The caller then opens one name at a
-    /// time, which tells these apart.
-    pub(crate) fn open_below(&self, path: &OsStr, use_: Use) -> io::Result<Option<Dir>> {
+    /// refuses one at the end. [`Below::Refused`] when that call cannot say: something
+    /// else or nothing on the way, or a failure; [`Below::Unasked`] once the kernel
+    /// proved to have no `openat2` (before 5.6, or a sandbox that hides it). The caller
+    /// then opens one name at a time, which tells these apart.
+    pub(crate) fn open_below(&self, path: &OsStr, use_: Use) -> io::Result<Below> {
         static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
         if UNSUPPORTED.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Below::Unasked);
         }
         let access = match use_ {
             Use::Lookups => libc::O_PATH,
@@ -254,11 +265,11 @@ impl Dir {
             if matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
                 UNSUPPORTED.store(true, Ordering::Relaxed);
             }
-            return Ok(None);
+            return Ok(Below::Refused);
         }
         let raw = RawFd::try_from(raw).map_err(|_| io::Error::other("openat2 returned no descriptor"))?;
         // SAFETY: `openat2` returned a new descriptor that nothing else owns.
-        Ok(Some(Dir(unsafe { OwnedFd::from_raw_fd(raw) })))
+        Ok(Below::Opened(Dir(unsafe { OwnedFd::from_raw_fd(raw) })))
     }
 
     /// The entries of this folder, but `.` and `..`, with their kind when the listing
@@ -442,19 +453,20 @@ mod tests {
         std::os::unix::fs::symlink("../elsewhere/deployments", dir.join("q/deployments")).unwrap();
         let Opened::Dir(top) = Dir::open(&dir, Use::Lookups).unwrap() else { panic!("the folder opens") };
 
-        let Some(mut below) = top.open_below("p/deployments".as_ref(), Use::Listing).unwrap() else {
+        let Below::Opened(mut below) = top.open_below("p/deployments".as_ref(), Use::Listing).unwrap() else {
             panic!("two real folders open in one call")
         };
         assert_eq!(below.entries().unwrap(), [("r1".into(), Some(Kind::Dir))]);
         assert_eq!(below.stat("../deployments/r1".as_ref()).unwrap(), Some(Kind::Dir), "`..` is the folder it is in");
-        let Some(mut lookups) = top.open_below("p/deployments".as_ref(), Use::Lookups).unwrap() else {
+        let Below::Opened(mut lookups) = top.open_below("p/deployments".as_ref(), Use::Lookups).unwrap() else {
             panic!("opened for lookups")
         };
         assert_eq!(lookups.entries().unwrap_err().raw_os_error(), Some(libc::EBADF));
         // A link at the start, at the end, something else, nothing: the caller looks.
         for path in ["link/deployments", "q/deployments", "q/file", "q/none", "none/deployments"] {
             for use_ in [Use::Listing, Use::Lookups] {
-                assert!(top.open_below(path.as_ref(), use_).unwrap().is_none(), "{path} for {use_:?}");
+                let below = top.open_below(path.as_ref(), use_).unwrap();
+                assert!(matches!(below, Below::Refused), "{path} for {use_:?}: {below:?}");
             }
         }
     }

@@ -36,7 +36,7 @@ use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use super::at::{Dir, Kind, Link, Opened, Use};
+use super::at::{Below, Dir, Kind, Link, Opened, Use};
 use super::routes::{RouteError, observe_routes};
 use crate::model::{Deployment, Layout, Node, Project, World, join_all, valid_id, valid_project_id};
 use crate::spec::Specs;
@@ -320,12 +320,15 @@ impl Scan {
         for project in projects {
             let path = join_all(root, &[&project.id]);
             // Most projects have both folders, opened in one call when neither is a link;
-            // the others are looked at one name at a time, which tells what is there.
-            self.stats.opened += 1;
-            if let Some(releases) = top
+            // the others, and all on a kernel without that call, are looked at one name
+            // at a time, which tells what is there.
+            let below = top
                 .open_below(join_all(Path::new(&project.id), &["deployments"]).as_os_str(), Use::Listing)
-                .map_err(fs_error(&path))?
-            {
+                .map_err(fs_error(&path))?;
+            if !matches!(below, Below::Unasked) {
+                self.stats.opened += 1;
+            }
+            if let Below::Opened(releases) = below {
                 self.files.push((path.clone(), Node::Dir));
                 // `current` beside the folder opened: `..` of a folder is the one it is in.
                 self.read_link_to(&releases, "../current".as_ref(), join_all(&path, &["current"]))?;

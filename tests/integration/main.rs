@@ -12,6 +12,7 @@ mod kinds;
 mod lean;
 mod machine;
 mod observed;
+mod old_kernel;
 mod phases;
 mod plan;
 mod podman;
