@@ -72,5 +72,6 @@ pub mod spec;
 pub mod store;
 #[cfg(test)]
 mod test_dir;
+mod threads;
 pub mod time;
 pub mod world;

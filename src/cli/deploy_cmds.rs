@@ -401,7 +401,8 @@ pub(super) fn run_each(workers: &Workers<'_>, ids: &[String]) -> Vec<(String, an
             let handles: Vec<_> = batch
                 .iter()
                 .map(|id| {
-                    scope.spawn(move || -> anyhow::Result<Ended> {
+                    // On a machine at its limit of processes, one after the other.
+                    crate::threads::spawn(scope, move || -> anyhow::Result<Ended> {
                         let (store, _) = Store::open(&workers.args.db)?;
                         let engine =
                             new_engine(workers.args, &store, workers.specs, workers.settings, workers.containers)?;
@@ -413,7 +414,9 @@ pub(super) fn run_each(workers: &Workers<'_>, ids: &[String]) -> Vec<(String, an
             batch
                 .iter()
                 .zip(handles)
-                .map(|(id, h)| (id.clone(), h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("its worker panicked")))))
+                .map(|(id, h)| {
+                    (id.clone(), h.outcome().unwrap_or_else(|_| Err(anyhow::anyhow!("its worker panicked"))))
+                })
                 .collect::<Vec<_>>()
         }));
     }

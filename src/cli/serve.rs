@@ -161,15 +161,22 @@ pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
     info!(owner = %cfg.owner, db = %args.db.display(), "trueup serve starting");
     let (wake, woken) = mpsc::unbounded_channel();
     let daemon_ref = &daemon;
-    let (worked, supervised) = std::thread::scope(|scope| {
-        let supervisor = scope.spawn(move || supervise(&args.db, daemon_ref, cmd, &wake));
+    let ran = std::thread::scope(|scope| {
+        // The supervisor must run beside the worker: without it there is no daemon.
+        let supervisor = std::thread::Builder::new()
+            .name("supervisor".to_owned())
+            .spawn_scoped(scope, move || supervise(&args.db, daemon_ref, cmd, &wake))
+            .map_err(|err| {
+                anyhow::anyhow!("cannot start the supervisor thread: {err} (is the machine at its limit of processes?)")
+            })?;
         let daemon = Daemon { args, cmd, specs: &specs, store: &store, cfg: &cfg };
         let worked = daemon.work(woken);
-        (worked, supervisor.join())
+        anyhow::Ok((worked, supervisor.join()))
     });
     if let Err(err) = store.release_daemon_lease(&daemon) {
         error!("cannot release the daemon lease: {err}");
     }
+    let (worked, supervised) = ran?;
     // The supervisor's failure first: the worker's is then only that it was left alone.
     match supervised {
         Ok(Ok(())) => {}

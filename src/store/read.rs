@@ -311,9 +311,9 @@ impl Store {
         self.transaction(TransactionBehavior::Deferred, "load the state", || {
             let projects = self.projects()?;
             let (parsed, beside) = std::thread::scope(|s| {
-                let beside = s.spawn(|| beside(&projects));
+                let beside = crate::threads::spawn(s, || beside(&projects));
                 let parsed = self.parsed_deployments_where(&reconcilable(live), live);
-                (parsed, beside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                (parsed, beside.join())
             });
             let (deployments, unreadable) = parsed?;
             Ok(((projects, deployments, unreadable), beside))

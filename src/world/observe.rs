@@ -124,11 +124,11 @@ pub fn observe_with_stats(
     // their deployments.
     let mut scan = Scan::default();
     let (loaded, routes) = std::thread::scope(|s| {
-        let routes = s.spawn(|| observe_routes(&cfg.routes_dir));
+        let routes = crate::threads::spawn(s, || observe_routes(&cfg.routes_dir));
         let loaded = store.load_readable(&specs.live_phases(), |projects| {
             scan.root(&cfg.root, projects, threads(projects.len())).map(|()| scan.take_files())
         });
-        (loaded, routes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        (loaded, routes.join())
     });
     let ((projects, mut deployments, bad_rows), scanned) = loaded?;
     let mut files = scanned?;
@@ -142,13 +142,13 @@ pub fn observe_with_stats(
     // the fallbacks, finished deployments all, are looked for and read: neither needs the
     // other.
     let (more, sourced) = std::thread::scope(|s| {
-        let sourced = s.spawn(|| {
+        let sourced = crate::threads::spawn(s, || {
             let mut sourced = Scan::default();
             sourced.sources(&cfg.root, &deployments, &files).map(|()| sourced)
         });
         let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
         let more = (!fallbacks.is_empty()).then(|| store.load_live_of(&fallbacks, &specs.live_phases()));
-        (more.transpose(), sourced.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        (more.transpose(), sourced.join())
     });
     if let Some((more, bad_rows)) = more? {
         merge(&mut deployments, more);
@@ -287,15 +287,14 @@ impl Scan {
         let rest = std::thread::scope(|s| {
             let others: Vec<_> = parts
                 .map(|part| {
-                    s.spawn(move || {
+                    crate::threads::spawn(s, move || {
                         let mut scan = Scan::default();
                         scan.projects(root, top, webroot, part).map(|()| scan)
                     })
                 })
                 .collect();
             let mine = self.projects(root, top, webroot, first);
-            let others: Vec<_> =
-                others.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
+            let others: Vec<_> = others.into_iter().map(crate::threads::Task::join).collect();
             mine.map(|()| others)
         })?;
         for part in rest {

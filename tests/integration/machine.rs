@@ -42,8 +42,8 @@ const UNSTORABLE: &[&str] = &["0052_duplicate_deployment_id.yaml"];
 
 #[test]
 fn real_plans_match_the_model_for_every_fixture() {
-    // Run again without openat2 too (`old_kernel.rs`): then checks that it is refused.
-    crate::old_kernel::openat2_denied();
+    // Run again without openat2 or threads too (`seccomp.rs`): then checks the filter.
+    crate::seccomp::check_denied();
     let spec = spec::Specs::builtin();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plan");
     let mut fixtures: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();

@@ -590,6 +590,21 @@ fn a_closed_stderr_loses_log_lines_never_the_daemon_or_its_leases() {
 }
 
 #[test]
+fn a_daemon_that_cannot_start_a_thread_says_why_and_frees_its_lease() {
+    // A machine at its limit of processes: the daemon's supervisor cannot start.
+    let scratch = Scratch::new("serve-no-threads");
+    let staged = staged(&scratch, &damaged(3));
+    let mut command = trueup_command(&staged, &["serve", "--once", "--no-run", "--now", NOW]);
+    let out = crate::seccomp::without_threads(&mut command).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot start the supervisor thread: Resource temporarily unavailable"), "{stderr}");
+    assert!(stderr.contains("is the machine at its limit of processes?"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(leases(&staged), free(), "the leases are left held");
+}
+
+#[test]
 fn a_daemon_on_a_mistyped_database_says_what_plan_would_say() {
     // `--db ./stat.db`: a new, empty database beside a root full of projects. `plan`
     // warns that the database looks wrong; the daemon must not stay silent about it.

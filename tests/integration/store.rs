@@ -855,8 +855,8 @@ mod observe {
 
     #[test]
     fn observe_builds_the_world_of_a_real_tree() {
-        // Run again without openat2 too (`old_kernel.rs`): then checks that it is refused.
-        crate::old_kernel::openat2_denied();
+        // Run again without openat2 or threads too (`seccomp.rs`): then checks the filter.
+        crate::seccomp::check_denied();
         let dir = Scratch::new("observe");
         let (root, routes, uploads) = (dir.join("www"), dir.join("routes"), dir.join("uploads"));
         for d in [&root, &routes, &uploads] {
@@ -1049,7 +1049,7 @@ mod observe {
         assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
         assert_eq!(large.statements, 5);
         let n = n as u64;
-        if crate::old_kernel::openat2_denied().is_some() {
+        if crate::seccomp::openat2_denied().is_some() {
             // The first observation asked `openat2` once, and learned it is missing.
             assert_eq!(small.opened, 3 + 2 * 10 + 1, "P and P/deployments, one name at a time");
             assert_eq!(

@@ -147,9 +147,9 @@ fn sync_folders(dirs: &[PathBuf]) -> Vec<io::Result<bool>> {
     std::thread::scope(|s| {
         let parts: Vec<_> = dirs
             .chunks(part)
-            .map(|dirs| s.spawn(move || dirs.iter().map(|d| sync_one(d)).collect::<Vec<_>>()))
+            .map(|dirs| crate::threads::spawn(s, move || dirs.iter().map(|d| sync_one(d)).collect::<Vec<_>>()))
             .collect();
-        parts.into_iter().flat_map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        parts.into_iter().flat_map(crate::threads::Task::join).collect()
     })
 }
 

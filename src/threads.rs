@@ -1,0 +1,75 @@
+//! Work started on a scoped thread of its own when one can be had, and done on the
+//! calling thread when none can: a machine at its limit of processes (a cgroup's
+//! `pids.max`, `RLIMIT_NPROC`), with runaway or zombie containers, is one trueup is
+//! there to repair, so the threads that make it faster must never be what stops it.
+//! (`Scope::spawn` panics when the system refuses a thread.)
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{Scope, ScopedJoinHandle};
+
+/// Work given to [`spawn`]: running on its thread, or already done (or panicked) here.
+pub(crate) enum Task<'scope, T> {
+    Running(ScopedJoinHandle<'scope, T>),
+    Done(std::thread::Result<T>),
+}
+
+/// Runs `work` on a thread of `scope`, or, when the system refuses one, here and now; a
+/// panic of the work is then kept for [`Task::join`], as a thread's would be.
+pub(crate) fn spawn<'scope, T: Send + 'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    work: impl FnOnce() -> T + Send + 'scope,
+) -> Task<'scope, T> {
+    // The thread takes the work out of the slot; a thread that never started leaves it
+    // there (the closure that would have taken it is dropped with the error).
+    let slot = Arc::new(Mutex::new(Some(work)));
+    let theirs = Arc::clone(&slot);
+    let started = std::thread::Builder::new().spawn_scoped(scope, move || take(&theirs)());
+    match started {
+        Ok(running) => Task::Running(running),
+        Err(_) => Task::Done(std::panic::catch_unwind(std::panic::AssertUnwindSafe(take(&slot)))),
+    }
+}
+
+/// The work in `slot`, taken out.
+fn take<F>(slot: &Mutex<Option<F>>) -> F {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take().expect("the work is taken once")
+}
+
+impl<T> Task<'_, T> {
+    /// What the work returned; a panic of the work goes on here.
+    pub(crate) fn join(self) -> T {
+        self.outcome().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// What the work returned, or its panic.
+    pub(crate) fn outcome(self) -> std::thread::Result<T> {
+        match self {
+            Task::Running(running) => running.join(),
+            Task::Done(outcome) => outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_runs_once_on_a_thread_of_its_own_and_a_panic_goes_on_at_join() {
+        let here = std::thread::current().id();
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let (there, out) = std::thread::scope(|s| {
+            let task = spawn(s, || {
+                runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (std::thread::current().id(), 42)
+            });
+            task.join()
+        });
+        assert_eq!((out, runs.into_inner()), (42, 1));
+        assert_ne!(there, here, "on a thread of its own");
+        let panicked = std::panic::catch_unwind(|| {
+            std::thread::scope(|s| spawn(s, || -> u8 { panic!("the work failed") }).join())
+        });
+        assert_eq!(panicked.unwrap_err().downcast_ref::<&str>(), Some(&"the work failed"));
+    }
+}
