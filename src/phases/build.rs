@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use super::{PhaseError, Ticker, Watch, human};
+use super::{PhaseError, Ticker, Watch, human, io_error};
 use crate::model::LogLevel;
 
 /// How long a process group has between SIGTERM and SIGKILL.
@@ -42,9 +42,11 @@ const LAST_LINES: usize = 10;
 /// # Errors
 ///
 /// - [`PhaseError::Stopped`] when [`Watch::tick`] says so; the process group is gone.
-/// - [`PhaseError::Failed`] when the command cannot be started, exits with a nonzero
-///   status or a signal, or runs past `limit` (then its process group is gone); the reason
-///   quotes its last lines.
+/// - [`PhaseError::Retry`] when the command cannot be started for a passing reason (the
+///   machine at its limit of processes, memory or open files: see [`io_error`]).
+/// - [`PhaseError::Failed`] when it cannot be started for another reason, exits with a
+///   nonzero status or a signal, or runs past `limit` (then its process group is gone);
+///   the reason quotes its last lines.
 pub fn run(
     command: &str,
     dir: &Path,
@@ -55,9 +57,7 @@ pub fn run(
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(command).current_dir(dir).envs(env.iter().map(|(k, v)| (k, v)));
     let ran = supervise(&mut cmd, limit, watch).map_err(|e| match e {
-        Unfinished::Spawn(e) => {
-            PhaseError::Failed(format!("the build command could not be started in `{}`: {e}", dir.display()))
-        }
+        Unfinished::Spawn(e) => io_error(&format!("the build command could not be started in `{}`", dir.display()), &e),
         other => other.into_phase_error("the build"),
     })?;
     if ran.status.success() {
@@ -92,7 +92,7 @@ impl Unfinished {
     /// The phase error for everything but a failed spawn, which each caller words itself.
     pub(crate) fn into_phase_error(self, what: &str) -> PhaseError {
         match self {
-            Unfinished::Spawn(e) => PhaseError::Failed(format!("{what} could not be started: {e}")),
+            Unfinished::Spawn(e) => io_error(&format!("{what} could not be started"), &e),
             Unfinished::Stopped(why) => PhaseError::Stopped(why),
             Unfinished::PastLimit(limit, last) => {
                 PhaseError::Failed(format!("{what} ran past its limit of {}{}", human(limit), last_lines(&last)))

@@ -506,7 +506,7 @@ fn git() -> Command {
 /// Runs one git command under [`supervise`]; a failure is `WHAT: git's last lines`.
 fn run_git(cmd: &mut Command, what: &str, limits: &Limits, watch: &mut dyn Watch) -> Result<(), PhaseError> {
     let ran = supervise(cmd, limits.max_time, watch).map_err(|e| match e {
-        Unfinished::Spawn(e) => PhaseError::Failed(format!("git could not be started: {e}")),
+        Unfinished::Spawn(e) => io_error("git could not be started", &e),
         other => other.into_phase_error("git"),
     })?;
     if ran.status.success() {

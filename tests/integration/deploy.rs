@@ -375,6 +375,42 @@ fn a_deploy_killed_in_any_phase_is_resumed_by_the_next_apply_and_the_site_never_
 }
 
 #[test]
+fn a_worker_that_cannot_start_threads_says_so_and_leaves_its_deployments_to_resume() {
+    let paas = Paas::new("deploy-no-threads");
+    let ids: Vec<String> = ["alpha", "beta"]
+        .iter()
+        .map(|project| {
+            let source = paas.source(project, &format!("{project} 1"));
+            queued_id(&paas.deploy(project, &source).args(["--detach", "--json"]).run())
+        })
+        .collect();
+    // A machine at its limit of processes: the worker's builds cannot start.
+    let mut worker = paas.trueup(["work", "--once", "--jobs", "2"]).command();
+    let out = crate::seccomp::without_threads(&mut worker).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let phase = |id: &str| -> String {
+        let conn = rusqlite::Connection::open(paas.db()).unwrap();
+        conn.query_row("SELECT phase FROM deployments WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+    };
+    for id in &ids {
+        let said = format!("{id} left in BUILDING to be resumed: the build command could not be started in `");
+        assert!(stderr.contains(&said), "{stderr}");
+        assert_eq!(phase(id), "BUILDING", "not failed for a passing want of processes");
+    }
+    // Once the machine has room again, the next worker runs them to the end.
+    paas.trueup(["work", "--once", "--jobs", "2"]).run();
+    for (id, project) in ids.iter().zip(["alpha", "beta"]) {
+        assert_eq!(phase(id), "ACTIVE");
+        assert_eq!(
+            paas.proxy.get(&format!("{project}.localhost"), "/"),
+            (200, Some(id.clone()), format!("{project} 1"))
+        );
+    }
+}
+
+#[test]
 fn two_workers_never_run_the_same_deployment_nor_two_of_a_project_at_once() {
     let paas = Paas::new("deploy-workers");
     let mut queued = BTreeMap::new();

@@ -112,6 +112,22 @@ mod build {
     }
 
     #[test]
+    fn a_command_that_cannot_start_for_want_of_threads_or_processes_is_retried() {
+        // A machine at its limit of processes: EAGAIN, whether for the command or for the
+        // threads that read its output. Running it again later may work.
+        let dir = Scratch::new("build-eagain");
+        let expected = format!(
+            "the build command could not be started in `{}`: Resource temporarily unavailable (os error 11)",
+            dir.0.display()
+        );
+        let ran = std::thread::spawn(move || {
+            crate::seccomp::deny_threads_here();
+            run(&dir.0, "true", Duration::from_secs(5), &mut Lines::default())
+        });
+        assert_eq!(ran.join().unwrap(), Err(PhaseError::Retry(expected)));
+    }
+
+    #[test]
     fn the_limit_kills_the_whole_process_group() {
         let dir = Scratch::new("build-limit");
         let pids = dir.join("pids");

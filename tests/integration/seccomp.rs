@@ -168,6 +168,11 @@ pub fn check_denied() {
     }
 }
 
+/// Makes this thread, and those it starts, unable to start a thread.
+pub fn deny_threads_here() {
+    Denied::Threads.install().expect("the filter installs");
+}
+
 /// Makes `command`'s process, once started, unable to start a thread.
 pub fn without_threads(command: &mut Command) -> &mut Command {
     // SAFETY: `install` only makes system calls, as the time between `fork` and `exec`
