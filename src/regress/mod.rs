@@ -158,7 +158,8 @@ pub fn run(specs: &Specs, inputs: &[Input], threads: usize) -> Vec<Outcome> {
     let done: Vec<Vec<(usize, Outcome)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                scope.spawn(|| {
+                // Without a thread to be had, the first takes every case.
+                crate::threads::spawn(scope, || {
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -169,7 +170,7 @@ pub fn run(specs: &Specs, inputs: &[Input], threads: usize) -> Vec<Outcome> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("a case never panics: every failure is an outcome")).collect()
+        handles.into_iter().map(|h| h.outcome().expect("a case never panics: every failure is an outcome")).collect()
     });
     for (i, outcome) in done.into_iter().flatten() {
         results[i] = Some(outcome);

@@ -252,3 +252,12 @@ fn without_threads_observation_plans_and_applies_work_on_one_thread() {
     // The child's `trueup` processes start, and inherit the filter.
     rerun_denied("machine::real_plans_match_the_model_for_every_fixture", Denied::Threads, &[]);
 }
+
+#[test]
+fn without_threads_trueup_test_runs_every_case_on_one() {
+    let normal = crate::support::Trueup::new(["test", "fixtures/machine", "fixtures/plan"]).run();
+    let mut command = crate::support::Trueup::new(["test", "fixtures/machine", "fixtures/plan"]).command();
+    let out = without_threads(&mut command).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), normal.stdout);
+}
