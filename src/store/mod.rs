@@ -53,6 +53,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (5, "worker processes and settings", include_str!("migrations/0005_workers_and_settings.sql")),
     (6, "release window indexes", include_str!("migrations/0006_release_window.sql")),
     (7, "daemon lease", include_str!("migrations/0007_daemon_lease.sql")),
+    (8, "backwards releases index", include_str!("migrations/0008_backwards_index.sql")),
 ];
 
 /// The newest schema version this build knows.

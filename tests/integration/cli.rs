@@ -356,7 +356,7 @@ fn an_older_schema_is_read_as_it_is() {
     // Without what schemas 5 and 6 added: claims then recorded no worker process, and
     // the release window is read without its indexes.
     conn.execute_batch(
-        "DROP INDEX deployments_newest; DROP INDEX deployments_created;
+        "DROP INDEX deployments_newest; DROP INDEX deployments_backwards;
          DROP INDEX deployments_queue; DROP TABLE settings;
          ALTER TABLE deployments DROP COLUMN claim_host; ALTER TABLE deployments DROP COLUMN claim_pid;
          ALTER TABLE deployments DROP COLUMN claim_start;

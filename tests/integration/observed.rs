@@ -10,10 +10,11 @@ use trueup::store::{RELEASE_WINDOW, Store};
 use crate::scratch::Scratch;
 use crate::store::{deployment, project, t};
 
-const PHASES: [&str; 5] = ["QUEUED", "BUILDING", "ACTIVE", "LIVE", "FAILED"];
+/// `ACTIVE` thrice: enough live releases that the window leaves some out.
+const PHASES: [&str; 7] = ["QUEUED", "BUILDING", "ACTIVE", "LIVE", "FAILED", "ACTIVE", "ACTIVE"];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn the_store_reads_what_the_model_calls_reconcilable(
@@ -25,11 +26,14 @@ proptest! {
         let (store, _) = Store::open(&dir.join("state.db")).unwrap();
         store.upsert_projects(&[project("p1")]).unwrap();
         let mut all = Vec::new();
-        for (i, (phase, finished, claimed, hour)) in rows.into_iter().enumerate() {
+        for (i, (phase, finished, claimed, at)) in rows.into_iter().enumerate() {
             let mut d = deployment(&format!("d{i:02}"), "p1", PHASES[phase]);
-            // Created in order; finished at one of three hours, so that ties are common.
+            // Created in order; finished at one of three times, so that ties are common:
+            // the first between the first and second creations, so that the later ones
+            // finished before they were created (a clock set back in between).
             d.created_at = Some(t(&format!("2025-09-30T00:{i:02}:00Z")));
-            d.finished_at = finished.then(|| t(&format!("2025-10-01T0{hour}:00:00Z")));
+            let finished_at = ["2025-09-30T00:00:30Z", "2025-10-01T00:00:00Z", "2025-10-01T01:00:00Z"][usize::from(at)];
+            d.finished_at = finished.then(|| t(finished_at));
             d.owner = claimed.then(|| Claim::new("w", t("2025-10-02T12:00:00Z")));
             all.push(d);
         }
@@ -54,6 +58,15 @@ proptest! {
             .map(|d| d.id.as_str())
             .collect();
         prop_assert_eq!(&read, &expected);
+        // A schema 7 database, without the index of releases that finished before they
+        // were created, is read the same, through the indexes it has.
+        let raw = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+        crate::store::backwards_index_of_schema_7(&raw);
+        drop(raw);
+        let (older, schema) = Store::open_read_only(&dir.join("state.db")).unwrap();
+        prop_assert_eq!(schema, 7);
+        let (_, read_older) = older.load_reconcilable(live).unwrap();
+        prop_assert_eq!(read_older.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), read.clone());
         // Nothing the model calls history is read.
         for d in all.iter().filter(|d| read.contains(&d.id.as_str())) {
             prop_assert!(d.reconcilable(live.contains(&d.phase.as_str())), "`{}` is history", d.id);

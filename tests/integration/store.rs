@@ -97,10 +97,11 @@ fn migrations_apply_once_and_reopening_is_a_no_op() {
             (4, "lease holder host and pid".to_owned()),
             (5, "worker processes and settings".to_owned()),
             (6, "release window indexes".to_owned()),
-            (7, "daemon lease".to_owned())
+            (7, "daemon lease".to_owned()),
+            (8, "backwards releases index".to_owned())
         ]
     );
-    assert_eq!(SCHEMA_VERSION, 7);
+    assert_eq!(SCHEMA_VERSION, 8);
     let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let app: i32 = raw.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
@@ -157,16 +158,29 @@ fn a_database_from_an_older_trueup_is_migrated_keeping_its_rows() {
     let raw = rusqlite::Connection::open(&db).unwrap();
     let index: i64 = raw
         .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'deployments_by_phase'",
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index'
+             AND name IN ('deployments_by_phase', 'deployments_newest', 'deployments_backwards', 'deployments_created')",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(index, 1);
+    assert_eq!(index, 3, "the indexes of schemas 2, 6 and 8, and not the one 8 dropped");
 }
 
-/// Takes migration 7 out: the lease table as schema 6 had it, the `apply` row only.
+/// Takes migration 8 out: the finished releases by creation time in one index, not only
+/// those that finished before they were created.
+pub fn backwards_index_of_schema_7(raw: &rusqlite::Connection) {
+    raw.execute_batch(
+        "DROP INDEX deployments_backwards;
+         CREATE INDEX deployments_created ON deployments (project, created_at, phase) WHERE finished_at IS NOT NULL;
+         DELETE FROM schema_migrations WHERE version = 8; PRAGMA user_version = 7;",
+    )
+    .unwrap();
+}
+
+/// Takes migrations 7 and 8 out: the lease table as schema 6 had it, the `apply` row only.
 fn daemon_lease_of_schema_6(raw: &rusqlite::Connection) {
+    backwards_index_of_schema_7(raw);
     raw.execute_batch(
         "CREATE TABLE lease_v6 (
              name  TEXT PRIMARY KEY NOT NULL CHECK (name = 'apply'),
@@ -184,7 +198,7 @@ fn daemon_lease_of_schema_6(raw: &rusqlite::Connection) {
     .unwrap();
 }
 
-/// Takes migrations 6 and 7 out: no release window indexes, no daemon lease.
+/// Takes migrations 6 to 8 out: no release window indexes, no daemon lease.
 fn release_window_of_schema_5(raw: &rusqlite::Connection) {
     daemon_lease_of_schema_6(raw);
     raw.execute_batch(
@@ -192,6 +206,44 @@ fn release_window_of_schema_5(raw: &rusqlite::Connection) {
          DELETE FROM schema_migrations WHERE version = 6; PRAGMA user_version = 5;",
     )
     .unwrap();
+}
+
+#[test]
+fn a_release_recorded_as_finished_before_it_was_created_is_read_when_it_may_supersede() {
+    // The clock went back between d4's creation and its end: by the rows, it finished
+    // before it was created, and before d1 (still open) was created. It is not among
+    // the three newest, yet it was created after d1, so it may supersede it.
+    let dir = Scratch::new("backwards");
+    let db = dir.join("state.db");
+    let store = open(&db);
+    store.upsert_projects(&[project("p1")]).unwrap();
+    let at = |id: &str, created: &str, finished: Option<&str>| {
+        let mut d = deployment(id, "p1", if finished.is_some() { "ACTIVE" } else { "BUILDING" });
+        d.created_at = Some(t(created));
+        d.finished_at = finished.map(t);
+        d
+    };
+    let rows = [
+        at("d1", "2025-10-01T10:00:00Z", None),
+        at("d4", "2025-10-01T11:00:00Z", Some("2025-10-01T09:00:00Z")),
+        at("d5", "2025-10-01T12:00:00Z", Some("2025-10-01T12:30:00Z")),
+        at("d6", "2025-10-01T13:00:00Z", Some("2025-10-01T13:30:00Z")),
+        at("d7", "2025-10-01T14:00:00Z", Some("2025-10-01T14:30:00Z")),
+        // Finished before d1 was created, and created before it: history.
+        at("d0", "2025-10-01T08:00:00Z", Some("2025-10-01T08:30:00Z")),
+    ];
+    store.insert_deployments(&rows, t("2025-10-01T08:00:00Z")).unwrap();
+    drop(store);
+    let read = |schema: u32| {
+        let (store, version) = Store::open_read_only(&db).unwrap();
+        assert_eq!(version, schema);
+        let (_, read) = store.load_reconcilable(&["ACTIVE"]).unwrap();
+        read.into_iter().map(|d| d.id).collect::<Vec<_>>()
+    };
+    assert_eq!(read(SCHEMA_VERSION), ["d1", "d4", "d5", "d6", "d7"]);
+    // Schema 7 found it through its index of every finished release by creation time.
+    backwards_index_of_schema_7(&rusqlite::Connection::open(&db).unwrap());
+    assert_eq!(read(7), ["d1", "d4", "d5", "d6", "d7"]);
 }
 
 #[test]
@@ -227,7 +279,7 @@ fn a_schema_5_claim_is_read_with_its_workers_process_and_a_schema_4_one_without(
     }
 }
 
-/// Takes migrations 5 to 7 out: claims without their worker's process, no settings.
+/// Takes migrations 5 to 8 out: claims without their worker's process, no settings.
 fn workers_of_schema_4(raw: &rusqlite::Connection) {
     release_window_of_schema_5(raw);
     raw.execute_batch(
@@ -239,7 +291,7 @@ fn workers_of_schema_4(raw: &rusqlite::Connection) {
     .unwrap();
 }
 
-/// Takes migrations 4 to 7 out: the lease row without its holder's host and process.
+/// Takes migrations 4 to 8 out: the lease row without its holder's host and process.
 fn lease_of_schema_3(raw: &rusqlite::Connection) {
     workers_of_schema_4(raw);
     raw.execute_batch(
