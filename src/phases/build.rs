@@ -43,7 +43,7 @@ const LAST_LINES: usize = 10;
 ///
 /// - [`PhaseError::Stopped`] when [`Watch::tick`] says so; the process group is gone.
 /// - [`PhaseError::Retry`] when the command cannot be started for a passing reason (the
-///   machine at its limit of processes, memory or open files: see [`io_error`]).
+///   machine at its limit of processes, memory or open files: EAGAIN, ENOMEM, EMFILE).
 /// - [`PhaseError::Failed`] when it cannot be started for another reason, exits with a
 ///   nonzero status or a signal, or runs past `limit` (then its process group is gone);
 ///   the reason quotes its last lines.
