@@ -29,7 +29,7 @@
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fs::FileType;
 use std::io::ErrorKind;
@@ -183,6 +183,10 @@ pub fn observe_with_stats(
 /// `deployments` are sorted by project, as the store returns them. Each project's live
 /// releases are looked up newest first, through one path that only changes its last
 /// component, and the first one there ends the search: it is nearly always the newest.
+/// A lookup hashes the path's bytes (the folders' paths are hashed once, on the first
+/// project that needs one) where the map compares it with a score of paths, component by
+/// component; a path whose bytes are no key is then looked up in the map, so every
+/// answer is the map's.
 fn fallbacks_needed<'a>(
     specs: &Specs,
     root: &Path,
@@ -192,6 +196,7 @@ fn fallbacks_needed<'a>(
     debug_assert!(deployments.is_sorted_by(|a, b| a.project <= b.project), "deployments sorted by project");
     let mut needed = Vec::new();
     let mut window: Vec<&Deployment> = Vec::new();
+    let mut folders: Option<HashSet<&[u8]>> = None;
     for of_project in deployments.chunk_by(|a, b| a.project == b.project) {
         window.clear();
         window.extend(of_project.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d)));
@@ -202,11 +207,15 @@ fn fallbacks_needed<'a>(
         }
         let project = of_project[0].project.as_str();
         window.sort_by_key(|d| std::cmp::Reverse(d.finished_at));
+        let folders = folders.get_or_insert_with(|| {
+            files.iter().filter(|(_, node)| **node == Node::Dir).map(|(path, _)| path.as_os_str().as_bytes()).collect()
+        });
         let mut release = Layout::new(root, project).releases_dir();
         let present = valid_project_id(project)
             && window.iter().filter(|d| valid_id(&d.id)).any(|d| {
                 release.push(&d.id);
-                let present = files.get(&release) == Some(&Node::Dir);
+                let present =
+                    folders.contains(release.as_os_str().as_bytes()) || files.get(&release) == Some(&Node::Dir);
                 release.pop();
                 present
             });
@@ -638,5 +647,9 @@ mod tests {
         // A file where the folder should be is no release.
         files.insert(Layout::new(root, "a").release("a3"), Node::File);
         assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["a", "c", "e"]);
+        // A folder whose path is spelled another way is the same path to the map: found
+        // there, though its bytes are no key of the hashed ones.
+        files.insert(PathBuf::from("/srv//c/deployments/c2"), Node::Dir);
+        assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["a", "e"]);
     }
 }
