@@ -21,8 +21,10 @@
 //!
 //! The `trueup` measured is the binary Cargo builds for this bench (`CARGO_BIN_EXE_trueup`,
 //! with the bench profile, so optimized). Times are medians of a few samples, all taken
-//! in this process, and every line prints the ratio and flags it `PAST TARGET` when it
-//! misses the target of issue 11. Run it with `cargo bench --bench floor` (and
+//! in this process, the measures of a ratio taking turns (the floor, `plan`, `plan` with
+//! the history and `status`; the repair and its floor), so that a change in the load of
+//! the machine weighs on both sides alike. Every line prints the ratio and flags it
+//! `PAST TARGET` when it misses the target of issue 11. Run it with `cargo bench --bench floor` (and
 //! `TRUEUP_BENCH_BIG=1 cargo bench --bench floor` for the large worlds); with
 //! `TRUEUP_BENCH_KEEP=1` the staged worlds are kept, to profile a command against them.
 
@@ -295,21 +297,31 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// The median of `samples` runs of `f`, after one to warm the caches.
-fn sample(samples: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    f();
-    median((0..samples).map(|_| f()).collect())
+/// The median time of `samples` runs of each of `fs`, after one of each to warm the
+/// caches. The runs take turns (one of each per round), so that a change in the load of
+/// this shared machine weighs on every measure of a ratio alike, not on one alone.
+fn sample_in_turn<const N: usize>(samples: usize, mut fs: [&mut dyn FnMut() -> Duration; N]) -> [Duration; N] {
+    for f in &mut fs {
+        f();
+    }
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(samples));
+    for _ in 0..samples {
+        for (f, times) in fs.iter_mut().zip(&mut times) {
+            times.push(f());
+        }
+    }
+    times.map(median)
 }
 
-/// Runs of a command: the median time and the largest peak memory.
-fn sample_runs(samples: usize, mut make: impl FnMut() -> Command, ok: &[i32]) -> (Duration, f64) {
-    let mut peak = 0;
-    let t = sample(samples, || {
-        let r = run(make(), ok);
-        peak = peak.max(r.max_rss_kib);
-        r.time
-    });
-    (t, peak as f64 / 1024.0)
+/// One run of a command, its time, and its peak memory added to `peak_kib`.
+fn timed(cmd: Command, ok: &[i32], peak_kib: &mut u64) -> Duration {
+    let r = run(cmd, ok);
+    *peak_kib = (*peak_kib).max(r.max_rss_kib);
+    r.time
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 fn secs(d: Duration) -> String {
@@ -344,12 +356,21 @@ fn measure(dir: &Path, n: usize, history: usize) -> Measured {
         secs(start.elapsed())
     );
 
-    let floor = sample(samples, || {
-        let t = Instant::now();
-        b.verify_floor();
-        t.elapsed()
-    });
-    let (plan, plan_mib) = sample_runs(samples, || b.trueup("plan", &b.staged.db), &[0]);
+    let (mut plan_kib, mut history_kib, mut status_kib) = (0, 0, 0);
+    let [floor, plan, with_history, status] = sample_in_turn(
+        samples,
+        [
+            &mut || {
+                let t = Instant::now();
+                b.verify_floor();
+                t.elapsed()
+            },
+            &mut || timed(b.trueup("plan", &b.staged.db), &[0], &mut plan_kib),
+            &mut || timed(b.trueup("plan", &b.history_db), &[0], &mut history_kib),
+            &mut || timed(b.trueup("status", &b.staged.db), &[0], &mut status_kib),
+        ],
+    );
+    let (plan_mib, history_mib) = (mib(plan_kib), mib(history_kib));
     ratio_line("plan (nothing to do) / syscall floor", plan, floor, Some(VERIFY_TARGET));
     if let Some(tmpfiles) = tmpfiles(&b, dir, samples) {
         // The target reads the other way round: plan at least 10x faster than tmpfiles.
@@ -366,29 +387,32 @@ fn measure(dir: &Path, n: usize, history: usize) -> Measured {
         println!("  systemd-tmpfiles is not installed: no comparison");
     }
 
-    let (with_history, history_mib) = sample_runs(samples, || b.trueup("plan", &b.history_db), &[0]);
     ratio_line("plan with history / without", with_history, plan, Some(HISTORY_TIME_TARGET));
     let over = n == 10_000 && history_mib > HISTORY_MEMORY_TARGET_MIB;
     let flag = if over { "  PAST TARGET (at most 100 MiB at 10,000)" } else { "" };
     println!("  {:<44} {plan_mib:>8.1} MiB vs {history_mib:>6.1} MiB{flag}", "peak memory without / with history");
 
-    let (status, _) = sample_runs(samples, || b.trueup("status", &b.staged.db), &[0]);
     ratio_line("status / plan", status, plan, None);
 
-    let repair_samples = samples.min(3);
     let mut repairs = Vec::new();
-    let ours = sample(repair_samples, || {
-        repairs = b.damage();
-        run(b.trueup("apply", &b.staged.db), &[0]).time
-    });
-    let floor = sample(repair_samples, || {
-        repairs = b.damage();
-        let t = Instant::now();
-        for (link, target) in &repairs {
-            replace_link(target, link, true);
-        }
-        t.elapsed()
-    });
+    let mut apply_kib = 0;
+    let [ours, floor] = sample_in_turn(
+        samples.min(3),
+        [
+            &mut || {
+                b.damage();
+                timed(b.trueup("apply", &b.staged.db), &[0], &mut apply_kib)
+            },
+            &mut || {
+                repairs = b.damage();
+                let t = Instant::now();
+                for (link, target) in &repairs {
+                    replace_link(target, link, true);
+                }
+                t.elapsed()
+            },
+        ],
+    );
     let what = format!("apply repairing {} links / rename+fsync floor", repairs.len());
     ratio_line(&what, ours, floor, Some(REPAIR_TARGET));
     Measured { plan, plan_mib }
@@ -411,7 +435,8 @@ fn tmpfiles(b: &Bench, dir: &Path, samples: usize) -> Option<Duration> {
         cmd.arg("--create").arg(&conf).stdout(Stdio::null()).stderr(Stdio::piped());
         cmd
     };
-    Some(sample_runs(samples, make, &[0]).0)
+    let mut peak_kib = 0;
+    Some(sample_in_turn(samples, [&mut || timed(make(), &[0], &mut peak_kib)])[0])
 }
 
 /// Removes the staging folder when dropped, also when the bench panics.
