@@ -172,7 +172,8 @@ impl Paths for World {
 /// world are: then bytes that are no key are no path of the map either.
 #[derive(Clone)]
 pub struct Index<'a> {
-    world: &'a World,
+    root: &'a Path,
+    files: &'a BTreeMap<PathBuf, Node>,
     by_bytes: HashMap<&'a [u8], &'a Node>,
     /// Every key is plain.
     plain: bool,
@@ -181,9 +182,14 @@ pub struct Index<'a> {
 impl<'a> Index<'a> {
     /// Indexes the paths of `world`.
     pub fn new(world: &'a World) -> Self {
-        let by_bytes = world.files.iter().map(|(path, node)| (path.as_os_str().as_bytes(), node)).collect();
-        let plain = world.files.keys().all(|path| is_plain_absolute(path));
-        Index { world, by_bytes, plain }
+        Index::of(&world.root, &world.files)
+    }
+
+    /// Indexes `files`, the paths seen under `root`, before they are a world's.
+    pub fn of(root: &'a Path, files: &'a BTreeMap<PathBuf, Node>) -> Self {
+        let by_bytes = files.iter().map(|(path, node)| (path.as_os_str().as_bytes(), node)).collect();
+        let plain = files.keys().all(|path| is_plain_absolute(path));
+        Index { root, files, by_bytes, plain }
     }
 }
 
@@ -195,14 +201,14 @@ impl std::fmt::Debug for Index<'_> {
 
 impl Paths for Index<'_> {
     fn root(&self) -> &Path {
-        &self.world.root
+        self.root
     }
 
     fn node(&self, path: &Path) -> Option<&Node> {
         match self.by_bytes.get(path.as_os_str().as_bytes()) {
             Some(node) => Some(node),
             None if self.plain && is_plain_absolute(path) => None,
-            None => self.world.files.get(path),
+            None => self.files.get(path),
         }
     }
 }

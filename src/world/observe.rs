@@ -29,7 +29,7 @@
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::FileType;
 use std::io::ErrorKind;
@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 
 use super::at::{Below, Dir, Kind, Link, Opened, Use};
 use super::routes::{RouteError, observe_routes};
-use crate::model::{Deployment, Layout, Node, Project, World, join_all, valid_id, valid_project_id};
+use crate::model::{Deployment, Node, Project, World, join_all, valid_id, valid_project_id};
+use crate::plan::{Index, release_exists};
 use crate::spec::Specs;
 use crate::store::{RELEASE_WINDOW, Store, StoreError};
 
@@ -181,12 +182,10 @@ pub fn observe_with_stats(
 /// folder, so the rest of their live releases must be read to find the fallback.
 ///
 /// `deployments` are sorted by project, as the store returns them. Each project's live
-/// releases are looked up newest first, through one path that only changes its last
-/// component, and the first one there ends the search: it is nearly always the newest.
-/// A lookup hashes the path's bytes (the folders' paths are hashed once, on the first
-/// project that needs one) where the map compares it with a score of paths, component by
-/// component; a path whose bytes are no key is then looked up in the map, so every
-/// answer is the map's.
+/// releases are looked up newest first, as the planner looks them up ([`release_exists`]
+/// in its hash [`Index`] of the paths, made on the first project that needs one, not in
+/// the map, which compares each path with a score of others component by component), and
+/// the first one there ends the search: it is nearly always the newest.
 fn fallbacks_needed<'a>(
     specs: &Specs,
     root: &Path,
@@ -196,7 +195,7 @@ fn fallbacks_needed<'a>(
     debug_assert!(deployments.is_sorted_by(|a, b| a.project <= b.project), "deployments sorted by project");
     let mut needed = Vec::new();
     let mut window: Vec<&Deployment> = Vec::new();
-    let mut folders: Option<HashSet<&[u8]>> = None;
+    let mut index: Option<Index<'_>> = None;
     for of_project in deployments.chunk_by(|a, b| a.project == b.project) {
         window.clear();
         window.extend(of_project.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d)));
@@ -207,18 +206,9 @@ fn fallbacks_needed<'a>(
         }
         let project = of_project[0].project.as_str();
         window.sort_by_key(|d| std::cmp::Reverse(d.finished_at));
-        let folders = folders.get_or_insert_with(|| {
-            files.iter().filter(|(_, node)| **node == Node::Dir).map(|(path, _)| path.as_os_str().as_bytes()).collect()
-        });
-        let mut release = Layout::new(root, project).releases_dir();
+        let index = index.get_or_insert_with(|| Index::of(root, files));
         let present = valid_project_id(project)
-            && window.iter().filter(|d| valid_id(&d.id)).any(|d| {
-                release.push(&d.id);
-                let present =
-                    folders.contains(release.as_os_str().as_bytes()) || files.get(&release) == Some(&Node::Dir);
-                release.pop();
-                present
-            });
+            && window.iter().filter(|d| valid_id(&d.id)).any(|d| release_exists(index, project, &d.id));
         if !present {
             needed.push(project);
         }
@@ -551,6 +541,7 @@ fn fs_error(path: &Path) -> impl Fn(std::io::Error) -> ObserveError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Layout;
 
     #[test]
     fn a_scan_split_among_threads_sees_what_one_thread_sees() {
@@ -648,7 +639,7 @@ mod tests {
         files.insert(Layout::new(root, "a").release("a3"), Node::File);
         assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["a", "c", "e"]);
         // A folder whose path is spelled another way is the same path to the map: found
-        // there, though its bytes are no key of the hashed ones.
+        // there, though its bytes are no key of the index.
         files.insert(PathBuf::from("/srv//c/deployments/c2"), Node::Dir);
         assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["a", "e"]);
     }
