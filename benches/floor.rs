@@ -356,7 +356,7 @@ fn measure(dir: &Path, n: usize, history: usize) -> Measured {
         secs(start.elapsed())
     );
 
-    let (mut plan_kib, mut history_kib, mut status_kib) = (0, 0, 0);
+    let (mut plan_kib, mut history_kib) = (0, 0);
     let [floor, plan, with_history, status] = sample_in_turn(
         samples,
         [
@@ -367,7 +367,7 @@ fn measure(dir: &Path, n: usize, history: usize) -> Measured {
             },
             &mut || timed(b.trueup("plan", &b.staged.db), &[0], &mut plan_kib),
             &mut || timed(b.trueup("plan", &b.history_db), &[0], &mut history_kib),
-            &mut || timed(b.trueup("status", &b.staged.db), &[0], &mut status_kib),
+            &mut || run(b.trueup("status", &b.staged.db), &[0]).time,
         ],
     );
     let (plan_mib, history_mib) = (mib(plan_kib), mib(history_kib));
@@ -395,13 +395,12 @@ fn measure(dir: &Path, n: usize, history: usize) -> Measured {
     ratio_line("status / plan", status, plan, None);
 
     let mut repairs = Vec::new();
-    let mut apply_kib = 0;
     let [ours, floor] = sample_in_turn(
         samples.min(3),
         [
             &mut || {
                 b.damage();
-                timed(b.trueup("apply", &b.staged.db), &[0], &mut apply_kib)
+                run(b.trueup("apply", &b.staged.db), &[0]).time
             },
             &mut || {
                 repairs = b.damage();
@@ -435,8 +434,7 @@ fn tmpfiles(b: &Bench, dir: &Path, samples: usize) -> Option<Duration> {
         cmd.arg("--create").arg(&conf).stdout(Stdio::null()).stderr(Stdio::piped());
         cmd
     };
-    let mut peak_kib = 0;
-    Some(sample_in_turn(samples, [&mut || timed(make(), &[0], &mut peak_kib)])[0])
+    Some(sample_in_turn(samples, [&mut || run(make(), &[0]).time])[0])
 }
 
 /// Removes the staging folder when dropped, also when the bench panics.
