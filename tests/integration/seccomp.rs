@@ -175,9 +175,14 @@ pub fn deny_threads_here() {
 
 /// Makes `command`'s process, once started, unable to start a thread.
 pub fn without_threads(command: &mut Command) -> &mut Command {
+    denying(command, Denied::Threads)
+}
+
+/// Makes `command`'s process, once started, denied `denied`.
+fn denying(command: &mut Command, denied: Denied) -> &mut Command {
     // SAFETY: `install` only makes system calls, as the time between `fork` and `exec`
     // allows.
-    unsafe { command.pre_exec(|| Denied::Threads.install()) }
+    unsafe { command.pre_exec(move || denied.install()) }
 }
 
 /// Runs the test `name` of this binary again in a child process denied `denied`, with
@@ -186,10 +191,7 @@ pub fn without_threads(command: &mut Command) -> &mut Command {
 fn rerun_denied(name: &str, denied: Denied, env: &[(&str, &str)]) {
     let mut child = Command::new(std::env::current_exe().expect("the test binary's path"));
     child.args([name, "--exact", "--test-threads=1"]).env(DENIED, denied.name()).envs(env.iter().copied());
-    // SAFETY: `install` only makes system calls, as the time between `fork` and `exec`
-    // allows.
-    unsafe { child.pre_exec(move || denied.install()) };
-    let out = child.output().expect("the test binary runs again");
+    let out = denying(&mut child, denied).output().expect("the test binary runs again");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "`{name}` denied {denied:?} failed:\n{said}");
     assert!(said.contains("test result: ok. 1 passed"), "`{name}` did not run:\n{said}");
