@@ -110,7 +110,10 @@ pub const RELEASE_WINDOW: u32 = 3;
 /// that each project, then its open deployments, drive the lookups, not the history; the
 /// `+` keeps the phase filter off the `deployments_by_phase` index, and the claimed rows
 /// on the index of claims rather than a walk of every finished row, for the same reason.
-const RECONCILABLE: &str = "WHERE finished_at IS NULL \
+///
+/// `{OF}`, `{OF_P}` and `{OF_H}` narrow it to one project (see [`Of`]): each part then
+/// starts from that project's entries of the same indexes.
+const RECONCILABLE: &str = "WHERE finished_at IS NULL{OF} \
      UNION ALL SELECT {COLUMNS} FROM deployments WHERE finished_at IS NOT NULL AND rowid IN ( \
          SELECT n.rowid FROM projects p CROSS JOIN deployments n ON n.rowid IN ( \
              SELECT rowid FROM (SELECT w.rowid FROM deployments w \
@@ -121,20 +124,41 @@ const RECONCILABLE: &str = "WHERE finished_at IS NULL \
                  WHERE o.project = p.id AND o.finished_at IS NULL AND +c.phase IN ({LIVE}) \
              UNION ALL SELECT c.rowid FROM deployments o CROSS JOIN deployments c \
                  ON c.project = o.project AND c.created_at > o.created_at AND c.finished_at < c.created_at \
-                 WHERE o.project = p.id AND o.finished_at IS NULL AND +c.phase IN ({LIVE})) \
-         UNION ALL SELECT h.rowid FROM deployments h WHERE h.owner IS NOT NULL AND +h.finished_at IS NOT NULL)";
+                 WHERE o.project = p.id AND o.finished_at IS NULL AND +c.phase IN ({LIVE})){OF_P} \
+         UNION ALL SELECT h.rowid FROM deployments h WHERE h.owner IS NOT NULL AND +h.finished_at IS NOT NULL{OF_H})";
 
 /// The statement that reads the deployments `filter` selects, in no particular order.
 fn deployments_where(filter: &str) -> String {
     format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter}")
 }
 
-/// The filter of [`Store::load_reconcilable`] for `live` phases.
-fn reconcilable(live: &[&str]) -> String {
+/// Whose deployments a reconcilable read selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Of {
+    /// Every project's.
+    All,
+    /// Those of the project given as the parameter after the `live` phases.
+    OneProject,
+}
+
+/// The filter of [`Store::load_reconcilable`] for `live` phases, of `of`'s projects.
+fn reconcilable(live: &[&str], of: Of) -> String {
+    let project = format!("?{}", live.len() + 1);
+    let (open, projects, claimed) = match of {
+        Of::All => (String::new(), String::new(), String::new()),
+        Of::OneProject => (
+            format!(" AND project = {project}"),
+            format!(" WHERE p.id = {project}"),
+            format!(" AND h.project = {project}"),
+        ),
+    };
     RECONCILABLE
         .replace("{COLUMNS}", DEPLOYMENT_COLUMNS)
         .replace("{LIVE}", &placeholders(live.len()))
         .replace("{WINDOW}", &RELEASE_WINDOW.to_string())
+        .replace("{OF_P}", &projects)
+        .replace("{OF_H}", &claimed)
+        .replace("{OF}", &open)
 }
 
 /// `?1, ?2, ... ?n`.
@@ -297,6 +321,30 @@ impl Store {
         }
     }
 
+    /// What [`Store::load_reconcilable`] reads of one project's deployments, sorted by id,
+    /// in one statement over the same indexes, starting from that project's entries: what
+    /// a run of one of its deployments asks (is a newer one live already, which release
+    /// to go back to) costs the same with one project as with ten thousand and their
+    /// history, and a row of another project that cannot be read back is never read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::load`], for a row of this project.
+    pub fn reconcilable_of(&self, project: &str, live: &[&str]) -> Result<Vec<Deployment>, StoreError> {
+        let params: Vec<&str> = live.iter().copied().chain([project]).collect();
+        self.deployments_where(&reconcilable(live, Of::OneProject), &params)
+    }
+
+    /// The project `id`, with its services, or `None` when there is none: two statements
+    /// over its own rows.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sql`] when the database fails.
+    pub fn project(&self, id: &str) -> Result<Option<Project>, StoreError> {
+        self.transaction(TransactionBehavior::Deferred, "read a project", || Ok(self.projects_where(Some(id))?.pop()))
+    }
+
     /// [`Store::load_reconcilable`], except that a deployment row that cannot be read
     /// back (a timestamp an operator edited, a count out of range) does not fail the
     /// load: it is returned apart, with its project, so that the other projects are
@@ -321,7 +369,7 @@ impl Store {
             let projects = self.projects()?;
             let (parsed, beside) = std::thread::scope(|s| {
                 let beside = crate::threads::spawn(s, || beside(&projects));
-                let parsed = self.parsed_deployments_where(&reconcilable(live), live);
+                let parsed = self.parsed_deployments_where(&reconcilable(live, Of::All), live);
                 (parsed, beside.join())
             });
             let (deployments, unreadable) = parsed?;
@@ -427,18 +475,29 @@ impl Store {
 
     /// Projects with their services: two statements.
     fn projects(&self) -> Result<Vec<Project>, StoreError> {
+        self.projects_where(None)
+    }
+
+    /// The project `only`, or every project, with their services: two statements.
+    fn projects_where(&self, only: Option<&str>) -> Result<Vec<Project>, StoreError> {
+        let (of_project, of_service, params) = match only {
+            Some(id) => ("WHERE id = ?1 ", "WHERE project = ?1 ", vec![id]),
+            None => ("", "", Vec::new()),
+        };
         const WHAT: &str = "read `projects`";
         let mut projects = self
-            .stmt(WHAT, "SELECT id, active, domain FROM projects ORDER BY id")?
-            .query_map([], |r| {
+            .stmt(WHAT, &format!("SELECT id, active, domain FROM projects {of_project}ORDER BY id"))?
+            .query_map(rusqlite::params_from_iter(&params), |r| {
                 Ok(Project { id: r.get(0)?, active: r.get(1)?, domain: r.get(2)?, services: Vec::new() })
             })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(sql(WHAT))?;
         const SERVICES: &str = "read `services`";
         let services = self
-            .stmt(SERVICES, "SELECT project, id, \"primary\" FROM services ORDER BY project, id")?
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, Service { id: r.get(1)?, primary: r.get(2)? })))
+            .stmt(SERVICES, &format!("SELECT project, id, \"primary\" FROM services {of_service}ORDER BY project, id"))?
+            .query_map(rusqlite::params_from_iter(&params), |r| {
+                Ok((r.get::<_, String>(0)?, Service { id: r.get(1)?, primary: r.get(2)? }))
+            })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(sql(SERVICES))?;
         for (project, service) in services {
@@ -534,23 +593,33 @@ mod tests {
         assert!(unreadable.iter().all(|(_, e)| e.to_string().contains("column `created_at`")), "{unreadable:?}");
     }
 
+    /// The steps of SQLite's plan of the reconcilable read of `of`, for two live phases.
+    fn query_plan(store: &Store, of: Of) -> Vec<String> {
+        let text = format!("EXPLAIN QUERY PLAN {}", deployments_where(&reconcilable(&["ACTIVE", "RUNNING"], of)));
+        let params: &[&str] = if of == Of::All { &["ACTIVE", "RUNNING"] } else { &["ACTIVE", "RUNNING", "p"] };
+        let mut stmt = store.conn.prepare(&text).unwrap();
+        stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
     #[test]
     fn the_reconciler_reads_deployments_through_indexes_only() {
         let path = std::env::temp_dir().join(format!("trueup-unit-{}-stuck-plan.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let (store, _) = Store::open(&path).unwrap();
-        let filter = reconcilable(&["ACTIVE", "RUNNING"]);
-        let text = format!("EXPLAIN QUERY PLAN {}", deployments_where(&filter));
-        let plan: Vec<String> = store
-            .conn
-            .prepare(&text)
-            .unwrap()
-            .query_map(["ACTIVE", "RUNNING"], |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = query_plan(&store, Of::All);
+        let one = query_plan(&store, Of::OneProject);
         drop(store);
         let _ = std::fs::remove_file(&path);
+        // One project's read starts from its entries: no scan but of a window it made.
+        assert!(one.iter().all(|s| !s.starts_with("SCAN") || s.starts_with("SCAN (subquery-")), "{one:#?}");
+        assert!(one.iter().any(|s| s.starts_with("SEARCH p USING") && s.contains("(id=?)")), "{one:#?}");
+        // Its open rows through either index of open rows, its claimed ones through theirs.
+        let open = ["deployments_open", "deployments_queue"]
+            .map(|i| format!("SEARCH deployments USING INDEX {i} (project=?)"));
+        assert!(one.iter().any(|s| open.contains(s)), "{one:#?}");
+        assert!(one.contains(&"SEARCH h USING INDEX deployments_claimed (project=?)".to_owned()), "{one:#?}");
+        assert_eq!(one.iter().filter(|s| s.contains("deployments_newest")).count(), 2, "{one:#?}");
+        assert!(!one.iter().any(|step| step.contains("TEMP B-TREE FOR ORDER BY")), "{one:#?}");
         // No full scan of the table, and the history (the live phase) never drives a loop:
         // every scan goes through an index of open or claimed rows, or over the projects.
         // (A scan of a subquery goes over the few rows it made: a project's window.)

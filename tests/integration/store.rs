@@ -272,6 +272,7 @@ fn a_schema_5_claim_is_read_with_its_workers_process_and_a_schema_4_one_without(
         let (store, version) = Store::open_read_only(&db).unwrap();
         assert_eq!(version, schema);
         let (_, deployments) = store.load_reconcilable(&["ACTIVE"]).unwrap();
+        assert_eq!(store.reconcilable_of("p1", &["ACTIVE"]).unwrap(), deployments, "schema {schema}");
         let claim = deployments[0].owner.as_ref().expect("the claim is read");
         assert_eq!(claim.owner, "w1", "schema {schema}");
         let seen = claim.process.as_ref().map(|p| (p.host.as_str(), p.pid, p.started));
@@ -462,8 +463,15 @@ fn load_returns_the_world_types_sorted_in_a_bounded_number_of_statements() {
     let (projects, deployments) = store.load().unwrap();
     assert_eq!(store.statements() - before, 5, "BEGIN, projects, services, deployments, COMMIT");
     p2.services.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(projects, vec![project("../evil"), project("p1"), p2]);
+    assert_eq!(projects, vec![project("../evil"), project("p1"), p2.clone()]);
     assert_eq!(deployments, vec![d0, d1, g]);
+
+    // One project is read as the whole load has it, from its own rows.
+    let before = store.statements();
+    assert_eq!(store.project("p2").unwrap(), Some(p2));
+    assert_eq!(store.statements() - before, 4, "BEGIN, the project, its services, COMMIT");
+    assert_eq!(store.project("../evil").unwrap(), Some(project("../evil")));
+    assert_eq!(store.project("p").unwrap(), None, "no project of that id");
 }
 
 #[test]
@@ -810,6 +818,21 @@ fn the_reconciler_reads_open_and_live_deployments_not_the_history() {
     assert_eq!(projects.len(), 2);
     let ids: Vec<_> = deployments.into_iter().map(|d| d.id).collect();
     assert_eq!(ids, vec!["a-live", "b-held", "e-free", "f-live", "g-rolling-back"], "sorted, no history");
+
+    // One project's, in one statement.
+    let of = |p: &str| store.reconcilable_of(p, &["ACTIVE"]).map(|ds| ds.into_iter().map(|d| d.id).collect::<Vec<_>>());
+    let before = store.statements();
+    assert_eq!(of("p1").unwrap(), ["a-live", "b-held"]);
+    assert_eq!(store.statements() - before, 1);
+    assert_eq!(of("p2").unwrap(), ["e-free", "f-live", "g-rolling-back"]);
+    // A row of p2 that cannot be read back (an operator's edit) fails a read of every
+    // project and of p2, never one of p1.
+    let raw = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    raw.execute("UPDATE deployments SET created_at = 'yesterday' WHERE id = 'e-free'", []).unwrap();
+    let error = store.load_reconcilable(&["ACTIVE"]).unwrap_err().to_string();
+    assert!(error.contains("e-free") && error.contains("created_at"), "{error}");
+    assert!(of("p2").unwrap_err().to_string().contains("e-free"));
+    assert_eq!(of("p1").unwrap(), ["a-live", "b-held"]);
 }
 
 /// Records one verdict: the one caller of `record_verdict` here.
