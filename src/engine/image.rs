@@ -77,11 +77,11 @@ pub(super) fn start_container(s: &mut Session<'_, '_>, d: &Deployment) -> Step {
     let image = image_of(d)?.to_owned();
     let engine = connect(s)?;
     let name = container_name(d);
-    let projects = s.engine.store.load().map_err(|e| PhaseError::Retry(e.to_string()))?.0;
-    let Some(project) = projects.iter().find(|p| p.id == d.project) else {
+    let project = s.engine.store.project(&d.project).map_err(|e| PhaseError::Retry(e.to_string()))?;
+    let Some(project) = project else {
         return Err(PhaseError::Failed(format!("project `{}` is not in the state database", d.project)));
     };
-    let labels = crate::plan::app_labels(project, d);
+    let labels = crate::plan::app_labels(&project, d);
     if let Some(there) = engine.find(&name).map_err(|e| PhaseError::Retry(chain(&e)))? {
         if !there.managed() || there.label(labels::DEPLOYMENT) != Some(d.id.as_str()) {
             return Err(PhaseError::Failed(format!(

@@ -298,13 +298,9 @@ impl Engine<'_> {
     fn superseded(&self, d: &Deployment) -> Result<Option<String>, EngineError> {
         let Some(created) = d.created_at else { return Ok(None) };
         let live = self.specs.live_phases();
-        let (_, all) = self.store.load_reconcilable(&live)?;
+        let all = self.store.reconcilable_of(&d.project, &live)?;
         let newer = all.iter().find(|o| {
-            o.project == d.project
-                && o.id != d.id
-                && o.service == d.service
-                && self.specs.is_live(o)
-                && o.created_at.is_some_and(|c| c > created)
+            o.id != d.id && o.service == d.service && self.specs.is_live(o) && o.created_at.is_some_and(|c| c > created)
         });
         Ok(newer.map(|n| format!("superseded: `{}`, created after it, is already live", n.id)))
     }

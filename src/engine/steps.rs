@@ -174,8 +174,8 @@ fn release_upstream(s: &Session<'_, '_>, d: &Deployment) -> Option<String> {
 
 /// The host name `d`'s project answers on.
 fn domain(s: &Session<'_, '_>, d: &Deployment) -> Result<String, PhaseError> {
-    let projects = s.engine.store.load().map_err(|e| PhaseError::Retry(e.to_string()))?.0;
-    let own = projects.into_iter().find(|p| p.id == d.project).and_then(|p| p.domain);
+    let project = s.engine.store.project(&d.project).map_err(|e| PhaseError::Retry(e.to_string()))?;
+    let own = project.and_then(|p| p.domain);
     Ok(own.unwrap_or_else(|| format!("{}.{}", d.project, s.engine.settings.domain)))
 }
 
@@ -366,10 +366,10 @@ pub(super) fn rollback(s: &mut Session<'_, '_>, d: &Deployment) {
 /// The project's latest live deployment other than `d` whose release is complete.
 fn previous_release(s: &Session<'_, '_>, d: &Deployment) -> Option<Deployment> {
     let live = s.engine.specs.live_phases();
-    let (_, all) = s.engine.store.load_reconcilable(&live).ok()?;
+    let all = s.engine.store.reconcilable_of(&d.project, &live).ok()?;
     let layout = Layout::new(&s.engine.root, &d.project);
     all.into_iter()
-        .filter(|o| o.project == d.project && o.id != d.id && s.engine.specs.is_live(o))
+        .filter(|o| o.id != d.id && s.engine.specs.is_live(o))
         .filter(|o| !o.kind.has_release_folder() || layout.release(&o.id).is_dir())
         .max_by_key(|o| (o.finished_at, o.created_at))
 }

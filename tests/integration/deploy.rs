@@ -157,6 +157,24 @@ fn a_first_release_that_fails_its_check_gets_no_route() {
 }
 
 #[test]
+fn a_row_of_another_project_that_cannot_be_read_back_stops_no_deploy() {
+    let paas = Paas::new("deploy-other-row");
+    let id1 = id_of(&paas.deploy("notes", &paas.source("v1", "notes v1")).run());
+    paas.trueup(["deploy", "--detach", "--project", "ledger", "--source"]).arg(paas.source("l1", "x")).run();
+    // An operator's edit by hand leaves the other project's row unreadable.
+    let raw = rusqlite::Connection::open(paas.db()).unwrap();
+    assert_eq!(raw.execute("UPDATE deployments SET created_at = 'yesterday' WHERE project = 'ledger'", []).unwrap(), 1);
+    drop(raw);
+    // Each phase reads what it needs of its own project (is a newer release live, the
+    // domain for the route and the check), and none of the row it cannot read.
+    let v2 = paas.deploy("notes", &paas.source("v2", "notes v2")).run();
+    let id2 = id_of(&v2);
+    assert!(v2.stdout.ends_with(&format!("{id2} is live (ACTIVE)\n")), "{}", v2.stdout);
+    assert_eq!(paas.proxy.get("notes.localhost", "/"), (200, Some(id2.clone()), "notes v2".to_owned()));
+    assert_eq!(paas.deployments("notes"), [(id1, "ACTIVE".to_owned()), (id2, "ACTIVE".to_owned())]);
+}
+
+#[test]
 fn bad_input_is_a_clear_error_that_leaves_the_live_release_untouched() {
     let paas = Paas::new("deploy-bad");
     let id1 = id_of(&paas.deploy("tidy", &paas.source("v1", "tidy v1")).run());
