@@ -17,6 +17,11 @@
 //! - `trueup apply` repairing 20% of the links (`current` and webroot of one project in
 //!   five point at the older release) against the floor: for each wrong link a new link
 //!   under a temporary name, a `rename(2)` over the old one and an `fsync` of its folder.
+//! - `trueup deploy` of a one-file site to a project of its own, with the world's history
+//!   copy, against the same deploy in a world of that one project: a run reads its own
+//!   project, so the ratio stays near 1 (not a target of issue 11: a bound of this
+//!   bench's, [`DEPLOY_TARGET`]). Its health check asks a server in this process. This
+//!   runs last, as it adds the project to the history copy and the root.
 //! - With `TRUEUP_BENCH_BIG=1`, how time and memory grow from 10,000 to 100,000 projects.
 //!
 //! The `trueup` measured is the binary Cargo builds for this bench (`CARGO_BIN_EXE_trueup`,
@@ -50,6 +55,8 @@ const HISTORY_TIME_TARGET: f64 = 1.2;
 const HISTORY_MEMORY_TARGET_MIB: f64 = 100.0;
 const REPAIR_TARGET: f64 = 1.0;
 const GROWTH_RANGE: (f64, f64) = (8.0, 12.0);
+/// A deploy in this world with its history, against one in a world of its project alone.
+const DEPLOY_TARGET: f64 = 1.5;
 
 fn ago(minutes: i64) -> Timestamp {
     Timestamp::from_unix(NOW - minutes * 60)
@@ -414,7 +421,66 @@ fn measure(dir: &Path, n: usize, history: usize) -> Measured {
     );
     let what = format!("apply repairing {} links / rename+fsync floor", repairs.len());
     ratio_line(&what, ours, floor, Some(REPAIR_TARGET));
+
+    let upstream = serve_anything();
+    let site = dir.join("site");
+    fs::create_dir_all(&site).expect("the site folder");
+    fs::write(site.join("index.html"), "hello").expect("the site");
+    let alone = dir.join("alone");
+    let alone = [alone.join("state.db"), alone.join("root"), alone.join("routes")];
+    for folder in &alone[1..] {
+        fs::create_dir_all(folder).expect("the folders of a world of one project");
+    }
+    let here = [b.history_db.clone(), b.staged.root.clone(), b.staged.routes_dir.clone()];
+    let [with_history, by_itself] = sample_in_turn(
+        samples,
+        [&mut || run(deploy(&here, &site, &upstream), &[0]).time, &mut || {
+            run(deploy(&alone, &site, &upstream), &[0]).time
+        }],
+    );
+    ratio_line("deploy with history / in a world of its own", with_history, by_itself, Some(DEPLOY_TARGET));
     Measured { plan, plan_mib }
+}
+
+/// `trueup deploy` of `site` (an `index.html`, copied to `public/` by the build) to the
+/// project `bench-deploy` of the world of `[database, root, routes folder]`, through
+/// every phase: the route sends it to `upstream`, which the checks ask directly.
+fn deploy([db, root, routes]: &[PathBuf; 3], site: &Path, upstream: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trueup"));
+    cmd.arg("deploy")
+        .arg("--db")
+        .arg(db)
+        .arg("--root")
+        .arg(root)
+        .arg("--routes-dir")
+        .arg(routes)
+        .args(["--project", "bench-deploy", "--build", "mkdir -p public && cp index.html public/"])
+        .args(["--webroot-upstream", upstream, "--color", "never", "--source"])
+        .arg(site)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `http://ADDRESS` of a server, on a thread of this process, that answers every request
+/// `200 OK`: the deploys' health checks.
+fn serve_anything() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the health checks");
+    let address = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = std::io::BufReader::new(stream);
+            // The request's head, up to its empty line; a check sends no body.
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut stream, &mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+            let _ = std::io::Write::write_all(stream.get_mut(), answer);
+        }
+    });
+    format!("http://{address}")
 }
 
 /// `systemd-tmpfiles --create` over a configuration of the same links, if installed.
