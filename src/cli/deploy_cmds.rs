@@ -311,8 +311,13 @@ pub fn work(args: &Args, cmd: &WorkArgs) -> anyhow::Result<ExitCode> {
     let containers = super::plan_cmds::container_config(args)?;
     settings(&store, &cmd.settings)?;
     let mut failed = 0usize;
+    let mut told = Vec::new();
     loop {
         let ready = ready(&store, &specs)?;
+        for waiting in ready.news(&mut told) {
+            noteln!("warning: {waiting}");
+        }
+        let ready = ready.ids;
         if ready.is_empty() {
             if cmd.once || signals::caught().is_some() {
                 break;
@@ -423,13 +428,38 @@ pub(super) fn run_each(workers: &Workers<'_>, ids: &[String]) -> Vec<(String, an
     ended
 }
 
-/// The deployments a worker may take now: the head of each project's queue that is
-/// queued (in its spec's initial phase) and unheld, or held by a worker that is gone.
-pub(super) fn ready(store: &Store, specs: &Specs) -> anyhow::Result<Vec<String>> {
+/// What a worker may take now ([`ready`]).
+pub(super) struct Ready {
+    /// The head of each project's queue that is queued (in its spec's initial phase) and
+    /// unheld, or held by a worker that is gone.
+    pub(super) ids: Vec<String>,
+    /// Why each project whose head cannot be read back waits, a sentence each.
+    pub(super) waiting: Vec<String>,
+}
+
+impl Ready {
+    /// The sentences of [`Ready::waiting`] not in `told`, which becomes them all: what a
+    /// worker that looks every few seconds says once, not at every look.
+    pub(super) fn news(&self, told: &mut Vec<String>) -> Vec<String> {
+        let news = self.waiting.iter().filter(|w| !told.contains(w)).cloned().collect();
+        told.clone_from(&self.waiting);
+        news
+    }
+}
+
+/// The deployments a worker may take now. A head that cannot be read back holds back its
+/// project's queue alone.
+pub(super) fn ready(store: &Store, specs: &Specs) -> anyhow::Result<Ready> {
     let now = crate::time::clock::now();
-    let heads = store.queue_heads()?;
+    let (heads, unreadable) = store.queue_heads()?;
+    let waiting = unreadable
+        .into_iter()
+        .map(|(project, error)| {
+            format!("{error}: the queue of project `{}` waits until the row is fixed", project.escape_debug())
+        })
+        .collect();
     let host = crate::host::hostname();
-    Ok(heads
+    let ids = heads
         .into_iter()
         .filter(|d| {
             let spec = specs.of(d);
@@ -439,7 +469,8 @@ pub(super) fn ready(store: &Store, specs: &Specs) -> anyhow::Result<Vec<String>>
             (queued && !d.held_at(now)) || dead
         })
         .map(|d| d.id)
-        .collect())
+        .collect();
+    Ok(Ready { ids, waiting })
 }
 
 /// `trueup event`.
@@ -488,5 +519,23 @@ pub fn logs(args: &Args, cmd: &LogsArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ready;
+
+    #[test]
+    fn why_a_queue_waits_is_told_once_and_again_once_it_changed() {
+        let ready =
+            |waiting: &[&str]| Ready { ids: Vec::new(), waiting: waiting.iter().map(|w| (*w).to_owned()).collect() };
+        let mut told = Vec::new();
+        assert_eq!(ready(&["a", "b"]).news(&mut told), ["a", "b"]);
+        assert!(ready(&["a", "b"]).news(&mut told).is_empty(), "told already");
+        assert_eq!(ready(&["b", "c"]).news(&mut told), ["c"]);
+        assert!(ready(&[]).news(&mut told).is_empty());
+        // Fixed, then broken again: told again.
+        assert_eq!(ready(&["b"]).news(&mut told), ["b"]);
     }
 }

@@ -169,7 +169,7 @@ pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|err| {
                 anyhow::anyhow!("cannot start the supervisor thread: {err} (is the machine at its limit of processes?)")
             })?;
-        let daemon = Daemon { args, cmd, specs: &specs, store: &store, cfg: &cfg };
+        let daemon = Daemon { args, cmd, specs: &specs, store: &store, cfg: &cfg, told: std::cell::RefCell::default() };
         let worked = daemon.work(woken);
         anyhow::Ok((worked, supervisor.join()))
     });
@@ -300,6 +300,8 @@ struct Daemon<'a> {
     specs: &'a Specs,
     store: &'a Store,
     cfg: &'a reconcile::Config,
+    /// Why projects' queues wait, as last logged: each reason is logged once.
+    told: std::cell::RefCell<Vec<String>>,
 }
 
 /// What a cycle ended with, for `--once`.
@@ -416,7 +418,12 @@ impl Daemon<'_> {
             return 0;
         }
         let ready = match deploy_cmds::ready(self.store, self.specs) {
-            Ok(ready) => ready,
+            Ok(ready) => {
+                for waiting in ready.news(&mut self.told.borrow_mut()) {
+                    warn!("{waiting}");
+                }
+                ready.ids
+            }
             Err(err) => {
                 error!("cannot read the queue: {err:#}");
                 // Nothing ran: the deployments just resumed did not go live.

@@ -527,7 +527,7 @@ impl Store {
     /// as soon as it is read (the rows are never all held twice, as text and parsed):
     /// those that parse, and each that does not, with its project, both sorted by project
     /// then id.
-    fn parsed_deployments_where(&self, filter: &str, params: &[&str]) -> Result<Parsed, StoreError> {
+    pub(super) fn parsed_deployments_where(&self, filter: &str, params: &[&str]) -> Result<Parsed, StoreError> {
         const WHAT: &str = "read `deployments`";
         let mut deployments = Vec::new();
         let mut unreadable = Vec::new();

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::write::json;
-use super::{Fence, Store, StoreError, sql};
+use super::{Fence, Parsed, Store, StoreError, sql};
 use crate::model::{Deployment, LogEntry, Process};
 use crate::time::Timestamp;
 
@@ -68,11 +68,15 @@ impl Store {
     /// deployment (by `created_at`, then the order it was recorded in), oldest first. One deployment of a project
     /// runs at a time, so the newer ones wait behind it, claimed or not.
     ///
+    /// A head that cannot be read back (a timestamp an operator edited) is returned apart,
+    /// with its project, as by [`Store::load_readable`]: that project's queue waits until
+    /// the row is fixed, and the others' still run.
+    ///
     /// # Errors
     ///
-    /// [`StoreError::Corrupt`] for a row that cannot be read back; [`StoreError::Sql`].
-    pub fn queue_heads(&self) -> Result<Vec<Deployment>, StoreError> {
-        let mut heads = self.deployments_where(
+    /// [`StoreError::Sql`].
+    pub fn queue_heads(&self) -> Result<Parsed, StoreError> {
+        let (mut heads, unreadable) = self.parsed_deployments_where(
             "WHERE finished_at IS NULL AND NOT EXISTS (
                  SELECT 1 FROM deployments e
                  WHERE e.project = deployments.project AND e.finished_at IS NULL
@@ -82,7 +86,7 @@ impl Store {
         )?;
         // Heads are of different projects: their order is only who goes first.
         heads.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(heads)
+        Ok((heads, unreadable))
     }
 
     /// Claims unfinished `deployment` for `owner`, running as `process`, until `until`:

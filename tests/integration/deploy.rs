@@ -157,7 +157,7 @@ fn a_first_release_that_fails_its_check_gets_no_route() {
 }
 
 #[test]
-fn a_row_of_another_project_that_cannot_be_read_back_stops_no_deploy() {
+fn a_row_of_another_project_that_cannot_be_read_back_stops_no_deploy_nor_worker() {
     let paas = Paas::new("deploy-other-row");
     let id1 = id_of(&paas.deploy("notes", &paas.source("v1", "notes v1")).run());
     paas.trueup(["deploy", "--detach", "--project", "ledger", "--source"]).arg(paas.source("l1", "x")).run();
@@ -171,7 +171,18 @@ fn a_row_of_another_project_that_cannot_be_read_back_stops_no_deploy() {
     let id2 = id_of(&v2);
     assert!(v2.stdout.ends_with(&format!("{id2} is live (ACTIVE)\n")), "{}", v2.stdout);
     assert_eq!(paas.proxy.get("notes.localhost", "/"), (200, Some(id2.clone()), "notes v2".to_owned()));
-    assert_eq!(paas.deployments("notes"), [(id1, "ACTIVE".to_owned()), (id2, "ACTIVE".to_owned())]);
+    // The unreadable row heads `ledger`'s queue: a worker says so, once, and runs the
+    // other queues.
+    let queued = paas.trueup(["deploy", "--detach", "--json", "--project", "notes", "--build", BUILD, "--source"]);
+    let id3 = queued_id(&queued.arg(paas.source("v3", "notes v3")).run());
+    let worked = paas.trueup(["work", "--once"]).run();
+    assert!(worked.stdout.contains(&format!("{id3} is live (ACTIVE)")), "{}", worked.stdout);
+    let waits = "column `created_at`: `yesterday` is not an RFC 3339 timestamp (expected e.g. `2025-10-02T12:00:00Z`): \
+                 the queue of project `ledger` waits until the row is fixed";
+    assert_eq!(worked.stderr.matches(waits).count(), 1, "{}", worked.stderr);
+    assert_eq!(paas.proxy.get("notes.localhost", "/"), (200, Some(id3.clone()), "notes v3".to_owned()));
+    let active = |id: String| (id, "ACTIVE".to_owned());
+    assert_eq!(paas.deployments("notes"), [active(id1), active(id2), active(id3)]);
 }
 
 #[test]

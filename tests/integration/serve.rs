@@ -379,6 +379,37 @@ fn queued_deployments_run_between_cycles_and_sigterm_releases_a_running_build() 
 }
 
 #[test]
+fn a_queue_head_that_cannot_be_read_back_is_logged_once_and_the_other_queues_run() {
+    let (scratch, staged, _) = crate::machine::staged_fixture("0001_all_true.yaml");
+    let site = scratch.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "hello").unwrap();
+    let queue = |project: &str| {
+        let queued = trueup(&staged, &["deploy", "--project", project, "--source", site.to_str().unwrap(), "--detach"]);
+        assert_eq!(queued.status.code(), Some(0), "{}", String::from_utf8_lossy(&queued.stderr));
+    };
+    queue("edited");
+    // An operator's edit by hand.
+    let edit = rusqlite::Connection::open(&staged.db).unwrap();
+    assert_eq!(edit.execute("UPDATE deployments SET created_at = 'noon' WHERE project = 'edited'", []).unwrap(), 1);
+    drop(edit);
+    let mut daemon = Daemon::start(&staged, &["--interval", "1h"], &[]);
+    daemon.wait_for("ready");
+    queue("q1");
+    daemon.wait_for(" is live");
+    // Polls every two seconds meanwhile: the reason is logged once, not at each.
+    std::thread::sleep(Duration::from_secs(5));
+    daemon.signal("TERM");
+    let (code, log) = daemon.exit();
+    assert_eq!(code, Some(0), "{}", log.join("\n"));
+    // (The cycle's plan says too that the project is left alone, once a cycle.)
+    let waits = "`noon` is not an RFC 3339 timestamp (expected e.g. `2025-10-02T12:00:00Z`): \
+                 the queue of project `edited` waits until the row is fixed";
+    assert_eq!(log.iter().filter(|l| l.contains(waits)).count(), 1, "{}", log.join("\n"));
+    assert!(!log.iter().any(|l| l.contains("cannot read the queue")), "{}", log.join("\n"));
+}
+
+#[test]
 fn sigterm_mid_cycle_finishes_the_action_in_hand_frees_both_leases_and_exits_0() {
     // Stopped after its fifth action, the signal is handled before the sixth; stopped
     // inside its sixth, that one is finished first.

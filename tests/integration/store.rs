@@ -835,6 +835,37 @@ fn the_reconciler_reads_open_and_live_deployments_not_the_history() {
     assert_eq!(of("p1").unwrap(), ["a-live", "b-held"]);
 }
 
+#[test]
+fn a_queue_head_that_cannot_be_read_back_holds_back_its_project_alone() {
+    let dir = Scratch::new("queue-heads");
+    let store = open(&dir.join("state.db"));
+    store.upsert_projects(&[project("p1"), project("p2"), project("p3")]).unwrap();
+    let queued =
+        |id: &str, project: &str, at: &str| Deployment { created_at: Some(t(at)), ..deployment(id, project, "QUEUED") };
+    let rows = [
+        queued("a1", "p1", "2025-10-02T12:00:00Z"),
+        queued("a2", "p1", "2025-10-02T12:01:00Z"),
+        queued("b1", "p2", "2025-10-02T11:00:00Z"),
+        queued("c1", "p3", "2025-10-02T10:00:00Z"),
+        queued("c2", "p3", "2025-10-02T10:01:00Z"),
+    ];
+    store.insert_deployments(&rows, t("2025-10-02T12:00:00Z")).unwrap();
+    let heads = |store: &Store| {
+        let (heads, unreadable) = store.queue_heads().unwrap();
+        let unreadable: Vec<(String, String)> = unreadable.into_iter().map(|(p, e)| (p, e.to_string())).collect();
+        (heads.into_iter().map(|d| d.id).collect::<Vec<_>>(), unreadable)
+    };
+    assert_eq!(heads(&store), (vec!["c1".to_owned(), "b1".to_owned(), "a1".to_owned()], vec![]), "oldest first");
+    // An operator's edit: p2's head, and a row behind p3's head.
+    let raw = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    raw.execute("UPDATE deployments SET phase_updated_at = 'noon' WHERE id IN ('b1', 'c2')", []).unwrap();
+    let (ids, unreadable) = heads(&store);
+    assert_eq!(ids, ["c1", "a1"], "p2 waits; p3's head is read, not the row behind it");
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert_eq!(unreadable[0].0, "p2");
+    assert!(unreadable[0].1.contains("row `b1`, column `phase_updated_at`"), "{unreadable:?}");
+}
+
 /// Records one verdict: the one caller of `record_verdict` here.
 #[track_caller]
 fn verdict(
