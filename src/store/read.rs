@@ -340,7 +340,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Sql`] when the database fails.
+    /// [`StoreError::Sql`] when the database fails; [`StoreError::Corrupt`] for a
+    /// `services` row of `id` without its project.
     pub fn project(&self, id: &str) -> Result<Option<Project>, StoreError> {
         self.transaction(TransactionBehavior::Deferred, "read a project", || Ok(self.projects_where(Some(id))?.pop()))
     }
