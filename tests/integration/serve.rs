@@ -334,6 +334,14 @@ fn a_daemon_killed_mid_cycle_is_taken_over_at_once_and_the_next_converges() {
     assert_eq!(leases(&staged), free());
 }
 
+/// A source folder in `scratch` whose `index.html` says hello.
+fn site(scratch: &Scratch) -> std::path::PathBuf {
+    let site = scratch.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "hello").unwrap();
+    site
+}
+
 #[test]
 fn queued_deployments_run_between_cycles_and_sigterm_releases_a_running_build() {
     // A world with nothing stuck: the only runs are those queued here.
@@ -342,9 +350,7 @@ fn queued_deployments_run_between_cycles_and_sigterm_releases_a_running_build() 
     daemon.wait_for("ready");
 
     // Queued after ready: picked up by a poll, not by a cycle.
-    let site = scratch.join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("index.html"), "hello").unwrap();
+    let site = site(&scratch);
     let queued = trueup(&staged, &["deploy", "--project", "q1", "--source", site.to_str().unwrap(), "--detach"]);
     assert_eq!(queued.status.code(), Some(0), "{}", String::from_utf8_lossy(&queued.stderr));
     let live = daemon.wait_for(" is live");
@@ -381,9 +387,7 @@ fn queued_deployments_run_between_cycles_and_sigterm_releases_a_running_build() 
 #[test]
 fn a_queue_head_that_cannot_be_read_back_is_logged_once_and_the_other_queues_run() {
     let (scratch, staged, _) = crate::machine::staged_fixture("0001_all_true.yaml");
-    let site = scratch.join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("index.html"), "hello").unwrap();
+    let site = site(&scratch);
     let queue = |project: &str| {
         let queued = trueup(&staged, &["deploy", "--project", project, "--source", site.to_str().unwrap(), "--detach"]);
         assert_eq!(queued.status.code(), Some(0), "{}", String::from_utf8_lossy(&queued.stderr));
@@ -536,9 +540,7 @@ fn a_cycle_that_finds_an_operators_apply_holding_the_lease_is_tried_again_until_
 #[test]
 fn deployments_killed_mid_build_are_resumed_and_run_live_with_jobs_workers_before_ready() {
     let (scratch, staged, _) = crate::machine::staged_fixture("0001_all_true.yaml");
-    let site = scratch.join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("index.html"), "hello").unwrap();
+    let site = site(&scratch);
     // Two deployments of two projects, each killed with SIGKILL in its first build; a
     // resumed build (its marker is there) passes at once.
     for project in ["k1", "k2"] {
