@@ -202,7 +202,7 @@ impl Engine<'_> {
             s.phase.clone_from(&d.phase);
             s.report.phase(&d.id, &d.phase);
             if let Some(reason) = self.superseded(&d)? {
-                self.fire_role(s, &d, spec, state, &spec.roles.fail, &reason, LogLevel::Error, &BTreeMap::new())?;
+                self.fail(s, &d, spec, state, &reason)?;
                 continue;
             }
             let run = spec.state(state).run.clone();
@@ -223,7 +223,7 @@ impl Engine<'_> {
                 }
                 Err(PhaseError::Failed(reason)) => {
                     steps::rollback(s, &d);
-                    self.fire_role(s, &d, spec, state, &spec.roles.fail, &reason, LogLevel::Error, &BTreeMap::new())?;
+                    self.fail(s, &d, spec, state, &reason)?;
                 }
                 Err(PhaseError::Retry(why)) => {
                     s.line(LogLevel::Warn, &format!("{} could not be done now, left to be resumed: {why}", d.phase));
@@ -267,15 +267,53 @@ impl Engine<'_> {
             },
             other => EngineError::BadOptions(other.to_string()),
         })?;
-        let to = spec.name(t.target);
+        let moved = Move { to: t.target, event: Some(event), message, level };
+        self.record(s, d, spec, state, &moved, metadata)
+    }
+
+    /// Fails `d`: where the spec's fail event takes it from `state`, else straight to the
+    /// failed role, as the planner fails a deployment (a phase that cannot fail, such as
+    /// waiting in the queue, still ends when it must, rather than being picked again and
+    /// again).
+    fn fail(
+        &self,
+        s: &mut Session<'_, '_>,
+        d: &Deployment,
+        spec: &Spec,
+        state: StateId,
+        message: &str,
+    ) -> Result<(), EngineError> {
+        let event = spec.roles.fail.as_str();
+        let (to, event) = match self.next(spec, d, state, event) {
+            Some(to) => (to, Some(event)),
+            None => (spec.roles.failed, None),
+        };
+        let moved = Move { to, event, message, level: LogLevel::Error };
+        self.record(s, d, spec, state, &moved, &BTreeMap::new())
+    }
+
+    /// Records `d`'s move from `state` with its log line.
+    fn record(
+        &self,
+        s: &mut Session<'_, '_>,
+        d: &Deployment,
+        spec: &Spec,
+        state: StateId,
+        moved: &Move<'_>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let to = spec.name(moved.to);
         let now: Timestamp = clock::now();
-        let attempts = if t.target == state { d.attempts + 1 } else { 0 };
-        let finished = spec.is_final(t.target);
-        let level = if finished && t.target != spec.roles.live { LogLevel::Error } else { level };
+        let attempts = if moved.to == state { d.attempts + 1 } else { 0 };
+        let finished = spec.is_final(moved.to);
+        let level = if finished && moved.to != spec.roles.live { LogLevel::Error } else { moved.level };
+        let message = moved.message;
         let text =
             if level == LogLevel::Error { format!("failed in {}: {message}", d.phase) } else { message.to_owned() };
-        let mut meta =
-            BTreeMap::from([("event".to_owned(), event.to_owned()), ("new_phase".to_owned(), to.to_owned())]);
+        let mut meta = BTreeMap::from([("new_phase".to_owned(), to.to_owned())]);
+        if let Some(event) = moved.event {
+            meta.insert("event".to_owned(), event.to_owned());
+        }
         if level == LogLevel::Error {
             meta.insert("reason".to_owned(), message.to_owned());
         }
@@ -304,6 +342,15 @@ impl Engine<'_> {
         });
         Ok(newer.map(|n| format!("superseded: `{}`, created after it, is already live", n.id)))
     }
+}
+
+/// A move of a deployment to record: where to, through which event (none for a move
+/// straight to a role's state), and its log line.
+struct Move<'m> {
+    to: StateId,
+    event: Option<&'m str>,
+    message: &'m str,
+    level: LogLevel,
 }
 
 /// The crash tests' pause at a phase boundary, in debug builds only (release builds

@@ -186,6 +186,75 @@ fn a_row_of_another_project_that_cannot_be_read_back_stops_no_deploy_nor_worker(
 }
 
 #[test]
+fn a_queued_deployment_a_newer_live_release_supersedes_ends_failed_once_and_the_site_stays() {
+    let paas = Paas::new("deploy-superseded");
+    // Queued first (created earlier), then overtaken by a deploy that ran at once.
+    let queued = paas.deploy("wiki", &paas.source("v1", "wiki v1")).args(["--detach", "--json"]);
+    let id1 = queued_id(&queued.now("2025-10-02T12:00:00Z").run());
+    let id2 = id_of(&paas.deploy("wiki", &paas.source("v2", "wiki v2")).run());
+    // Running the older one would roll the site back: it fails, in the queue, saying why
+    // once (no phase of it runs).
+    let worked = paas.trueup(["work", "--once"]).within(Duration::from_secs(120)).code(1).run();
+    let why = format!("superseded: `{id2}`, created after it, is already live");
+    assert_eq!(worked.stderr, format!("error: {id1} ended in FAILED: failed in QUEUED: {why}\n"));
+    assert!(!worked.stdout.contains("PULLING_SOURCE"), "{}", worked.stdout);
+    let phase = |id: &str, phase: &str| (id.to_owned(), phase.to_owned());
+    assert_eq!(paas.deployments("wiki"), [phase(&id1, "FAILED"), phase(&id2, "ACTIVE")]);
+    assert_eq!(paas.proxy.get("wiki.localhost", "/"), (200, Some(id2.clone()), "wiki v2".to_owned()));
+    let log = paas.trueup(["logs"]).arg(&id1).run().stdout;
+    assert!(log.contains(&format!(" error QUEUED failed in QUEUED: {why}\n")), "{log}");
+    paas.trueup(["plan", "--detailed-exitcode"]).run();
+}
+
+#[test]
+fn a_newer_deployment_that_failed_supersedes_nothing_queued_before_it() {
+    let paas = Paas::new("deploy-not-superseded");
+    // Creation times are to the second: each deployment is created a second apart.
+    let tick = || std::thread::sleep(Duration::from_millis(1100));
+    let id1 = id_of(&paas.deploy("docs", &paas.source("v1", "docs v1")).run());
+    tick();
+    let id2 = queued_id(&paas.deploy("docs", &paas.source("v2", "docs v2")).args(["--detach", "--json"]).run());
+    tick();
+    // Newer than the queued one, but it never went live: the queued one still runs.
+    let broken = paas.trueup(["deploy", "--project", "docs", "--build", "exit 3", "--source"]);
+    let id3 = id_of(&broken.arg(paas.source("v3", "x")).code(1).run());
+    paas.trueup(["work", "--once"]).within(Duration::from_secs(120)).run();
+    let phase = |id: &str, phase: &str| (id.to_owned(), phase.to_owned());
+    assert_eq!(paas.deployments("docs"), [phase(&id1, "ACTIVE"), phase(&id2, "ACTIVE"), phase(&id3, "FAILED")]);
+    assert_eq!(paas.proxy.get("docs.localhost", "/"), (200, Some(id2), "docs v2".to_owned()));
+}
+
+#[test]
+fn a_release_that_fails_its_check_once_exposed_puts_the_previous_one_back() {
+    let paas = Paas::new("deploy-rollback");
+    let id1 = id_of(&paas.deploy("forum", &paas.source("v1", "forum v1")).run());
+    // The new release is exposed (its links and route switched), then the deploy is
+    // killed and the release loses its page before the check through the proxy.
+    let (mut child, id2) = paused_deploy(&paas, "forum", &paas.source("v2", "forum v2"), "HEALTH_CHECK");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let layout = paas.proxy.root.join("forum");
+    assert_eq!(std::fs::read_link(layout.join("current")).unwrap(), layout.join("deployments").join(&id2));
+    std::fs::remove_file(layout.join("deployments").join(&id2).join("public/index.html")).unwrap();
+    // The resumed check fails each attempt: the deployment fails, and the site is put
+    // back on the previous release, links and route.
+    let applied = paas.trueup(["apply", "--health-timeout", "1s"]).within(Duration::from_secs(120)).code(1).run();
+    assert!(applied.stdout.contains(&format!("rolled back: the site is {id1} again")), "{}", applied.stdout);
+    assert!(
+        applied.stderr.contains(&format!("error: {id2} ended in FAILED: failed in HEALTH_CHECK: ")),
+        "{}",
+        applied.stderr
+    );
+    assert_eq!(std::fs::read_link(layout.join("current")).unwrap(), layout.join("deployments").join(&id1));
+    // Traefik reads the route file back within moments.
+    paas.proxy.until("forum.localhost", &[], &id1);
+    assert_eq!(paas.proxy.get("forum.localhost", "/"), (200, Some(id1.clone()), "forum v1".to_owned()));
+    let phase = |id: &str, phase: &str| (id.to_owned(), phase.to_owned());
+    assert_eq!(paas.deployments("forum"), [phase(&id1, "ACTIVE"), phase(&id2, "FAILED")]);
+    paas.trueup(["plan", "--detailed-exitcode"]).run();
+}
+
+#[test]
 fn bad_input_is_a_clear_error_that_leaves_the_live_release_untouched() {
     let paas = Paas::new("deploy-bad");
     let id1 = id_of(&paas.deploy("tidy", &paas.source("v1", "tidy v1")).run());

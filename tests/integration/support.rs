@@ -24,6 +24,7 @@ pub struct Trueup {
     env: Vec<(String, OsString)>,
     dir: Option<std::path::PathBuf>,
     code: i32,
+    within: Option<std::time::Duration>,
 }
 
 /// What a finished run printed.
@@ -50,7 +51,7 @@ impl Trueup {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        Trueup { args: args.into_iter().map(Into::into).collect(), env: Vec::new(), dir: None, code: 0 }
+        Trueup { args: args.into_iter().map(Into::into).collect(), env: Vec::new(), dir: None, code: 0, within: None }
     }
 
     /// Against a staged world: its database, root and routes folder.
@@ -107,6 +108,13 @@ impl Trueup {
         self
     }
 
+    /// Killed, and the test failed, if it has not ended `limit` after it started: for a
+    /// command that must end, where a defect would loop forever.
+    pub fn within(mut self, limit: std::time::Duration) -> Self {
+        self.within = Some(limit);
+        self
+    }
+
     /// The command, not started: for tests that need the process itself.
     pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trueup"));
@@ -136,7 +144,10 @@ impl Trueup {
     /// Runs it to completion, checks its exit code, and returns what it printed.
     #[track_caller]
     pub fn run(self) -> Ran {
-        let out: Output = self.command().output().expect("the trueup binary runs");
+        let out = match self.within {
+            None => self.command().output().expect("the trueup binary runs"),
+            Some(limit) => self.output_within(limit),
+        };
         let text = |b: Vec<u8>| String::from_utf8(b).expect("trueup prints UTF-8");
         let ran = Ran { stdout: text(out.stdout), stderr: text(out.stderr) };
         assert_eq!(
@@ -150,6 +161,50 @@ impl Trueup {
             ran.stderr
         );
         ran
+    }
+}
+
+impl Trueup {
+    /// Runs it to completion, or kills it and fails once `limit` has passed.
+    #[track_caller]
+    fn output_within(&self, limit: std::time::Duration) -> Output {
+        use std::process::Stdio;
+        let mut child =
+            self.command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the trueup binary runs");
+        // Read as it comes, so that a full pipe never blocks the process.
+        let drain = |mut from: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                let _ = from.read_to_end(&mut all);
+                all
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                let text =
+                    |h: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap()).into_owned();
+                let (out, err) = (text(stdout), text(stderr));
+                let tail = |t: &str| {
+                    t.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                };
+                panic!(
+                    "trueup {:?} had not ended after {limit:?}: killed\n--- stdout (last lines)\n{}\n--- stderr (last lines)\n{}",
+                    self.args,
+                    tail(&out),
+                    tail(&err)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
     }
 }
 
