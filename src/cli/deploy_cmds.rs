@@ -312,12 +312,14 @@ pub fn work(args: &Args, cmd: &WorkArgs) -> anyhow::Result<ExitCode> {
     settings(&store, &cmd.settings)?;
     let mut failed = 0usize;
     let mut told = Vec::new();
+    // With --once, a deployment whose run ended in an error is not taken again.
+    let mut resting = Resting::new((!cmd.once).then_some(Resting::PAUSE));
     loop {
         let ready = ready(&store, &specs)?;
         for waiting in ready.news(&mut told) {
             noteln!("warning: {waiting}");
         }
-        let ready = ready.ids;
+        let ready = resting.awake(ready.ids, std::time::Instant::now());
         if ready.is_empty() {
             if cmd.once || signals::caught().is_some() {
                 break;
@@ -326,7 +328,14 @@ pub fn work(args: &Args, cmd: &WorkArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let batch: Vec<String> = ready.into_iter().take(usize::from(cmd.jobs)).collect();
-        failed += run_all(args, &specs, &cmd.settings, &containers, &batch, usize::from(cmd.jobs))?;
+        let ran = run_all(args, &specs, &cmd.settings, &containers, &batch, usize::from(cmd.jobs))?;
+        failed += ran.failed;
+        for id in ran.errored {
+            if !cmd.once {
+                noteln!("{id} is left where it is, not taken again for {}s", Resting::PAUSE.as_secs());
+            }
+            resting.rest(id, std::time::Instant::now());
+        }
         if signals::caught().is_some() {
             break;
         }
@@ -337,9 +346,17 @@ pub fn work(args: &Args, cmd: &WorkArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// How the runs of [`run_all`] went.
+pub struct Ran {
+    /// How many did not go live (a deployment another worker holds is not counted: it
+    /// runs there).
+    pub failed: usize,
+    /// The deployments whose run ended in an error, left where they were.
+    pub errored: Vec<String>,
+}
+
 /// Runs deployments `ids` to the end, up to `jobs` at once, each under its own claim and
-/// store connection, printing each one's outcome. Returns how many did not go live (a
-/// deployment another worker holds is not counted: it runs there).
+/// store connection, printing each one's outcome.
 ///
 /// # Errors
 ///
@@ -351,8 +368,9 @@ pub fn run_all(
     containers: &ContainerConfig,
     ids: &[String],
     jobs: usize,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Ran> {
     let mut failed = 0;
+    let mut errored = Vec::new();
     let stop = || signals::caught().is_some();
     let printer = || Box::new(Printer { verbose: args.verbose, quiet: args.quiet }) as Box<dyn Report>;
     let workers = Workers { args, specs, settings, containers, jobs, stop: &stop, report: &printer };
@@ -368,10 +386,40 @@ pub fn run_all(
             Err(e) => {
                 noteln!("error: {id}: {e:#}");
                 failed += 1;
+                errored.push(id);
             }
         }
     }
-    Ok(failed)
+    Ok(Ran { failed, errored })
+}
+
+/// The deployments whose run ended in an error, each left alone for a pause (or for
+/// good): taken again at once, a run would fail the same way as fast as the loop turns
+/// (a full disk, a spec whose queue cannot be left), flooding the log and a core.
+pub(super) struct Resting {
+    pause: Option<std::time::Duration>,
+    until: std::collections::HashMap<String, Option<std::time::Instant>>,
+}
+
+impl Resting {
+    /// How long a worker that keeps running leaves such a deployment alone.
+    pub(super) const PAUSE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Each deployment put to rest is left alone for `pause`, or for good without one.
+    pub(super) fn new(pause: Option<std::time::Duration>) -> Resting {
+        Resting { pause, until: std::collections::HashMap::new() }
+    }
+
+    /// Leaves `id` alone from `now`.
+    pub(super) fn rest(&mut self, id: String, now: std::time::Instant) {
+        self.until.insert(id, self.pause.map(|p| now + p));
+    }
+
+    /// `ids` without those still resting at `now`.
+    pub(super) fn awake(&mut self, ids: Vec<String>, now: std::time::Instant) -> Vec<String> {
+        self.until.retain(|_, until| until.is_none_or(|u| u > now));
+        ids.into_iter().filter(|id| !self.until.contains_key(id)).collect()
+    }
 }
 
 /// Whether `err` says another worker holds the deployment (so it runs there).
@@ -524,7 +572,28 @@ pub fn logs(args: &Args, cmd: &LogsArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::Ready;
+    use std::time::{Duration, Instant};
+
+    use super::{Ready, Resting};
+
+    #[test]
+    fn a_deployment_put_to_rest_is_left_alone_for_its_pause_or_for_good() {
+        let ids = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let t0 = Instant::now();
+        let pause = Duration::from_secs(30);
+        let mut resting = Resting::new(Some(pause));
+        resting.rest("a".to_owned(), t0);
+        assert_eq!(resting.awake(ids(&["a", "b"]), t0), ["b"]);
+        let just_before = t0 + pause - Duration::from_millis(1);
+        assert_eq!(resting.awake(ids(&["a", "b"]), just_before), ["b"], "still resting");
+        assert_eq!(resting.awake(ids(&["a", "b"]), t0 + pause), ["a", "b"]);
+        // Awake again, it is not left alone any more until it is put to rest again.
+        assert_eq!(resting.awake(ids(&["a"]), t0), ["a"]);
+
+        let mut for_good = Resting::new(None);
+        for_good.rest("a".to_owned(), t0);
+        assert_eq!(for_good.awake(ids(&["a", "b"]), t0 + Duration::from_secs(86_400)), ["b"]);
+    }
 
     #[test]
     fn why_a_queue_waits_is_told_once_and_again_once_it_changed() {

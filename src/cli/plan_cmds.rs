@@ -461,7 +461,8 @@ pub fn apply(args: &Args, cmd: &ApplyArgs) -> anyhow::Result<ExitCode> {
             outln!("\nRunning {} resumed deployment(s) to the end (--no-run only records them):", resumed.len())?;
         }
         failed_runs =
-            super::deploy_cmds::run_all(args, &specs, &cmd.settings, &cfg.containers, &resumed, usize::from(cmd.jobs))?;
+            super::deploy_cmds::run_all(args, &specs, &cmd.settings, &cfg.containers, &resumed, usize::from(cmd.jobs))?
+                .failed;
         if signals::caught().is_some() {
             return Ok(interrupted_exit());
         }

@@ -169,7 +169,15 @@ pub fn serve(args: &Args, cmd: &ServeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|err| {
                 anyhow::anyhow!("cannot start the supervisor thread: {err} (is the machine at its limit of processes?)")
             })?;
-        let daemon = Daemon { args, cmd, specs: &specs, store: &store, cfg: &cfg, told: std::cell::RefCell::default() };
+        let daemon = Daemon {
+            args,
+            cmd,
+            specs: &specs,
+            store: &store,
+            cfg: &cfg,
+            told: std::cell::RefCell::default(),
+            resting: std::cell::RefCell::new(deploy_cmds::Resting::new(Some(deploy_cmds::Resting::PAUSE))),
+        };
         let worked = daemon.work(woken);
         anyhow::Ok((worked, supervisor.join()))
     });
@@ -302,6 +310,8 @@ struct Daemon<'a> {
     cfg: &'a reconcile::Config,
     /// Why projects' queues wait, as last logged: each reason is logged once.
     told: std::cell::RefCell<Vec<String>>,
+    /// The queued deployments whose run ended in an error, not taken again at every poll.
+    resting: std::cell::RefCell<deploy_cmds::Resting>,
 }
 
 /// What a cycle ended with, for `--once`.
@@ -422,7 +432,7 @@ impl Daemon<'_> {
                 for waiting in ready.news(&mut self.told.borrow_mut()) {
                     warn!("{waiting}");
                 }
-                ready.ids
+                self.resting.borrow_mut().awake(ready.ids, std::time::Instant::now())
             }
             Err(err) => {
                 error!("cannot read the queue: {err:#}");
@@ -469,7 +479,9 @@ impl Daemon<'_> {
                 Err(err) if deploy_cmds::is_held(&err) => info!(deployment = %id, "{id}: {err}"),
                 Err(err) => {
                     failed += 1;
-                    error!(deployment = %id, "{id}: {err:#}");
+                    let again = deploy_cmds::Resting::PAUSE.as_secs();
+                    error!(deployment = %id, "{id}: {err:#}; left where it is, not taken again for {again}s");
+                    self.resting.borrow_mut().rest(id, std::time::Instant::now());
                 }
             }
         }

@@ -254,6 +254,43 @@ fn a_release_that_fails_its_check_once_exposed_puts_the_previous_one_back() {
     paas.trueup(["plan", "--detailed-exitcode"]).run();
 }
 
+/// The built-in spec, but a deployment may leave the queue only when its project has a
+/// release to roll back to: a project's first deployment can never leave it.
+pub fn spec_with_a_queue_not_left(scratch: &Scratch) -> PathBuf {
+    let spec = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/deployment.yaml")).unwrap();
+    let from = "done: IN_PROGRESS  # a worker took it: waiting is done";
+    assert!(spec.contains(from));
+    let file = scratch.join("stuck-queue.yaml");
+    std::fs::write(&file, spec.replace(from, "done: { target: IN_PROGRESS, guard: has_previous_release }")).unwrap();
+    file
+}
+
+#[test]
+fn a_worker_tells_a_run_that_errs_once_and_does_not_spin_on_it() {
+    let paas = Paas::new("deploy-errs");
+    let spec = spec_with_a_queue_not_left(&paas.scratch);
+    let id = queued_id(&paas.deploy("first", &paas.source("v1", "x")).args(["--detach", "--json"]).run());
+    let error = "state `QUEUED` accepts event `done`, but none of its guards holds (`has_previous_release`)";
+    // Once: the run errs, is told, and the worker ends.
+    let once = paas.trueup(["work", "--once", "--spec"]).arg(&spec).within(Duration::from_secs(120)).code(1).run();
+    assert_eq!(once.stderr.matches(&format!("error: {id}: ")).count(), 1, "{}", once.stderr);
+    assert!(once.stderr.contains(error), "{}", once.stderr);
+    // A worker that keeps running leaves it alone for a while, rather than taking it again
+    // as fast as it can.
+    let mut worker = paas.trueup(["work", "--spec"]).arg(&spec).command();
+    let worker = worker.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    // SAFETY: a plain kill(2) of the child just started.
+    assert_eq!(unsafe { libc::kill(i32::try_from(worker.id()).unwrap(), libc::SIGTERM) }, 0);
+    let out = worker.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches(&format!("error: {id}: ")).count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("{id} is left where it is, not taken again for 30s")), "{stderr}");
+    let runs = String::from_utf8_lossy(&out.stdout).matches(&format!("{id}: QUEUED")).count();
+    assert_eq!(runs, 1, "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(paas.deployments("first"), [(id, "QUEUED".to_owned())], "left where it is");
+}
+
 #[test]
 fn bad_input_is_a_clear_error_that_leaves_the_live_release_untouched() {
     let paas = Paas::new("deploy-bad");

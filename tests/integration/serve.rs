@@ -414,6 +414,27 @@ fn a_queue_head_that_cannot_be_read_back_is_logged_once_and_the_other_queues_run
 }
 
 #[test]
+fn a_queued_deployment_whose_run_errs_is_logged_once_not_at_every_poll() {
+    let (scratch, staged, _) = crate::machine::staged_fixture("0001_all_true.yaml");
+    let site = site(&scratch);
+    let spec = crate::deploy::spec_with_a_queue_not_left(&scratch);
+    let spec = spec.to_str().unwrap();
+    let queued = trueup(&staged, &["deploy", "--project", "first", "--source", site.to_str().unwrap(), "--detach"]);
+    assert_eq!(queued.status.code(), Some(0), "{}", String::from_utf8_lossy(&queued.stderr));
+    let mut daemon = Daemon::start(&staged, &["--interval", "1h", "--spec", spec], &[]);
+    let error = "state `QUEUED` accepts event `done`, but none of its guards holds (`has_previous_release`)";
+    daemon.wait_for(error);
+    // Polls every two seconds meanwhile: the run is not taken again at each.
+    std::thread::sleep(Duration::from_secs(5));
+    daemon.signal("TERM");
+    let (code, log) = daemon.exit();
+    assert_eq!(code, Some(0), "{}", log.join("\n"));
+    let errs: Vec<&String> = log.iter().filter(|l| l.contains(error)).collect();
+    assert_eq!(errs.len(), 1, "{}", log.join("\n"));
+    assert!(errs[0].contains("left where it is, not taken again for 30s"), "{}", errs[0]);
+}
+
+#[test]
 fn sigterm_mid_cycle_finishes_the_action_in_hand_frees_both_leases_and_exits_0() {
     // Stopped after its fifth action, the signal is handled before the sixth; stopped
     // inside its sixth, that one is finished first.
