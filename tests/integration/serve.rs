@@ -421,8 +421,13 @@ fn a_queued_deployment_whose_run_errs_is_logged_once_not_at_every_poll() {
     let spec = spec.to_str().unwrap();
     let queued = trueup(&staged, &["deploy", "--project", "first", "--source", site.to_str().unwrap(), "--detach"]);
     assert_eq!(queued.status.code(), Some(0), "{}", String::from_utf8_lossy(&queued.stderr));
-    let mut daemon = Daemon::start(&staged, &["--interval", "1h", "--spec", spec], &[]);
     let error = "state `QUEUED` accepts event `done`, but none of its guards holds (`has_previous_release`)";
+    // Its startup sequence alone: a run that erred is a failed one.
+    let once = trueup(&staged, &["serve", "--once", "--spec", spec]);
+    let once_log = String::from_utf8_lossy(&once.stderr);
+    assert_eq!(once.status.code(), Some(1), "{once_log}");
+    assert_eq!(once_log.matches(error).count(), 1, "{once_log}");
+    let mut daemon = Daemon::start(&staged, &["--interval", "1h", "--spec", spec], &[]);
     daemon.wait_for(error);
     // Polls every two seconds meanwhile: the run is not taken again at each.
     std::thread::sleep(Duration::from_secs(5));
