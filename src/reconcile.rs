@@ -125,7 +125,7 @@ pub enum ReconcileError {
     /// The world changed since the saved plan was made.
     #[error(
         "the plan is stale: the world changed since it was made ({}); run `trueup plan --out FILE` again",
-        changed.join(", ")
+        plan::first_named(changed)
     )]
     Stale {
         /// What changed, e.g. `project p1`, `routes`.
@@ -769,5 +769,19 @@ mod tests {
         let short = Duration::from_secs(2);
         assert!(!renewal_due(std::time::Duration::from_millis(999), short));
         assert!(renewal_due(secs(1), short));
+    }
+
+    #[test]
+    fn a_stale_plan_names_a_few_changed_parts_and_counts_the_rest() {
+        let changed = |n: usize| (1..=n).map(|i| format!("project p{i}")).collect::<Vec<_>>();
+        let said = |n| ReconcileError::Stale { changed: changed(n) }.to_string();
+        assert_eq!(
+            said(1),
+            "the plan is stale: the world changed since it was made (project p1); run `trueup plan --out FILE` again"
+        );
+        assert!(said(5).contains("(project p1, project p2, project p3, project p4, project p5);"), "{}", said(5));
+        // A wrong `--root` changes every project: the message stays one short line.
+        assert!(said(10_000).contains("(project p1, project p2, project p3, project p4, and 9996 more);"));
+        assert_eq!(plan::first_named(&changed(6)), "project p1, project p2, project p3, project p4, and 2 more");
     }
 }

@@ -102,7 +102,7 @@ pub fn plan(args: &Args, cmd: &PlanArgs) -> anyhow::Result<ExitCode> {
             outln!(
                 "\n`trueup apply` then runs the {} resumed deployment(s) to the end: {} (`--no-run` only records them).",
                 run.len(),
-                run.join(", ")
+                plan::first_named(&run)
             )?;
         }
     }

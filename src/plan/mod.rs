@@ -18,7 +18,7 @@ mod status;
 mod view;
 
 pub use kind::{Group, Kind, Planned, Tally};
-pub use render::{Summary, describe, render_json, render_text};
+pub use render::{Summary, describe, first_named, render_json, render_text};
 pub use rules::{HELPER_MAX_AGE, Limits, app_labels, plan, plan_of_view, plan_unsealed, plan_with};
 pub use status::{DeploymentStatus, ProjectStatus, Status, render_status, status};
 pub use view::{

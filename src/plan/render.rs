@@ -65,6 +65,20 @@ impl Serialize for Summary {
     }
 }
 
+/// How many names [`first_named`] shows before it only counts the rest.
+const NAMED: usize = 5;
+
+/// `a, b, c`, or, for more than five names, the first four and a count of the rest
+/// (`a, b, c, d, and 9996 more`): a server back from a reboot may resume ten thousand
+/// deployments, and a wrong `--root` changes every project, yet the sentence that says
+/// so must stay one line.
+pub fn first_named(names: &[String]) -> String {
+    if names.len() <= NAMED {
+        return names.join(", ");
+    }
+    format!("{}, and {} more", names[..NAMED - 1].join(", "), names.len() - (NAMED - 1))
+}
+
 /// The symbol, the verb and the target of one action, as shown in the text plan.
 pub fn describe(change: &Change, project: &str) -> (&'static str, &'static str, String) {
     let kind = change.kind();
