@@ -113,14 +113,17 @@ impl<'a> Planner<'_, 'a> {
 
     fn run(&mut self) {
         let views = self.views;
-        for d in &self.world.deployments {
-            let Some(judged) = views.get(d.project.as_str()).and_then(|v| v.judged.get(d.id.as_str())) else {
-                continue;
-            };
-            self.verdict(judged);
-        }
+        // Project by project, each one's deployments in world order: the order the actions
+        // are sorted into at the end, with no lookup of a project per deployment.
         for view in views.values() {
-            self.links(view);
+            for judged in view.deployments.iter().filter_map(|d| view.judged.get(d.id.as_str())) {
+                self.verdict(judged);
+            }
+        }
+        let webroot_dir = self.world.root.join("webroot");
+        let webroot_dir_ok = !matches!(self.paths.node(&webroot_dir), Some(Node::Symlink(_) | Node::File));
+        for view in views.values() {
+            self.links(view, &webroot_dir, webroot_dir_ok);
         }
         self.containers();
         self.routes();
@@ -176,7 +179,9 @@ impl<'a> Planner<'_, 'a> {
 
     // Rule 2: links.
 
-    fn links(&mut self, view: &ProjectView<'a>) {
+    /// The links of one project; `webroot_dir` is `ROOT/webroot`, `webroot_dir_ok` false
+    /// when a link or a file stands there.
+    fn links(&mut self, view: &ProjectView<'a>, webroot_dir: &Path, webroot_dir_ok: bool) {
         let project = view.project;
         // An inactive project has no live release.
         let Some(live) = view.live else { return };
@@ -195,17 +200,15 @@ impl<'a> Planner<'_, 'a> {
         let down = |path: &Path, target: &Path| {
             matches!(health(self.paths, path, target), LinkHealth::Missing | LinkHealth::Dangling(_))
         };
-        let while_in_flight = owner.map(|d| format!(", even while `{}` is in flight", d.id)).unwrap_or_default();
+        let while_in_flight = || owner.map(|d| format!(", even while `{}` is in flight", d.id)).unwrap_or_default();
         if owner.is_none() || down(&layout.current(), &release) {
-            let why = format!("the live release is `{}`{while_in_flight}", live.id);
-            self.link(&project.id, "`current`", &layout.current(), &release, &why);
+            let why = || format!("the live release is `{}`{}", live.id, while_in_flight());
+            self.link(&project.id, "`current`", &layout.current(), &release, why);
         }
-        let webroot_dir = self.world.root.join("webroot");
-        let webroot_dir_ok = !matches!(self.paths.node(&webroot_dir), Some(Node::Symlink(_) | Node::File));
         if owner.is_some() {
             if webroot_dir_ok && down(&layout.webroot(), &layout.webroot_target()) {
-                let why = format!("the webroot follows `current/public`{while_in_flight}");
-                self.link(&project.id, "the webroot link", &layout.webroot(), &layout.webroot_target(), &why);
+                let why = || format!("the webroot follows `current/public`{}", while_in_flight());
+                self.link(&project.id, "the webroot link", &layout.webroot(), &layout.webroot_target(), why);
             }
             return;
         }
@@ -218,17 +221,18 @@ impl<'a> Planner<'_, 'a> {
             let message = format!("release `{}` has no `public` folder: the webroot link resolves to nothing", live.id);
             self.note(&project.id, Level::Note, message);
         }
-        let why = "the webroot follows `current/public`";
+        let why = || "the webroot follows `current/public`".to_owned();
         self.link(&project.id, "the webroot link", &layout.webroot(), &layout.webroot_target(), why);
     }
 
-    /// Plans the link at `path` to point at `target`, moving a real file aside.
-    fn link(&mut self, project: &str, name: &str, path: &Path, target: &Path, why: &str) {
+    /// Plans the link at `path` to point at `target`, moving a real file aside; `why`
+    /// says why it must point there, asked only when it does not already.
+    fn link(&mut self, project: &str, name: &str, path: &Path, target: &Path, why: impl FnOnce() -> String) {
         let link = |before: Option<PathBuf>| Change::Link { path: path.to_owned(), before, target: target.to_owned() };
         let state = match health(self.paths, path, target) {
             LinkHealth::Ok => return,
             LinkHealth::Missing => {
-                self.act(project, link(None), format!("{name} is missing; {why}"));
+                self.act(project, link(None), format!("{name} is missing; {}", why()));
                 return;
             }
             LinkHealth::NotALink => {
@@ -236,7 +240,7 @@ impl<'a> Planner<'_, 'a> {
                 let to = self.aside_name(path);
                 let reason = format!("{name} is {what}, not a link: it is moved aside, never deleted");
                 self.act(project, Change::MoveAside { path: path.to_owned(), to }, reason);
-                self.act(project, link(None), format!("{name} must be a link; {why}"));
+                self.act(project, link(None), format!("{name} must be a link; {}", why()));
                 return;
             }
             LinkHealth::Outside(at) => format!("points outside the root at `{}`", at.display()),
@@ -248,7 +252,7 @@ impl<'a> Planner<'_, 'a> {
             Some(Node::Symlink(old)) => Some(old.clone()),
             _ => None,
         };
-        self.act(project, link(before), format!("{name} {state}; {why}"));
+        self.act(project, link(before), format!("{name} {state}; {}", why()));
     }
 
     /// `PATH.trueup-aside-STAMP` ([`aside_path`]), with a counter when that name is taken.
@@ -419,13 +423,17 @@ impl<'a> Planner<'_, 'a> {
 
     fn routes(&mut self) {
         let views = self.views;
+        // The route files by project id, walked beside the views, which are in the same
+        // order: no lookup per project.
+        let mut files = self.world.routes.iter().peekable();
         for view in views.values() {
             let project = view.project;
+            while files.next_if(|(id, _)| id.as_str() < project.id.as_str()).is_some() {}
+            let existing = files.next_if(|(id, _)| *id == &project.id).map(|(_, route)| route);
             if !project.active || view.busy() {
                 continue;
             }
             let Some(live) = view.live else { continue };
-            let existing = self.world.routes.get(&project.id);
             if let Some(foreign) = existing.filter(|r| !r.managed()) {
                 let why = foreign.problem.as_deref().unwrap_or("it has no trueup header");
                 let message = format!(
@@ -494,6 +502,8 @@ impl<'a> Planner<'_, 'a> {
             return;
         }
         // Stale routes: only files trueup wrote; any other file in the folder is not ours.
+        // The views are walked beside them, in the same order.
+        let mut by_id = views.iter().peekable();
         for (id, route) in self.world.routes.iter().filter(|(_, r)| r.managed()) {
             if !valid_id(id) {
                 self.note(
@@ -506,7 +516,8 @@ impl<'a> Planner<'_, 'a> {
                 );
                 continue;
             }
-            let why = match views.get(id.as_str()) {
+            while by_id.next_if(|(project, _)| **project < id.as_str()).is_some() {}
+            let why = match by_id.peek().filter(|(project, _)| **project == id.as_str()).map(|(_, view)| *view) {
                 None if self.skipped.contains(id.as_str()) => continue,
                 None => format!("project `{id}` no longer exists"),
                 Some(v) if !v.project.active && !v.busy() => format!("project `{id}` is inactive"),

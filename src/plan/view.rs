@@ -10,6 +10,7 @@
 //!
 //! Every phase and event name comes from the [`Specs`]' roles: nothing here spells one.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt as _;
@@ -174,7 +175,7 @@ impl Paths for World {
 pub struct Index<'a> {
     root: &'a Path,
     files: &'a BTreeMap<PathBuf, Node>,
-    by_bytes: HashMap<&'a [u8], &'a Node>,
+    by_bytes: HashMap<&'a [u8], &'a Node, foldhash::fast::RandomState>,
     /// Every key is plain.
     plain: bool,
 }
@@ -187,7 +188,8 @@ impl<'a> Index<'a> {
 
     /// Indexes `files`, the paths seen under `root`, before they are a world's.
     pub fn of(root: &'a Path, files: &'a BTreeMap<PathBuf, Node>) -> Self {
-        let by_bytes = files.iter().map(|(path, node)| (path.as_os_str().as_bytes(), node)).collect();
+        let mut by_bytes = HashMap::with_capacity_and_hasher(files.len(), foldhash::fast::RandomState::default());
+        by_bytes.extend(files.iter().map(|(path, node)| (path.as_os_str().as_bytes(), node)));
         let plain = files.keys().all(|path| is_plain_absolute(path));
         Index { root, files, by_bytes, plain }
     }
@@ -323,6 +325,12 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         ));
     }
     v.findings.extend(configuration_errors(specs, world));
+    // The projects in world order, and where each is among them: a hashed lookup a
+    // deployment run, where the ordered map compares a score of ids. The map is made
+    // once all are in, from a list nearly always sorted already.
+    let mut views: Vec<ProjectView<'a>> = Vec::with_capacity(world.projects.len());
+    let mut at: HashMap<&str, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(world.projects.len(), foldhash::fast::RandomState::default());
     for project in &world.projects {
         if !valid_id(&project.id) {
             let message = format!("project id `{}` is not a plain name: it is left alone", project.id.escape_debug());
@@ -348,14 +356,14 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             v.skipped.insert(&project.id);
             continue;
         }
-        if v.projects.contains_key(project.id.as_str()) {
+        let Entry::Vacant(entry) = at.entry(&project.id) else {
             v.findings.push(Finding::new(
                 &project.id,
                 Level::Warning,
                 format!("project `{}` is listed twice: the first is used", project.id),
             ));
             continue;
-        }
+        };
         let dir = Layout::new(&world.root, &project.id).project_dir();
         if let Some(Node::Symlink(t)) = v.paths.node(&dir) {
             let message = format!(
@@ -367,13 +375,19 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             v.skipped.insert(&project.id);
             continue;
         }
-        let view =
-            ProjectView { project, deployments: Vec::new(), latest: None, live: None, judged: JudgedById::default() };
-        v.projects.insert(&project.id, view);
+        entry.insert(views.len());
+        views.push(ProjectView {
+            project,
+            deployments: Vec::new(),
+            latest: None,
+            live: None,
+            judged: JudgedById::default(),
+        });
     }
-    for d in &world.deployments {
-        if let Some(view) = v.projects.get_mut(d.project.as_str()) {
-            view.deployments.push(d);
+    // The store gives each project's deployments in a run: one lookup a run.
+    for run in world.deployments.chunk_by(|a, b| a.project == b.project) {
+        if let Some(&i) = at.get(run[0].project.as_str()) {
+            views[i].deployments.extend(run);
         }
     }
     // Ids used more than once, with their projects in world order: found in one sort of
@@ -385,66 +399,70 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         .filter(|run| run.len() > 1)
         .map(|run| (run[0].0, run.iter().map(|(_, project)| *project).collect()))
         .collect();
-    for d in &world.deployments {
-        if let Some(projects) = users.get(d.id.as_str()) {
-            let message = format!(
-                "deployment id `{}` is used by several deployments (projects {}): ids must be unique, so it is left alone",
-                d.id,
-                projects.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
-            );
-            v.findings.push(Finding::new(&d.project, Level::Warning, message));
-            continue;
-        }
-        if !valid_id(&d.id) {
-            let message = format!("deployment id `{}` is not a plain name: it is left alone", d.id.escape_debug());
-            v.findings.push(Finding::new(&d.project, Level::Warning, message));
-            continue;
-        }
-        let Some(view) = v.projects.get(d.project.as_str()) else {
-            if valid_id(&d.project) && !v.skipped.contains(d.project.as_str()) {
-                let message =
-                    format!("deployment `{}` belongs to unknown project `{}`: it is left alone", d.id, d.project);
-                v.findings.push(Finding::new(&d.project, Level::Warning, message));
+    let View { skipped, findings, paths, .. } = &mut v;
+    for run in world.deployments.chunk_by(|a, b| a.project == b.project) {
+        let mut view = at.get(run[0].project.as_str()).map(|&i| &mut views[i]);
+        for d in run {
+            if let Some(sharing) = users.get(d.id.as_str()) {
+                let message = format!(
+                    "deployment id `{}` is used by several deployments (projects {}): ids must be unique, so it is left alone",
+                    d.id,
+                    sharing.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                );
+                findings.push(Finding::new(&d.project, Level::Warning, message));
+                continue;
             }
-            continue;
-        };
-        let spec = specs.of(d);
-        let progress = progress(spec, d, now);
-        let fate = match &progress {
-            Progress::Finished => continue,
-            Progress::UnknownPhase | Progress::Held(_) | Progress::Future(_) | Progress::Running { .. } => {
-                Fate::InFlight
+            if !valid_id(&d.id) {
+                let message = format!("deployment id `{}` is not a plain name: it is left alone", d.id.escape_debug());
+                findings.push(Finding::new(&d.project, Level::Warning, message));
+                continue;
             }
-            Progress::Stuck { state, since, limit, age } => {
-                Judge { specs, spec, world, paths: &v.paths, view }.stuck(d, *state, *since, *limit, *age)
+            let Some(view) = view.as_deref_mut() else {
+                if valid_id(&d.project) && !skipped.contains(d.project.as_str()) {
+                    let message =
+                        format!("deployment `{}` belongs to unknown project `{}`: it is left alone", d.id, d.project);
+                    findings.push(Finding::new(&d.project, Level::Warning, message));
+                }
+                continue;
+            };
+            let spec = specs.of(d);
+            let progress = progress(spec, d, now);
+            let fate = match &progress {
+                Progress::Finished => continue,
+                Progress::UnknownPhase | Progress::Held(_) | Progress::Future(_) | Progress::Running { .. } => {
+                    Fate::InFlight
+                }
+                Progress::Stuck { state, since, limit, age } => {
+                    Judge { specs, spec, world, paths, view }.stuck(d, *state, *since, *limit, *age)
+                }
+            };
+            let held = d.held_at(now);
+            // What a deployment may already have switched to itself: its release folder, or
+            // for an image deployment its container, once started (its upstream recorded).
+            let exposed = if d.kind.has_release_folder() {
+                release_exists(paths, &d.project, &d.id)
+            } else {
+                d.metadata.contains_key("upstream")
+            };
+            let owns_links = matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || exposed);
+            let healthy = matches!(progress, Progress::Held(_) | Progress::Running { .. });
+            let in_flight = healthy.then(|| d.id.clone());
+            if let Some((level, message)) = progress_notes(spec, d, &progress) {
+                findings.push(Finding { project: d.project.clone(), level, message, in_flight: in_flight.clone() });
             }
-        };
-        let held = d.held_at(now);
-        // What a deployment may already have switched to itself: its release folder, or
-        // for an image deployment its container, once started (its upstream recorded).
-        let exposed = if d.kind.has_release_folder() {
-            release_exists(&v.paths, &d.project, &d.id)
-        } else {
-            d.metadata.contains_key("upstream")
-        };
-        let owns_links = matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || exposed);
-        let healthy = matches!(progress, Progress::Held(_) | Progress::Running { .. });
-        let in_flight = healthy.then(|| d.id.clone());
-        if let Some((level, message)) = progress_notes(spec, d, &progress) {
-            v.findings.push(Finding { project: d.project.clone(), level, message, in_flight: in_flight.clone() });
+            if owns_links && !held {
+                let has = if d.kind.has_release_folder() { "a release folder" } else { "a running container" };
+                let message = format!(
+                    "deployment `{}` has {has} and is still in flight: the project's links and routes are left to it",
+                    d.id
+                );
+                findings.push(Finding { project: d.project.clone(), level: Level::Note, message, in_flight });
+            }
+            let judged = Judged { deployment: d, progress, fate, owns_links };
+            view.judged.insert(judged);
         }
-        if owns_links && !held {
-            let has = if d.kind.has_release_folder() { "a release folder" } else { "a running container" };
-            let message = format!(
-                "deployment `{}` has {has} and is still in flight: the project's links and routes are left to it",
-                d.id
-            );
-            v.findings.push(Finding { project: d.project.clone(), level: Level::Note, message, in_flight });
-        }
-        let judged = Judged { deployment: d, progress, fate, owns_links };
-        let view = v.projects.get_mut(d.project.as_str()).expect("the view was found above");
-        view.judged.insert(judged);
     }
+    v.projects = views.into_iter().map(|view| (view.project.id.as_str(), view)).collect();
     for view in v.projects.values_mut() {
         let (latest, live) = releases(specs, &v.paths, view.deployments.iter().copied());
         view.latest = latest;
