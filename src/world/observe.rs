@@ -278,21 +278,32 @@ impl Scan {
         };
         let webroot = self.open(&top, root, "webroot", Use::Lookups)?;
         let valid: Vec<&Project> = projects.iter().filter(|p| valid_project_id(&p.id)).collect();
-        // Mostly waiting for the kernel: the projects are split among `threads`, each part
-        // a run of projects in order, so the paths stay sorted runs.
-        let mut parts = valid.chunks(valid.len().div_ceil(threads).max(1));
-        let Some(first) = parts.next() else { return Ok(()) };
         let (top, webroot) = (&top, webroot.as_ref());
+        self.split(&valid, threads, |scan, part| scan.projects(root, top, webroot, part))
+    }
+
+    /// Runs `look` over `items` split among `threads`, each part a run of `items` in
+    /// order (one on this thread), then gathers what each part saw in that order, so the
+    /// paths stay sorted runs. The work is mostly waiting for the kernel.
+    fn split<T: Sync>(
+        &mut self,
+        items: &[T],
+        threads: usize,
+        look: impl Fn(&mut Scan, &[T]) -> Result<(), ObserveError> + Sync,
+    ) -> Result<(), ObserveError> {
+        let mut parts = items.chunks(items.len().div_ceil(threads).max(1));
+        let Some(first) = parts.next() else { return Ok(()) };
+        let look = &look;
         let rest = std::thread::scope(|s| {
             let others: Vec<_> = parts
                 .map(|part| {
                     crate::threads::spawn(s, move || {
                         let mut scan = Scan::default();
-                        scan.projects(root, top, webroot, part).map(|()| scan)
+                        look(&mut scan, part).map(|()| scan)
                     })
                 })
                 .collect();
-            let mine = self.projects(root, top, webroot, first);
+            let mine = look(self, first);
             let others: Vec<_> = others.into_iter().map(crate::threads::Task::join).collect();
             mine.map(|()| others)
         })?;
@@ -446,9 +457,10 @@ impl Scan {
         self.files.push((path, node));
     }
 
-    /// The uploads and local repositories of unfinished deployments, wherever they are.
-    /// Relative paths and remote repository URLs are not looked up: the first would
-    /// depend on the current directory, the second on the network.
+    /// The uploads and local repositories of unfinished deployments, wherever they are,
+    /// split among threads as the projects are (from as many paths). Relative paths and
+    /// remote repository URLs are not looked up: the first would depend on the current
+    /// directory, the second on the network.
     fn sources(
         &mut self,
         root: &Path,
@@ -464,11 +476,17 @@ impl Scan {
         // Sorted by their bytes, only to drop repeats: no path is split into components.
         paths.sort_unstable_by_key(|p| p.as_os_str().as_bytes());
         paths.dedup_by_key(|p| p.as_os_str().as_bytes());
-        // Each is looked up relative to its folder, opened once for a run of paths in it
-        // (a PaaS mostly keeps its uploads in one): a call then resolves one name, not the
-        // whole path again. Only a path under the root can have been seen already.
+        // Only a path under the root can have been seen already.
+        paths.retain(|p| !(p.starts_with(root) && seen.contains_key(*p)));
+        self.split(&paths, threads(paths.len()), Scan::paths)
+    }
+
+    /// Looks up each of `paths` (sorted) relative to its folder, opened once for a run of
+    /// paths in it (a PaaS mostly keeps its uploads in one): a call then resolves one
+    /// name, not the whole path again.
+    fn paths(&mut self, paths: &[&Path]) -> Result<(), ObserveError> {
         let mut folder: Option<(&Path, Option<Dir>)> = None;
-        for path in paths.into_iter().filter(|p| !(p.starts_with(root) && seen.contains_key(*p))) {
+        for &path in paths {
             let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
                 self.lstat(path)?;
                 continue;
@@ -577,6 +595,67 @@ mod tests {
         assert_eq!(threads(PARALLEL_FROM - 1), 1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(threads(PARALLEL_FROM), cores.min(MAX_THREADS));
+    }
+
+    #[test]
+    fn sources_split_among_threads_are_seen_as_on_one_thread() {
+        let dir = crate::test_dir::TestDir::new("sources");
+        let root = dir.join("root");
+        for folder in ["a", "b", "root/p/deployments"] {
+            std::fs::create_dir_all(dir.join(folder)).unwrap();
+        }
+        let mut deployments = Vec::new();
+        let mut upload = |i: usize, path: PathBuf| {
+            let mut d = finished("p", &format!("d{i}"), "BUILDING", 0);
+            d.finished_at = None;
+            d.source.file_path = Some(path);
+            deployments.push(d);
+        };
+        // Two folders of uploads, one in three missing; a link; a folder that does not
+        // exist; the same upload twice; a relative path; one under the root, seen already.
+        for i in 0..2_100 {
+            let path = dir.join(if i % 2 == 0 { "a" } else { "b" }).join(format!("u{i}.tar.gz"));
+            if i % 3 != 0 {
+                std::fs::write(&path, "x").unwrap();
+            }
+            upload(i, path);
+        }
+        std::os::unix::fs::symlink(dir.join("a/u1.tar.gz"), dir.join("a/link.tar.gz")).unwrap();
+        upload(9_001, dir.join("a/link.tar.gz"));
+        upload(9_002, dir.join("none/u.tar.gz"));
+        upload(9_003, dir.join("a/u2.tar.gz"));
+        upload(9_004, PathBuf::from("relative/u.tar.gz"));
+        let release = root.join("p/deployments");
+        upload(9_005, release.clone());
+        let seen = BTreeMap::from([(release, Node::Dir)]);
+
+        let mut whole = Scan::default();
+        whole.sources(&root, &deployments, &seen).unwrap();
+        let mut paths: Vec<PathBuf> = deployments
+            .iter()
+            .filter_map(|d| d.source.file_path.clone())
+            .filter(|p| p.is_absolute() && !seen.contains_key(p))
+            .collect();
+        paths.sort_unstable_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+        paths.dedup();
+        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let mut one = Scan::default();
+        one.paths(&paths).unwrap();
+        let (one_stats, one) = (one.stats, one.take_files());
+        // Two thirds of the uploads and the link are there; the rest is absent.
+        assert_eq!(one.len(), 1_400 + 1, "{:?}", one.iter().take(3).collect::<Vec<_>>());
+        assert_eq!(one.get(&dir.join("a/link.tar.gz")), Some(&Node::Symlink(dir.join("a/u1.tar.gz"))));
+        assert_eq!((whole.stats, whole.take_files()), (one_stats, one.clone()), "sources splits as it may");
+        for threads in [2, 3, 7] {
+            let mut split = Scan::default();
+            split.split(&paths, threads, Scan::paths).unwrap();
+            let stats = split.stats;
+            assert_eq!(split.take_files(), one, "with {threads} threads");
+            // A part that starts inside a folder opens it once more.
+            let opened = one_stats.opened..=one_stats.opened + threads as u64 - 1;
+            assert!(opened.contains(&stats.opened), "{} opened with {threads} threads", stats.opened);
+            assert_eq!((stats.stat, stats.read_link), (one_stats.stat, one_stats.read_link), "with {threads} threads");
+        }
     }
 
     /// A finished deployment of `project` in `phase`, finished `minutes` after the epoch.
