@@ -27,7 +27,9 @@
 //! reads their deployments, and the route files on a thread of their own.
 //!
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
-//! looked at too, wherever they are, so the planner knows whether they still exist.
+//! looked at too, wherever they are, so the planner knows whether they still exist: those
+//! outside the root (split among threads like the projects) while the scan's paths become
+//! a map, those under it after, unless the scan saw them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -121,43 +123,46 @@ pub fn observe_with_stats(
 ) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
     // The route files are read on a thread of their own from the start, and the projects'
-    // folders are scanned (and their paths made a map) while the store reads and parses
-    // their deployments.
+    // folders are scanned while the store reads and parses their deployments.
     let mut scan = Scan::default();
     let (loaded, routes) = std::thread::scope(|s| {
         let routes = crate::threads::spawn(s, || observe_routes(&cfg.routes_dir));
-        let loaded = store.load_readable(&specs.live_phases(), |projects| {
-            scan.root(&cfg.root, projects, threads(projects.len())).map(|()| scan.take_files())
-        });
+        let loaded = store
+            .load_readable(&specs.live_phases(), |projects| scan.root(&cfg.root, projects, threads(projects.len())));
         (loaded, routes.join())
     });
     let ((projects, mut deployments, bad_rows), scanned) = loaded?;
-    let mut files = scanned?;
+    scanned?;
     let routes = routes?;
     mark_gone_workers(&mut deployments, &crate::host::hostname());
     let mut unreadable = BTreeMap::new();
     for (project, error) in bad_rows {
         unreadable.entry(project).or_insert_with(|| error.to_string());
     }
-    // The sources of unfinished deployments are looked up on a thread of their own while
-    // the fallbacks, finished deployments all, are looked for and read: neither needs the
-    // other.
-    let (more, sourced) = std::thread::scope(|s| {
+    // The sources of unfinished deployments outside the root are looked up on threads of
+    // their own while the paths the scan saw become a map and the fallbacks, finished
+    // deployments all, are looked for and read: none needs another. Those under the root
+    // are looked up after, unless the scan saw them.
+    let (outside, mut under) = source_paths(&cfg.root, &deployments);
+    let (mut files, more, sourced) = std::thread::scope(|s| {
         let sourced = crate::threads::spawn(s, || {
             let mut sourced = Scan::default();
-            sourced.sources(&cfg.root, &deployments, &files).map(|()| sourced)
+            sourced.split(&outside, threads(outside.len()), Scan::paths).map(|()| sourced)
         });
+        let files = scan.take_files();
         let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
         let more = (!fallbacks.is_empty()).then(|| store.load_live_of(&fallbacks, &specs.live_phases()));
-        (more.transpose(), sourced.join())
+        (files, more.transpose(), sourced.join())
     });
+    let mut sourced = sourced?;
+    under.retain(|path| !files.contains_key(*path));
+    sourced.paths(&under)?;
     if let Some((more, bad_rows)) = more? {
         merge(&mut deployments, more);
         for (project, error) in bad_rows {
             unreadable.entry(project).or_insert_with(|| error.to_string());
         }
     }
-    let mut sourced = sourced?;
     scan.stats.add(&sourced.stats);
     files.append(&mut sourced.take_files());
     scan.stats.stat += 1;
@@ -214,6 +219,23 @@ fn fallbacks_needed<'a>(
         }
     }
     needed
+}
+
+/// The uploads and local repositories of unfinished deployments, wherever they are, each
+/// once and sorted by their bytes: those outside `root`, then those under it. Relative
+/// paths and remote repository URLs are not looked up: the first would depend on the
+/// current directory, the second on the network.
+fn source_paths<'d>(root: &Path, deployments: &'d [Deployment]) -> (Vec<&'d Path>, Vec<&'d Path>) {
+    let mut paths: Vec<&Path> = Vec::new();
+    for d in deployments.iter().filter(|d| d.finished_at.is_none()) {
+        let upload = d.source.file_path.as_deref();
+        let repo = d.source.repo.as_deref().map(Path::new);
+        paths.extend([upload, repo].into_iter().flatten().filter(|p| p.is_absolute()));
+    }
+    // Sorted by their bytes, only to drop repeats: no path is split into components.
+    paths.sort_unstable_by_key(|p| p.as_os_str().as_bytes());
+    paths.dedup_by_key(|p| p.as_os_str().as_bytes());
+    paths.into_iter().partition(|p| !p.starts_with(root))
 }
 
 /// Adds `more` to `deployments`, each id once, keeping them sorted by project then id.
@@ -457,30 +479,6 @@ impl Scan {
         self.files.push((path, node));
     }
 
-    /// The uploads and local repositories of unfinished deployments, wherever they are,
-    /// split among threads as the projects are (from as many paths). Relative paths and
-    /// remote repository URLs are not looked up: the first would depend on the current
-    /// directory, the second on the network.
-    fn sources(
-        &mut self,
-        root: &Path,
-        deployments: &[Deployment],
-        seen: &BTreeMap<PathBuf, Node>,
-    ) -> Result<(), ObserveError> {
-        let mut paths: Vec<&Path> = Vec::new();
-        for d in deployments.iter().filter(|d| d.finished_at.is_none()) {
-            let upload = d.source.file_path.as_deref();
-            let repo = d.source.repo.as_deref().map(Path::new);
-            paths.extend([upload, repo].into_iter().flatten().filter(|p| p.is_absolute()));
-        }
-        // Sorted by their bytes, only to drop repeats: no path is split into components.
-        paths.sort_unstable_by_key(|p| p.as_os_str().as_bytes());
-        paths.dedup_by_key(|p| p.as_os_str().as_bytes());
-        // Only a path under the root can have been seen already.
-        paths.retain(|p| !(p.starts_with(root) && seen.contains_key(*p)));
-        self.split(&paths, threads(paths.len()), Scan::paths)
-    }
-
     /// Looks up each of `paths` (sorted) relative to its folder, opened once for a run of
     /// paths in it (a PaaS mostly keeps its uploads in one): a call then resolves one
     /// name, not the whole path again.
@@ -598,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn sources_split_among_threads_are_seen_as_on_one_thread() {
+    fn sources_are_read_once_each_and_split_among_threads_seen_as_on_one_thread() {
         let dir = crate::test_dir::TestDir::new("sources");
         let root = dir.join("root");
         for folder in ["a", "b", "root/p/deployments"] {
@@ -612,7 +610,7 @@ mod tests {
             deployments.push(d);
         };
         // Two folders of uploads, one in three missing; a link; a folder that does not
-        // exist; the same upload twice; a relative path; one under the root, seen already.
+        // exist; the same upload twice; a relative path; two under the root.
         for i in 0..2_100 {
             let path = dir.join(if i % 2 == 0 { "a" } else { "b" }).join(format!("u{i}.tar.gz"));
             if i % 3 != 0 {
@@ -625,27 +623,22 @@ mod tests {
         upload(9_002, dir.join("none/u.tar.gz"));
         upload(9_003, dir.join("a/u2.tar.gz"));
         upload(9_004, PathBuf::from("relative/u.tar.gz"));
-        let release = root.join("p/deployments");
-        upload(9_005, release.clone());
-        let seen = BTreeMap::from([(release, Node::Dir)]);
+        upload(9_005, root.join("p/deployments"));
+        upload(9_006, root.join("uploads/u.tar.gz"));
 
-        let mut whole = Scan::default();
-        whole.sources(&root, &deployments, &seen).unwrap();
-        let mut paths: Vec<PathBuf> = deployments
-            .iter()
-            .filter_map(|d| d.source.file_path.clone())
-            .filter(|p| p.is_absolute() && !seen.contains_key(p))
-            .collect();
-        paths.sort_unstable_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-        paths.dedup();
-        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        // Each absolute path once, sorted by bytes; those under the root apart.
+        let (outside, under) = source_paths(&root, &deployments);
+        assert_eq!(under, [root.join("p/deployments"), root.join("uploads/u.tar.gz")]);
+        assert_eq!(outside.len(), 2_100 + 2, "{:?}", &outside[..3]);
+        assert!(outside.is_sorted_by_key(|p| p.as_os_str().as_bytes()));
+        assert!(!outside.contains(&Path::new("relative/u.tar.gz")));
+        let paths = outside;
         let mut one = Scan::default();
         one.paths(&paths).unwrap();
         let (one_stats, one) = (one.stats, one.take_files());
         // Two thirds of the uploads and the link are there; the rest is absent.
         assert_eq!(one.len(), 1_400 + 1, "{:?}", one.iter().take(3).collect::<Vec<_>>());
         assert_eq!(one.get(&dir.join("a/link.tar.gz")), Some(&Node::Symlink(dir.join("a/u1.tar.gz"))));
-        assert_eq!((whole.stats, whole.take_files()), (one_stats, one.clone()), "sources splits as it may");
         for threads in [2, 3, 7] {
             let mut split = Scan::default();
             split.split(&paths, threads, Scan::paths).unwrap();
