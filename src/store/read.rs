@@ -501,14 +501,22 @@ impl Store {
             })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(sql(SERVICES))?;
+        // Both in id order (bytes, SQLite's `BINARY` collation): each service's project is
+        // found by walking forward, not searched for.
+        let mut at = 0;
         for (project, service) in services {
-            let i = projects.binary_search_by(|p| p.id.as_str().cmp(&project)).map_err(|_| StoreError::Corrupt {
-                table: "services",
-                key: format!("{project}/{}", service.id),
-                column: "project",
-                reason: format!("no project `{project}`"),
-            })?;
-            projects[i].services.push(service);
+            while projects.get(at).is_some_and(|p| p.id < project) {
+                at += 1;
+            }
+            let Some(owner) = projects.get_mut(at).filter(|p| p.id == project) else {
+                return Err(StoreError::Corrupt {
+                    table: "services",
+                    key: format!("{project}/{}", service.id),
+                    column: "project",
+                    reason: format!("no project `{project}`"),
+                });
+            };
+            owner.services.push(service);
         }
         Ok(projects)
     }
@@ -592,6 +600,44 @@ mod tests {
         let failed: Vec<(&str, &str)> = unreadable.iter().map(|(p, e)| (p.as_str(), corrupt_row(e))).collect();
         assert_eq!(failed, [("a", "d7"), ("b", "d1"), ("b", "d3")]);
         assert!(unreadable.iter().all(|(_, e)| e.to_string().contains("column `created_at`")), "{unreadable:?}");
+    }
+
+    #[test]
+    fn services_join_their_projects_and_one_without_its_project_is_named() {
+        let dir = crate::test_dir::TestDir::new("read-services");
+        let (store, _) = Store::open(&dir.join("state.db")).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO projects (id) VALUES ('b'), ('a'), ('c'), ('ab');
+                 INSERT INTO services (project, id, \"primary\") VALUES
+                   ('c', 'web', 1), ('a', 'worker', 0), ('ab', 'web', 1), ('a', 'web', 1);",
+            )
+            .unwrap();
+        let services = |projects: Vec<Project>| -> Vec<(String, Vec<String>)> {
+            projects.into_iter().map(|p| (p.id, p.services.into_iter().map(|s| s.id).collect())).collect()
+        };
+        let want = |rows: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+            rows.iter().map(|(p, s)| ((*p).to_owned(), s.iter().map(|s| (*s).to_owned()).collect())).collect()
+        };
+        assert_eq!(
+            services(store.projects().unwrap()),
+            want(&[("a", &["web", "worker"]), ("ab", &["web"]), ("b", &[]), ("c", &["web"])])
+        );
+        // A row of a project that is gone (written with the foreign keys off), between
+        // two that are there and after the last: each read names it.
+        for orphan in ["aa", "d"] {
+            store
+                .conn
+                .execute_batch(&format!(
+                    "PRAGMA foreign_keys = OFF; DELETE FROM services WHERE project NOT IN (SELECT id FROM projects);
+                     INSERT INTO services (project, id) VALUES ('{orphan}', 'api'); PRAGMA foreign_keys = ON;"
+                ))
+                .unwrap();
+            let error = store.projects().unwrap_err().to_string();
+            let named = format!("table `services`, row `{orphan}/api`, column `project`: no project `{orphan}`");
+            assert_eq!(error, named);
+        }
     }
 
     /// The steps of SQLite's plan of the reconcilable read of `of`, for two live phases.
