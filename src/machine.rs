@@ -255,6 +255,19 @@ pub fn step<'s>(
     }
 }
 
+/// Where a deployment resting in `state` goes when it fails: the target of the spec's
+/// fail event where the machine takes it there, else straight to the failed role (a state
+/// that cannot fail, such as waiting in a queue, still ends when it must). The planner's
+/// verdicts and the engine's runs both fail through it, so they never disagree. The
+/// event is given back when it was taken.
+pub fn failing<'s>(spec: &'s Spec, state: StateId, guards: &dyn Fn(Guard) -> bool) -> (StateId, Option<&'s str>) {
+    let event = spec.roles.fail.as_str();
+    match step(spec, state, event, guards) {
+        Ok(t) => (t.target, Some(event)),
+        Err(_) => (spec.roles.failed, None),
+    }
+}
+
 /// [`step`] for an event resolved with [`Spec::event`]: a lookup in the table the spec
 /// was compiled with, then the guards; no string is compared and nothing is allocated
 /// unless the step fails.
@@ -411,6 +424,15 @@ mod tests {
         assert_eq!(t.source, spec.find("IN_PROGRESS").unwrap());
         assert_eq!(t.exits, vec![building, spec.find("IN_PROGRESS").unwrap()]);
         assert_eq!(t.entries, vec![spec.find("FAILED").unwrap()]);
+    }
+
+    #[test]
+    fn a_failing_phase_takes_the_fail_event_and_one_that_cannot_fail_goes_to_the_failed_role() {
+        let spec = default_spec();
+        let failed = spec.find("FAILED").unwrap();
+        assert_eq!(failing(&spec, spec.find("BUILDING").unwrap(), &|_| true), (failed, Some("fail")));
+        // Waiting in the queue accepts `done` and `cancel` only.
+        assert_eq!(failing(&spec, spec.find("QUEUED").unwrap(), &|_| true), (failed, None));
     }
 
     #[test]

@@ -271,10 +271,9 @@ impl Engine<'_> {
         self.record(s, d, spec, state, &moved, metadata)
     }
 
-    /// Fails `d`: where the spec's fail event takes it from `state`, else straight to the
-    /// failed role, as the planner fails a deployment (a phase that cannot fail, such as
-    /// waiting in the queue, still ends when it must, rather than being picked again and
-    /// again).
+    /// Fails `d` where [`machine::failing`] says, as the planner fails a deployment (a
+    /// phase that cannot fail, such as waiting in the queue, still ends when it must,
+    /// rather than being picked again and again).
     fn fail(
         &self,
         s: &mut Session<'_, '_>,
@@ -283,11 +282,7 @@ impl Engine<'_> {
         state: StateId,
         message: &str,
     ) -> Result<(), EngineError> {
-        let event = spec.roles.fail.as_str();
-        let (to, event) = match self.next(spec, d, state, event) {
-            Some(to) => (to, Some(event)),
-            None => (spec.roles.failed, None),
-        };
+        let (to, event) = machine::failing(spec, state, &|g| guard(spec, d, g));
         let moved = Move { to, event, message, level: LogLevel::Error };
         self.record(s, d, spec, state, &moved, &BTreeMap::new())
     }

@@ -650,7 +650,7 @@ impl Judge<'_, '_> {
 
     /// A failure: the target of the spec's fail event from `state`, else its failed role.
     fn fail(&self, d: &Deployment, state: StateId, reason: String) -> Fate {
-        let to = self.next(d, state, &self.spec.roles.fail).unwrap_or(self.spec.roles.failed);
+        let (to, _) = machine::failing(self.spec, state, &|g| self.guard(g, d));
         Fate::Fail { to, reason }
     }
 
