@@ -1,6 +1,7 @@
 //! The four reconcile rules, in order: deployments, links, containers, routes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 
 use super::view::{Fate, Index, Judged, LinkHealth, Paths as _, ProjectView, View, health, view};
@@ -428,8 +429,7 @@ impl<'a> Planner<'_, 'a> {
         let mut files = self.world.routes.iter().peekable();
         for view in views.values() {
             let project = view.project;
-            while files.next_if(|(id, _)| id.as_str() < project.id.as_str()).is_some() {}
-            let existing = files.next_if(|(id, _)| *id == &project.id).map(|(_, route)| route);
+            let existing = seek(&mut files, &project.id);
             if !project.active || view.busy() {
                 continue;
             }
@@ -516,8 +516,7 @@ impl<'a> Planner<'_, 'a> {
                 );
                 continue;
             }
-            while by_id.next_if(|(project, _)| **project < id.as_str()).is_some() {}
-            let why = match by_id.peek().filter(|(project, _)| **project == id.as_str()).map(|(_, view)| *view) {
+            let why = match seek(&mut by_id, id) {
                 None if self.skipped.contains(id.as_str()) => continue,
                 None => format!("project `{id}` no longer exists"),
                 Some(v) if !v.project.active && !v.busy() => format!("project `{id}` is inactive"),
@@ -526,6 +525,14 @@ impl<'a> Planner<'_, 'a> {
             self.act(id, Change::RemoveRoute { deployment: route.deployment.clone() }, format!("stale route: {why}"));
         }
     }
+}
+
+/// The value at `key` in `entries`, a map's entries in key order, walked forward to it:
+/// the keys asked for must come in that order too. A lookup in a second map while
+/// walking the first, without a descent of the map each time.
+fn seek<K: AsRef<str>, V: Copy>(entries: &mut Peekable<impl Iterator<Item = (K, V)>>, key: &str) -> Option<V> {
+    while entries.next_if(|(k, _)| k.as_ref() < key).is_some() {}
+    entries.peek().filter(|(k, _)| k.as_ref() == key).map(|(_, v)| *v)
 }
 
 /// The labels the live app container of a project must carry. The project and
@@ -544,4 +551,18 @@ pub fn app_labels(project: &Project, live: &Deployment) -> BTreeMap<String, Stri
         (labels::SERVICE.to_owned(), service),
         (labels::ROLE.to_owned(), "app".to_owned()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeking_in_order_finds_what_the_map_holds_and_nothing_else() {
+        let map: BTreeMap<String, u32> = [("b", 1), ("d", 2), ("e", 3)].map(|(k, v)| (k.to_owned(), v)).into();
+        let mut entries = map.iter().peekable();
+        let found: Vec<Option<u32>> =
+            ["a", "b", "b", "c", "e", "f"].iter().map(|k| seek(&mut entries, k).copied()).collect();
+        assert_eq!(found, [None, Some(1), Some(1), None, Some(3), None]);
+    }
 }
