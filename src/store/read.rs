@@ -574,15 +574,20 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A new store in a folder of its own (kept with it) holding what `sql` inserts.
+    fn store_with(name: &str, sql: &str) -> (crate::test_dir::TestDir, Store) {
+        let dir = crate::test_dir::TestDir::new(name);
+        let (store, _) = Store::open(&dir.join("state.db")).unwrap();
+        store.conn.execute_batch(sql).unwrap();
+        (dir, store)
+    }
+
     #[test]
     fn rows_read_are_sorted_by_project_then_id_and_those_that_fail_kept_apart() {
-        let dir = crate::test_dir::TestDir::new("read-sorted");
-        let (store, _) = Store::open(&dir.join("state.db")).unwrap();
         // Inserted out of order; `b`'s d3 and d1 and `a`'s d7 carry a time that is none.
-        store
-            .conn
-            .execute_batch(
-                "INSERT INTO projects (id) VALUES ('b'), ('a');
+        let (_dir, store) = store_with(
+            "read-sorted",
+            "INSERT INTO projects (id) VALUES ('b'), ('a');
                  INSERT INTO deployments (id, project, type, phase, created_at, finished_at) VALUES
                    ('d5', 'b', 'upload', 'BUILDING', '2025-10-01T00:00:00Z', NULL),
                    ('d3', 'b', 'upload', 'BUILDING', 'soon', NULL),
@@ -590,8 +595,7 @@ mod tests {
                    ('d1', 'b', 'upload', 'BUILDING', 'later', NULL),
                    ('d7', 'a', 'upload', 'BUILDING', 'never', NULL),
                    ('d2', 'a', 'upload', 'BUILDING', '2025-10-01T00:00:00Z', NULL);",
-            )
-            .unwrap();
+        );
         let ((projects, deployments, unreadable), ()) = store.load_readable(&["ACTIVE"], |_| ()).unwrap();
         let ids = |ps: &[Project]| ps.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&projects), ["a", "b"]);
@@ -604,26 +608,16 @@ mod tests {
 
     #[test]
     fn services_join_their_projects_and_one_without_its_project_is_named() {
-        let dir = crate::test_dir::TestDir::new("read-services");
-        let (store, _) = Store::open(&dir.join("state.db")).unwrap();
-        store
-            .conn
-            .execute_batch(
-                "INSERT INTO projects (id) VALUES ('b'), ('a'), ('c'), ('ab');
-                 INSERT INTO services (project, id, \"primary\") VALUES
-                   ('c', 'web', 1), ('a', 'worker', 0), ('ab', 'web', 1), ('a', 'web', 1);",
-            )
-            .unwrap();
-        let services = |projects: Vec<Project>| -> Vec<(String, Vec<String>)> {
-            projects.into_iter().map(|p| (p.id, p.services.into_iter().map(|s| s.id).collect())).collect()
-        };
-        let want = |rows: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
-            rows.iter().map(|(p, s)| ((*p).to_owned(), s.iter().map(|s| (*s).to_owned()).collect())).collect()
-        };
-        assert_eq!(
-            services(store.projects().unwrap()),
-            want(&[("a", &["web", "worker"]), ("ab", &["web"]), ("b", &[]), ("c", &["web"])])
+        let (_dir, store) = store_with(
+            "read-services",
+            "INSERT INTO projects (id) VALUES ('b'), ('a'), ('c'), ('ab');
+             INSERT INTO services (project, id, \"primary\") VALUES
+               ('c', 'web', 1), ('a', 'worker', 0), ('ab', 'web', 1), ('a', 'web', 1);",
         );
+        let projects = store.projects().unwrap();
+        let services: Vec<(&str, Vec<&str>)> =
+            projects.iter().map(|p| (p.id.as_str(), p.services.iter().map(|s| s.id.as_str()).collect())).collect();
+        assert_eq!(services, [("a", vec!["web", "worker"]), ("ab", vec!["web"]), ("b", vec![]), ("c", vec!["web"])]);
         // A row of a project that is gone (written with the foreign keys off), between
         // two that are there and after the last: each read names it.
         for orphan in ["aa", "d"] {
