@@ -268,16 +268,31 @@ fn link(root: &Path, path: &Path, target: &Path, unsynced: &mut Unsynced) -> Res
     check_link(root, path, target)?;
     real_parents(root, path, Missing::Create, unsynced)?;
     let tmp = tmp_path(path);
-    remove_leftover(&tmp)?;
-    if let Some(m) = lstat(path)? {
-        if !m.file_type().is_symlink() {
-            return Err(in_the_way(path, &m));
+    // One call reads what stands at `path`: a link, nothing, or (`EINVAL`) a real file
+    // or folder, which is in the way.
+    match fs::read_link(path) {
+        Ok(old) if old == target => return remove_leftover(&tmp),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(match lstat(path)? {
+                Some(m) if !m.file_type().is_symlink() => in_the_way(path, &m),
+                // Replaced by a link or removed since: not ours to guess at.
+                _ => io_err("read link", path)(e),
+            });
         }
-        if fs::read_link(path).map_err(io_err("read link", path))? == target {
-            return Ok(());
-        }
+        Err(e) => return Err(io_err("read link", path)(e)),
     }
-    std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create link", &tmp))?;
+    // The temporary name is nearly always free: a leftover from a crashed run is looked
+    // at only when it is taken.
+    match std::os::unix::fs::symlink(target, &tmp) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_leftover(&tmp)?;
+            std::os::unix::fs::symlink(target, &tmp)
+        }
+        made => made,
+    }
+    .map_err(io_err("create link", &tmp))?;
     rename(&tmp, path).map_err(io_err("rename link over", path))?;
     unsynced.add(parent(path));
     Ok(())
@@ -646,6 +661,37 @@ mod tests {
         let webroot = root.join("webroot/p1");
         switch_link(root, &webroot, &current.join("public")).unwrap();
         assert_eq!(fs::read_to_string(webroot.join("index.html")).unwrap(), "d1");
+    }
+
+    #[test]
+    fn what_stands_at_a_link_or_its_temporary_name_is_found_without_looking_first() {
+        let t = TempRoot::new("in-the-way");
+        let root = &t.0;
+        let (d0, d1) = (release(root, "d0"), release(root, "d1"));
+        let current = root.join("p1/current");
+        let tmp = root.join("p1/.trueup-tmp-current");
+        switch_link(root, &current, &d0).unwrap();
+        // Already right: a leftover beside it is still removed.
+        symlink(&d1, &tmp).unwrap();
+        switch_link(root, &current, &d0).unwrap();
+        assert_eq!(names(&root.join("p1")), ["current", "deployments"]);
+        // A folder under the temporary name is not removed, whether the link is right...
+        fs::create_dir(&tmp).unwrap();
+        let err = switch_link(root, &current, &d0).unwrap_err();
+        assert_eq!(err.to_string(), EffectError::InTheWay { path: tmp.clone(), what: "folder" }.to_string());
+        // ...or wrong.
+        let err = switch_link(root, &current, &d1).unwrap_err();
+        assert_eq!(err.to_string(), EffectError::InTheWay { path: tmp.clone(), what: "folder" }.to_string());
+        assert_eq!(fs::read_link(&current).unwrap(), d0);
+        fs::remove_dir(&tmp).unwrap();
+        // A real file where the link goes is in the way, and kept.
+        let webroot = root.join("webroot/p1");
+        fs::create_dir_all(webroot.parent().unwrap()).unwrap();
+        fs::write(&webroot, "mine").unwrap();
+        let err = switch_link(root, &webroot, &current.join("public")).unwrap_err();
+        assert_eq!(err.to_string(), EffectError::InTheWay { path: webroot.clone(), what: "file" }.to_string());
+        assert_eq!(fs::read_to_string(&webroot).unwrap(), "mine");
+        assert_eq!(names(&root.join("webroot")), ["p1"]);
     }
 
     #[test]
