@@ -608,6 +608,11 @@ fn apply_leased(
     // Runs that died mid-apply: every action is idempotent, so this plan redoes their work.
     let interrupted: Vec<OpenRun> = store.open_runs()?.into_iter().filter(|r| r.token < lease.token).collect();
     if !interrupted.is_empty() {
+        // Killed in the middle of a link switch, a run may have left a link under the
+        // switch's temporary name, which no plan looks at.
+        for open in &interrupted {
+            crate::world::effects::clear_half_switched(&cfg.root, &store.unfinished_links(&open.run)?);
+        }
         store.close_open_runs(lease, &run, clock::now())?;
     }
     listener.planned(&plan);

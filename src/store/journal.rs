@@ -6,8 +6,11 @@
 //! work from a fresh plan, since every action is idempotent), and `trueup status` reports
 //! any run still open. A skipped action ended: it never keeps its run open.
 
+use std::path::PathBuf;
+
 use super::read::time_column;
 use super::{Fence, JournalStatus, Lease, Store, StoreError, sql};
+use crate::plan::{Action, Change};
 use crate::time::Timestamp;
 
 /// A run with actions journaled as planned that never ended.
@@ -44,6 +47,33 @@ impl Store {
                 Ok(OpenRun { run, token, unfinished, since })
             })
             .collect()
+    }
+
+    /// The links that run `run` had planned to switch and did not journal as ended:
+    /// where, killed in the middle of a switch, it may have left the old link under its
+    /// temporary name (see [`crate::world::effects::RealFs`]). Rows that are not link
+    /// switches, or that no longer parse as actions, are passed over.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sql`].
+    pub fn unfinished_links(&self, run: &str) -> Result<Vec<PathBuf>, StoreError> {
+        const WHAT: &str = "read the unfinished actions of a run in the `journal`";
+        let query =
+            format!("SELECT action FROM journal WHERE run = ?1 AND status = '{}'", JournalStatus::Planned.as_str());
+        let rows: Vec<String> = self
+            .stmt(WHAT, &query)?
+            .query_map([run], |r| r.get(0))
+            .map_err(sql(WHAT))?
+            .collect::<Result<_, _>>()
+            .map_err(sql(WHAT))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| match serde_json::from_str::<Action>(row).ok()?.change {
+                Change::Link { path, .. } => Some(path),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Closes the `planned` rows of runs older than `lease` as failed, saying that run

@@ -1474,3 +1474,50 @@ fn unlock_frees_a_dead_holder_and_refuses_a_live_one() {
     assert!(trueup::time::clock::now() < current.until);
     assert_eq!(lease(&db(&staged)).0, None);
 }
+
+#[test]
+fn the_apply_after_one_killed_mid_switch_clears_what_it_left_under_temporary_names() {
+    use std::os::unix::fs::symlink;
+    use trueup::store::Store;
+    let scratch = Scratch::new("half-switched");
+    let staged = staged(&scratch, &world(&[Damage::NONE; 4], 0));
+    let root = &staged.root;
+    let current = |p: &str| root.join(p).join("current");
+    let tmp = |p: &str| root.join(p).join(".trueup-tmp-current");
+    // A run that died: it had planned to switch the `current` of p0, p1 and p2, and to
+    // resume a deployment, and journaled only the switch of p2 as done. Its lease lapsed
+    // long ago.
+    let (store, _) = Store::open(&staged.db).unwrap();
+    let lease = store.acquire_lease("killed", ago(24 * 60), trueup::time::Duration::from_secs(60)).unwrap();
+    let action = |p: &str, change: Change| plan::Action { project: p.into(), change, reason: "test".into() };
+    let link = |p: &str| action(p, Change::Link { path: current(p), before: None, target: root.join("elsewhere") });
+    let resume = action(
+        "p3",
+        Change::Resume {
+            deployment: "p3-gone".into(),
+            from_phase: "BUILDING".into(),
+            to_phase: "BUILDING".into(),
+            attempt: 1,
+            stuck_since: Some(ago(60)),
+            dead_claim: None,
+        },
+    );
+    let planned = [(0, link("p0")), (1, link("p1")), (2, link("p2")), (3, resume)];
+    store.journal_plan(&lease, "killed-run", &planned, ago(24 * 60)).unwrap();
+    store.journal_done(&lease, "killed-run", 2, ago(24 * 60)).unwrap();
+    drop(store);
+    // What it left: an old link set aside (p0), a folder a person made (p1), a link
+    // beside a switch journaled as done (p2), and one beside a deployment's (p3).
+    symlink(root.join("p0/deployments/old"), tmp("p0")).unwrap();
+    std::fs::create_dir(tmp("p1")).unwrap();
+    symlink(root.join("p2/deployments/old"), tmp("p2")).unwrap();
+    symlink(root.join("p3/deployments/old"), tmp("p3")).unwrap();
+    let before = links(&staged, 4);
+
+    let out = apply_without_waiting(&staged);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    // Only the link under the name of a switch that never ended is removed.
+    let left = ["p1", "p2", "p3"].map(|p| tmp(p).strip_prefix(root).unwrap().to_owned());
+    assert_eq!(leftovers(root), left);
+    assert_eq!(links(&staged, 4), before, "the links themselves are untouched");
+}

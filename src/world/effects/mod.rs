@@ -52,7 +52,7 @@ mod host;
 pub use host::Host;
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::{Decide, MemoryWorld};
-pub use real::{RealFs, move_aside, remove_route_file, route_file, switch_link, write_route_file};
+pub use real::{RealFs, clear_half_switched, move_aside, remove_route_file, route_file, switch_link, write_route_file};
 
 /// Any error, boxed, for sources that come from another module (a route renderer).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
