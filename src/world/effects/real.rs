@@ -158,7 +158,9 @@ fn remove_old(old: &Path) -> io::Result<()> {
 /// Started at the first old link; when no thread can be had, each is unlinked at once.
 #[derive(Debug, Default)]
 struct Reaper {
-    thread: Option<(std::sync::mpsc::Sender<Reap>, std::thread::JoinHandle<()>)>,
+    /// Where the thread takes its work; it ends once this is dropped and the work sent
+    /// is done (every sync waits for that work, so none is left when the apply ends).
+    thread: Option<std::sync::mpsc::Sender<Reap>>,
     /// The first old link that could not be unlinked, and why.
     failed: Option<(PathBuf, io::Error)>,
 }
@@ -190,12 +192,12 @@ impl Reaper {
                     }
                 }
             });
-            if let Ok(thread) = started {
-                self.thread = Some((send, thread));
+            if started.is_ok() {
+                self.thread = Some(send);
             }
         }
         let old = match &self.thread {
-            Some((send, _)) => match send.send(Reap::Unlink(old)) {
+            Some(send) => match send.send(Reap::Unlink(old)) {
                 Ok(()) => return,
                 Err(std::sync::mpsc::SendError(Reap::Unlink(old))) => old,
                 Err(_) => return,
@@ -209,7 +211,7 @@ impl Reaper {
 
     /// Waits until every old link sent is unlinked.
     fn drain(&mut self) {
-        if let Some((send, _)) = &self.thread {
+        if let Some(send) = &self.thread {
             let (answer, answered) = std::sync::mpsc::sync_channel(1);
             if send.send(Reap::Drain(answer)).is_ok()
                 && let Ok(Some(failed)) = answered.recv()
@@ -224,15 +226,6 @@ impl Reaper {
     fn drained(&mut self) -> Option<(PathBuf, io::Error)> {
         self.drain();
         self.failed.take()
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some((send, thread)) = self.thread.take() {
-            drop(send);
-            let _ = thread.join();
-        }
     }
 }
 
@@ -840,10 +833,13 @@ mod tests {
         let current = root.join("p1/current");
         let tmp = root.join("p1/.trueup-tmp-current");
         switch_link(root, &current, &d0).unwrap();
-        // Already right: a leftover beside it is still removed.
+        // Already right: left as it is, and a leftover beside it is still removed.
+        let inode = || fs::symlink_metadata(&current).unwrap().ino();
+        let before = inode();
         symlink(&d1, &tmp).unwrap();
         switch_link(root, &current, &d0).unwrap();
         assert_eq!(names(&root.join("p1")), ["current", "deployments"]);
+        assert_eq!(inode(), before, "a link already right is not made again");
         // A folder under the temporary name is not removed, whether the link is right...
         fs::create_dir(&tmp).unwrap();
         let err = switch_link(root, &current, &d0).unwrap_err();
