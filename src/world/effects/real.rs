@@ -153,16 +153,27 @@ fn remove_old(old: &Path) -> io::Result<()> {
 }
 
 /// A thread that unlinks the old links switches set aside, while the switches go on:
-/// freeing a link's inode is most of the cost of replacing it (on ext4, a `rename(2)`
-/// over a link costs about 120 µs, an exchange 15 µs), and the other core is free.
-/// Started at the first old link; when no thread can be had, each is unlinked at once.
+/// freeing a link's inode is most of the cost of replacing it (here, on ext4, a
+/// `rename(2)` over a link costs about 120 µs, an exchange 15 µs), and the other core is
+/// free. Started at the first old link; when the system refuses a thread (see
+/// [`crate::threads`]), each is unlinked at once.
 #[derive(Debug, Default)]
 struct Reaper {
-    /// Where the thread takes its work; it ends once this is dropped and the work sent
-    /// is done (every sync waits for that work, so none is left when the apply ends).
-    thread: Option<std::sync::mpsc::Sender<Reap>>,
+    thread: ReaperThread,
     /// The first old link that could not be unlinked, and why.
     failed: Option<(PathBuf, io::Error)>,
+}
+
+/// The reaper's thread, by where it takes its work from. It ends once that is dropped
+/// and the work sent is done (every sync waits for that work, so none is left when the
+/// apply ends).
+#[derive(Debug, Default)]
+enum ReaperThread {
+    #[default]
+    NotStarted,
+    Running(std::sync::mpsc::Sender<Reap>),
+    /// The system refused a thread: not asked again.
+    Refused,
 }
 
 /// What the reaper's thread is asked.
@@ -175,43 +186,47 @@ enum Reap {
 
 impl Reaper {
     fn unlink(&mut self, old: PathBuf) {
-        if self.thread.is_none() {
-            let (send, work) = std::sync::mpsc::channel();
-            let started = std::thread::Builder::new().name("trueup-reaper".into()).spawn(move || {
-                let mut failed = None;
-                for reap in work {
-                    match reap {
-                        Reap::Unlink(old) => {
-                            if let Err(e) = remove_old(&old) {
-                                failed.get_or_insert((old, e));
-                            }
-                        }
-                        Reap::Drain(answer) => {
-                            let _ = answer.send(failed.take());
-                        }
-                    }
-                }
-            });
-            if started.is_ok() {
-                self.thread = Some(send);
-            }
+        if matches!(self.thread, ReaperThread::NotStarted) {
+            self.thread = Reaper::start().map_or(ReaperThread::Refused, ReaperThread::Running);
         }
-        let old = match &self.thread {
-            Some(send) => match send.send(Reap::Unlink(old)) {
+        let reap = match &self.thread {
+            ReaperThread::Running(send) => match send.send(Reap::Unlink(old)) {
                 Ok(()) => return,
-                Err(std::sync::mpsc::SendError(Reap::Unlink(old))) => old,
-                Err(_) => return,
+                Err(std::sync::mpsc::SendError(reap)) => reap,
             },
-            None => old,
+            _ => Reap::Unlink(old),
         };
-        if let Err(e) = remove_old(&old) {
+        if let Reap::Unlink(old) = reap
+            && let Err(e) = remove_old(&old)
+        {
             self.failed.get_or_insert((old, e));
         }
     }
 
+    /// The thread, and where to send it work.
+    fn start() -> io::Result<std::sync::mpsc::Sender<Reap>> {
+        let (send, work) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("trueup-reaper".into()).spawn(move || {
+            let mut failed = None;
+            for reap in work {
+                match reap {
+                    Reap::Unlink(old) => {
+                        if let Err(e) = remove_old(&old) {
+                            failed.get_or_insert((old, e));
+                        }
+                    }
+                    Reap::Drain(answer) => {
+                        let _ = answer.send(failed.take());
+                    }
+                }
+            }
+        })?;
+        Ok(send)
+    }
+
     /// Waits until every old link sent is unlinked.
     fn drain(&mut self) {
-        if let Some(send) = &self.thread {
+        if let ReaperThread::Running(send) = &self.thread {
             let (answer, answered) = std::sync::mpsc::sync_channel(1);
             if send.send(Reap::Drain(answer)).is_ok()
                 && let Ok(Some(failed)) = answered.recv()
@@ -392,10 +407,10 @@ fn link(root: &Path, path: &Path, target: &Path, unsynced: &mut Unsynced) -> Res
     let tmp = tmp_path(path);
     // One call reads what stands at `path`: a link, nothing, or (`EINVAL`) a real file
     // or folder, which is in the way.
-    match fs::read_link(path) {
+    let replaces = match fs::read_link(path) {
         Ok(old) if old == target => return remove_leftover(&tmp),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             return Err(match lstat(path)? {
                 Some(m) if !m.file_type().is_symlink() => in_the_way(path, &m),
@@ -404,7 +419,7 @@ fn link(root: &Path, path: &Path, target: &Path, unsynced: &mut Unsynced) -> Res
             });
         }
         Err(e) => return Err(io_err("read link", path)(e)),
-    }
+    };
     // The temporary name is nearly always free: a leftover from a crashed run is looked
     // at only when it is taken, once an old link set aside there is surely unlinked (or
     // the reaper could unlink the new one).
@@ -423,8 +438,9 @@ fn link(root: &Path, path: &Path, target: &Path, unsynced: &mut Unsynced) -> Res
     // With a reaper, the new link and the old trade names in one step, and the old one,
     // now under the temporary name, is unlinked apart (see [`Reaper`]). Without one (a
     // single switch, which has no journal to clear up after it if killed), where there is
-    // no old link, or where the file system cannot exchange, the new link is renamed over.
-    let Some(reaper) = &mut unsynced.reaper else {
+    // no old link (or it went since), or where the file system cannot exchange, the new
+    // link is renamed over.
+    let Some(reaper) = unsynced.reaper.as_mut().filter(|_| replaces) else {
         return rename(&tmp, path).map_err(io_err("rename link over", path));
     };
     match exchange(&tmp, path) {
