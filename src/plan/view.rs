@@ -11,7 +11,7 @@
 //! Every phase and event name comes from the [`Specs`]' roles: nothing here spells one.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
@@ -390,15 +390,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             views[i].deployments.extend(run);
         }
     }
-    // Ids used more than once, with their projects in world order: found in one sort of
-    // the ids, not a map entry (and a list) per deployment.
-    let mut ids: Vec<(&str, &str)> = world.deployments.iter().map(|d| (d.id.as_str(), d.project.as_str())).collect();
-    ids.sort_by_key(|(id, _)| *id);
-    let users: BTreeMap<&str, Vec<&str>> = ids
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter(|run| run.len() > 1)
-        .map(|run| (run[0].0, run.iter().map(|(_, project)| *project).collect()))
-        .collect();
+    let users = shared_ids(&world.deployments);
     let View { skipped, findings, paths, .. } = &mut v;
     for run in world.deployments.chunk_by(|a, b| a.project == b.project) {
         let mut view = at.get(run[0].project.as_str()).map(|&i| &mut views[i]);
@@ -493,6 +485,22 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         }
     }
     v
+}
+
+/// The ids used by more than one of `deployments`, each with the projects of those using
+/// it, in world order. Found through a hash set of the ids, which costs a hashed insert
+/// per deployment where a sort of the ids compared each with a score of others; nearly
+/// always none is shared, and then nothing more is read.
+fn shared_ids(deployments: &[Deployment]) -> BTreeMap<&str, Vec<&str>> {
+    let mut seen: HashSet<&str, foldhash::fast::RandomState> =
+        HashSet::with_capacity_and_hasher(deployments.len(), foldhash::fast::RandomState::default());
+    let shared: HashSet<&str, foldhash::fast::RandomState> =
+        deployments.iter().map(|d| d.id.as_str()).filter(|id| !seen.insert(id)).collect();
+    let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for d in deployments.iter().filter(|d| shared.contains(d.id.as_str())) {
+        users.entry(d.id.as_str()).or_default().push(d.project.as_str());
+    }
+    users
 }
 
 /// What says the configuration is wrong, as [`Level::Error`] findings: a root that is
@@ -833,6 +841,17 @@ mod tests {
         let paths = Index::new(&world);
         let spec = specs.of_type(DeploymentType::Upload);
         check(&Judge { specs: &specs, spec, world: &world, paths: &paths, view: &view })
+    }
+
+    #[test]
+    fn ids_used_more_than_once_are_found_with_their_projects_in_world_order() {
+        let of = |id: &str, project: &str| Deployment { project: project.into(), ..deployment(id, "ACTIVE") };
+        let ds = [of("d1", "p2"), of("d2", "p1"), of("d1", "p1"), of("d3", "p3"), of("d1", "p2"), of("d3", "p1")];
+        let want = BTreeMap::from([("d1", vec!["p2", "p1", "p2"]), ("d3", vec!["p3", "p1"])]);
+        assert_eq!(shared_ids(&ds), want);
+        assert_eq!(shared_ids(&ds[..4]), BTreeMap::from([("d1", vec!["p2", "p1"])]));
+        assert!(shared_ids(&ds[..2]).is_empty());
+        assert!(shared_ids(&[]).is_empty());
     }
 
     #[test]
