@@ -31,6 +31,7 @@
 //! outside the root (split among threads like the projects) while the scan's paths become
 //! a map, those under it after, unless the scan saw them.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::FileType;
@@ -256,14 +257,14 @@ fn mark_gone_workers(deployments: &mut [crate::model::Deployment], host: &str) {
 
 /// The paths seen so far and what seeing them cost.
 ///
-/// Paths are gathered in a list, in nearly the order of paths (each project's, then the
-/// webroot links), and made a map once, by [`Scan::take_files`]: a sort of a few sorted
-/// runs and a bulk build cost a handful of path comparisons per path, where inserting
-/// each into the map cost a descent of the tree, about twenty.
+/// Paths are gathered in a list, in the order of paths (each project's, and apart from
+/// them `ROOT/webroot` and its links), and made a map once, by [`Scan::take_files`]: a
+/// check that the list is sorted and a bulk build cost a couple of path comparisons per
+/// path, where inserting each into the map cost a descent of the tree, about twenty.
 #[derive(Default)]
 struct Scan {
     files: Vec<(PathBuf, Node)>,
-    /// `ROOT/webroot/P`, kept apart so that both lists stay sorted runs.
+    /// `ROOT/webroot` and `ROOT/webroot/P`, kept apart so that both lists stay sorted.
     webroot_links: Vec<(PathBuf, Node)>,
     stats: ObserveStats,
 }
@@ -271,11 +272,28 @@ struct Scan {
 impl Scan {
     /// The paths seen since the last call, as a map.
     fn take_files(&mut self) -> BTreeMap<PathBuf, Node> {
+        // `collect` sorts its input with a stable sort, which finds a sorted list sorted
+        // in one pass, then builds the tree in another.
+        self.take_list().into_iter().collect()
+    }
+
+    /// The paths seen since the last call, in the order of paths when each list was.
+    ///
+    /// The webroot's paths all sort together, where `ROOT/webroot` sorts among the
+    /// projects: they go in there as one block, found by a search of the bytes, rather
+    /// than leave the map's sort a merge of the two lists, each of its steps a comparison
+    /// of paths component by component. Should the lists not be sorted (a project named
+    /// like the webroot), the map's sort still orders them; and equal paths keep their
+    /// order, as the map's sort would: each path is the root joined with plain names, so
+    /// two paths are the same only when their bytes are.
+    fn take_list(&mut self) -> Vec<(PathBuf, Node)> {
         let mut files = std::mem::take(&mut self.files);
-        files.append(&mut self.webroot_links);
-        // `collect` sorts its input with a stable sort that finds the sorted runs, then
-        // builds the tree in one pass.
-        files.into_iter().collect()
+        let links = std::mem::take(&mut self.webroot_links);
+        if let Some((first, _)) = links.first() {
+            let at = files.partition_point(|(path, _)| path_order(path, first) == Ordering::Less);
+            files.splice(at..at, links);
+        }
+        files
     }
 
     /// The root, `ROOT/webroot` and each valid project's paths, on up to `threads`.
@@ -298,7 +316,9 @@ impl Scan {
             // Gone or replaced since: nothing below it to see.
             Opened::Other(_) | Opened::Absent => return Ok(()),
         };
+        let before = self.files.len();
         let webroot = self.open(&top, root, "webroot", Use::Lookups)?;
+        self.webroot_links.extend(self.files.drain(before..));
         let valid: Vec<&Project> = projects.iter().filter(|p| valid_project_id(&p.id)).collect();
         let (top, webroot) = (&top, webroot.as_ref());
         self.split(&valid, threads, |scan, part| scan.projects(root, top, webroot, part))
@@ -534,6 +554,19 @@ impl Scan {
     }
 }
 
+/// How `a` and `b` compare as paths, read as bytes: a separator sorts before any other
+/// byte, so that a path comes before the paths below it and those before a longer name
+/// (`/r/a`, `/r/a/b`, `/r/a-b`), as [`Path`]'s own order has it, component by component,
+/// for paths spelled plainly ([`crate::model::is_plain_absolute`]).
+fn path_order(a: &Path, b: &Path) -> Ordering {
+    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    let rank = |byte: u8| if byte == b'/' { 0 } else { u16::from(byte) + 1 };
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => rank(a[i]).cmp(&rank(b[i])),
+        None => a.len().cmp(&b.len()),
+    }
+}
+
 /// From how many projects on the scan is split among threads.
 const PARALLEL_FROM: usize = 2_000;
 
@@ -593,6 +626,68 @@ mod tests {
         assert_eq!(threads(PARALLEL_FROM - 1), 1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(threads(PARALLEL_FROM), cores.min(MAX_THREADS));
+    }
+
+    #[test]
+    fn the_paths_of_a_scan_come_sorted_with_the_webroot_among_the_projects() {
+        let dir = crate::test_dir::TestDir::new("scan-order");
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("webroot")).unwrap();
+        // Names around `webroot` and around the separator: `a`, `a-b` and `a.b` sort
+        // after `a/...` as paths, though `-` and `.` are below `/` as bytes.
+        let ids = ["a", "a-b", "a.b", "ab", "w", "web", "webroot-2", "webrootx", "x", "zz"];
+        let projects: Vec<Project> = ids
+            .iter()
+            .map(|id| {
+                let release = root.join(id).join("deployments/d1");
+                std::fs::create_dir_all(release.join("public")).unwrap();
+                std::os::unix::fs::symlink(&release, root.join(id).join("current")).unwrap();
+                std::os::unix::fs::symlink(root.join(id).join("current/public"), root.join("webroot").join(id))
+                    .unwrap();
+                Project { id: (*id).into(), active: true, domain: None, services: Vec::new() }
+            })
+            .collect();
+        for threads in [1, 3] {
+            let mut scan = Scan::default();
+            scan.root(&root, &projects, threads).unwrap();
+            let list = scan.take_list();
+            // The root, the webroot; per project its folder, `current`, `deployments`,
+            // its release and `public`, and its webroot link.
+            assert_eq!(list.len(), 2 + ids.len() * 6, "{list:#?}");
+            let paths: Vec<&Path> = list.iter().map(|(path, _)| path.as_path()).collect();
+            assert!(paths.is_sorted_by(|a, b| a < b), "with {threads} threads: {paths:#?}");
+        }
+    }
+
+    #[test]
+    fn paths_compare_by_their_bytes_as_by_their_components() {
+        let paths = [
+            "/",
+            "/r",
+            "/r/a",
+            "/r/a/b",
+            "/r/a/b/c",
+            "/r/a-b",
+            "/r/a.b",
+            "/r/a0",
+            "/r/ab",
+            "/r/ab/c",
+            "/r/b",
+            "/r/webroot",
+            "/r/webroot/a",
+            "/r/webroot-2",
+            "/r2",
+            "/r-2/a",
+            "/s",
+            "/\u{e9}t\u{e9}",
+            "/r/\u{e9}",
+        ];
+        for a in paths {
+            for b in paths {
+                let (a, b) = (Path::new(a), Path::new(b));
+                assert_eq!(path_order(a, b), a.cmp(b), "{} against {}", a.display(), b.display());
+            }
+        }
     }
 
     #[test]
