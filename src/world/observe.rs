@@ -560,7 +560,8 @@ impl Scan {
 /// for paths spelled plainly ([`crate::model::is_plain_absolute`]).
 fn path_order(a: &Path, b: &Path) -> Ordering {
     let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
-    let rank = |byte: u8| if byte == b'/' { 0 } else { u16::from(byte) + 1 };
+    // No path holds a NUL byte, so 0 is free for the separator.
+    let rank = |byte: u8| if byte == b'/' { 0 } else { byte };
     match a.iter().zip(b).position(|(x, y)| x != y) {
         Some(i) => rank(a[i]).cmp(&rank(b[i])),
         None => a.len().cmp(&b.len()),
