@@ -497,6 +497,9 @@ fn shared_ids(deployments: &[Deployment]) -> BTreeMap<&str, Vec<&str>> {
     let shared: HashSet<&str, foldhash::fast::RandomState> =
         deployments.iter().map(|d| d.id.as_str()).filter(|id| !seen.insert(id)).collect();
     let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    if shared.is_empty() {
+        return users;
+    }
     for d in deployments.iter().filter(|d| shared.contains(d.id.as_str())) {
         users.entry(d.id.as_str()).or_default().push(d.project.as_str());
     }

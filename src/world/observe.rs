@@ -282,10 +282,10 @@ impl Scan {
     /// The webroot's paths all sort together, where `ROOT/webroot` sorts among the
     /// projects: they go in there as one block, found by a search of the bytes, rather
     /// than leave the map's sort a merge of the two lists, each of its steps a comparison
-    /// of paths component by component. Should the lists not be sorted (a project named
-    /// like the webroot), the map's sort still orders them; and equal paths keep their
-    /// order, as the map's sort would: each path is the root joined with plain names, so
-    /// two paths are the same only when their bytes are.
+    /// of paths component by component. Each list is sorted, the projects coming by id as
+    /// the store gives them; were one not, the map's sort would still order them. Equal
+    /// paths keep their order, as the map's sort would: each path is the root joined with
+    /// plain names, so two paths are the same only when their bytes are.
     fn take_list(&mut self) -> Vec<(PathBuf, Node)> {
         let mut files = std::mem::take(&mut self.files);
         let links = std::mem::take(&mut self.webroot_links);
