@@ -8,7 +8,8 @@
 //! - A route file in trueup's own shape is read without a YAML parse: wherever the fast
 //!   path answers, it must agree with the parser, for every rendered route and for files
 //!   that are almost, but not exactly, rendered ones.
-//! - A plan that is only shown carries no fingerprint, which serializes the whole world.
+//! - A plan that is only shown carries no fingerprint, which serializes the whole world;
+//!   an apply hashes it while it makes its changes.
 
 use proptest::prelude::*;
 use trueup::model::Route;
@@ -95,6 +96,24 @@ fn fallbacks_and_superseding_releases_past_the_window_still_plan_as_the_model() 
     let shown = serde_json::to_string(&real["actions"]).unwrap();
     assert!(shown.contains("deployments/a1"), "p1 falls back to `a1`: {shown}");
     assert!(shown.contains("superseded: `o1`"), "q1 is superseded by `o1`: {shown}");
+}
+
+#[test]
+fn an_apply_reports_the_fingerprint_of_the_world_it_planned_from() {
+    let fx = fixture::load("lean.yaml", WORLD).unwrap();
+    let scratch = Scratch::new("lean-fingerprint");
+    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
+    let now = fx.now.to_string();
+    let planned = Trueup::new(["plan", "--json"]).staged(&staged).now(&now).code(0).run().json();
+    let applied = Trueup::new(["apply", "--json", "--no-run"]).staged(&staged).now(&now).code(0).run().json();
+    // The apply observed the world the plan had, and hashed it while it changed it.
+    let fingerprint = planned["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16, "{fingerprint}");
+    assert_eq!(applied["fingerprint"].as_str(), Some(fingerprint));
+    assert!(!applied["outcomes"].as_array().unwrap().is_empty(), "the apply changed nothing");
+    // Changed, the world has another fingerprint.
+    let after = Trueup::new(["plan", "--json"]).staged(&staged).now(&now).code(0).run().json();
+    assert_ne!(after["fingerprint"].as_str(), Some(fingerprint));
 }
 
 /// Equal, and each the route it was rendered from when `rendered` is given.
