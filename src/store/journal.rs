@@ -52,7 +52,9 @@ impl Store {
     /// The links that run `run` had planned to switch and did not journal as ended:
     /// where, killed in the middle of a switch, it may have left the old link under its
     /// temporary name (see [`crate::world::effects::RealFs`]). Rows that are not link
-    /// switches, or that no longer parse as actions, are passed over.
+    /// switches, or that no longer parse as actions, are passed over. Not through
+    /// [`Store::journal`]: that reads every row of the run, done ones too, and fails on
+    /// one it cannot read, where a clean-up after a crash must not stop at a bad row.
     ///
     /// # Errors
     ///

@@ -272,8 +272,8 @@ struct Scan {
 impl Scan {
     /// The paths seen since the last call, as a map.
     fn take_files(&mut self) -> BTreeMap<PathBuf, Node> {
-        // `collect` sorts its input with a stable sort, which finds a sorted list sorted
-        // in one pass, then builds the tree in another.
+        // `collect` sorts its input with a stable sort, which sees in one pass that a
+        // sorted list is sorted, then builds the tree in another.
         self.take_list().into_iter().collect()
     }
 
