@@ -7,6 +7,19 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
 
+/// From how many items (projects, paths) work is split among threads: below, starting a
+/// thread costs more than it saves.
+pub(crate) const PARALLEL_FROM: usize = 2_000;
+
+/// How many threads share work over `items` items: one below [`PARALLEL_FROM`] or on one
+/// core, else one per core, `most` at most.
+pub(crate) fn count(items: usize, most: usize) -> usize {
+    if items < PARALLEL_FROM {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(most)
+}
+
 /// Work given to [`spawn`]: running on its thread, or already done (or panicked) here.
 pub(crate) enum Task<'scope, T> {
     Running(ScopedJoinHandle<'scope, T>),
@@ -53,6 +66,15 @@ impl<T> Task<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_is_split_from_a_size_on_one_thread_per_core_up_to_the_most_asked() {
+        assert_eq!(count(0, 4), 1);
+        assert_eq!(count(PARALLEL_FROM - 1, 4), 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(count(PARALLEL_FROM, 4), cores.min(4));
+        assert_eq!(count(PARALLEL_FROM * 50, 1), 1);
+    }
 
     #[test]
     fn work_runs_once_on_a_thread_of_its_own_and_a_panic_goes_on_at_join() {

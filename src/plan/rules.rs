@@ -58,6 +58,9 @@ pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limi
 
 /// [`plan_unsealed`] from the [`view`] of `world` at `now`, made by the caller (who had a
 /// use for it first).
+///
+/// On a world of 2,000 projects or more, on more than one core, the links are planned on
+/// a second thread while the other rules run; the plan is the same.
 pub fn plan_of_view(specs: &Specs, world: &World, view: View<'_>, now: Timestamp, limits: &Limits) -> Plan {
     let View { projects, skipped, findings, paths } = view;
     // A configuration that looks wrong makes the whole view untrustworthy: no change at
@@ -114,21 +117,48 @@ impl<'a> Planner<'_, 'a> {
 
     fn run(&mut self) {
         let views = self.views;
-        // Project by project, each one's deployments in world order: the order the actions
-        // are sorted into at the end, with no lookup of a project per deployment.
-        for view in views.values() {
-            for judged in view.deployments.iter().filter_map(|d| view.judged.get(d.id.as_str())) {
-                self.verdict(judged);
+        // On a large world the links are planned on a thread of their own while the other
+        // rules run: they read only the view and the paths, and no other rule reads what
+        // they plan. What they plan is put where it would have been in turn: after the
+        // verdicts, before the containers and the routes.
+        let linker = self.apart();
+        let plan_links = move || linker.all_links();
+        let split = crate::threads::count(views.len(), 2) > 1;
+        std::thread::scope(|s| {
+            let links = if split { Ok(crate::threads::spawn(s, plan_links)) } else { Err(plan_links) };
+            // Project by project, each one's deployments in world order: the order the
+            // actions are sorted into at the end, with no lookup of a project per deployment.
+            for view in views.values() {
+                for judged in view.deployments.iter().filter_map(|d| view.judged.get(d.id.as_str())) {
+                    self.verdict(judged);
+                }
             }
-        }
+            let (actions_at, findings_at) = (self.actions.len(), self.findings.len());
+            self.containers();
+            self.routes();
+            let (actions, findings) = match links {
+                Ok(task) => task.join(),
+                Err(inline) => inline(),
+            };
+            self.actions.splice(actions_at..actions_at, actions);
+            self.findings.splice(findings_at..findings_at, findings);
+        });
+        self.actions.append(&mut self.removals);
+    }
+
+    /// A planner of the same world with nothing planned yet.
+    fn apart(&self) -> Self {
+        Planner { actions: Vec::new(), removals: Vec::new(), findings: Vec::new(), ..*self }
+    }
+
+    /// The links of every project: what [`Planner::links`] plans and notes.
+    fn all_links(mut self) -> (Vec<Action>, Vec<Finding>) {
         let webroot_dir = self.world.root.join("webroot");
         let webroot_dir_ok = !matches!(self.paths.node(&webroot_dir), Some(Node::Symlink(_) | Node::File));
-        for view in views.values() {
+        for view in self.views.values() {
             self.links(view, &webroot_dir, webroot_dir_ok);
         }
-        self.containers();
-        self.routes();
-        self.actions.append(&mut self.removals);
+        (self.actions, self.findings)
     }
 
     // Rule 1: deployments.

@@ -313,7 +313,9 @@ pub struct View<'a> {
     pub paths: Index<'a>,
 }
 
-/// Reads `world` at `now` under `specs`. Pure.
+/// Reads `world` at `now` under `specs`. Pure. On a world of 2,000 projects or more, on
+/// more than one core, the live releases are found on a second thread while the
+/// deployments are judged; the view is the same.
 pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
     let paths = Index::new(world);
     let mut v = View { projects: BTreeMap::new(), skipped: BTreeSet::new(), findings: Vec::new(), paths };
@@ -391,78 +393,94 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         }
     }
     let users = shared_ids(&world.deployments);
+    // Each project's live release is found on a thread of its own (on a large world) while
+    // its deployments are judged: neither reads what the other finds.
     let View { skipped, findings, paths, .. } = &mut v;
-    for run in world.deployments.chunk_by(|a, b| a.project == b.project) {
-        let mut view = at.get(run[0].project.as_str()).map(|&i| &mut views[i]);
-        for d in run {
-            if let Some(sharing) = users.get(d.id.as_str()) {
-                let message = format!(
-                    "deployment id `{}` is used by several deployments (projects {}): ids must be unique, so it is left alone",
-                    d.id,
-                    sharing.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
-                );
-                findings.push(Finding::new(&d.project, Level::Warning, message));
-                continue;
-            }
-            if !valid_id(&d.id) {
-                let message = format!("deployment id `{}` is not a plain name: it is left alone", d.id.escape_debug());
-                findings.push(Finding::new(&d.project, Level::Warning, message));
-                continue;
-            }
-            let Some(view) = view.as_deref_mut() else {
-                if valid_id(&d.project) && !skipped.contains(d.project.as_str()) {
-                    let message =
-                        format!("deployment `{}` belongs to unknown project `{}`: it is left alone", d.id, d.project);
+    let (judgements, found) = std::thread::scope(|s| {
+        let views = &views;
+        let paths = &*paths;
+        let find = || -> Vec<_> {
+            views.iter().map(|view| releases(specs, paths, view.deployments.iter().copied())).collect()
+        };
+        let finding = (crate::threads::count(views.len(), 2) > 1).then(|| crate::threads::spawn(s, find));
+        let mut judgements: Vec<JudgedById<'a>> = vec![JudgedById::default(); views.len()];
+        for run in world.deployments.chunk_by(|a, b| a.project == b.project) {
+            let i = at.get(run[0].project.as_str()).copied();
+            for d in run {
+                if let Some(sharing) = users.get(d.id.as_str()) {
+                    let message = format!(
+                        "deployment id `{}` is used by several deployments (projects {}): ids must be unique, so it is left alone",
+                        d.id,
+                        sharing.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                    );
                     findings.push(Finding::new(&d.project, Level::Warning, message));
+                    continue;
                 }
-                continue;
-            };
-            let spec = specs.of(d);
-            let progress = progress(spec, d, now);
-            let fate = match &progress {
-                Progress::Finished => continue,
-                Progress::UnknownPhase | Progress::Held(_) | Progress::Future(_) | Progress::Running { .. } => {
-                    Fate::InFlight
+                if !valid_id(&d.id) {
+                    let message =
+                        format!("deployment id `{}` is not a plain name: it is left alone", d.id.escape_debug());
+                    findings.push(Finding::new(&d.project, Level::Warning, message));
+                    continue;
                 }
-                Progress::Stuck { state, since, limit, age } => {
-                    Judge { specs, spec, world, paths, view }.stuck(d, *state, *since, *limit, *age)
+                let Some(i) = i else {
+                    if valid_id(&d.project) && !skipped.contains(d.project.as_str()) {
+                        let message = format!(
+                            "deployment `{}` belongs to unknown project `{}`: it is left alone",
+                            d.id, d.project
+                        );
+                        findings.push(Finding::new(&d.project, Level::Warning, message));
+                    }
+                    continue;
+                };
+                let view = &views[i];
+                let spec = specs.of(d);
+                let progress = progress(spec, d, now);
+                let fate = match &progress {
+                    Progress::Finished => continue,
+                    Progress::UnknownPhase | Progress::Held(_) | Progress::Future(_) | Progress::Running { .. } => {
+                        Fate::InFlight
+                    }
+                    Progress::Stuck { state, since, limit, age } => {
+                        Judge { specs, spec, world, paths, view }.stuck(d, *state, *since, *limit, *age)
+                    }
+                };
+                let held = d.held_at(now);
+                // What a deployment may already have switched to itself: its release folder,
+                // or for an image deployment its container, once started (its upstream
+                // recorded).
+                let exposed = if d.kind.has_release_folder() {
+                    release_exists(paths, &d.project, &d.id)
+                } else {
+                    d.metadata.contains_key("upstream")
+                };
+                let owns_links = matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || exposed);
+                let healthy = matches!(progress, Progress::Held(_) | Progress::Running { .. });
+                let in_flight = healthy.then(|| d.id.clone());
+                if let Some((level, message)) = progress_notes(spec, d, &progress) {
+                    findings.push(Finding { project: d.project.clone(), level, message, in_flight: in_flight.clone() });
                 }
-            };
-            let held = d.held_at(now);
-            // What a deployment may already have switched to itself: its release folder, or
-            // for an image deployment its container, once started (its upstream recorded).
-            let exposed = if d.kind.has_release_folder() {
-                release_exists(paths, &d.project, &d.id)
-            } else {
-                d.metadata.contains_key("upstream")
-            };
-            let owns_links = matches!(fate, Fate::InFlight | Fate::Resume { .. }) && (held || exposed);
-            let healthy = matches!(progress, Progress::Held(_) | Progress::Running { .. });
-            let in_flight = healthy.then(|| d.id.clone());
-            if let Some((level, message)) = progress_notes(spec, d, &progress) {
-                findings.push(Finding { project: d.project.clone(), level, message, in_flight: in_flight.clone() });
+                if owns_links && !held {
+                    let has = if d.kind.has_release_folder() { "a release folder" } else { "a running container" };
+                    let message = format!(
+                        "deployment `{}` has {has} and is still in flight: the project's links and routes are left to it",
+                        d.id
+                    );
+                    findings.push(Finding { project: d.project.clone(), level: Level::Note, message, in_flight });
+                }
+                judgements[i].insert(Judged { deployment: d, progress, fate, owns_links });
             }
-            if owns_links && !held {
-                let has = if d.kind.has_release_folder() { "a release folder" } else { "a running container" };
-                let message = format!(
-                    "deployment `{}` has {has} and is still in flight: the project's links and routes are left to it",
-                    d.id
-                );
-                findings.push(Finding { project: d.project.clone(), level: Level::Note, message, in_flight });
-            }
-            let judged = Judged { deployment: d, progress, fate, owns_links };
-            view.judged.insert(judged);
         }
+        (judgements, finding.map_or_else(find, crate::threads::Task::join))
+    });
+    for ((view, judged), (latest, live)) in views.iter_mut().zip(judgements).zip(found) {
+        view.judged = judged;
+        view.latest = latest;
+        // An inactive project has no live release.
+        view.live = live.filter(|_| view.project.active);
     }
     v.projects = views.into_iter().map(|view| (view.project.id.as_str(), view)).collect();
-    for view in v.projects.values_mut() {
-        let (latest, live) = releases(specs, &v.paths, view.deployments.iter().copied());
-        view.latest = latest;
-        if !view.project.active {
-            continue;
-        }
-        view.live = live;
-        match (latest, live) {
+    for view in v.projects.values().filter(|view| view.project.active) {
+        match (view.latest, view.live) {
             (Some(latest), Some(live)) if latest.id != live.id => {
                 let missing = Layout::new(&world.root, &view.project.id).release(&latest.id);
                 let message = format!(

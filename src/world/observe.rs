@@ -568,19 +568,13 @@ fn path_order(a: &Path, b: &Path) -> Ordering {
     }
 }
 
-/// From how many projects on the scan is split among threads.
-const PARALLEL_FROM: usize = 2_000;
-
 /// The most threads a scan uses.
 const MAX_THREADS: usize = 4;
 
 /// How many threads scan `projects` projects: one for a small root, where starting
 /// threads costs more than it saves, else one per core, up to [`MAX_THREADS`].
 fn threads(projects: usize) -> usize {
-    if projects < PARALLEL_FROM {
-        return 1;
-    }
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)
+    crate::threads::count(projects, MAX_THREADS)
 }
 
 /// The error of a look at `path` that failed.
@@ -624,9 +618,8 @@ mod tests {
         for threads in [2, 3, 4, 30] {
             assert_eq!(scan(threads), (one.clone(), one_stats), "with {threads} threads");
         }
-        assert_eq!(threads(PARALLEL_FROM - 1), 1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(threads(PARALLEL_FROM), cores.min(MAX_THREADS));
+        assert_eq!(threads(crate::threads::PARALLEL_FROM), cores.min(MAX_THREADS));
     }
 
     #[test]

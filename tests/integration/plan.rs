@@ -70,7 +70,7 @@ mod properties {
     use std::collections::BTreeSet;
 
     use proptest::prelude::*;
-    use trueup::model::{Layout, Node, inside, valid_id};
+    use trueup::model::{Layout, Node, Project, inside, valid_id};
     use trueup::plan::{self, Change, LinkHealth};
     use trueup::spec;
     use trueup::world::fixture;
@@ -85,6 +85,26 @@ mod properties {
             let text = fixture::to_yaml(&case.0);
             let back = fixture::load("generated.yaml", &text).map_err(|d| TestCaseError::fail(trueup::diag::render("generated.yaml", &text, &d)))?;
             prop_assert_eq!(back, case.0);
+        }
+
+        /// From 2,000 projects on the view and the rules split their work among threads:
+        /// a world grown past that by idle projects (inactive, nothing deployed, which plan
+        /// to nothing) plans exactly as it did on one thread. The idle ones sort among the
+        /// others and come after them in world order.
+        #[test]
+        fn a_world_plans_alike_split_among_threads(case in worlds::case()) {
+            let spec = spec::default_spec().into();
+            let limits = plan::Limits::default();
+            let small = &case.0.world;
+            let mut large = small.clone();
+            large.projects.extend((0..2_000).map(|k| Project {
+                id: format!("p{}-idle{k:04}", k % 5),
+                active: false,
+                domain: None,
+                services: Vec::new(),
+            }));
+            let alone = plan::plan_unsealed(&spec, small, case.0.now, &limits);
+            prop_assert_eq!(plan::plan_unsealed(&spec, &large, case.0.now, &limits), alone);
         }
 
         #[test]
