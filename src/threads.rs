@@ -48,6 +48,34 @@ fn take<F>(slot: &Mutex<Option<F>>) -> F {
     slot.lock().unwrap_or_else(PoisonError::into_inner).take().expect("the work is taken once")
 }
 
+/// Work started on a thread of its own when asked to ([`defer`]), else left to be done
+/// here when its result is wanted.
+pub(crate) enum Deferred<'scope, T, F> {
+    Apart(Task<'scope, T>),
+    Here(F),
+}
+
+/// `work` started on a thread of `scope` ([`spawn`]) when `apart`, else kept to be done
+/// by [`Deferred::join`] on the calling thread.
+pub(crate) fn defer<'scope, T: Send + 'scope, F: FnOnce() -> T + Send + 'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    apart: bool,
+    work: F,
+) -> Deferred<'scope, T, F> {
+    if apart { Deferred::Apart(spawn(scope, work)) } else { Deferred::Here(work) }
+}
+
+impl<T, F: FnOnce() -> T> Deferred<'_, T, F> {
+    /// What the work returned, done here now if it was not started apart; a panic of the
+    /// work goes on here.
+    pub(crate) fn join(self) -> T {
+        match self {
+            Deferred::Apart(task) => task.join(),
+            Deferred::Here(work) => work(),
+        }
+    }
+}
+
 impl<T> Task<'_, T> {
     /// What the work returned; a panic of the work goes on here.
     pub(crate) fn join(self) -> T {
@@ -66,6 +94,23 @@ impl<T> Task<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deferred_work_runs_once_apart_when_asked_and_here_otherwise() {
+        let here = std::thread::current().id();
+        for apart in [true, false] {
+            let runs = std::sync::atomic::AtomicU32::new(0);
+            let there = std::thread::scope(|s| {
+                let work = defer(s, apart, || {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::current().id()
+                });
+                work.join()
+            });
+            assert_eq!(runs.into_inner(), 1);
+            assert_eq!(there != here, apart, "apart: {apart}");
+        }
+    }
 
     #[test]
     fn work_is_split_from_a_size_on_one_thread_per_core_up_to_the_most_asked() {

@@ -59,8 +59,9 @@ pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limi
 /// [`plan_unsealed`] from the [`view`] of `world` at `now`, made by the caller (who had a
 /// use for it first).
 ///
-/// On a world of 2,000 projects or more, on more than one core, the links are planned on
-/// a second thread while the other rules run; the plan is the same.
+/// On a world of 2,000 projects or more, on more than one core, the links of half the
+/// projects are planned on a second thread while the other rules run; the plan is the
+/// same.
 pub fn plan_of_view(specs: &Specs, world: &World, view: View<'_>, now: Timestamp, limits: &Limits) -> Plan {
     let View { projects, skipped, findings, paths } = view;
     // A configuration that looks wrong makes the whole view untrustworthy: no change at
@@ -117,15 +118,17 @@ impl<'a> Planner<'_, 'a> {
 
     fn run(&mut self) {
         let views = self.views;
-        // On a large world the links are planned on a thread of their own while the other
-        // rules run: they read only the view and the paths, and no other rule reads what
-        // they plan. What they plan is put where it would have been in turn: after the
+        // On a large world the links of the first half of the projects are planned on a
+        // thread of their own while the other rules and the links of the rest run here:
+        // the links read only the view and the paths, and no other rule reads what they
+        // plan. What they plan is put where it would have been in turn: after the
         // verdicts, before the containers and the routes.
+        let half = if crate::threads::count(views.len(), 2) > 1 { views.len() / 2 } else { 0 };
         let linker = self.apart();
-        let plan_links = move || linker.all_links();
-        let split = crate::threads::count(views.len(), 2) > 1;
+        let plan_first = move || linker.links_of(views.values().take(half));
+        let rest = self.apart();
         std::thread::scope(|s| {
-            let links = if split { Ok(crate::threads::spawn(s, plan_links)) } else { Err(plan_links) };
+            let first = crate::threads::defer(s, half > 0, plan_first);
             // Project by project, each one's deployments in world order: the order the
             // actions are sorted into at the end, with no lookup of a project per deployment.
             for view in views.values() {
@@ -134,12 +137,12 @@ impl<'a> Planner<'_, 'a> {
                 }
             }
             let (actions_at, findings_at) = (self.actions.len(), self.findings.len());
+            let (mut rest_actions, mut rest_findings) = rest.links_of(views.values().skip(half));
             self.containers();
             self.routes();
-            let (actions, findings) = match links {
-                Ok(task) => task.join(),
-                Err(inline) => inline(),
-            };
+            let (mut actions, mut findings) = first.join();
+            actions.append(&mut rest_actions);
+            findings.append(&mut rest_findings);
             self.actions.splice(actions_at..actions_at, actions);
             self.findings.splice(findings_at..findings_at, findings);
         });
@@ -151,11 +154,14 @@ impl<'a> Planner<'_, 'a> {
         Planner { actions: Vec::new(), removals: Vec::new(), findings: Vec::new(), ..*self }
     }
 
-    /// The links of every project: what [`Planner::links`] plans and notes.
-    fn all_links(mut self) -> (Vec<Action>, Vec<Finding>) {
+    /// The links of the projects of `views`: what [`Planner::links`] plans and notes.
+    fn links_of<'i>(mut self, views: impl Iterator<Item = &'i ProjectView<'a>>) -> (Vec<Action>, Vec<Finding>)
+    where
+        'a: 'i,
+    {
         let webroot_dir = self.world.root.join("webroot");
         let webroot_dir_ok = !matches!(self.paths.node(&webroot_dir), Some(Node::Symlink(_) | Node::File));
-        for view in self.views.values() {
+        for view in views {
             self.links(view, &webroot_dir, webroot_dir_ok);
         }
         (self.actions, self.findings)

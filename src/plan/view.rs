@@ -314,9 +314,26 @@ pub struct View<'a> {
 }
 
 /// Reads `world` at `now` under `specs`. Pure. On a world of 2,000 projects or more, on
-/// more than one core, the live releases are found on a second thread while the
-/// deployments are judged; the view is the same.
+/// more than one core, some of the work is done on a second thread (see `view_with`); the
+/// view is the same.
 pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
+    let apart = crate::threads::count(world.projects.len(), 2) > 1;
+    std::thread::scope(|s| {
+        // The ids used twice are found while the paths are indexed.
+        let users = crate::threads::defer(s, apart, || shared_ids(&world.deployments));
+        view_with(specs, world, now, apart, || users.join())
+    })
+}
+
+/// [`view`], given the ids used twice (`users`, asked for once the paths are indexed), with
+/// the live releases found on a thread of their own when `apart`.
+fn view_with<'a>(
+    specs: &Specs,
+    world: &'a World,
+    now: Timestamp,
+    apart: bool,
+    users: impl FnOnce() -> BTreeMap<&'a str, Vec<&'a str>>,
+) -> View<'a> {
     let paths = Index::new(world);
     let mut v = View { projects: BTreeMap::new(), skipped: BTreeSet::new(), findings: Vec::new(), paths };
     if world.containers.is_none() {
@@ -392,17 +409,16 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
             views[i].deployments.extend(run);
         }
     }
-    let users = shared_ids(&world.deployments);
-    // Each project's live release is found on a thread of its own (on a large world) while
-    // its deployments are judged: neither reads what the other finds.
+    let users = users();
+    // Each project's live release is found while its deployments are judged: neither
+    // reads what the other finds.
     let View { skipped, findings, paths, .. } = &mut v;
     let (judgements, found) = std::thread::scope(|s| {
         let views = &views;
         let paths = &*paths;
-        let find = || -> Vec<_> {
+        let found = crate::threads::defer(s, apart, || -> Vec<_> {
             views.iter().map(|view| releases(specs, paths, view.deployments.iter().copied())).collect()
-        };
-        let finding = (crate::threads::count(views.len(), 2) > 1).then(|| crate::threads::spawn(s, find));
+        });
         let mut judgements: Vec<JudgedById<'a>> = vec![JudgedById::default(); views.len()];
         for run in world.deployments.chunk_by(|a, b| a.project == b.project) {
             let i = at.get(run[0].project.as_str()).copied();
@@ -470,7 +486,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
                 judgements[i].insert(Judged { deployment: d, progress, fate, owns_links });
             }
         }
-        (judgements, finding.map_or_else(find, crate::threads::Task::join))
+        (judgements, found.join())
     });
     for ((view, judged), (latest, live)) in views.iter_mut().zip(judgements).zip(found) {
         view.judged = judged;
