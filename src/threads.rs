@@ -4,6 +4,7 @@
 //! there to repair, so the threads that make it faster must never be what stops it.
 //! (`Scope::spawn` panics when the system refuses a thread.)
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
 
@@ -76,6 +77,39 @@ impl<T, F: FnOnce() -> T> Deferred<'_, T, F> {
     }
 }
 
+/// `each` over `items` cut in chunks of `chunk`, shared by the calling thread and, when
+/// `apart`, one thread more: each takes the next chunk nobody took yet, so neither waits
+/// while the other has work left. The calling thread first does `first`. Gives what
+/// `first` returned, and what `each` gave for every chunk, in the chunks' order.
+pub(crate) fn share<T: Sync, R: Send, B>(
+    items: &[T],
+    chunk: usize,
+    apart: bool,
+    first: impl FnOnce() -> B,
+    each: impl Fn(&[T]) -> R + Sync,
+) -> (B, Vec<R>) {
+    let chunks: Vec<&[T]> = items.chunks(chunk.max(1)).collect();
+    let next = AtomicUsize::new(0);
+    // The chunks one thread took, each by its place.
+    let take = || {
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&chunk) = chunks.get(k) else { return done };
+            done.push((k, each(chunk)));
+        }
+    };
+    let (first, mut done) = std::thread::scope(|s| {
+        let theirs = defer(s, apart, take);
+        let first = first();
+        let mut done = take();
+        done.extend(theirs.join());
+        (first, done)
+    });
+    done.sort_unstable_by_key(|(k, _)| *k);
+    (first, done.into_iter().map(|(_, r)| r).collect())
+}
+
 impl<T> Task<'_, T> {
     /// What the work returned; a panic of the work goes on here.
     pub(crate) fn join(self) -> T {
@@ -110,6 +144,37 @@ mod tests {
             assert_eq!(runs.into_inner(), 1);
             assert_eq!(there != here, apart, "apart: {apart}");
         }
+    }
+
+    #[test]
+    fn shared_work_covers_every_chunk_once_in_order_after_the_first_work_here() {
+        let items: Vec<u32> = (0..1000).collect();
+        let here = std::thread::current().id();
+        for apart in [true, false] {
+            let calls = AtomicUsize::new(0);
+            // The first work and each chunk take a while, so that the threads take turns
+            // and finish their chunks out of order.
+            let (first, sums) = share(
+                &items,
+                64,
+                apart,
+                || {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    std::thread::current().id()
+                },
+                |chunk| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    (chunk[0], chunk.len())
+                },
+            );
+            assert_eq!(first, here, "the first work is done by the calling thread");
+            let want: Vec<(u32, usize)> = items.chunks(64).map(|c| (c[0], c.len())).collect();
+            assert_eq!(sums, want, "apart: {apart}");
+            assert_eq!(calls.into_inner(), want.len(), "each chunk once");
+        }
+        let (_, none) = share(&[] as &[u32], 8, true, || (), |c: &[u32]| c.len());
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -59,9 +59,8 @@ pub fn plan_unsealed(specs: &Specs, world: &World, now: Timestamp, limits: &Limi
 /// [`plan_unsealed`] from the [`view`] of `world` at `now`, made by the caller (who had a
 /// use for it first).
 ///
-/// On a world of 2,000 projects or more, on more than one core, the links of half the
-/// projects are planned on a second thread while the other rules run; the plan is the
-/// same.
+/// On a world of 2,000 projects or more, on more than one core, the links are planned on
+/// two threads; the plan is the same.
 pub fn plan_of_view(specs: &Specs, world: &World, view: View<'_>, now: Timestamp, limits: &Limits) -> Plan {
     let View { projects, skipped, findings, paths } = view;
     // A configuration that looks wrong makes the whole view untrustworthy: no change at
@@ -88,6 +87,9 @@ pub fn plan_of_view(specs: &Specs, world: &World, view: View<'_>, now: Timestamp
     findings.sort_by(|a, b| a.project.cmp(&b.project));
     Plan { actions, findings, fingerprint: String::new() }
 }
+
+/// How many projects' links a thread plans at a time, on a large world.
+const LINKS_CHUNK: usize = 256;
 
 struct Planner<'v, 'a> {
     specs: &'v Specs,
@@ -118,53 +120,51 @@ impl<'a> Planner<'_, 'a> {
 
     fn run(&mut self) {
         let views = self.views;
-        // On a large world the links of the first half of the projects are planned on a
-        // thread of their own while the other rules and the links of the rest run here:
-        // the links read only the view and the paths, and no other rule reads what they
-        // plan. What they plan is put where it would have been in turn: after the
+        // The links of a large world are planned on two threads, in chunks of projects
+        // each takes in turn, this one once it has planned the verdicts, containers and
+        // routes: the links read only the view and the paths, and no other rule reads what
+        // they plan. What they plan is put where it would have been in turn: after the
         // verdicts, before the containers and the routes.
-        let half = if crate::threads::count(views.len(), 2) > 1 { views.len() / 2 } else { 0 };
         let linker = self.apart();
-        let plan_first = move || linker.links_of(views.values().take(half));
-        let rest = self.apart();
-        std::thread::scope(|s| {
-            let first = crate::threads::defer(s, half > 0, plan_first);
-            // Project by project, each one's deployments in world order: the order the
-            // actions are sorted into at the end, with no lookup of a project per deployment.
-            for view in views.values() {
-                for judged in view.deployments.iter().filter_map(|d| view.judged.get(d.id.as_str())) {
-                    self.verdict(judged);
+        let webroot_dir = self.world.root.join("webroot");
+        let webroot_dir_ok = !matches!(self.paths.node(&webroot_dir), Some(Node::Symlink(_) | Node::File));
+        let list: Vec<&ProjectView<'a>> = views.values().collect();
+        let apart = crate::threads::count(list.len(), 2) > 1;
+        let ((actions_at, findings_at), linked) = crate::threads::share(
+            &list,
+            LINKS_CHUNK,
+            apart,
+            || {
+                // Project by project, each one's deployments in world order: the order the
+                // actions are sorted into at the end, with no lookup of a project per
+                // deployment.
+                for view in views.values() {
+                    for judged in view.deployments.iter().filter_map(|d| view.judged.get(d.id.as_str())) {
+                        self.verdict(judged);
+                    }
                 }
-            }
-            let (actions_at, findings_at) = (self.actions.len(), self.findings.len());
-            let (mut rest_actions, mut rest_findings) = rest.links_of(views.values().skip(half));
-            self.containers();
-            self.routes();
-            let (mut actions, mut findings) = first.join();
-            actions.append(&mut rest_actions);
-            findings.append(&mut rest_findings);
-            self.actions.splice(actions_at..actions_at, actions);
-            self.findings.splice(findings_at..findings_at, findings);
-        });
+                let at = (self.actions.len(), self.findings.len());
+                self.containers();
+                self.routes();
+                at
+            },
+            |chunk| {
+                let mut planner = linker.apart();
+                for view in chunk {
+                    planner.links(view, &webroot_dir, webroot_dir_ok);
+                }
+                (planner.actions, planner.findings)
+            },
+        );
+        let (actions, findings): (Vec<_>, Vec<_>) = linked.into_iter().unzip();
+        self.actions.splice(actions_at..actions_at, actions.into_iter().flatten());
+        self.findings.splice(findings_at..findings_at, findings.into_iter().flatten());
         self.actions.append(&mut self.removals);
     }
 
     /// A planner of the same world with nothing planned yet.
     fn apart(&self) -> Self {
         Planner { actions: Vec::new(), removals: Vec::new(), findings: Vec::new(), ..*self }
-    }
-
-    /// The links of the projects of `views`: what [`Planner::links`] plans and notes.
-    fn links_of<'i>(mut self, views: impl Iterator<Item = &'i ProjectView<'a>>) -> (Vec<Action>, Vec<Finding>)
-    where
-        'a: 'i,
-    {
-        let webroot_dir = self.world.root.join("webroot");
-        let webroot_dir_ok = !matches!(self.paths.node(&webroot_dir), Some(Node::Symlink(_) | Node::File));
-        for view in views {
-            self.links(view, &webroot_dir, webroot_dir_ok);
-        }
-        (self.actions, self.findings)
     }
 
     // Rule 1: deployments.

@@ -313,6 +313,9 @@ pub struct View<'a> {
     pub paths: Index<'a>,
 }
 
+/// How many projects' runs of deployments a thread judges at a time, on a large world.
+const JUDGE_CHUNK: usize = 256;
+
 /// Reads `world` at `now` under `specs`. Pure. On a world of 2,000 projects or more, on
 /// more than one core, some of the work is done on a second thread (see `view_with`); the
 /// view is the same.
@@ -326,7 +329,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
 }
 
 /// [`view`], given the ids used twice (`users`, asked for once the paths are indexed), with
-/// the live releases found on a thread of their own when `apart`.
+/// the deployments judged on two threads when `apart`.
 fn view_with<'a>(
     specs: &Specs,
     world: &'a World,
@@ -404,25 +407,26 @@ fn view_with<'a>(
         });
     }
     // The store gives each project's deployments in a run: one lookup a run.
-    for run in world.deployments.chunk_by(|a, b| a.project == b.project) {
+    let runs: Vec<&[Deployment]> = world.deployments.chunk_by(|a, b| a.project == b.project).collect();
+    for run in &runs {
         if let Some(&i) = at.get(run[0].project.as_str()) {
-            views[i].deployments.extend(run);
+            views[i].deployments.extend(*run);
         }
     }
     let users = users();
-    // Each project's live release is found while its deployments are judged: neither
-    // reads what the other finds.
+    // On a large world the deployments are judged on two threads, in chunks of runs each
+    // takes in turn, this one once it has found each project's live release: neither reads
+    // what the other finds. Each chunk's judgements and findings are taken in turn.
     let View { skipped, findings, paths, .. } = &mut v;
-    let (judgements, found) = std::thread::scope(|s| {
-        let views = &views;
-        let paths = &*paths;
-        let found = crate::threads::defer(s, apart, || -> Vec<_> {
-            views.iter().map(|view| releases(specs, paths, view.deployments.iter().copied())).collect()
-        });
-        let mut judgements: Vec<JudgedById<'a>> = vec![JudgedById::default(); views.len()];
-        for run in world.deployments.chunk_by(|a, b| a.project == b.project) {
+    let paths = &*paths;
+    let found =
+        || -> Vec<_> { views.iter().map(|view| releases(specs, paths, view.deployments.iter().copied())).collect() };
+    let judge = |runs: &[&'a [Deployment]]| {
+        let mut judged = Vec::new();
+        let mut findings = Vec::new();
+        for run in runs {
             let i = at.get(run[0].project.as_str()).copied();
-            for d in run {
+            for d in *run {
                 if let Some(sharing) = users.get(d.id.as_str()) {
                     let message = format!(
                         "deployment id `{}` is used by several deployments (projects {}): ids must be unique, so it is left alone",
@@ -483,11 +487,19 @@ fn view_with<'a>(
                     );
                     findings.push(Finding { project: d.project.clone(), level: Level::Note, message, in_flight });
                 }
-                judgements[i].insert(Judged { deployment: d, progress, fate, owns_links });
+                judged.push((i, Judged { deployment: d, progress, fate, owns_links }));
             }
         }
-        (judgements, found.join())
-    });
+        (judged, findings)
+    };
+    let (found, chunks) = crate::threads::share(&runs, JUDGE_CHUNK, apart, found, judge);
+    let mut judgements: Vec<JudgedById<'a>> = vec![JudgedById::default(); views.len()];
+    for (judged, mut seen) in chunks {
+        for (i, judged) in judged {
+            judgements[i].insert(judged);
+        }
+        findings.append(&mut seen);
+    }
     for ((view, judged), (latest, live)) in views.iter_mut().zip(judgements).zip(found) {
         view.judged = judged;
         view.latest = latest;

@@ -70,7 +70,7 @@ mod properties {
     use std::collections::BTreeSet;
 
     use proptest::prelude::*;
-    use trueup::model::{Layout, Node, Project, inside, valid_id};
+    use trueup::model::{Deployment, DeploymentType, Layout, Node, Project, Source, inside, valid_id};
     use trueup::plan::{self, Change, LinkHealth};
     use trueup::spec;
     use trueup::world::fixture;
@@ -87,22 +87,43 @@ mod properties {
             prop_assert_eq!(back, case.0);
         }
 
-        /// From 2,000 projects on the view and the rules split their work among threads:
-        /// a world grown past that by idle projects (inactive, nothing deployed, which plan
-        /// to nothing) plans exactly as it did on one thread. The idle ones sort among the
-        /// others and come after them in world order.
+        /// From 2,000 projects on the view and the rules share their work among threads,
+        /// in chunks: a world grown past that by idle projects (inactive, each with one
+        /// failed deployment, which plan to nothing) plans exactly as it did on one thread.
+        /// The idle projects sort among the others and come after them in world order;
+        /// their deployments come between the others', a few hundred before each, so that
+        /// those are judged in different chunks.
         #[test]
         fn a_world_plans_alike_split_among_threads(case in worlds::case()) {
             let spec = spec::default_spec().into();
             let limits = plan::Limits::default();
             let small = &case.0.world;
             let mut large = small.clone();
-            large.projects.extend((0..2_000).map(|k| Project {
-                id: format!("p{}-idle{k:04}", k % 5),
-                active: false,
-                domain: None,
-                services: Vec::new(),
-            }));
+            let idle: Vec<Project> = (0..2_000)
+                .map(|k| Project { id: format!("p{}-idle{k:04}", k % 5), active: false, domain: None, services: Vec::new() })
+                .collect();
+            let mut failed = idle.iter().map(|p| Deployment {
+                id: format!("{}-d", p.id),
+                project: p.id.clone(),
+                service: None,
+                kind: DeploymentType::Upload,
+                phase: "FAILED".into(),
+                phase_updated_at: None,
+                heartbeat_at: None,
+                attempts: 0,
+                finished_at: Some(case.0.now),
+                source: Source::default(),
+                metadata: Default::default(),
+                owner: None,
+                created_at: None,
+            });
+            large.projects.extend(idle.iter().cloned());
+            large.deployments.clear();
+            for d in &small.deployments {
+                large.deployments.extend(failed.by_ref().take(300));
+                large.deployments.push(d.clone());
+            }
+            large.deployments.extend(failed);
             let alone = plan::plan_unsealed(&spec, small, case.0.now, &limits);
             prop_assert_eq!(plan::plan_unsealed(&spec, &large, case.0.now, &limits), alone);
         }
