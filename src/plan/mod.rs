@@ -7,7 +7,10 @@
 //! invalid id, a path that leaves the root, a clock in the future) become [`Finding`]s.
 //!
 //! It does no IO, reads no clock and draws no random numbers: the same inputs give the
-//! same plan, byte for byte. [`crate::apply`] is the only code that carries a plan out.
+//! same plan, byte for byte. From 2,000 projects on, on a machine with more than one
+//! core, it shares its work with a second thread (the only thing it asks the system is
+//! how many cores it has); the plan is the same. [`crate::apply`] is the only code that
+//! carries a plan out.
 
 use std::path::PathBuf;
 
