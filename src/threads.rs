@@ -18,7 +18,14 @@ pub(crate) fn count(items: usize, most: usize) -> usize {
     if items < PARALLEL_FROM {
         return 1;
     }
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(most)
+    cores().min(most)
+}
+
+/// The cores this process may use, asked once: the answer reads the cgroup's quota, a
+/// handful of files (about 40 µs), and a plan asks at each of its steps.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Work given to [`spawn`]: running on its thread, or already done (or panicked) here.

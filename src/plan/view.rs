@@ -317,27 +317,15 @@ pub struct View<'a> {
 const JUDGE_CHUNK: usize = 256;
 
 /// Reads `world` at `now` under `specs`. Pure. On a world of 2,000 projects or more, on
-/// more than one core, some of the work is done on a second thread (see `view_with`); the
-/// view is the same.
+/// more than one core, some of the work is done on a second thread: the ids used twice
+/// are found while the paths are indexed, and the deployments are judged on both threads
+/// ([`crate::threads::share`]); the view is the same.
 pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
     let apart = crate::threads::count(world.projects.len(), 2) > 1;
-    std::thread::scope(|s| {
-        // The ids used twice are found while the paths are indexed.
+    let (paths, users) = std::thread::scope(|s| {
         let users = crate::threads::defer(s, apart, || shared_ids(&world.deployments));
-        view_with(specs, world, now, apart, || users.join())
-    })
-}
-
-/// [`view`], given the ids used twice (`users`, asked for once the paths are indexed), with
-/// the deployments judged on two threads when `apart`.
-fn view_with<'a>(
-    specs: &Specs,
-    world: &'a World,
-    now: Timestamp,
-    apart: bool,
-    users: impl FnOnce() -> BTreeMap<&'a str, Vec<&'a str>>,
-) -> View<'a> {
-    let paths = Index::new(world);
+        (Index::new(world), users.join())
+    });
     let mut v = View { projects: BTreeMap::new(), skipped: BTreeSet::new(), findings: Vec::new(), paths };
     if world.containers.is_none() {
         v.findings.push(Finding::new(
@@ -413,7 +401,6 @@ fn view_with<'a>(
             views[i].deployments.extend(*run);
         }
     }
-    let users = users();
     // On a large world the deployments are judged on two threads, in chunks of runs each
     // takes in turn, this one once it has found each project's live release: neither reads
     // what the other finds. Each chunk's judgements and findings are taken in turn.

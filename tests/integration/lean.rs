@@ -100,10 +100,8 @@ fn fallbacks_and_superseding_releases_past_the_window_still_plan_as_the_model() 
 
 #[test]
 fn an_apply_reports_the_fingerprint_of_the_world_it_planned_from() {
-    let fx = fixture::load("lean.yaml", WORLD).unwrap();
-    let scratch = Scratch::new("lean-fingerprint");
-    let staged = stage(&fx.world, &scratch.join("w"), fx.now).unwrap();
-    let now = fx.now.to_string();
+    let (_scratch, staged, now) = crate::machine::staged_yaml("lean-fingerprint", WORLD);
+    let now = now.to_string();
     let planned = Trueup::new(["plan", "--json"]).staged(&staged).now(&now).code(0).run().json();
     let applied = Trueup::new(["apply", "--json", "--no-run"]).staged(&staged).now(&now).code(0).run().json();
     // The apply observed the world the plan had, and hashed it while it changed it.
