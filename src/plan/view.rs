@@ -319,7 +319,7 @@ const JUDGE_CHUNK: usize = 256;
 /// Reads `world` at `now` under `specs`. Pure. On a world of 2,000 projects or more, on
 /// more than one core, some of the work is done on a second thread: the ids used twice
 /// are found while the paths are indexed, and the deployments are judged on both threads
-/// ([`crate::threads::share`]); the view is the same.
+/// (`threads::share`); the view is the same.
 pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
     let apart = crate::threads::count(world.projects.len(), 2) > 1;
     let (paths, users) = std::thread::scope(|s| {
