@@ -84,14 +84,15 @@ impl<T, F: FnOnce() -> T> Deferred<'_, T, F> {
     }
 }
 
-/// `each` over `items` cut in chunks of `chunk`, shared by the calling thread and, when
-/// `apart`, one thread more: each takes the next chunk nobody took yet, so neither waits
-/// while the other has work left. The calling thread first does `first`. Gives what
-/// `first` returned, and what `each` gave for every chunk, in the chunks' order.
+/// `each` over `items` cut in chunks of `chunk`, shared by the calling thread and up to
+/// `helpers` threads more (no more than there are chunks for): each takes the next chunk
+/// nobody took yet, so none waits while another has work left. The calling thread first
+/// does `first`. Gives what `first` returned, and what `each` gave for every chunk, in the
+/// chunks' order.
 pub(crate) fn share<T: Sync, R: Send, B>(
     items: &[T],
     chunk: usize,
-    apart: bool,
+    helpers: usize,
     first: impl FnOnce() -> B,
     each: impl Fn(&[T]) -> R + Sync,
 ) -> (B, Vec<R>) {
@@ -106,11 +107,15 @@ pub(crate) fn share<T: Sync, R: Send, B>(
             done.push((k, each(chunk)));
         }
     };
+    let take = &take;
+    let helpers = helpers.min(chunks.len().saturating_sub(1));
     let (first, mut done) = std::thread::scope(|s| {
-        let theirs = defer(s, apart, take);
+        let theirs: Vec<_> = (0..helpers).map(|_| spawn(s, take)).collect();
         let first = first();
         let mut done = take();
-        done.extend(theirs.join());
+        for task in theirs {
+            done.extend(task.join());
+        }
         (first, done)
     });
     done.sort_unstable_by_key(|(k, _)| *k);
@@ -157,31 +162,42 @@ mod tests {
     fn shared_work_covers_every_chunk_once_in_order_after_the_first_work_here() {
         let items: Vec<u32> = (0..1000).collect();
         let here = std::thread::current().id();
-        for apart in [true, false] {
+        for helpers in [0, 1, 3] {
             let calls = AtomicUsize::new(0);
+            let takers = Mutex::new(std::collections::HashSet::new());
             // The first work and each chunk take a while, so that the threads take turns
             // and finish their chunks out of order.
             let (first, sums) = share(
                 &items,
                 64,
-                apart,
+                helpers,
                 || {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                     std::thread::current().id()
                 },
                 |chunk| {
                     calls.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    takers.lock().unwrap().insert(std::thread::current().id());
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                     (chunk[0], chunk.len())
                 },
             );
             assert_eq!(first, here, "the first work is done by the calling thread");
             let want: Vec<(u32, usize)> = items.chunks(64).map(|c| (c[0], c.len())).collect();
-            assert_eq!(sums, want, "apart: {apart}");
+            assert_eq!(sums, want, "helpers: {helpers}");
             assert_eq!(calls.into_inner(), want.len(), "each chunk once");
+            // The calling thread takes chunks too, and so do helpers, no more than asked:
+            // the chunks are there for them from the start, and the first work waits.
+            let takers = takers.into_inner().unwrap();
+            assert!(takers.contains(&here), "the calling thread takes chunks too");
+            let most = helpers + 1;
+            assert!((most.min(2)..=most).contains(&takers.len()), "helpers: {helpers}, {takers:?}");
         }
-        let (_, none) = share(&[] as &[u32], 8, true, || (), |c: &[u32]| c.len());
+        let (_, none) = share(&[] as &[u32], 8, 3, || (), |c: &[u32]| c.len());
         assert!(none.is_empty());
+        // No more helpers than chunks to give them: a single chunk stays here.
+        let (_, one) = share(&items[..8], 8, 3, || (), |_| std::thread::current().id());
+        assert_eq!(one, [here]);
     }
 
     #[test]

@@ -129,11 +129,11 @@ impl<'a> Planner<'_, 'a> {
         let webroot_dir = self.world.root.join("webroot");
         let webroot_dir_ok = !matches!(self.paths.node(&webroot_dir), Some(Node::Symlink(_) | Node::File));
         let list: Vec<&ProjectView<'a>> = views.values().collect();
-        let apart = crate::threads::count(list.len(), 2) > 1;
+        let helpers = crate::threads::count(list.len(), 2) - 1;
         let ((actions_at, findings_at), linked) = crate::threads::share(
             &list,
             LINKS_CHUNK,
-            apart,
+            helpers,
             || {
                 // Project by project, each one's deployments in world order: the order the
                 // actions are sorted into at the end, with no lookup of a project per

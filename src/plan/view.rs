@@ -321,7 +321,8 @@ const JUDGE_CHUNK: usize = 256;
 /// are found while the paths are indexed, and the deployments are judged on both threads
 /// (`threads::share`); the view is the same.
 pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
-    let apart = crate::threads::count(world.projects.len(), 2) > 1;
+    let helpers = crate::threads::count(world.projects.len(), 2) - 1;
+    let apart = helpers > 0;
     let (paths, users) = std::thread::scope(|s| {
         let users = crate::threads::defer(s, apart, || shared_ids(&world.deployments));
         (Index::new(world), users.join())
@@ -479,7 +480,7 @@ pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
         }
         (judged, findings)
     };
-    let (found, chunks) = crate::threads::share(&runs, JUDGE_CHUNK, apart, found, judge);
+    let (found, chunks) = crate::threads::share(&runs, JUDGE_CHUNK, helpers, found, judge);
     let mut judgements: Vec<JudgedById<'a>> = vec![JudgedById::default(); views.len()];
     for (judged, mut seen) in chunks {
         for (i, judged) in judged {

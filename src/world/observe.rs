@@ -23,8 +23,9 @@
 //! [`Store::load_readable`]): of the finished releases, the newest few per project, and
 //! the rest of a project's releases only when those few all lost their folder, since an
 //! older one is then the fallback `current` must point at. The projects' folders are
-//! scanned (on one thread per core, 4 at most, from 2,000 projects on) while the store
-//! reads their deployments, and the route files on a thread of their own.
+//! scanned while the store reads their deployments, from 2,000 projects on by one thread
+//! per core (4 at most), each taking the next run of [`SCAN_CHUNK`] projects nobody took
+//! yet; the route files are read on a thread of their own.
 //!
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist: those
@@ -129,7 +130,7 @@ pub fn observe_with_stats(
     let (loaded, routes) = std::thread::scope(|s| {
         let routes = crate::threads::spawn(s, || observe_routes(&cfg.routes_dir));
         let loaded = store
-            .load_readable(&specs.live_phases(), |projects| scan.root(&cfg.root, projects, threads(projects.len())));
+            .load_readable(&specs.live_phases(), |projects| scan.root(&cfg.root, projects, Share::of(projects.len())));
         (loaded, routes.join())
     });
     let ((projects, mut deployments, bad_rows), scanned) = loaded?;
@@ -148,7 +149,7 @@ pub fn observe_with_stats(
     let (mut files, more, sourced) = std::thread::scope(|s| {
         let sourced = crate::threads::spawn(s, || {
             let mut sourced = Scan::default();
-            sourced.split(&outside, threads(outside.len()), Scan::paths).map(|()| sourced)
+            sourced.split(&outside, Share::of(outside.len()), Scan::paths).map(|()| sourced)
         });
         let files = scan.take_files();
         let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
@@ -296,8 +297,8 @@ impl Scan {
         files
     }
 
-    /// The root, `ROOT/webroot` and each valid project's paths, on up to `threads`.
-    fn root(&mut self, root: &Path, projects: &[Project], threads: usize) -> Result<(), ObserveError> {
+    /// The root, `ROOT/webroot` and each valid project's paths, shared as `share` says.
+    fn root(&mut self, root: &Path, projects: &[Project], share: Share) -> Result<(), ObserveError> {
         let mut kind = self.lstat(root)?;
         // The root itself may be a link to a folder (`/var/www` -> `/srv/www`): it is the
         // one link followed, so it is recorded as the folder it leads to. Links below it
@@ -321,39 +322,37 @@ impl Scan {
         self.webroot_links.extend(self.files.drain(before..));
         let valid: Vec<&Project> = projects.iter().filter(|p| valid_project_id(&p.id)).collect();
         let (top, webroot) = (&top, webroot.as_ref());
-        self.split(&valid, threads, |scan, part| scan.projects(root, top, webroot, part))
+        self.split(&valid, share, |scan, part| scan.projects(root, top, webroot, part))
     }
 
-    /// Runs `look` over `items` split among `threads`, each part a run of `items` in
-    /// order (one on this thread), then gathers what each part saw in that order, so the
-    /// paths stay sorted runs. The work is mostly waiting for the kernel.
+    /// Runs `look` over `items` cut in runs of `share.chunk`, shared by this thread and up
+    /// to `share.threads - 1` more, each taking the next run nobody took yet (so none
+    /// idles while another has runs left: the store and the route files take turns on
+    /// the same cores), then gathers what each run saw in the runs' order, so the paths
+    /// stay sorted runs. The work is mostly waiting for the kernel. A failed look ends its
+    /// run; the first failure in the order of `items` is the one given.
     fn split<T: Sync>(
         &mut self,
         items: &[T],
-        threads: usize,
+        share: Share,
         look: impl Fn(&mut Scan, &[T]) -> Result<(), ObserveError> + Sync,
     ) -> Result<(), ObserveError> {
-        let mut parts = items.chunks(items.len().div_ceil(threads).max(1));
-        let Some(first) = parts.next() else { return Ok(()) };
-        let look = &look;
-        let rest = std::thread::scope(|s| {
-            let others: Vec<_> = parts
-                .map(|part| {
-                    crate::threads::spawn(s, move || {
-                        let mut scan = Scan::default();
-                        look(&mut scan, part).map(|()| scan)
-                    })
-                })
-                .collect();
-            let mine = look(self, first);
-            let others: Vec<_> = others.into_iter().map(crate::threads::Task::join).collect();
-            mine.map(|()| others)
-        })?;
-        for part in rest {
-            let mut part = part?;
-            self.files.append(&mut part.files);
-            self.webroot_links.append(&mut part.webroot_links);
-            self.stats.add(&part.stats);
+        let helpers = share.threads.saturating_sub(1);
+        let ((), runs) = crate::threads::share(
+            items,
+            share.chunk,
+            helpers,
+            || (),
+            |run| {
+                let mut scan = Scan::default();
+                look(&mut scan, run).map(|()| scan)
+            },
+        );
+        for run in runs {
+            let mut run = run?;
+            self.files.append(&mut run.files);
+            self.webroot_links.append(&mut run.webroot_links);
+            self.stats.add(&run.stats);
         }
         Ok(())
     }
@@ -571,10 +570,30 @@ fn path_order(a: &Path, b: &Path) -> Ordering {
 /// The most threads a scan uses.
 const MAX_THREADS: usize = 4;
 
-/// How many threads scan `projects` projects: one for a small root, where starting
-/// threads costs more than it saves, else one per core, up to [`MAX_THREADS`].
-fn threads(projects: usize) -> usize {
-    crate::threads::count(projects, MAX_THREADS)
+/// How many projects (or sources) a thread of a scan split among threads looks at before
+/// it takes more: a few milliseconds of work, so that the threads end together. Each run
+/// of sources opens their folder again.
+pub const SCAN_CHUNK: usize = 256;
+
+/// How a scan is shared among threads.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    /// How many threads look, this one among them.
+    threads: usize,
+    /// How many items a thread takes at a time.
+    chunk: usize,
+}
+
+impl Share {
+    /// The share of a scan of `items` projects or sources: one thread for a small root,
+    /// where starting threads costs more than it saves, and all items in one run; else
+    /// one per core, up to [`MAX_THREADS`], [`SCAN_CHUNK`] items at a time.
+    fn of(items: usize) -> Self {
+        match crate::threads::count(items, MAX_THREADS) {
+            1 => Share { threads: 1, chunk: items },
+            threads => Share { threads, chunk: SCAN_CHUNK },
+        }
+    }
 }
 
 /// The error of a look at `path` that failed.
@@ -605,21 +624,56 @@ mod tests {
             }
             projects.push(Project { id, active: true, domain: None, services: Vec::new() });
         }
-        let scan = |threads| {
+        let scan = |threads, chunk| {
             let mut scan = Scan::default();
-            scan.root(&root, &projects, threads).unwrap();
+            scan.root(&root, &projects, Share { threads, chunk }).unwrap();
             let stats = scan.stats;
             (scan.take_files(), stats)
         };
-        let (one, one_stats) = scan(1);
+        let (one, one_stats) = scan(1, SCAN_CHUNK);
         // The root, the webroot; per project its folder, `current`, `deployments`, two
         // releases and one `public`; fifteen webroot links.
         assert_eq!(one.len(), 2 + 23 * 6 + 15, "{one:#?}");
-        for threads in [2, 3, 4, 30] {
-            assert_eq!(scan(threads), (one.clone(), one_stats), "with {threads} threads");
+        // Runs of one project, of a few (the last one shorter), all in one run.
+        for (threads, chunk) in [(1, 1), (2, 1), (2, 5), (3, 4), (4, 2), (30, 1), (4, SCAN_CHUNK)] {
+            assert_eq!(scan(threads, chunk), (one.clone(), one_stats), "{threads} threads, runs of {chunk}");
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(threads(crate::threads::PARALLEL_FROM), cores.min(MAX_THREADS));
+        let share = Share::of(crate::threads::PARALLEL_FROM);
+        let chunk = if cores == 1 { crate::threads::PARALLEL_FROM } else { SCAN_CHUNK };
+        assert_eq!((share.threads, share.chunk), (cores.min(MAX_THREADS), chunk));
+        let small = Share::of(crate::threads::PARALLEL_FROM - 1);
+        assert_eq!((small.threads, small.chunk), (1, crate::threads::PARALLEL_FROM - 1), "one run");
+    }
+
+    #[test]
+    fn a_scan_split_in_runs_gives_the_first_failure_in_order_and_every_path_in_order() {
+        let items: Vec<u32> = (0..40).collect();
+        // Items 9 and 13 cannot be looked at: whichever thread meets one first, the
+        // failure given is 9's.
+        let look = |scan: &mut Scan, run: &[u32]| {
+            for &i in run {
+                if i == 9 || i == 13 {
+                    let source = std::io::Error::from_raw_os_error(libc::EACCES);
+                    return Err(ObserveError::Fs { path: PathBuf::from(format!("/p{i}")), source });
+                }
+                scan.files.push((PathBuf::from(format!("/p{i:02}")), Node::Dir));
+            }
+            Ok(())
+        };
+        for (threads, chunk) in [(1, 40), (1, 3), (2, 3), (4, 1), (3, 5)] {
+            let mut scan = Scan::default();
+            let Err(ObserveError::Fs { path, .. }) = scan.split(&items, Share { threads, chunk }, look) else {
+                panic!("the scan fails with {threads} threads, runs of {chunk}");
+            };
+            assert_eq!(path, Path::new("/p9"), "{threads} threads, runs of {chunk}");
+        }
+        // Without a failure, every item's path, in order.
+        let fine: Vec<u32> = items.iter().copied().filter(|&i| i != 9 && i != 13).collect();
+        let mut scan = Scan::default();
+        scan.split(&fine, Share { threads: 3, chunk: 4 }, look).unwrap();
+        let want: Vec<PathBuf> = fine.iter().map(|i| PathBuf::from(format!("/p{i:02}"))).collect();
+        assert_eq!(scan.take_list().into_iter().map(|(p, _)| p).collect::<Vec<_>>(), want);
     }
 
     #[test]
@@ -641,9 +695,9 @@ mod tests {
                 Project { id: (*id).into(), active: true, domain: None, services: Vec::new() }
             })
             .collect();
-        for threads in [1, 3] {
+        for (threads, chunk) in [(1, SCAN_CHUNK), (3, 2)] {
             let mut scan = Scan::default();
-            scan.root(&root, &projects, threads).unwrap();
+            scan.root(&root, &projects, Share { threads, chunk }).unwrap();
             let list = scan.take_list();
             // The root, the webroot; per project its folder, `current`, `deployments`,
             // its release and `public`, and its webroot link.
@@ -728,15 +782,17 @@ mod tests {
         // Two thirds of the uploads and the link are there; the rest is absent.
         assert_eq!(one.len(), 1_400 + 1, "{:?}", one.iter().take(3).collect::<Vec<_>>());
         assert_eq!(one.get(&dir.join("a/link.tar.gz")), Some(&Node::Symlink(dir.join("a/u1.tar.gz"))));
-        for threads in [2, 3, 7] {
+        for (threads, chunk) in [(1, 100), (2, SCAN_CHUNK), (3, 7), (7, 1_000)] {
             let mut split = Scan::default();
-            split.split(&paths, threads, Scan::paths).unwrap();
+            split.split(&paths, Share { threads, chunk }, Scan::paths).unwrap();
             let stats = split.stats;
-            assert_eq!(split.take_files(), one, "with {threads} threads");
-            // A part that starts inside a folder opens it once more.
-            let opened = one_stats.opened..=one_stats.opened + threads as u64 - 1;
-            assert!(opened.contains(&stats.opened), "{} opened with {threads} threads", stats.opened);
-            assert_eq!((stats.stat, stats.read_link), (one_stats.stat, one_stats.read_link), "with {threads} threads");
+            let with = format!("with {threads} threads, runs of {chunk}");
+            assert_eq!(split.take_files(), one, "{with}");
+            // A run that starts inside a folder opens it once more.
+            let runs = paths.len().div_ceil(chunk) as u64;
+            let opened = one_stats.opened..=one_stats.opened + runs - 1;
+            assert!(opened.contains(&stats.opened), "{} opened {with}", stats.opened);
+            assert_eq!((stats.stat, stats.read_link), (one_stats.stat, one_stats.read_link), "{with}");
         }
     }
 

@@ -946,7 +946,7 @@ mod observe {
 
     use trueup::model::{Node, Route, World};
     use trueup::store::Store;
-    use trueup::world::observe::{ObserveConfig, ObserveStats, observe, observe_with_stats};
+    use trueup::world::observe::{ObserveConfig, ObserveStats, SCAN_CHUNK, observe, observe_with_stats};
     use trueup::world::routes::render_route;
 
     use super::{Scratch, deployment, project, t};
@@ -1154,11 +1154,12 @@ mod observe {
         eprintln!("observe of {n} projects: {large:?}");
         assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
         assert_eq!(large.statements, 5);
-        // The uploads, one per project in one folder, are looked up on as many threads as
-        // the projects are scanned on from 2,000 on: each part after the first opens the
-        // folder again.
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()).min(4);
-        let again = if n >= 2_000 { cores as u64 - 1 } else { 0 };
+        // The uploads, one per project in one folder, are looked up like the projects:
+        // from 2,000 on, on a machine of several cores, in runs shared among threads (the
+        // calling thread takes them all when no thread can be had), each run after the
+        // first opening the folder again.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let again = if n >= 2_000 && cores > 1 { n.div_ceil(SCAN_CHUNK) as u64 - 1 } else { 0 };
         let n = n as u64;
         if crate::seccomp::openat2_denied().is_some() {
             // The first observation asked `openat2` once, and learned it is missing.
