@@ -278,8 +278,9 @@ impl Dir {
     /// takes the folder mutably (a shared one would be listed from where another left).
     /// The folder must be open for [`Use::Listing`].
     pub(crate) fn entries(&mut self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
-        // 8-byte aligned, as the kernel's records are.
-        let mut buf = [0u64; 1024];
+        // 8-byte aligned, as the kernel's records are; only what the kernel wrote is read,
+        // so the buffer is not cleared first.
+        let mut buf = std::mem::MaybeUninit::<[u64; 1024]>::uninit();
         let size = std::mem::size_of_val(&buf);
         let mut entries = Vec::new();
         loop {
@@ -291,7 +292,7 @@ impl Dir {
             if n == 0 {
                 return Ok(entries);
             }
-            // SAFETY: `buf` is plain memory, of which the kernel filled the first `n` bytes.
+            // SAFETY: the kernel filled the first `n` bytes of `buf`, at most `size`.
             let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n.unsigned_abs() as usize) };
             let mut at = 0;
             // Each record: inode (8 bytes), offset (8), its length (2), type (1), then

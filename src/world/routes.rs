@@ -68,7 +68,6 @@
 //! [`Route::problem`] for the planner to repair. Nothing here writes files.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -87,7 +86,7 @@ pub const PREVIEW_HEADER: &str = "X-Trueup-Preview";
 /// The preview router's priority. Traefik gives a router without one the length of its
 /// rule; a main router's rule, `Host(`DOMAIN`)` with a domain of at most 253 bytes, is
 /// shorter than this, so a request that matches both goes to the preview.
-const PREVIEW_PRIORITY: u32 = 1000;
+const PREVIEW_PRIORITY: &str = "1000";
 
 /// Why a route cannot be rendered or the routes folder cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -174,98 +173,142 @@ pub fn render_route(project: &str, deployment: &str, upstream: &str, domain: &st
 /// [`RouteError::InvalidId`], [`RouteError::InvalidUpstream`] or
 /// [`RouteError::InvalidDomain`] when a value could break out of its place in the file.
 pub fn render(route: &RouteFile<'_>) -> Result<String, RouteError> {
-    let RouteFile { project, deployment, upstream, domain, preview } = *route;
-    let mut ids = vec![("project", project), ("deployment", deployment)];
-    let mut upstreams = vec![upstream];
-    if let Some(preview) = preview {
-        ids.push(("preview deployment", preview.deployment));
-        upstreams.push(preview.upstream);
+    let mut text = String::with_capacity(1024);
+    write_route(route, &mut text)?;
+    Ok(text)
+}
+
+/// Where the text of a route file goes, a piece at a time.
+trait Out {
+    fn put(&mut self, piece: &str);
+
+    fn put_all(&mut self, pieces: &[&str]) {
+        for piece in pieces {
+            self.put(piece);
+        }
     }
-    for (what, id) in ids {
+}
+
+impl Out for String {
+    fn put(&mut self, piece: &str) {
+        self.push_str(piece);
+    }
+}
+
+/// The pieces of a text compared with `text` in turn rather than written: what is left
+/// of it after those that matched, `None` from the first that did not.
+struct Matches<'t>(Option<&'t str>);
+
+impl Out for Matches<'_> {
+    fn put(&mut self, piece: &str) {
+        self.0 = self.0.and_then(|rest| rest.strip_prefix(piece));
+    }
+}
+
+/// Writes the text of `route` to `out` once its values are checked, as [`render`] gives
+/// it.
+fn write_route(route: &RouteFile<'_>, out: &mut impl Out) -> Result<(), RouteError> {
+    let RouteFile { project, deployment, upstream, domain, preview } = *route;
+    let ids = [("project", project), ("deployment", deployment)];
+    for (what, id) in ids.into_iter().chain(preview.map(|p| ("preview deployment", p.deployment))) {
         if !valid_id(id) {
             return Err(RouteError::InvalidId { what, id: id.to_owned() });
         }
     }
-    if let Some(bad) = upstreams.into_iter().find(|u| !valid_upstream(u)) {
+    let mut upstreams = std::iter::once(upstream).chain(preview.map(|p| p.upstream));
+    if let Some(bad) = upstreams.find(|u| !valid_upstream(u)) {
         return Err(RouteError::InvalidUpstream(bad.to_owned()));
     }
     if !valid_domain(domain) {
         return Err(RouteError::InvalidDomain(domain.to_owned()));
     }
-    let main =
-        Served { name: format!("trueup-{project}"), rule: host_rule(domain), priority: None, deployment, upstream };
-    let preview = preview.map(|p| Served {
-        name: preview_name(project),
-        rule: preview_rule(domain, p.deployment),
-        priority: Some(PREVIEW_PRIORITY),
-        deployment: p.deployment,
-        upstream: p.upstream,
-    });
+    let main = Served::new(project, false, domain, deployment, upstream);
+    let preview = preview.map(|p| Served::new(project, true, domain, p.deployment, p.upstream));
     let all: Vec<&Served<'_>> = std::iter::once(&main).chain(preview.as_ref()).collect();
-    let mut text = header_line(project, deployment);
-    text.push_str("\nhttp:\n  routers:\n");
+    out.put_all(&header_pieces(project, deployment));
+    out.put("\nhttp:\n  routers:\n");
     for s in &all {
-        s.router(&mut text);
+        s.router(out);
     }
-    text.push_str("  middlewares:\n");
+    out.put("  middlewares:\n");
     for s in &all {
-        s.middlewares(&mut text);
+        s.middlewares(out);
     }
-    text.push_str("  services:\n");
+    out.put("  services:\n");
     for s in &all {
-        s.service(&mut text);
+        s.service(out);
     }
-    Ok(text)
+    Ok(())
 }
 
-/// One router of a route file with its middlewares and its service, all named after it.
+/// One router of a route file with its middlewares and its service, all named after it:
+/// `trueup-PROJECT`, or for the preview `trueup-PROJECT~preview` ([`preview_name`]).
 struct Served<'a> {
-    name: String,
-    rule: String,
-    priority: Option<u32>,
+    project: &'a str,
+    preview: bool,
+    domain: &'a str,
     deployment: &'a str,
-    upstream: &'a str,
+    /// The upstream's origin, the server's URL.
+    origin: &'a str,
+    /// The upstream's path, which the `addPrefix` middleware adds ([`split_upstream`]).
+    prefix: Option<&'a str>,
 }
 
-impl Served<'_> {
-    fn router(&self, text: &mut String) {
-        let Served { name, rule, .. } = self;
-        // Writing into a `String` cannot fail.
-        let _ = writeln!(text, "    {name}:\n      rule: \"{rule}\"");
-        if let Some(priority) = self.priority {
-            let _ = writeln!(text, "      priority: {priority}");
+impl<'a> Served<'a> {
+    fn new(project: &'a str, preview: bool, domain: &'a str, deployment: &'a str, upstream: &'a str) -> Self {
+        let (origin, prefix) = split_upstream(upstream);
+        Served { project, preview, domain, deployment, origin, prefix }
+    }
+
+    /// Indented by `indent`, the name and what follows it on its line.
+    fn name(&self, out: &mut impl Out, indent: &str, then: &str) {
+        let preview = if self.preview { "~preview" } else { "" };
+        out.put_all(&[indent, "trueup-", self.project, preview, then]);
+    }
+
+    fn router(&self, out: &mut impl Out) {
+        let Served { domain, deployment, .. } = *self;
+        self.name(out, "    ", ":\n");
+        // `Host(`DOMAIN`)`, or for the preview the rule of [`preview_rule`].
+        out.put_all(&["      rule: \"Host(`", domain, "`)"]);
+        if self.preview {
+            out.put_all(&[
+                " && Header(`",
+                PREVIEW_HEADER,
+                "`, `",
+                deployment,
+                "`)\"\n      priority: ",
+                PREVIEW_PRIORITY,
+                "\n",
+            ]);
+        } else {
+            out.put("\"\n");
         }
-        let _ = writeln!(text, "      service: {name}\n      middlewares:\n        - {name}-id");
-        if split_upstream(self.upstream).1.is_some() {
-            let _ = writeln!(text, "        - {name}-prefix");
+        self.name(out, "      service: ", "\n      middlewares:\n");
+        self.name(out, "        - ", "-id\n");
+        if self.prefix.is_some() {
+            self.name(out, "        - ", "-prefix\n");
         }
     }
 
-    fn middlewares(&self, text: &mut String) {
-        let Served { name, deployment, .. } = self;
-        let _ = writeln!(
-            text,
-            "    {name}-id:\n      headers:\n        customResponseHeaders:\n          {DEPLOYMENT_HEADER}: \"{deployment}\""
-        );
-        if let (_, Some(prefix)) = split_upstream(self.upstream) {
-            let _ = writeln!(text, "    {name}-prefix:\n      addPrefix:\n        prefix: \"{prefix}\"");
+    fn middlewares(&self, out: &mut impl Out) {
+        self.name(out, "    ", "-id:\n      headers:\n        customResponseHeaders:\n");
+        out.put_all(&["          ", DEPLOYMENT_HEADER, ": \"", self.deployment, "\"\n"]);
+        if let Some(prefix) = self.prefix {
+            self.name(out, "    ", "-prefix:\n      addPrefix:\n");
+            out.put_all(&["        prefix: \"", prefix, "\"\n"]);
         }
     }
 
-    fn service(&self, text: &mut String) {
-        let (origin, _) = split_upstream(self.upstream);
-        let _ =
-            writeln!(text, "    {}:\n      loadBalancer:\n        servers:\n          - url: \"{origin}\"", self.name);
+    fn service(&self, out: &mut impl Out) {
+        self.name(out, "    ", ":\n      loadBalancer:\n        servers:\n");
+        out.put_all(&["          - url: \"", self.origin, "\"\n"]);
     }
 }
 
 /// The preview's router and service. `~` is in no id, so no project's names are these.
 fn preview_name(project: &str) -> String {
     format!("trueup-{project}~preview")
-}
-
-fn host_rule(domain: &str) -> String {
-    format!("Host(`{domain}`)")
 }
 
 fn preview_rule(domain: &str, deployment: &str) -> String {
@@ -456,19 +499,28 @@ pub fn parse_route(project: &str, text: &str) -> Route {
 /// rendered, the two agree wherever this one answers; anything else (a preview, a file
 /// edited by hand, another version) gets `None` and goes to the YAML parser.
 fn parse_rendered(project: &str, text: &str) -> Option<Route> {
-    let (_, deployment) = header(text.lines().next()?)?;
-    let between = |start: &str, end: &str| {
-        let from = text.find(start)? + start.len();
-        text[from..].find(end).map(|len| &text[from..from + len])
-    };
-    let domain = between("\n      rule: \"Host(`", "`)\"\n")?;
-    let origin = between("\n          - url: \"", "\"\n")?;
-    let upstream = match between("\n        prefix: \"", "\"\n") {
-        Some(prefix) => format!("{origin}{prefix}"),
+    let (first, rest) = text.split_once('\n')?;
+    let (_, deployment) = header(first)?;
+    // Each value is taken from the first line that holds it, a line at a time: a value
+    // taken from the wrong line only makes the text differ from the render.
+    let (mut domain, mut origin, mut prefix) = (None, None, None);
+    for line in rest.as_bytes().split(|&b| b == b'\n') {
+        let value = |start: &str, end: &str| line.strip_prefix(start.as_bytes())?.strip_suffix(end.as_bytes());
+        domain = domain.or_else(|| value("      rule: \"Host(`", "`)\""));
+        origin = origin.or_else(|| value("          - url: \"", "\""));
+        prefix = prefix.or_else(|| value("        prefix: \"", "\""));
+    }
+    // Cut from the text at ASCII bytes, each value is UTF-8 as the text is.
+    let (domain, origin) = (std::str::from_utf8(domain?).ok()?, std::str::from_utf8(origin?).ok()?);
+    let upstream = match prefix {
+        Some(prefix) => [origin, std::str::from_utf8(prefix).ok()?].concat(),
         None => origin.to_owned(),
     };
-    let rendered = render_route(project, deployment, &upstream, domain).ok()?;
-    (rendered == text).then(|| Route {
+    // The text is compared with the render piece by piece, without writing it.
+    let file = RouteFile { project, deployment, upstream: &upstream, domain, preview: None };
+    let mut same = Matches(Some(text));
+    write_route(&file, &mut same).ok()?;
+    (same.0 == Some("")).then(|| Route {
         deployment: Some(deployment.to_owned()),
         upstream,
         domain: Some(domain.to_owned()),
@@ -530,7 +582,12 @@ pub fn preview_of(project: &str, text: &str) -> Option<PreviewRoute> {
 
 /// The first line of a route file trueup writes, naming its project and deployment.
 pub fn header_line(project: &str, deployment: &str) -> String {
-    format!("{HEADER_PREFIX}{project} deployment={deployment}{HEADER_SUFFIX}")
+    header_pieces(project, deployment).concat()
+}
+
+/// The pieces of [`header_line`].
+fn header_pieces<'a>(project: &'a str, deployment: &'a str) -> [&'a str; 5] {
+    [HEADER_PREFIX, project, " deployment=", deployment, HEADER_SUFFIX]
 }
 
 /// True when `text` starts with trueup's header: the file is trueup's to rewrite or remove.
