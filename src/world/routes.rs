@@ -665,6 +665,19 @@ mod tests {
     }
 
     #[test]
+    fn a_rendered_route_is_read_without_the_parser_and_anything_else_is_left_to_it() {
+        for upstream in ["http://127.0.0.1:8080", "http://127.0.0.1:8081/webroot/p1"] {
+            let text = render_route("p1", "d7", upstream, "p1.localhost").unwrap();
+            assert_eq!(parse_rendered("p1", &text), Some(route("d7", upstream, "p1.localhost")));
+            // Another project's file, one edited after the header, one with more after it.
+            assert_eq!(parse_rendered("p2", &text), None);
+            assert_eq!(parse_rendered("p1", &text.replace("\"d7\"", "\"d8\"")), None);
+            assert_eq!(parse_rendered("p1", &format!("{text}# more\n")), None);
+            assert_eq!(parse_rendered("p1", text.trim_end()), None);
+        }
+    }
+
+    #[test]
     fn a_rendered_route_reads_back() {
         let text = render_route("p1", "d7", "http://127.0.0.1:8080", "p1.localhost").unwrap();
         assert_eq!(
