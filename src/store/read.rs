@@ -4,6 +4,7 @@
 //! Every reader runs a fixed number of statements, inside one read transaction so that
 //! they see one consistent snapshot, whatever the number of rows.
 
+use rusqlite::types::{FromSqlError, ValueRef};
 use rusqlite::{Row, TransactionBehavior};
 
 use super::{Store, StoreError, sql};
@@ -167,45 +168,48 @@ fn placeholders(n: usize) -> String {
 }
 
 /// A `deployments` row as stored, before its text columns are parsed.
-struct RawDeployment {
+struct RawDeployment<'r> {
     id: String,
     project: String,
     service: Option<String>,
-    kind: String,
+    kind: &'r str,
     phase: String,
-    phase_updated_at: Option<String>,
-    heartbeat_at: Option<String>,
+    phase_updated_at: Option<&'r str>,
+    heartbeat_at: Option<&'r str>,
     /// Read wide, so that a value out of range is this row's problem, not the query's.
     attempts: i64,
-    finished_at: Option<String>,
-    source: String,
-    metadata: String,
+    finished_at: Option<&'r str>,
+    source: &'r str,
+    metadata: &'r str,
     owner: Option<String>,
-    lease_until: Option<String>,
-    created_at: Option<String>,
+    lease_until: Option<&'r str>,
+    created_at: Option<&'r str>,
     claim_host: Option<String>,
     /// Read wide, as `attempts`.
     claim_pid: Option<i64>,
     claim_start: Option<i64>,
 }
 
-impl RawDeployment {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+impl<'r> RawDeployment<'r> {
+    /// The columns a [`Deployment`] keeps as text are copied out of the row; those it
+    /// parses (its type, times, source and metadata) are borrowed from it, as the row is
+    /// parsed before the next one is read.
+    fn from_row(r: &'r Row<'_>) -> rusqlite::Result<Self> {
         Ok(RawDeployment {
             id: r.get(0)?,
             project: r.get(1)?,
             service: r.get(2)?,
-            kind: r.get(3)?,
+            kind: text(r, 3)?,
             phase: r.get(4)?,
-            phase_updated_at: r.get(5)?,
-            heartbeat_at: r.get(6)?,
+            phase_updated_at: text_or_null(r, 5)?,
+            heartbeat_at: text_or_null(r, 6)?,
             attempts: r.get(7)?,
-            finished_at: r.get(8)?,
-            source: r.get(9)?,
-            metadata: r.get(10)?,
+            finished_at: text_or_null(r, 8)?,
+            source: text(r, 9)?,
+            metadata: text(r, 10)?,
             owner: r.get(11)?,
-            lease_until: r.get(12)?,
-            created_at: r.get(13)?,
+            lease_until: text_or_null(r, 12)?,
+            created_at: text_or_null(r, 13)?,
             claim_host: r.get(14)?,
             claim_pid: r.get(15)?,
             claim_start: r.get(16)?,
@@ -216,13 +220,13 @@ impl RawDeployment {
         let key = self.id.as_str();
         let corrupt =
             |column, reason: String| StoreError::Corrupt { table: "deployments", key: key.to_owned(), column, reason };
-        let Some(kind) = DeploymentType::from_name(&self.kind) else {
+        let Some(kind) = DeploymentType::from_name(self.kind) else {
             return Err(corrupt("type", format!("unknown type `{}`", self.kind)));
         };
         let attempts = u32::try_from(self.attempts)
             .map_err(|_| corrupt("attempts", format!("{} is not a count of attempts", self.attempts)))?;
-        let source: Source = serde_json::from_str(&self.source).map_err(|e| corrupt("source", e.to_string()))?;
-        let metadata = serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e.to_string()))?;
+        let source: Source = serde_json::from_str(self.source).map_err(|e| corrupt("source", e.to_string()))?;
+        let metadata = serde_json::from_str(self.metadata).map_err(|e| corrupt("metadata", e.to_string()))?;
         let process = match (self.claim_host, self.claim_pid) {
             (Some(host), Some(pid)) => Some(Process {
                 host,
@@ -253,6 +257,31 @@ impl RawDeployment {
     }
 }
 
+/// Column `i` of `r` as text borrowed from the row, or the error `Row::get::<String>`
+/// gives for a value that is not text.
+fn text<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    let value = r.get_ref(i)?;
+    value.as_str().map_err(|e| read_error(r, i, value, e))
+}
+
+/// [`text`], or `None` for NULL, as `Row::get::<Option<String>>`.
+fn text_or_null<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    let value = r.get_ref(i)?;
+    value.as_str_or_null().map_err(|e| read_error(r, i, value, e))
+}
+
+/// The error of reading column `i` of `r`, holding `value`, as `Row::get` words it.
+fn read_error(r: &Row<'_>, i: usize, value: ValueRef<'_>, error: FromSqlError) -> rusqlite::Error {
+    match error {
+        FromSqlError::InvalidType => {
+            let name = r.as_ref().column_name(i).unwrap_or_default().to_owned();
+            rusqlite::Error::InvalidColumnType(i, name, value.data_type())
+        }
+        FromSqlError::Utf8Error(e) => rusqlite::Error::Utf8Error(i, e),
+        other => rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(other)),
+    }
+}
+
 /// The row a [`RawDeployment::parse`] error names (its id), for sorting.
 fn corrupt_row(error: &StoreError) -> &str {
     match error {
@@ -266,9 +295,9 @@ pub(super) fn timestamp(
     table: &'static str,
     key: &str,
     column: &'static str,
-    text: Option<String>,
+    text: Option<&str>,
 ) -> Result<Option<Timestamp>, StoreError> {
-    text.map(|t| time_column(table, key, column, &t)).transpose()
+    text.map(|t| time_column(table, key, column, t)).transpose()
 }
 
 /// Parses an RFC 3339 column, naming the table, row and column of a value that is not one.
@@ -604,6 +633,27 @@ mod tests {
         let failed: Vec<(&str, &str)> = unreadable.iter().map(|(p, e)| (p.as_str(), corrupt_row(e))).collect();
         assert_eq!(failed, [("a", "d7"), ("b", "d1"), ("b", "d3")]);
         assert!(unreadable.iter().all(|(_, e)| e.to_string().contains("column `created_at`")), "{unreadable:?}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_fails_the_read_naming_its_column_borrowed_or_copied() {
+        // The tables are strict, so a value of another type cannot be stored; bytes that
+        // are no UTF-8 can, as text. `created_at` is borrowed from the row, `phase`
+        // copied out of it: both fail the read alike, naming the column's place.
+        let index = |column: &str| DEPLOYMENT_COLUMNS.split(',').position(|c| c.trim() == column).unwrap();
+        for column in ["created_at", "phase", "heartbeat_at"] {
+            let (_dir, store) = store_with(
+                &format!("read-utf8-{column}"),
+                &format!(
+                    "INSERT INTO projects (id) VALUES ('a');
+                     INSERT INTO deployments (id, project, type, phase, created_at) VALUES
+                       ('d1', 'a', 'upload', 'BUILDING', '2025-10-01T00:00:00Z');
+                     UPDATE deployments SET {column} = CAST(x'ff' AS TEXT);"
+                ),
+            );
+            let cause = format!("{:?}", store.load_readable(&["ACTIVE"], |_| ()).unwrap_err());
+            assert!(cause.contains(&format!("Utf8Error({}, ", index(column))), "{column}: {cause}");
+        }
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Store {
         let Some((phase, attempts, owner, until, updated, heartbeat)) = row else {
             return Err(StoreError::UnknownDeployment(id.to_owned()));
         };
-        let stamp = |column, text| timestamp("deployments", id, column, text);
+        let stamp = |column, text: Option<String>| timestamp("deployments", id, column, text.as_deref());
         // An owner without an expiry is no claim, as `Store::load` reads it.
         let owner = owner.zip(stamp("lease_until", until)?).map(|(owner, until)| Claim::new(owner, until));
         let last_progress = stamp("phase_updated_at", updated)?.max(stamp("heartbeat_at", heartbeat)?);
