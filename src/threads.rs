@@ -99,7 +99,7 @@ pub(crate) fn share<T: Sync, R: Send, B>(
     let chunks: Vec<&[T]> = items.chunks(chunk.max(1)).collect();
     let next = AtomicUsize::new(0);
     // The chunks one thread took, each by its place.
-    let take = || {
+    let take_chunks = || {
         let mut done = Vec::new();
         loop {
             let k = next.fetch_add(1, Ordering::Relaxed);
@@ -107,12 +107,12 @@ pub(crate) fn share<T: Sync, R: Send, B>(
             done.push((k, each(chunk)));
         }
     };
-    let take = &take;
+    let take_chunks = &take_chunks;
     let helpers = helpers.min(chunks.len().saturating_sub(1));
     let (first, mut done) = std::thread::scope(|s| {
-        let theirs: Vec<_> = (0..helpers).map(|_| spawn(s, take)).collect();
+        let theirs: Vec<_> = (0..helpers).map(|_| spawn(s, take_chunks)).collect();
         let first = first();
-        let mut done = take();
+        let mut done = take_chunks();
         for task in theirs {
             done.extend(task.join());
         }

@@ -224,25 +224,25 @@ fn write_route(route: &RouteFile<'_>, out: &mut impl Out) -> Result<(), RouteErr
     }
     let main = Served::new(project, false, domain, deployment, upstream);
     let preview = preview.map(|p| Served::new(project, true, domain, p.deployment, p.upstream));
-    let all: Vec<&Served<'_>> = std::iter::once(&main).chain(preview.as_ref()).collect();
+    let all = [Some(&main), preview.as_ref()];
     out.put_all(&header_pieces(project, deployment));
     out.put("\nhttp:\n  routers:\n");
-    for s in &all {
+    for s in all.iter().flatten() {
         s.router(out);
     }
     out.put("  middlewares:\n");
-    for s in &all {
+    for s in all.iter().flatten() {
         s.middlewares(out);
     }
     out.put("  services:\n");
-    for s in &all {
+    for s in all.iter().flatten() {
         s.service(out);
     }
     Ok(())
 }
 
 /// One router of a route file with its middlewares and its service, all named after it:
-/// `trueup-PROJECT`, or for the preview `trueup-PROJECT~preview` ([`preview_name`]).
+/// `trueup-PROJECT`, or for the preview `trueup-PROJECT~preview` ([`name_pieces`]).
 struct Served<'a> {
     project: &'a str,
     preview: bool,
@@ -262,25 +262,17 @@ impl<'a> Served<'a> {
 
     /// Indented by `indent`, the name and what follows it on its line.
     fn name(&self, out: &mut impl Out, indent: &str, then: &str) {
-        let preview = if self.preview { "~preview" } else { "" };
-        out.put_all(&[indent, "trueup-", self.project, preview, then]);
+        out.put(indent);
+        out.put_all(&name_pieces(self.project, self.preview));
+        out.put(then);
     }
 
     fn router(&self, out: &mut impl Out) {
-        let Served { domain, deployment, .. } = *self;
         self.name(out, "    ", ":\n");
-        // `Host(`DOMAIN`)`, or for the preview the rule of [`preview_rule`].
-        out.put_all(&["      rule: \"Host(`", domain, "`)"]);
+        out.put("      rule: \"");
+        out.put_all(&rule_pieces(self.domain, self.preview.then_some(self.deployment)));
         if self.preview {
-            out.put_all(&[
-                " && Header(`",
-                PREVIEW_HEADER,
-                "`, `",
-                deployment,
-                "`)\"\n      priority: ",
-                PREVIEW_PRIORITY,
-                "\n",
-            ]);
+            out.put_all(&["\"\n      priority: ", PREVIEW_PRIORITY, "\n"]);
         } else {
             out.put("\"\n");
         }
@@ -308,11 +300,27 @@ impl<'a> Served<'a> {
 
 /// The preview's router and service. `~` is in no id, so no project's names are these.
 fn preview_name(project: &str) -> String {
-    format!("trueup-{project}~preview")
+    name_pieces(project, true).concat()
+}
+
+/// The pieces of a router's (and its service's) name: `trueup-PROJECT`, and for the
+/// preview `trueup-PROJECT~preview`.
+fn name_pieces(project: &str, preview: bool) -> [&str; 3] {
+    ["trueup-", project, if preview { "~preview" } else { "" }]
 }
 
 fn preview_rule(domain: &str, deployment: &str) -> String {
-    format!("Host(`{domain}`) && Header(`{PREVIEW_HEADER}`, `{deployment}`)")
+    rule_pieces(domain, Some(deployment)).concat()
+}
+
+/// The pieces of a router's rule: ``Host(`DOMAIN`)``, and for a preview of `deployment`
+/// `` && Header(`X-Trueup-Preview`, `DEPLOYMENT`)`` after it.
+fn rule_pieces<'a>(domain: &'a str, preview: Option<&'a str>) -> [&'a str; 8] {
+    let [a, b, c, d, e] = match preview {
+        Some(deployment) => [" && Header(`", PREVIEW_HEADER, "`, `", deployment, "`)"],
+        None => [""; 5],
+    };
+    ["Host(`", domain, "`)", a, b, c, d, e]
 }
 
 /// An upstream's origin (scheme and authority) and its path, when it has one other than
