@@ -236,9 +236,9 @@ impl Deployment {
     /// True when the reconciler reads it: it is unfinished, or `live` (in its spec's live
     /// phase: a release `current` may point at), or a worker still claims it. The rest is
     /// history. [`crate::store::Store::load_reconcilable`] reads less: of the live ones
-    /// only those a rule can use (the newest few per project, those created after an open
-    /// deployment, and the rest when the newest all lost their folder), which plan as
-    /// this whole set does (`tests/integration/lean.rs`).
+    /// only those a rule can use (the newest per project, those created after an open
+    /// deployment, and the rest when the newest lost its folder), which plan as this
+    /// whole set does (`tests/integration/lean.rs`).
     pub fn reconcilable(&self, live: bool) -> bool {
         self.finished_at.is_none() || live || self.owner.is_some()
     }

@@ -363,15 +363,23 @@ pub(super) fn rollback(s: &mut Session<'_, '_>, d: &Deployment) {
     }
 }
 
-/// The project's latest live deployment other than `d` whose release is complete.
+/// The project's latest live deployment other than `d` whose release is complete. The
+/// store reads a project's newest live release ([`crate::store::RELEASE_WINDOW`]) and
+/// those created after `d`: when none of them is complete, its older live releases are
+/// read too.
 fn previous_release(s: &Session<'_, '_>, d: &Deployment) -> Option<Deployment> {
     let live = s.engine.specs.live_phases();
-    let all = s.engine.store.reconcilable_of(&d.project, &live).ok()?;
     let layout = Layout::new(&s.engine.root, &d.project);
-    all.into_iter()
-        .filter(|o| o.id != d.id && s.engine.specs.is_live(o))
-        .filter(|o| !o.kind.has_release_folder() || layout.release(&o.id).is_dir())
-        .max_by_key(|o| (o.finished_at, o.created_at))
+    let latest = |all: Vec<Deployment>| {
+        all.into_iter()
+            .filter(|o| o.id != d.id && s.engine.specs.is_live(o))
+            .filter(|o| !o.kind.has_release_folder() || layout.release(&o.id).is_dir())
+            .max_by_key(|o| (o.finished_at, o.created_at))
+    };
+    latest(s.engine.store.reconcilable_of(&d.project, &live).ok()?).or_else(|| {
+        let (older, _) = s.engine.store.load_live_of(&[d.project.as_str()], &live).ok()?;
+        latest(older)
+    })
 }
 
 /// Without the `containers` feature, image deployments fail saying why.

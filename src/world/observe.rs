@@ -20,12 +20,13 @@
 //! name or two, not the whole path from `/` again.
 //!
 //! Of the store it reads what the rules need and not the history (see
-//! [`Store::load_readable`]): of the finished releases, the newest few per project, and
-//! the rest of a project's releases only when those few all lost their folder, since an
-//! older one is then the fallback `current` must point at. The projects' folders are
-//! scanned while the store reads their deployments, from 2,000 projects on by one thread
-//! per core (4 at most), each taking the next run of [`SCAN_CHUNK`] projects nobody took
-//! yet; the route files are read on a thread of their own.
+//! [`Store::load_readable`]): of the finished releases, the newest per project, and the
+//! rest of a project's releases only when it lost its folder while the folder of a
+//! release not read is there, since that one may be the fallback `current` must point
+//! at. The projects' folders are scanned while the store reads their deployments, from
+//! 2,000 projects on by one thread per core (4 at most), each taking the next run of
+//! [`SCAN_CHUNK`] projects nobody took yet; the route files are read on a thread of
+//! their own.
 //!
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist: those
@@ -42,8 +43,7 @@ use std::path::{Path, PathBuf};
 
 use super::at::{Below, Dir, Kind, Link, Opened, Use};
 use super::routes::{RouteError, observe_routes};
-use crate::model::{Deployment, Node, Project, World, join_all, valid_id, valid_project_id};
-use crate::plan::{Index, release_exists};
+use crate::model::{Deployment, Layout, Node, Project, World, join_all, valid_id, valid_project_id};
 use crate::spec::Specs;
 use crate::store::{RELEASE_WINDOW, Store, StoreError};
 
@@ -151,9 +151,12 @@ pub fn observe_with_stats(
             let mut sourced = Scan::default();
             sourced.split(&outside, Share::of(outside.len()), Scan::paths).map(|()| sourced)
         });
-        let files = scan.take_files();
-        let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &files);
+        let list = scan.take_list();
+        let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &list);
         let more = (!fallbacks.is_empty()).then(|| store.load_live_of(&fallbacks, &specs.live_phases()));
+        // `collect` sorts its input with a stable sort, which sees in one pass that a
+        // sorted list is sorted, then builds the tree in another.
+        let files: BTreeMap<PathBuf, Node> = list.into_iter().collect();
         (files, more.transpose(), sourced.join())
     });
     let mut sourced = sourced?;
@@ -185,43 +188,90 @@ pub fn observe_with_stats(
 }
 
 /// The projects whose newest live releases, as many as the store read for them
-/// ([`RELEASE_WINDOW`]), all lost their release folder: an older one may still have its
-/// folder, so the rest of their live releases must be read to find the fallback.
+/// ([`RELEASE_WINDOW`]), all lost their release folder while the folder of a deployment
+/// not read is there: it may be an older live release, the fallback `current` must
+/// point at, so the rest of their live releases must be read. A project without such a
+/// folder has no fallback to find, however long its history: under a wrong `--root`,
+/// nothing more is read.
 ///
-/// `deployments` are sorted by project, as the store returns them. Each project's live
-/// releases are looked up newest first, as the planner looks them up ([`release_exists`]
-/// in its hash [`Index`] of the paths, made on the first project that needs one, not in
-/// the map, which compares each path with a score of others component by component), and
-/// the first one there ends the search: it is nearly always the newest.
+/// `deployments` are sorted by project, as the store returns them, and `files` by
+/// [`path_order`], as the scan lists them: a project's release folders are found by one
+/// binary search for its `deployments` folder, then read in the entries right after it,
+/// each compared by its bytes; no path is split into components, and the nearly always
+/// present newest release is checked without an index or a map of the paths.
 fn fallbacks_needed<'a>(
     specs: &Specs,
     root: &Path,
     deployments: &'a [Deployment],
-    files: &BTreeMap<PathBuf, Node>,
+    files: &[(PathBuf, Node)],
 ) -> Vec<&'a str> {
     debug_assert!(deployments.is_sorted_by(|a, b| a.project <= b.project), "deployments sorted by project");
     let mut needed = Vec::new();
-    let mut window: Vec<&Deployment> = Vec::new();
-    let mut index: Option<Index<'_>> = None;
+    let mut window: Vec<&str> = Vec::new();
+    let mut from = 0;
     for of_project in deployments.chunk_by(|a, b| a.project == b.project) {
         window.clear();
-        window.extend(of_project.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d)));
-        // Only a project with a whole window of live releases can need more; most have
-        // fewer, and their release paths are never looked up.
+        let live = of_project.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d));
+        window.extend(live.filter(|d| valid_id(&d.id)).map(|d| d.id.as_str()));
+        // Only a project with a whole window of live releases can need more; the others'
+        // were all read.
         if window.len() < RELEASE_WINDOW as usize {
             continue;
         }
         let project = of_project[0].project.as_str();
-        window.sort_by_key(|d| std::cmp::Reverse(d.finished_at));
-        let index = index.get_or_insert_with(|| Index::of(root, files));
-        let present = valid_project_id(project)
-            && window.iter().filter(|d| valid_id(&d.id)).any(|d| release_exists(index, project, &d.id));
-        if !present {
+        if !valid_project_id(project) {
+            // Never a path: no release folder to find.
+            continue;
+        }
+        let (mut present, mut other) = (false, false);
+        let dir = Layout::new(root, project).releases_dir();
+        let (names, next) = release_folders(files, from, &dir);
+        // The projects come in the order of their paths: the next one's are further on.
+        from = next;
+        for name in names {
+            if window.iter().any(|id| id.as_bytes() == name) {
+                present = true;
+            } else if !of_project.iter().any(|d| d.id.as_bytes() == name) {
+                other |= std::str::from_utf8(name).is_ok_and(valid_id);
+            }
+        }
+        if !present && other {
             needed.push(project);
         }
     }
     needed
 }
+
+/// The names of the folders right below `dir` in `files`, sorted by [`path_order`], all
+/// after `files[from]`, and where they start: `dir` is looked for among the next few
+/// paths first, then among all the others.
+fn release_folders<'f>(
+    files: &'f [(PathBuf, Node)],
+    from: usize,
+    dir: &Path,
+) -> (impl Iterator<Item = &'f [u8]>, usize) {
+    // Below `dir` come right after it: a separator sorts before any other byte.
+    let before = |(path, _): &(PathBuf, Node)| path_order(path, dir).is_le();
+    let rest = &files[from..];
+    let near = &rest[..rest.len().min(NEAR)];
+    let mut start = near.partition_point(before);
+    if start == near.len() {
+        start += rest[near.len()..].partition_point(before);
+    }
+    let prefix = dir.as_os_str().as_bytes();
+    let names = rest[start..]
+        .iter()
+        .map_while(move |(path, node)| {
+            let below = path.as_os_str().as_bytes().strip_prefix(prefix)?.strip_prefix(b"/")?;
+            Some((below, node))
+        })
+        .filter(|(name, node)| **node == Node::Dir && !name.contains(&b'/'))
+        .map(|(name, _)| name);
+    (names, from + start)
+}
+
+/// How many paths [`release_folders`] looks among first: a project's own, a few releases'.
+const NEAR: usize = 64;
 
 /// The uploads and local repositories of unfinished deployments, wherever they are, each
 /// once and sorted by their bytes: those outside `root`, then those under it. Relative
@@ -278,21 +328,25 @@ impl Scan {
         self.take_list().into_iter().collect()
     }
 
-    /// The paths seen since the last call, in the order of paths when each list was.
+    /// The paths seen since the last call, sorted by [`path_order`], the order of paths.
     ///
     /// The webroot's paths all sort together, where `ROOT/webroot` sorts among the
     /// projects: they go in there as one block, found by a search of the bytes, rather
     /// than leave the map's sort a merge of the two lists, each of its steps a comparison
     /// of paths component by component. Each list is sorted, the projects coming by id as
-    /// the store gives them; were one not, the map's sort would still order them. Equal
-    /// paths keep their order, as the map's sort would: each path is the root joined with
-    /// plain names, so two paths are the same only when their bytes are.
+    /// the store gives them; were one not (none was ever seen), the whole is sorted here,
+    /// as [`fallbacks_needed`] searches it. Equal paths keep their order, as the map's
+    /// sort would: each path is the root joined with plain names, so two paths are the
+    /// same only when their bytes are.
     fn take_list(&mut self) -> Vec<(PathBuf, Node)> {
         let mut files = std::mem::take(&mut self.files);
         let links = std::mem::take(&mut self.webroot_links);
         if let Some((first, _)) = links.first() {
             let at = files.partition_point(|(path, _)| path_order(path, first) == Ordering::Less);
             files.splice(at..at, links);
+        }
+        if !files.is_sorted_by(|a, b| path_order(&a.0, &b.0).is_le()) {
+            files.sort_by(|a, b| path_order(&a.0, &b.0));
         }
         files
     }
@@ -561,8 +615,14 @@ fn path_order(a: &Path, b: &Path) -> Ordering {
     let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
     // No path holds a NUL byte, so 0 is free for the separator.
     let rank = |byte: u8| if byte == b'/' { 0 } else { byte };
-    match a.iter().zip(b).position(|(x, y)| x != y) {
-        Some(i) => rank(a[i]).cmp(&rank(b[i])),
+    // Paths side by side share a long prefix (the root, a project): it is passed over 16
+    // bytes at a time, not byte by byte.
+    let mut same = 0;
+    while same + 16 <= a.len().min(b.len()) && a[same..same + 16] == b[same..same + 16] {
+        same += 16;
+    }
+    match a[same..].iter().zip(&b[same..]).position(|(x, y)| x != y) {
+        Some(i) => rank(a[same + i]).cmp(&rank(b[same + i])),
         None => a.len().cmp(&b.len()),
     }
 }
@@ -729,9 +789,23 @@ mod tests {
             "/s",
             "/\u{e9}t\u{e9}",
             "/r/\u{e9}",
+            // Differences at the 16th byte and right after it, passed over 16 at a time.
+            "/0123456789abcde",
+            "/0123456789abcde/f",
+            "/0123456789abcde-f",
+            "/0123456789abcdef",
+            "/0123456789abcdef/g",
+            "/0123456789abcdef-g",
         ];
-        for a in paths {
-            for b in paths {
+        // The same again below long folders, as a root: the difference lies past them.
+        let long = ["/var/lib/trueup", "/var/lib/trueup/projects-of-the-paas"];
+        let paths: Vec<String> = paths
+            .iter()
+            .map(|p| (*p).to_owned())
+            .chain(long.iter().flat_map(|l| paths.map(|p| format!("{l}{p}"))))
+            .collect();
+        for a in &paths {
+            for b in &paths {
                 let (a, b) = (Path::new(a), Path::new(b));
                 assert_eq!(path_order(a, b), a.cmp(b), "{} against {}", a.display(), b.display());
             }
@@ -816,48 +890,74 @@ mod tests {
     }
 
     #[test]
-    fn only_a_whole_window_of_live_releases_without_a_folder_needs_the_rest_read() {
+    fn only_a_window_of_live_releases_without_a_folder_beside_another_folder_needs_the_rest_read() {
         let specs = Specs::builtin();
         let root = Path::new("/srv");
-        // Per project, (id, phase, finished at, has its folder).
-        type Releases<'a> = &'a [(&'a str, &'a str, i64, bool)];
-        let worlds: &[(&str, Releases<'_>)] = &[
+        // Per project, the rows the store read, (id, phase, finished at; none: in
+        // flight), and the names of its release folders.
+        type Rows<'a> = &'a [(&'a str, &'a str, Option<i64>)];
+        let worlds: &[(&str, Rows<'_>, &[&str])] = &[
             // The newest has its folder.
-            ("a", &[("a1", "ACTIVE", 1, false), ("a2", "ACTIVE", 2, false), ("a3", "ACTIVE", 3, true)]),
-            // Only the oldest of the window has one: it is the fallback.
-            ("b", &[("b1", "ACTIVE", 1, true), ("b2", "ACTIVE", 2, false), ("b3", "ACTIVE", 3, false)]),
-            // None has: an older one may.
-            ("c", &[("c1", "ACTIVE", 1, false), ("c2", "ACTIVE", 2, false), ("c3", "ACTIVE", 3, false)]),
-            // Fewer live ones than the window: the store read them all.
-            ("d", &[("d1", "ACTIVE", 1, false), ("d2", "FAILED", 2, true), ("d3", "ACTIVE", 3, false)]),
-            // A folder of a release that is not live does not count.
-            (
-                "e",
-                &[
-                    ("e0", "FAILED", 0, true),
-                    ("e1", "ACTIVE", 1, false),
-                    ("e2", "ACTIVE", 2, false),
-                    ("e3", "ACTIVE", 3, false),
-                ],
-            ),
+            ("a", &[("a2", "ACTIVE", Some(2))], &["a1", "a2"]),
+            // The newest lost it, a folder of a deployment not read is there: it may be
+            // an older live release, the fallback.
+            ("b", &[("b2", "ACTIVE", Some(2))], &["b1"]),
+            // No folder at all, as under a wrong root: no fallback to find.
+            ("c", &[("c2", "ACTIVE", Some(2))], &[]),
+            // No live release read: nothing to fall back from.
+            ("d", &[("d1", "FAILED", Some(1))], &["d0"]),
+            // The folders there are those of deployments read, not live: no fallback.
+            ("e", &[("e0", "FAILED", Some(3)), ("e1", "ACTIVE", Some(1)), ("e9", "BUILDING", None)], &["e0", "e9"]),
+            // A folder whose name is no deployment id is no release.
+            ("f", &[("f1", "ACTIVE", Some(1))], &["not an id"]),
+            // The newest keeps its folder among others.
+            ("g", &[("g9", "ACTIVE", Some(9))], &["g1", "g5", "g9"]),
         ];
         let mut deployments = Vec::new();
-        let mut files = BTreeMap::new();
-        for (project, releases) in worlds {
-            for &(id, phase, at, folder) in *releases {
-                deployments.push(finished(project, id, phase, at));
-                if folder {
-                    files.insert(Layout::new(root, project).release(id), Node::Dir);
-                }
+        let mut files = vec![(root.to_owned(), Node::Dir)];
+        for (project, rows, folders) in worlds {
+            for &(id, phase, at) in *rows {
+                let mut d = finished(project, id, phase, at.unwrap_or(0));
+                d.finished_at = at.and(d.finished_at);
+                deployments.push(d);
+            }
+            let layout = Layout::new(root, project);
+            files.push((layout.releases_dir(), Node::Dir));
+            for folder in *folders {
+                files.push((layout.release(folder), Node::Dir));
+                files.push((layout.release(folder).join("public"), Node::Dir));
             }
         }
-        assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["c", "e"]);
-        // A file where the folder should be is no release.
-        files.insert(Layout::new(root, "a").release("a3"), Node::File);
-        assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["a", "c", "e"]);
-        // A folder whose path is spelled another way is the same path to the map: found
-        // there, though its bytes are no key of the index.
-        files.insert(PathBuf::from("/srv//c/deployments/c2"), Node::Dir);
-        assert_eq!(fallbacks_needed(&specs, root, &deployments, &files), ["a", "e"]);
+        deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
+        let needed = |files: &[(PathBuf, Node)]| fallbacks_needed(&specs, root, &deployments, files);
+        assert_eq!(needed(&files), ["b"]);
+        // A file where the folder should be is no release; a folder beside it is.
+        let a2 = files.iter().position(|(p, _)| *p == Layout::new(root, "a").release("a2")).unwrap();
+        files[a2].1 = Node::File;
+        assert_eq!(needed(&files), ["a", "b"]);
+        // A link in place of an older folder is none either.
+        let a1 = files.iter().position(|(p, _)| *p == Layout::new(root, "a").release("a1")).unwrap();
+        files[a1].1 = Node::Symlink("/elsewhere".into());
+        assert_eq!(needed(&files), ["b"]);
+        // Many paths between two projects: the second is still found past the first few.
+        let mut far = files.clone();
+        let at = far.iter().position(|(p, _)| p.starts_with("/srv/b")).unwrap();
+        let padding =
+            (0..NEAR * 3).map(|i| (Layout::new(root, "a").release(&format!("zz{i:04}")).join("x"), Node::File));
+        far.splice(at..at, padding);
+        assert!(far.is_sorted_by(|a, b| path_order(&a.0, &b.0).is_le()));
+        assert_eq!(needed(&far), ["b"]);
+    }
+
+    #[test]
+    fn a_list_out_of_order_is_sorted_before_it_is_searched() {
+        let mut scan = Scan::default();
+        for path in ["/r/b", "/r/a/deployments", "/r/a", "/r/a-b", "/r/a/deployments/x"] {
+            scan.files.push((PathBuf::from(path), Node::Dir));
+        }
+        scan.webroot_links.push((PathBuf::from("/r/webroot"), Node::Dir));
+        let paths: Vec<PathBuf> = scan.take_list().into_iter().map(|(p, _)| p).collect();
+        let want = ["/r/a", "/r/a/deployments", "/r/a/deployments/x", "/r/a-b", "/r/b", "/r/webroot"];
+        assert_eq!(paths, want.map(PathBuf::from));
     }
 }

@@ -228,12 +228,16 @@ fn a_newer_deployment_that_failed_supersedes_nothing_queued_before_it() {
 fn a_release_that_fails_its_check_once_exposed_puts_the_previous_one_back() {
     let paas = Paas::new("deploy-rollback");
     let id1 = id_of(&paas.deploy("forum", &paas.source("v1", "forum v1")).run());
+    // A newer live release lost its folder: older than it, the first is the one to go
+    // back to, past the newest live release that the store reads of each project.
+    let lost = id_of(&paas.deploy("forum", &paas.source("lost", "forum lost")).run());
+    let layout = paas.proxy.root.join("forum");
+    std::fs::remove_dir_all(layout.join("deployments").join(&lost)).unwrap();
     // The new release is exposed (its links and route switched), then the deploy is
     // killed and the release loses its page before the check through the proxy.
     let (mut child, id2) = paused_deploy(&paas, "forum", &paas.source("v2", "forum v2"), "HEALTH_CHECK");
     child.kill().unwrap();
     child.wait().unwrap();
-    let layout = paas.proxy.root.join("forum");
     assert_eq!(std::fs::read_link(layout.join("current")).unwrap(), layout.join("deployments").join(&id2));
     std::fs::remove_file(layout.join("deployments").join(&id2).join("public/index.html")).unwrap();
     // The resumed check fails each attempt: the deployment fails, and the site is put
@@ -250,7 +254,7 @@ fn a_release_that_fails_its_check_once_exposed_puts_the_previous_one_back() {
     paas.proxy.until("forum.localhost", &[], &id1);
     assert_eq!(paas.proxy.get("forum.localhost", "/"), (200, Some(id1.clone()), "forum v1".to_owned()));
     let phase = |id: &str, phase: &str| (id.to_owned(), phase.to_owned());
-    assert_eq!(paas.deployments("forum"), [phase(&id1, "ACTIVE"), phase(&id2, "FAILED")]);
+    assert_eq!(paas.deployments("forum"), [phase(&id1, "ACTIVE"), phase(&lost, "ACTIVE"), phase(&id2, "FAILED")]);
     paas.trueup(["plan", "--detailed-exitcode"]).run();
 }
 

@@ -98,7 +98,7 @@ fn generated(
 }
 
 /// The ids of one project's deployments `all` the model calls reconcilable, in order:
-/// the open, the claimed, the newest live releases (`current`'s and its fallbacks) and
+/// the open, the claimed, the newest live release (`current`'s) and
 /// those created after its first open deployment.
 fn reconcilable<'a>(all: &'a [trueup::model::Deployment], live: &[&str]) -> Vec<&'a str> {
     let is_live = |d: &&trueup::model::Deployment| d.finished_at.is_some() && live.contains(&d.phase.as_str());
