@@ -559,8 +559,14 @@ pub fn configuration_errors(specs: &Specs, world: &World) -> Vec<Finding> {
                 let mut after = world.files.range::<Path, _>((Bound::Excluded(world.root.as_path()), Bound::Unbounded));
                 let empty = !after.next().is_some_and(|(p, _)| p.starts_with(&world.root));
                 // Only releases with a folder: an image deployment's lives in its container.
-                let live = world.deployments.iter().filter(|d| specs.is_live(d) && d.kind.has_release_folder()).count();
-                if empty && live > 0 {
+                // One per project, the one `current` would point at: the store reads
+                // no more of a project's history (`store::RELEASE_WINDOW`), so its count
+                // would depend on what was read.
+                let live = || {
+                    let live = world.deployments.iter().filter(|d| specs.is_live(d) && d.kind.has_release_folder());
+                    live.map(|d| d.project.as_str()).collect::<std::collections::BTreeSet<_>>().len()
+                };
+                if let Some(live) = empty.then(live).filter(|&n| n > 0) {
                     let s = if live == 1 { "" } else { "s" };
                     error(format!(
                         "the managed root `{root}` is empty, yet the state database has {live} live release{s}: \
@@ -839,6 +845,35 @@ mod tests {
             owner: None,
             created_at: None,
         }
+    }
+
+    #[test]
+    fn an_empty_root_counts_the_live_releases_one_per_project_whatever_was_read_of_the_history() {
+        let specs = Specs::builtin();
+        let of = |id: &str, project: &str, phase: &str| Deployment { project: project.into(), ..deployment(id, phase) };
+        let image = Deployment { kind: DeploymentType::Image, ..of("i1", "p3", "ACTIVE") };
+        let mut world = World { root: "/r".into(), ..World::default() };
+        world.files.insert("/r".into(), Node::Dir);
+        let message =
+            |world: &World| configuration_errors(&specs, world).into_iter().map(|f| f.message).collect::<Vec<_>>();
+        let live = |n: &str| {
+            vec![format!("the managed root `/r` is empty, yet the state database has {n}: check `--root` (and `--db`)")]
+        };
+        // `p1` with its history read, `p2` with its newest release only, `p3` served by
+        // a container, `p4` with nothing live.
+        world.deployments = vec![
+            of("a1", "p1", "ACTIVE"),
+            of("a2", "p1", "ACTIVE"),
+            of("a3", "p1", "ACTIVE"),
+            image,
+            of("f1", "p4", "FAILED"),
+        ];
+        assert_eq!(message(&world), live("1 live release"));
+        world.deployments.push(of("b1", "p2", "ACTIVE"));
+        assert_eq!(message(&world), live("2 live releases"));
+        // A root with anything below it is not empty.
+        world.files.insert("/r/p1".into(), Node::Dir);
+        assert!(message(&world).is_empty());
     }
 
     #[test]
