@@ -617,10 +617,7 @@ fn path_order(a: &Path, b: &Path) -> Ordering {
     let rank = |byte: u8| if byte == b'/' { 0 } else { byte };
     // Paths side by side share a long prefix (the root, a project): it is passed over 16
     // bytes at a time, not byte by byte.
-    let mut same = 0;
-    while same + 16 <= a.len().min(b.len()) && a[same..same + 16] == b[same..same + 16] {
-        same += 16;
-    }
+    let same = a.chunks_exact(16).zip(b.chunks_exact(16)).take_while(|(x, y)| x == y).count() * 16;
     match a[same..].iter().zip(&b[same..]).position(|(x, y)| x != y) {
         Some(i) => rank(a[same + i]).cmp(&rank(b[same + i])),
         None => a.len().cmp(&b.len()),
@@ -947,6 +944,14 @@ mod tests {
         far.splice(at..at, padding);
         assert!(far.is_sorted_by(|a, b| path_order(&a.0, &b.0).is_le()));
         assert_eq!(needed(&far), ["b"]);
+        // Where a project's folders start, found from any earlier path.
+        let b = Layout::new(root, "b").releases_dir();
+        let first = far.iter().position(|(p, _)| p.starts_with(&b) && *p != b).unwrap();
+        for from in [0, 1, first - NEAR - 1, first - NEAR, first - 1, first] {
+            let (names, start) = release_folders(&far, from, &b);
+            assert_eq!(start, first, "from {from}");
+            assert_eq!(names.collect::<Vec<_>>(), [b"b1"], "from {from}");
+        }
     }
 
     #[test]
