@@ -859,6 +859,9 @@ mod tests {
         let live = |n: &str| {
             vec![format!("the managed root `/r` is empty, yet the state database has {n}: check `--root` (and `--db`)")]
         };
+        // Nothing live: an empty root is no sign of a wrong one.
+        world.deployments = vec![of("f1", "p4", "FAILED")];
+        assert!(message(&world).is_empty());
         // `p1` with its history read, `p2` with its newest release only, `p3` served by
         // a container, `p4` with nothing live.
         world.deployments = vec![
