@@ -207,12 +207,11 @@ fn fallbacks_needed<'a>(
 ) -> Vec<&'a str> {
     debug_assert!(deployments.is_sorted_by(|a, b| a.project <= b.project), "deployments sorted by project");
     let mut needed = Vec::new();
-    let mut window: Vec<&str> = Vec::new();
+    let mut window: Vec<&Deployment> = Vec::new();
     let mut from = 0;
     for of_project in deployments.chunk_by(|a, b| a.project == b.project) {
         window.clear();
-        let live = of_project.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d));
-        window.extend(live.filter(|d| valid_id(&d.id)).map(|d| d.id.as_str()));
+        window.extend(of_project.iter().filter(|d| d.finished_at.is_some() && specs.is_live(d)));
         // Only a project with a whole window of live releases can need more; the others'
         // were all read.
         if window.len() < RELEASE_WINDOW as usize {
@@ -223,13 +222,17 @@ fn fallbacks_needed<'a>(
             // Never a path: no release folder to find.
             continue;
         }
-        let (mut present, mut other) = (false, false);
+        // As the planner has it ([`crate::plan::release_present`]): an id that is no
+        // plain name is never live, a release its container serves needs no folder.
+        let candidates = window.iter().filter(|d| valid_id(&d.id));
+        let mut present = candidates.clone().any(|d| !d.kind.has_release_folder());
+        let mut other = false;
         let dir = Layout::new(root, project).releases_dir();
         let (names, next) = release_folders(files, from, &dir);
         // The projects come in the order of their paths: the next one's are further on.
         from = next;
         for name in names {
-            if window.iter().any(|id| id.as_bytes() == name) {
+            if candidates.clone().any(|d| d.id.as_bytes() == name) {
                 present = true;
             } else if !of_project.iter().any(|d| d.id.as_bytes() == name) {
                 other |= std::str::from_utf8(name).is_ok_and(valid_id);
@@ -909,6 +912,11 @@ mod tests {
             ("f", &[("f1", "ACTIVE", Some(1))], &["not an id"]),
             // The newest keeps its folder among others.
             ("g", &[("g9", "ACTIVE", Some(9))], &["g1", "g5", "g9"]),
+            // The newest has an id that is no plain name, so it is never live: an older
+            // release may be.
+            ("h", &[("h 2", "ACTIVE", Some(2))], &["h 2", "h1"]),
+            // The newest is served by its container, as it is (below).
+            ("i", &[("i2", "ACTIVE", Some(2))], &["i1"]),
         ];
         let mut deployments = Vec::new();
         let mut files = vec![(root.to_owned(), Node::Dir)];
@@ -926,16 +934,17 @@ mod tests {
             }
         }
         deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
+        deployments.iter_mut().filter(|d| d.id == "i2").for_each(|d| d.kind = crate::model::DeploymentType::Image);
         let needed = |files: &[(PathBuf, Node)]| fallbacks_needed(&specs, root, &deployments, files);
-        assert_eq!(needed(&files), ["b"]);
+        assert_eq!(needed(&files), ["b", "h"]);
         // A file where the folder should be is no release; a folder beside it is.
         let a2 = files.iter().position(|(p, _)| *p == Layout::new(root, "a").release("a2")).unwrap();
         files[a2].1 = Node::File;
-        assert_eq!(needed(&files), ["a", "b"]);
+        assert_eq!(needed(&files), ["a", "b", "h"]);
         // A link in place of an older folder is none either.
         let a1 = files.iter().position(|(p, _)| *p == Layout::new(root, "a").release("a1")).unwrap();
         files[a1].1 = Node::Symlink("/elsewhere".into());
-        assert_eq!(needed(&files), ["b"]);
+        assert_eq!(needed(&files), ["b", "h"]);
         // Many paths between two projects: the second is still found past the first few.
         let mut far = files.clone();
         let at = far.iter().position(|(p, _)| p.starts_with("/srv/b")).unwrap();
@@ -943,7 +952,7 @@ mod tests {
             (0..NEAR * 3).map(|i| (Layout::new(root, "a").release(&format!("zz{i:04}")).join("x"), Node::File));
         far.splice(at..at, padding);
         assert!(far.is_sorted_by(|a, b| path_order(&a.0, &b.0).is_le()));
-        assert_eq!(needed(&far), ["b"]);
+        assert_eq!(needed(&far), ["b", "h"]);
         // Where a project's folders start, found from any earlier path.
         let b = Layout::new(root, "b").releases_dir();
         let first = far.iter().position(|(p, _)| p.starts_with(&b) && *p != b).unwrap();
