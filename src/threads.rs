@@ -44,10 +44,30 @@ pub(crate) fn spawn<'scope, T: Send + 'scope>(
     // there (the closure that would have taken it is dropped with the error).
     let slot = Arc::new(Mutex::new(Some(work)));
     let theirs = Arc::clone(&slot);
-    let started = std::thread::Builder::new().spawn_scoped(scope, move || take(&theirs)());
+    let started = std::thread::Builder::new().spawn_scoped(scope, move || {
+        leave_stop_signals();
+        take(&theirs)()
+    });
     match started {
         Ok(running) => Task::Running(running),
         Err(_) => Task::Done(std::panic::catch_unwind(std::panic::AssertUnwindSafe(take(&slot)))),
+    }
+}
+
+/// Blocks SIGINT and SIGTERM on the calling thread, a helper, so that the kernel hands
+/// them to the thread that started it, which handles them (`cli::signals`). Otherwise
+/// a helper could take one the moment a stopped process goes on, its handler running
+/// after the main thread has looked and begun its next action; a signal whose default
+/// action ends the process still ends it, through the thread that does not block it.
+pub(crate) fn leave_stop_signals() {
+    // SAFETY: `set` is initialized by `sigemptyset` before it is read, and the old mask
+    // is not asked for (null); the call changes this thread's mask only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -207,6 +227,30 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(count(PARALLEL_FROM, 4), cores.min(4));
         assert_eq!(count(PARALLEL_FROM * 50, 1), 1);
+    }
+
+    /// Whether `signal` is blocked on the calling thread.
+    fn blocked(signal: libc::c_int) -> bool {
+        // SAFETY: `mask` is written by the call (the new mask is null: nothing changes).
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask), 0);
+            libc::sigismember(&mask, signal) == 1
+        }
+    }
+
+    #[test]
+    fn helper_threads_leave_sigint_and_sigterm_to_the_thread_that_started_them() {
+        let stop = [libc::SIGINT, libc::SIGTERM];
+        let here = std::thread::spawn(move || {
+            let blocked_here = stop.map(blocked);
+            let apart = std::thread::scope(|s| spawn(s, move || (stop.map(blocked), blocked(libc::SIGHUP))).join());
+            (blocked_here, apart, stop.map(blocked))
+        });
+        let (before, apart, after) = here.join().unwrap();
+        assert_eq!(before, [false, false]);
+        assert_eq!(apart, ([true, true], false), "only those two, on the helper");
+        assert_eq!(after, [false, false], "the calling thread's mask is its own");
     }
 
     #[test]

@@ -207,6 +207,7 @@ impl Reaper {
     fn start() -> io::Result<std::sync::mpsc::Sender<Reap>> {
         let (send, work) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("trueup-reaper".into()).spawn(move || {
+            crate::threads::leave_stop_signals();
             let mut failed = None;
             for reap in work {
                 match reap {
