@@ -559,12 +559,13 @@ pub fn configuration_errors(specs: &Specs, world: &World) -> Vec<Finding> {
                 let mut after = world.files.range::<Path, _>((Bound::Excluded(world.root.as_path()), Bound::Unbounded));
                 let empty = !after.next().is_some_and(|(p, _)| p.starts_with(&world.root));
                 // Only releases with a folder: an image deployment's lives in its container.
-                // One per project, the one `current` would point at: the store reads
-                // no more of a project's history (`store::RELEASE_WINDOW`), so its count
-                // would depend on what was read.
+                // Counted one per project, the one `current` would point at: the store
+                // reads only the newest of a project's live releases
+                // (`store::RELEASE_WINDOW`), so a count of rows would depend on what was
+                // read.
                 let live = || {
-                    let live = world.deployments.iter().filter(|d| specs.is_live(d) && d.kind.has_release_folder());
-                    live.map(|d| d.project.as_str()).collect::<std::collections::BTreeSet<_>>().len()
+                    let rows = world.deployments.iter().filter(|d| specs.is_live(d) && d.kind.has_release_folder());
+                    rows.map(|d| d.project.as_str()).collect::<std::collections::BTreeSet<_>>().len()
                 };
                 if let Some(live) = empty.then(live).filter(|&n| n > 0) {
                     let s = if live == 1 { "" } else { "s" };
