@@ -54,12 +54,31 @@ pub(crate) fn spawn<'scope, T: Send + 'scope>(
     }
 }
 
+/// Starts `work` on a thread of its own named `name`, not joined by a scope (one that
+/// outlives the call that starts it), leaving SIGINT and SIGTERM to the others as
+/// [`spawn`]'s threads do.
+///
+/// # Errors
+///
+/// When the system refuses the thread.
+pub(crate) fn start<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        leave_stop_signals();
+        work()
+    })
+}
+
 /// Blocks SIGINT and SIGTERM on the calling thread, a helper, so that the kernel hands
 /// them to the thread that started it, which handles them (`cli::signals`). Otherwise
 /// a helper could take one the moment a stopped process goes on, its handler running
 /// after the main thread has looked and begun its next action; a signal whose default
 /// action ends the process still ends it, through the thread that does not block it.
-pub(crate) fn leave_stop_signals() {
+/// A process a helper starts gets an empty mask all the same: `std::process::Command`
+/// clears it in the child.
+fn leave_stop_signals() {
     // SAFETY: `set` is initialized by `sigemptyset` before it is read, and the old mask
     // is not asked for (null); the call changes this thread's mask only.
     unsafe {
@@ -245,12 +264,27 @@ mod tests {
         let here = std::thread::spawn(move || {
             let blocked_here = stop.map(blocked);
             let apart = std::thread::scope(|s| spawn(s, move || (stop.map(blocked), blocked(libc::SIGHUP))).join());
-            (blocked_here, apart, stop.map(blocked))
+            let started = start("signals", move || (stop.map(blocked), blocked(libc::SIGHUP))).unwrap().join().unwrap();
+            (blocked_here, apart, started, stop.map(blocked))
         });
-        let (before, apart, after) = here.join().unwrap();
+        let (before, apart, started, after) = here.join().unwrap();
         assert_eq!(before, [false, false]);
         assert_eq!(apart, ([true, true], false), "only those two, on the helper");
+        assert_eq!(started, ([true, true], false), "only those two, on a thread started apart");
         assert_eq!(after, [false, false], "the calling thread's mask is its own");
+    }
+
+    #[test]
+    fn a_process_a_helper_starts_blocks_no_signal() {
+        // A build a worker thread runs must still stop on SIGTERM (`phases::build`).
+        let mask = std::thread::scope(|s| {
+            spawn(s, || {
+                let shown = std::process::Command::new("sh").args(["-c", "grep SigBlk /proc/$$/status"]).output();
+                String::from_utf8(shown.unwrap().stdout).unwrap()
+            })
+            .join()
+        });
+        assert_eq!(mask.split_whitespace().collect::<Vec<_>>(), ["SigBlk:", "0000000000000000"]);
     }
 
     #[test]

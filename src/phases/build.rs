@@ -263,7 +263,7 @@ impl Running {
 /// build, and the thread then ends when that process does.
 fn reader(stream: impl Read + Send + 'static, err: bool, tx: Sender<Output>) -> io::Result<()> {
     let name = if err { "build-stderr" } else { "build-stdout" };
-    std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+    crate::threads::start(name, move || {
         split_lines(stream, |line| tx.send(Output::Line(err, line)).is_ok());
         let _ = tx.send(Output::Closed);
     })?;

@@ -154,10 +154,7 @@ pub fn observe_with_stats(
         let list = scan.take_list();
         let fallbacks = fallbacks_needed(specs, &cfg.root, &deployments, &list);
         let more = (!fallbacks.is_empty()).then(|| store.load_live_of(&fallbacks, &specs.live_phases()));
-        // `collect` sorts its input with a stable sort, which sees in one pass that a
-        // sorted list is sorted, then builds the tree in another.
-        let files: BTreeMap<PathBuf, Node> = list.into_iter().collect();
-        (files, more.transpose(), sourced.join())
+        (map(list), more.transpose(), sourced.join())
     });
     let mut sourced = sourced?;
     under.retain(|path| !files.contains_key(*path));
@@ -195,10 +192,12 @@ pub fn observe_with_stats(
 /// nothing more is read.
 ///
 /// `deployments` are sorted by project, as the store returns them, and `files` by
-/// [`path_order`], as the scan lists them: a project's release folders are found by one
-/// binary search for its `deployments` folder, then read in the entries right after it,
-/// each compared by its bytes; no path is split into components, and the nearly always
-/// present newest release is checked without an index or a map of the paths.
+/// [`path_order`], as the scan lists them ([`Scan::take_list`]): a project's release
+/// folders are found by a binary search for its `deployments` folder, past the previous
+/// project's and among the next few paths first ([`release_folders`]), then read in the
+/// entries right after it, each compared by its bytes; no path is split into
+/// components, and the nearly always present newest release is checked without an index
+/// or a map of the paths.
 fn fallbacks_needed<'a>(
     specs: &Specs,
     root: &Path,
@@ -276,6 +275,13 @@ fn release_folders<'f>(
 /// How many paths [`release_folders`] looks among first: a project's own, a few releases'.
 const NEAR: usize = 64;
 
+/// A list of paths from [`Scan::take_list`] as a map.
+fn map(list: Vec<(PathBuf, Node)>) -> BTreeMap<PathBuf, Node> {
+    // `collect` sorts its input with a stable sort, which sees in one pass that a sorted
+    // list is sorted, then builds the tree in another.
+    list.into_iter().collect()
+}
+
 /// The uploads and local repositories of unfinished deployments, wherever they are, each
 /// once and sorted by their bytes: those outside `root`, then those under it. Relative
 /// paths and remote repository URLs are not looked up: the first would depend on the
@@ -326,9 +332,7 @@ struct Scan {
 impl Scan {
     /// The paths seen since the last call, as a map.
     fn take_files(&mut self) -> BTreeMap<PathBuf, Node> {
-        // `collect` sorts its input with a stable sort, which sees in one pass that a
-        // sorted list is sorted, then builds the tree in another.
-        self.take_list().into_iter().collect()
+        map(self.take_list())
     }
 
     /// The paths seen since the last call, sorted by [`path_order`], the order of paths.

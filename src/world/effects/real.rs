@@ -206,8 +206,7 @@ impl Reaper {
     /// The thread, and where to send it work.
     fn start() -> io::Result<std::sync::mpsc::Sender<Reap>> {
         let (send, work) = std::sync::mpsc::channel();
-        std::thread::Builder::new().name("trueup-reaper".into()).spawn(move || {
-            crate::threads::leave_stop_signals();
+        crate::threads::start("trueup-reaper", move || {
             let mut failed = None;
             for reap in work {
                 match reap {
