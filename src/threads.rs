@@ -76,8 +76,7 @@ pub(crate) fn start<T: Send + 'static>(
 /// a helper could take one the moment a stopped process goes on, its handler running
 /// after the main thread has looked and begun its next action; a signal whose default
 /// action ends the process still ends it, through the thread that does not block it.
-/// A process a helper starts gets an empty mask all the same: `std::process::Command`
-/// clears it in the child.
+/// A process started from a helper inherits the mask: [`unblock_signals_in`] clears it.
 fn leave_stop_signals() {
     // SAFETY: `set` is initialized by `sigemptyset` before it is read, and the old mask
     // is not asked for (null); the call changes this thread's mask only.
@@ -87,6 +86,25 @@ fn leave_stop_signals() {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Clears the signal mask of the process `cmd` starts, before it runs: one started from
+/// a helper thread would otherwise inherit SIGINT and SIGTERM blocked
+/// ([`leave_stop_signals`]), and a build stopped with SIGTERM would go on.
+pub(crate) fn unblock_signals_in(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: between fork and exec the closure only calls `sigemptyset` and
+    // `pthread_sigmask`, both async-signal-safe, on a set of its own stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
+                0 => Ok(()),
+                e => Err(std::io::Error::from_raw_os_error(e)),
+            }
+        });
     }
 }
 
@@ -275,16 +293,30 @@ mod tests {
     }
 
     #[test]
-    fn a_process_a_helper_starts_blocks_no_signal() {
+    fn a_process_a_helper_starts_blocks_no_signal_once_unblocked() {
         // A build a worker thread runs must still stop on SIGTERM (`phases::build`).
-        let mask = std::thread::scope(|s| {
-            spawn(s, || {
-                let shown = std::process::Command::new("sh").args(["-c", "grep SigBlk /proc/$$/status"]).output();
-                String::from_utf8(shown.unwrap().stdout).unwrap()
+        // `grep` reads its own mask: a shell between would show its own.
+        let mask = |unblock: bool| {
+            std::thread::scope(|s| {
+                spawn(s, move || {
+                    let mut grep = std::process::Command::new("grep");
+                    grep.args(["SigBlk", "/proc/self/status"]);
+                    if unblock {
+                        unblock_signals_in(&mut grep);
+                    }
+                    String::from_utf8(grep.output().unwrap().stdout)
+                        .unwrap()
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap()
+                        .to_owned()
+                })
+                .join()
             })
-            .join()
-        });
-        assert_eq!(mask.split_whitespace().collect::<Vec<_>>(), ["SigBlk:", "0000000000000000"]);
+        };
+        // Inherited as it is: SIGINT (2) and SIGTERM (15) blocked.
+        assert_eq!(mask(false), "0000000000004002");
+        assert_eq!(mask(true), "0000000000000000");
     }
 
     #[test]

@@ -139,6 +139,8 @@ enum Output {
 pub(crate) fn supervise(cmd: &mut Command, limit: Duration, watch: &mut dyn Watch) -> Result<Ran, Unfinished> {
     use std::os::unix::process::CommandExt;
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    // Run from a worker thread, it would inherit SIGINT and SIGTERM blocked.
+    crate::threads::unblock_signals_in(cmd);
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(Unfinished::Spawn)?;
     // With `process_group(0)` the child leads a new group whose id is its pid.
