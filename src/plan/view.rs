@@ -189,8 +189,13 @@ impl<'a> Index<'a> {
     /// Indexes `files`, the paths seen under `root`, before they are a world's.
     pub fn of(root: &'a Path, files: &'a BTreeMap<PathBuf, Node>) -> Self {
         let mut by_bytes = HashMap::with_capacity_and_hasher(files.len(), foldhash::fast::RandomState::default());
-        by_bytes.extend(files.iter().map(|(path, node)| (path.as_os_str().as_bytes(), node)));
-        let plain = files.keys().all(|path| is_plain_absolute(path));
+        // Each path is checked as it is hashed, its bytes at hand: a second walk of the
+        // map read them all from memory again.
+        let mut plain = true;
+        by_bytes.extend(files.iter().map(|(path, node)| {
+            plain &= is_plain_absolute(path);
+            (path.as_os_str().as_bytes(), node)
+        }));
         Index { root, files, by_bytes, plain }
     }
 }
