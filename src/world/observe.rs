@@ -495,10 +495,11 @@ impl Scan {
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (name, kind) in entries {
             self.found(&releases, &dir, &name, kind)?;
-            if kind == Kind::Dir {
-                self.folders.folder(&name);
+            if kind != Kind::Dir {
+                continue;
             }
-            if kind == Kind::Dir && name.to_str().is_some_and(valid_id) {
+            self.folders.folder(&name);
+            if name.to_str().is_some_and(valid_id) {
                 let public = join_all(Path::new(&name), &["public"]);
                 if let Some(kind) = self.stat(&releases, &dir, public.as_os_str())? {
                     self.found(&releases, &dir, public.as_os_str(), kind)?;
@@ -642,11 +643,8 @@ fn path_order(a: &Path, b: &Path) -> Ordering {
     let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
     // No path holds a NUL byte, so 0 is free for the separator.
     let rank = |byte: u8| if byte == b'/' { 0 } else { byte };
-    // Paths side by side share a long prefix (the root, a project): it is passed over 16
-    // bytes at a time, not byte by byte.
-    let same = a.chunks_exact(16).zip(b.chunks_exact(16)).take_while(|(x, y)| x == y).count() * 16;
-    match a[same..].iter().zip(&b[same..]).position(|(x, y)| x != y) {
-        Some(i) => rank(a[same + i]).cmp(&rank(b[same + i])),
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => rank(a[i]).cmp(&rank(b[i])),
         None => a.len().cmp(&b.len()),
     }
 }
@@ -812,7 +810,7 @@ mod tests {
             "/s",
             "/\u{e9}t\u{e9}",
             "/r/\u{e9}",
-            // Differences at the 16th byte and right after it, passed over 16 at a time.
+            // Differences at the 16th byte and right after it.
             "/0123456789abcde",
             "/0123456789abcde/f",
             "/0123456789abcde-f",
@@ -940,44 +938,38 @@ mod tests {
             // The newest is served by its container, as it is (below).
             ("i", &[("i2", "ACTIVE", Some(2))], &["i1"]),
         ];
+        // The folders of `listed` projects, as a scan lists them.
+        let listing = |listed: &mut dyn Iterator<Item = (&str, &[&str])>| {
+            let mut folders = Folders::default();
+            for (project, names) in listed {
+                folders.project(project);
+                names.iter().for_each(|name| folders.folder(name.as_ref()));
+            }
+            folders
+        };
         let mut deployments = Vec::new();
-        let mut folders = Folders::default();
-        for (project, rows, names) in worlds {
+        for (project, rows, _) in worlds {
             for &(id, phase, at) in *rows {
                 let mut d = finished(project, id, phase, at.unwrap_or(0));
                 d.finished_at = at.and(d.finished_at);
                 deployments.push(d);
             }
-            folders.project(project);
-            for name in *names {
-                folders.folder(name.as_ref());
-            }
         }
+        let folders = listing(&mut worlds.iter().map(|&(p, _, names)| (p, names)));
         deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
         deployments.iter_mut().filter(|d| d.id == "i2").for_each(|d| d.kind = crate::model::DeploymentType::Image);
         let needed = |folders: &Folders| fallbacks_needed(&specs, &deployments, folders);
         assert_eq!(needed(&folders), ["b", "h"]);
         // Listed in another order, in runs appended one after the other, they say the same.
         let mut reversed = Folders::default();
-        for (project, _, names) in worlds.iter().rev() {
-            let mut run = Folders::default();
-            run.project(project);
-            names.iter().for_each(|name| run.folder(name.as_ref()));
-            reversed.append(run);
+        for &(project, _, names) in worlds.iter().rev() {
+            reversed.append(listing(&mut std::iter::once((project, names))));
         }
         assert_eq!(needed(&reversed), ["b", "h"]);
         // A project never listed (its folder is not there) has no folder to fall back to,
         // and the others are still found past it.
-        let mut without_a = Folders::default();
-        for (project, _, names) in worlds.iter().filter(|(p, _, _)| *p != "a") {
-            without_a.project(project);
-            names.iter().for_each(|name| without_a.folder(name.as_ref()));
-        }
-        let mut no_b = Folders::default();
-        for (project, _, names) in worlds {
-            no_b.project(project);
-            names.iter().filter(|_| *project != "b").for_each(|name| no_b.folder(name.as_ref()));
-        }
+        let without_a = listing(&mut worlds.iter().filter(|(p, _, _)| *p != "a").map(|&(p, _, names)| (p, names)));
+        let no_b = listing(&mut worlds.iter().map(|&(p, _, names)| (p, if p == "b" { &[][..] } else { names })));
         assert_eq!(needed(&without_a), ["b", "h"]);
         assert_eq!(needed(&no_b), ["h"]);
     }
