@@ -9,6 +9,7 @@
 //! [`crate::store`] and the [`crate::world`] adapters build on these types; the store
 //! imports nothing of the world, and the world reaches the store only through its API.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -435,34 +436,99 @@ impl<'a> Layout<'a> {
 
 /// `base` joined with each of `parts` in turn, as [`Path::join`] would, in one allocation
 /// of the path's size (each `join` copies the path so far, then grows the copy): the scan
-/// makes one per path it records, the planner a few per project.
+/// makes one per path it records, the planner a few per project. The bytes are joined as
+/// [`PathBuf::push`] joins them on Unix (a part that starts with `/` replaces the path; a
+/// separator goes between unless the path is empty or ends with one), without the parse of
+/// each part that `push` makes to know as much (at 10,000 projects, 71 million
+/// instructions with `push`, 59 without).
 pub(crate) fn join_all<S: AsRef<std::ffi::OsStr>>(base: &Path, parts: &[S]) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
     let size = base.as_os_str().len() + parts.iter().map(|part| part.as_ref().len() + 1).sum::<usize>();
-    let mut path = PathBuf::with_capacity(size);
-    path.push(base);
+    let mut path = Vec::with_capacity(size);
+    path.extend_from_slice(base.as_os_str().as_bytes());
     for part in parts {
-        path.push(part.as_ref());
+        let part = part.as_ref().as_bytes();
+        if part.first() == Some(&b'/') {
+            path.clear();
+        } else if path.last().is_some_and(|&byte| byte != b'/') {
+            path.push(b'/');
+        }
+        path.extend_from_slice(part);
     }
-    path
+    PathBuf::from(std::ffi::OsString::from_vec(path))
 }
 
 /// True when `path` is absolute and spelled the one way its components write it: no `.`
 /// or `..` part, no repeated or trailing `/`. Two such paths are the same path exactly
 /// when their bytes are equal, and [`normalize`] gives such a path back unchanged.
+///
+/// Only a separator followed by `/` or `.` can start a part that is not plain, and those
+/// are found eight bytes at a time (`Bytes8`): a byte at a time, the check was most of
+/// the instructions of the plan's index of paths (about 700 a path of 90 bytes, for about
+/// 360 now).
 pub fn is_plain_absolute(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt as _;
-    match path.as_os_str().as_bytes() {
-        [b'/'] => true,
-        [b'/', rest @ ..] => rest.split(|&c| c == b'/').all(|part| !matches!(part, b"" | b"." | b"..")),
-        _ => false,
+    let bytes = path.as_os_str().as_bytes();
+    match bytes {
+        [b'/'] => return true,
+        // No trailing separator: every separator has a part after it.
+        [b'/', .., last] if *last != b'/' => {}
+        _ => return false,
+    }
+    // The part after the separator at `at` is neither empty nor `.` nor `..`.
+    let plain_after = |at: usize| {
+        !matches!(&bytes[at + 1..], [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..])
+    };
+    let mut at = 0;
+    // Eight separators at a time, with the eight bytes after them: a byte of `suspect`
+    // is set where a separator is followed by `/` or `.`.
+    while at + 9 <= bytes.len() {
+        let this = Bytes8::at(bytes, at);
+        let next = Bytes8::at(bytes, at + 1);
+        let mut suspect = this.equal(b'/') & (next.equal(b'/') | next.equal(b'.'));
+        while suspect != 0 {
+            if !plain_after(at + (suspect.trailing_zeros() / 8) as usize) {
+                return false;
+            }
+            suspect &= suspect - 1;
+        }
+        at += 8;
+    }
+    (at..bytes.len()).all(|i| bytes[i] != b'/' || plain_after(i))
+}
+
+/// Eight bytes of a path, read as one word, so that a comparison of each with a byte is a
+/// few operations for all eight.
+struct Bytes8(u64);
+
+impl Bytes8 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+    /// The eight bytes from `at`, the first in the lowest byte of the word.
+    fn at(bytes: &[u8], at: usize) -> Self {
+        let word: [u8; 8] = bytes[at..at + 8].try_into().expect("eight bytes");
+        Bytes8(u64::from_le_bytes(word))
+    }
+
+    /// The high bit of each byte of the word set where the byte is `byte`, and only there:
+    /// no carry crosses from one byte into the next (the sum of seven low bits and 0x7f
+    /// stays in its byte).
+    fn equal(&self, byte: u8) -> u64 {
+        let diff = self.0 ^ (u64::from(byte) * 0x0101_0101_0101_0101);
+        !(((diff & Self::LOW7) + Self::LOW7) | diff | Self::LOW7)
     }
 }
 
 /// `path` with `.` and `..` folded lexically, without touching the file system.
 pub fn normalize(path: &Path) -> PathBuf {
-    // Most paths, the links trueup writes among them, have nothing to fold.
+    normalized(path).into_owned()
+}
+
+/// [`normalize`], borrowing `path` when there is nothing to fold, as in most paths, the
+/// links trueup writes among them.
+fn normalized(path: &Path) -> Cow<'_, Path> {
     if is_plain_absolute(path) {
-        return path.to_path_buf();
+        return Cow::Borrowed(path);
     }
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -476,18 +542,27 @@ pub fn normalize(path: &Path) -> PathBuf {
             other => out.push(other),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Where a symlink at `link` with target `target` points, as an absolute, normalized path.
 pub fn resolve_link(link: &Path, target: &Path) -> PathBuf {
+    resolved_link(link, target).into_owned()
+}
+
+/// [`resolve_link`], borrowing `target` when it is absolute and normalized already, as the
+/// links trueup writes are: the planner resolves two links a project.
+pub(crate) fn resolved_link<'t>(link: &Path, target: &'t Path) -> Cow<'t, Path> {
+    if is_plain_absolute(target) {
+        return Cow::Borrowed(target);
+    }
     let base = link.parent().unwrap_or(Path::new("/"));
-    normalize(&base.join(target))
+    Cow::Owned(normalize(&base.join(target)))
 }
 
 /// True when `path` (normalized) is `root` or lies below it.
 pub fn inside(root: &Path, path: &Path) -> bool {
-    normalize(path).starts_with(normalize(root))
+    normalized(path).starts_with(normalized(root))
 }
 
 #[cfg(test)]
@@ -558,6 +633,60 @@ mod tests {
             assert!(!is_plain_absolute(Path::new(relative)), "{relative}");
         }
         assert_eq!(normalize(Path::new("a/./b/../c")).as_os_str(), "a/c");
+    }
+
+    /// [`is_plain_absolute`] as its definition reads: each part after the first `/`.
+    fn plain_by_parts(path: &str) -> bool {
+        match path.strip_prefix('/') {
+            Some("") => true,
+            Some(rest) => rest.split('/').all(|part| !matches!(part, "" | "." | "..")),
+            None => false,
+        }
+    }
+
+    #[test]
+    fn every_short_path_of_separators_dots_and_a_letter_is_plain_as_its_parts_say() {
+        // Every spelling up to 11 bytes: a word of eight bytes, and the bytes after it.
+        let mut paths = vec![String::new()];
+        let mut longest = vec![String::new()];
+        for _ in 0..11 {
+            longest = longest.iter().flat_map(|p| ["/", ".", "a"].map(|c| format!("{p}{c}"))).collect();
+            paths.extend(longest.iter().cloned());
+        }
+        assert_eq!(paths.len(), (0..=11).map(|n| 3usize.pow(n)).sum::<usize>());
+        for path in &paths {
+            assert_eq!(is_plain_absolute(Path::new(path)), plain_by_parts(path), "{path:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Long paths, where the parts that are not plain fall anywhere in a word of
+        /// eight bytes or across two.
+        #[test]
+        fn a_long_path_is_plain_as_its_parts_say(path in "/[/.ab]{0,60}", name in "[a-z]{8,20}") {
+            for path in [path.clone(), format!("/{name}{path}"), format!("{path}/{name}")] {
+                proptest::prop_assert_eq!(is_plain_absolute(Path::new(&path)), plain_by_parts(&path), "{:?}", path);
+            }
+        }
+
+        /// [`join_all`] joins as [`Path::join`] does, part after part, whatever the parts.
+        #[test]
+        fn joining_all_is_joining_each_in_turn(base in "[/a.]{0,6}", parts in proptest::collection::vec("[/a.]{0,4}", 0..5)) {
+            let mut joined = PathBuf::from(&base);
+            for part in &parts {
+                joined = joined.join(part);
+            }
+            proptest::prop_assert_eq!(join_all(Path::new(&base), &parts).into_os_string(), joined.into_os_string());
+        }
+
+        /// A link resolves as its folder joined with its target, normalized, whether or not
+        /// the target is plain already.
+        #[test]
+        fn a_link_resolves_as_its_folder_joined_with_its_target(link in "/[a.]{1,3}(/[a.]{1,3}){0,3}", target in "/?[a.]{1,3}(/[a.]{0,3}){0,3}") {
+            let (link, target) = (Path::new(&link), Path::new(&target));
+            let joined = normalize(&link.parent().unwrap_or(Path::new("/")).join(target));
+            proptest::prop_assert_eq!(resolve_link(link, target).into_os_string(), joined.into_os_string());
+        }
     }
 }
 

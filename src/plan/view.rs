@@ -22,7 +22,7 @@ use super::{Finding, Level};
 use crate::machine;
 use crate::model::{
     Claim, Deployment, DeploymentType, Layout, Node, Project, RESERVED_PROJECT_IDS, World, inside, is_plain_absolute,
-    resolve_link, valid_id,
+    resolved_link, valid_id,
 };
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, Specs, StateId};
 use crate::time::{Duration, Timestamp};
@@ -225,15 +225,15 @@ pub fn health(world: &(impl Paths + ?Sized), link: &Path, want: &Path) -> LinkHe
     match world.node(link) {
         None => LinkHealth::Missing,
         Some(Node::Symlink(target)) => {
-            let resolved = resolve_link(link, target);
+            let resolved = resolved_link(link, target);
             if resolved == want {
                 LinkHealth::Ok
             } else if !inside(world.root(), &resolved) {
-                LinkHealth::Outside(resolved)
+                LinkHealth::Outside(resolved.into_owned())
             } else if world.node(&resolved).is_some() {
-                LinkHealth::Wrong(resolved)
+                LinkHealth::Wrong(resolved.into_owned())
             } else {
-                LinkHealth::Dangling(resolved)
+                LinkHealth::Dangling(resolved.into_owned())
             }
         }
         Some(_) => LinkHealth::NotALink,

@@ -41,7 +41,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::model::Verdict;
 use crate::time::Timestamp;
 
-use crate::model::{inside, normalize, resolve_link};
+use crate::model::{inside, normalize, resolved_link};
 
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
@@ -397,11 +397,11 @@ fn check_path(root: &Path, path: &Path) -> Result<(), EffectError> {
 /// Checks a link at `path` and what it will point at: both stay inside `root`.
 fn check_link(root: &Path, path: &Path, target: &Path) -> Result<(), EffectError> {
     check_path(root, path)?;
-    let resolved = resolve_link(path, target);
+    let resolved = resolved_link(path, target);
     if inside(root, &resolved) {
         Ok(())
     } else {
-        Err(EffectError::OutsideRoot { path: resolved, root: root.to_owned() })
+        Err(EffectError::OutsideRoot { path: resolved.into_owned(), root: root.to_owned() })
     }
 }
 
