@@ -171,13 +171,39 @@ impl Paths for World {
 /// another way, like `a//b`) is then looked up in the map, so every answer is the map's;
 /// unless the path and every key are plain ([`is_plain_absolute`]), as those of a real
 /// world are: then bytes that are no key are no path of the map either.
+///
+/// The index waits on memory more than it computes (each path's bytes are an allocation
+/// of their own, read once, and the table is a few megabytes): on a large world its two
+/// halves, the paths before the middle of the map and those after, are indexed at once
+/// on two threads (`Index::in_halves`), and a lookup asks one, then the other.
 #[derive(Clone)]
 pub struct Index<'a> {
     root: &'a Path,
     files: &'a BTreeMap<PathBuf, Node>,
+    halves: [Half<'a>; 2],
+}
+
+/// The paths of one half of a map, by their bytes.
+#[derive(Clone)]
+struct Half<'a> {
     by_bytes: HashMap<&'a [u8], &'a Node, foldhash::fast::RandomState>,
-    /// Every key is plain.
+    /// Every key of this half is plain.
     plain: bool,
+}
+
+impl<'a> Half<'a> {
+    /// Indexes `paths`, `count` of them.
+    fn of(paths: impl Iterator<Item = (&'a PathBuf, &'a Node)>, count: usize) -> Self {
+        let mut by_bytes = HashMap::with_capacity_and_hasher(count, foldhash::fast::RandomState::default());
+        // Each path is checked as it is hashed, its bytes at hand: a second walk of the
+        // map read them all again.
+        let mut plain = true;
+        by_bytes.extend(paths.map(|(path, node)| {
+            plain &= is_plain_absolute(path);
+            (path.as_os_str().as_bytes(), node)
+        }));
+        Half { by_bytes, plain }
+    }
 }
 
 impl<'a> Index<'a> {
@@ -188,21 +214,35 @@ impl<'a> Index<'a> {
 
     /// Indexes `files`, the paths seen under `root`, before they are a world's.
     pub fn of(root: &'a Path, files: &'a BTreeMap<PathBuf, Node>) -> Self {
-        let mut by_bytes = HashMap::with_capacity_and_hasher(files.len(), foldhash::fast::RandomState::default());
-        // Each path is checked as it is hashed, its bytes at hand: a second walk of the
-        // map read them all from memory again.
-        let mut plain = true;
-        by_bytes.extend(files.iter().map(|(path, node)| {
-            plain &= is_plain_absolute(path);
-            (path.as_os_str().as_bytes(), node)
-        }));
-        Index { root, files, by_bytes, plain }
+        let halves = [Half::of(files.iter(), files.len()), Half::of(std::iter::empty(), 0)];
+        Index { root, files, halves }
+    }
+
+    /// [`Index::new`], in halves: the second indexed on a thread of `scope` when `apart`
+    /// while this one indexes the first, then does `meanwhile`.
+    fn in_halves<'s, T>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        world: &'a World,
+        apart: bool,
+        meanwhile: impl FnOnce() -> T,
+    ) -> (Self, T)
+    where
+        'a: 's,
+    {
+        let files = &world.files;
+        let half = files.len() / 2;
+        // Skipping walks the leaves of the map, not the paths' bytes.
+        let second = crate::threads::defer(scope, apart, move || Half::of(files.iter().skip(half), files.len() - half));
+        let first = Half::of(files.iter().take(half), half);
+        let also = meanwhile();
+        (Index { root: &world.root, files, halves: [first, second.join()] }, also)
     }
 }
 
 impl std::fmt::Debug for Index<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index").field("paths", &self.by_bytes.len()).finish_non_exhaustive()
+        let paths: usize = self.halves.iter().map(|half| half.by_bytes.len()).sum();
+        f.debug_struct("Index").field("paths", &paths).finish_non_exhaustive()
     }
 }
 
@@ -212,9 +252,10 @@ impl Paths for Index<'_> {
     }
 
     fn node(&self, path: &Path) -> Option<&Node> {
-        match self.by_bytes.get(path.as_os_str().as_bytes()) {
+        let bytes = path.as_os_str().as_bytes();
+        match self.halves.iter().find_map(|half| half.by_bytes.get(bytes)) {
             Some(node) => Some(node),
-            None if self.plain && is_plain_absolute(path) => None,
+            None if self.halves.iter().all(|half| half.plain) && is_plain_absolute(path) => None,
             None => self.files.get(path),
         }
     }
@@ -322,16 +363,13 @@ pub struct View<'a> {
 const JUDGE_CHUNK: usize = 256;
 
 /// Reads `world` at `now` under `specs`. Pure. On a world of 2,000 projects or more, on
-/// more than one core, some of the work is done on a second thread: the ids used twice
-/// are found while the paths are indexed, and the deployments are judged on both threads
+/// more than one core, some of the work is done on a second thread: half the paths are
+/// indexed there (`Index::in_halves`), and the deployments are judged on both threads
 /// (`threads::share`); the view is the same.
 pub fn view<'a>(specs: &Specs, world: &'a World, now: Timestamp) -> View<'a> {
     let helpers = crate::threads::count(world.projects.len(), 2) - 1;
     let apart = helpers > 0;
-    let (paths, users) = std::thread::scope(|s| {
-        let users = crate::threads::defer(s, apart, || shared_ids(&world.deployments));
-        (Index::new(world), users.join())
-    });
+    let (paths, users) = std::thread::scope(|s| Index::in_halves(s, world, apart, || shared_ids(&world.deployments)));
     let mut v = View { projects: BTreeMap::new(), skipped: BTreeSet::new(), findings: Vec::new(), paths };
     if world.containers.is_none() {
         v.findings.push(Finding::new(
@@ -1051,6 +1089,34 @@ mod tests {
             assert_eq!(index.node(Path::new(path)), world.node(Path::new(path)), "{path}");
         }
         assert!(format!("{index:?}").contains("paths: 3"), "{index:?}");
+    }
+
+    #[test]
+    fn an_index_made_in_halves_answers_what_the_map_answers_from_either_half() {
+        // Six paths, three a half; a key spelled another way in one half or the other.
+        for odd in [0, 5] {
+            let mut world = World { root: "/r".into(), ..World::default() };
+            for (i, name) in ["a", "b", "c", "d", "e", "f"].into_iter().enumerate() {
+                let path = if i == odd { format!("/r/{name}/x/") } else { format!("/r/{name}/x") };
+                world.files.insert(path.into(), Node::Symlink(format!("/t/{name}").into()));
+            }
+            for apart in [false, true] {
+                let (index, meanwhile) = std::thread::scope(|s| Index::in_halves(s, &world, apart, || "done"));
+                assert_eq!(meanwhile, "done");
+                assert_eq!(index.halves.each_ref().map(|half| half.by_bytes.len()), [3, 3], "apart: {apart}");
+                for name in ["a", "b", "c", "d", "e", "f", "g"] {
+                    for path in [format!("/r/{name}/x"), format!("/r/{name}//x"), format!("/r/{name}/x/")] {
+                        let path = Path::new(&path);
+                        assert_eq!(
+                            index.node(path),
+                            world.node(path),
+                            "{} (apart: {apart}, odd: {odd})",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
