@@ -10,9 +10,10 @@ use anyhow::Context as _;
 use super::lease_cmds::{self, HolderState};
 use super::{Args, color, load_specs, note, noteln, out, outln, signals};
 use crate::apply;
+use crate::model::World;
 use crate::plan::{self, render_json, render_text};
 use crate::reconcile::{self, SavedPlan, Source};
-use crate::store::{Opened, Store, TookOver};
+use crate::store::{Held, OpenRun, Opened, Store, TookOver};
 use crate::time::Duration;
 use crate::world::fixture;
 
@@ -249,13 +250,30 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
             "open_runs": open,
         });
         outln!("{}", serde_json::to_string_pretty(&doc)?)?;
-        return Ok(exit);
+    } else {
+        print_status(args, &world, &status, lease.as_ref(), &open)?;
     }
-    out!("{}", args.paint(&plan::render_status(&status, args.verbosity())))?;
+    // The process ends here: freeing a world of ten thousand projects path by path, and
+    // a row per project, would only delay the exit, as after `plan` (at 10,000 projects,
+    // 75 million instructions: `status` took 1.1x the time of `plan` with them).
+    std::mem::forget((world, status));
+    Ok(exit)
+}
+
+/// The text of `status`: each project's row, the rows the store could not read, and the
+/// lease and the runs an apply left open.
+fn print_status(
+    args: &Args,
+    world: &World,
+    status: &plan::Status,
+    lease: Option<&(HolderState, Held)>,
+    open: &[OpenRun],
+) -> anyhow::Result<()> {
+    out!("{}", args.paint(&plan::render_status(status, args.verbosity())))?;
     for (project, why) in &world.unreadable {
         outln!("\nwarning: {why}: project `{}` is left alone until the row is fixed", project.escape_debug())?;
     }
-    match &lease {
+    match lease {
         Some((HolderState::Running, held)) => outln!(
             "\nAn apply is running: `{}` holds the lease until {} (if it died, the lease lapses then).",
             held.owner,
@@ -269,14 +287,14 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
             held.until
         )?,
         _ => {
-            if let Some((_, held)) = &lease {
+            if let Some((_, held)) = lease {
                 outln!(
                     "\nThe apply of `{}` ({}) died; the next apply takes over at once, or run `trueup unlock`.",
                     held.owner,
                     held.pid.map_or_else(|| "its process".to_owned(), |pid| format!("process {pid}"))
                 )?;
             }
-            for run in &open {
+            for run in open {
                 outln!(
                     "\nAn apply was interrupted: run `{}` (started {}) left {} actions unfinished. \
                      The next `trueup apply` redoes their work.",
@@ -287,7 +305,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(exit)
+    Ok(())
 }
 
 /// Arguments of `trueup apply`.
