@@ -255,7 +255,7 @@ pub fn status(args: &Args, cmd: &StatusArgs) -> anyhow::Result<ExitCode> {
     }
     // The process ends here: freeing a world of ten thousand projects path by path, and
     // a row per project, would only delay the exit, as after `plan` (at 10,000 projects,
-    // 75 million instructions: `status` took 1.1x the time of `plan` with them).
+    // 75 million instructions, about 27 ms).
     std::mem::forget((world, status));
     Ok(exit)
 }

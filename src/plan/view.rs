@@ -181,6 +181,8 @@ pub struct Index<'a> {
     root: &'a Path,
     files: &'a BTreeMap<PathBuf, Node>,
     halves: [Half<'a>; 2],
+    /// Every key of both halves is plain.
+    plain: bool,
 }
 
 /// The paths of one half of a map, by their bytes.
@@ -214,8 +216,13 @@ impl<'a> Index<'a> {
 
     /// Indexes `files`, the paths seen under `root`, before they are a world's.
     pub fn of(root: &'a Path, files: &'a BTreeMap<PathBuf, Node>) -> Self {
-        let halves = [Half::of(files.iter(), files.len()), Half::of(std::iter::empty(), 0)];
-        Index { root, files, halves }
+        Index::joined(root, files, [Half::of(files.iter(), files.len()), Half::of(std::iter::empty(), 0)])
+    }
+
+    /// The index of `files` made of its two `halves`.
+    fn joined(root: &'a Path, files: &'a BTreeMap<PathBuf, Node>, halves: [Half<'a>; 2]) -> Self {
+        let plain = halves.iter().all(|half| half.plain);
+        Index { root, files, halves, plain }
     }
 
     /// [`Index::new`], in halves: the second indexed on a thread of `scope` when `apart`
@@ -235,7 +242,7 @@ impl<'a> Index<'a> {
         let second = crate::threads::defer(scope, apart, move || Half::of(files.iter().skip(half), files.len() - half));
         let first = Half::of(files.iter().take(half), half);
         let also = meanwhile();
-        (Index { root: &world.root, files, halves: [first, second.join()] }, also)
+        (Index::joined(&world.root, files, [first, second.join()]), also)
     }
 }
 
@@ -255,7 +262,7 @@ impl Paths for Index<'_> {
         let bytes = path.as_os_str().as_bytes();
         match self.halves.iter().find_map(|half| half.by_bytes.get(bytes)) {
             Some(node) => Some(node),
-            None if self.halves.iter().all(|half| half.plain) && is_plain_absolute(path) => None,
+            None if self.plain && is_plain_absolute(path) => None,
             None => self.files.get(path),
         }
     }
