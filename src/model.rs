@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
+mod files;
+
+pub use files::Files;
+pub(crate) use files::path_order;
+
 /// Everything the reconciler looks at, at one instant.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct World {
@@ -29,7 +34,7 @@ pub struct World {
     pub deployments: Vec<Deployment>,
     /// Every observed path: under the root, and the sources that deployments point at.
     /// A path that is absent here does not exist.
-    pub files: BTreeMap<PathBuf, Node>,
+    pub files: Files,
     /// Containers, or `None` when no container engine is configured.
     pub containers: Option<Vec<Container>>,
     /// Image references the container engine holds, sorted, or `None` when no container

@@ -21,8 +21,8 @@ use serde::Serialize;
 use super::{Finding, Level};
 use crate::machine;
 use crate::model::{
-    Claim, Deployment, DeploymentType, Layout, Node, Project, RESERVED_PROJECT_IDS, World, inside, is_plain_absolute,
-    resolved_link, valid_id,
+    Claim, Deployment, DeploymentType, Files, Layout, Node, Project, RESERVED_PROJECT_IDS, World, inside,
+    is_plain_absolute, resolved_link, valid_id,
 };
 use crate::spec::{Guard, Predicate, ResumeRule, Spec, Specs, StateId};
 use crate::time::{Duration, Timestamp};
@@ -179,7 +179,7 @@ impl Paths for World {
 #[derive(Clone)]
 pub struct Index<'a> {
     root: &'a Path,
-    files: &'a BTreeMap<PathBuf, Node>,
+    files: &'a Files,
     halves: [Half<'a>; 2],
     /// Every key of both halves is plain.
     plain: bool,
@@ -215,12 +215,12 @@ impl<'a> Index<'a> {
     }
 
     /// Indexes `files`, the paths seen under `root`, before they are a world's.
-    pub fn of(root: &'a Path, files: &'a BTreeMap<PathBuf, Node>) -> Self {
+    pub fn of(root: &'a Path, files: &'a Files) -> Self {
         Index::joined(root, files, [Half::of(files.iter(), files.len()), Half::of(std::iter::empty(), 0)])
     }
 
     /// The index of `files` made of its two `halves`.
-    fn joined(root: &'a Path, files: &'a BTreeMap<PathBuf, Node>, halves: [Half<'a>; 2]) -> Self {
+    fn joined(root: &'a Path, files: &'a Files, halves: [Half<'a>; 2]) -> Self {
         let plain = halves.iter().all(|half| half.plain);
         Index { root, files, halves, plain }
     }
@@ -606,7 +606,7 @@ pub fn configuration_errors(specs: &Specs, world: &World) -> Vec<Finding> {
             None => error(format!("the managed root `{root}` does not exist (a typo?): check `--root`")),
             Some(Node::Dir) => {
                 // Paths below the root come right after it in the map's order.
-                let mut after = world.files.range::<Path, _>((Bound::Excluded(world.root.as_path()), Bound::Unbounded));
+                let mut after = world.files.range((Bound::Excluded(world.root.as_path()), Bound::Unbounded));
                 let empty = !after.next().is_some_and(|(p, _)| p.starts_with(&world.root));
                 // Only releases with a folder: an image deployment's lives in its container.
                 // Counted one per project, the one `current` would point at: the store

@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::{Diagnostic, Pos};
-use crate::model::{Container, Deployment, Node, Project, Route, World};
+use crate::model::{Container, Deployment, Files, Node, Project, Route, World};
 use crate::time::Timestamp;
 
 /// A loaded fixture: the case's description, its clock and its world.
@@ -89,7 +89,7 @@ pub fn load(file: &str, source: &str) -> Result<Fixture, Vec<Diagnostic>> {
     if !parsed.root.is_absolute() {
         problems.push(Diagnostic::error(find_key(source, "root"), "`root` must be an absolute path"));
     }
-    let mut files = BTreeMap::new();
+    let mut files = Files::new();
     for (path, entry) in parsed.files {
         if !path.is_absolute() {
             problems.push(Diagnostic::error(
@@ -172,7 +172,7 @@ pub fn to_yaml(fixture: &Fixture) -> String {
 }
 
 /// Adds every proper ancestor of every listed path as a folder, unless listed otherwise.
-pub fn close_parents(files: &mut BTreeMap<PathBuf, Node>) {
+pub fn close_parents(files: &mut Files) {
     let paths: Vec<PathBuf> = files.keys().cloned().collect();
     for path in paths {
         add_parents(files, &path);
@@ -180,9 +180,11 @@ pub fn close_parents(files: &mut BTreeMap<PathBuf, Node>) {
 }
 
 /// Every proper ancestor of a declared path exists as a folder, unless declared otherwise.
-fn add_parents(files: &mut BTreeMap<PathBuf, Node>, path: &Path) {
+fn add_parents(files: &mut Files, path: &Path) {
     for parent in path.ancestors().skip(1) {
-        files.entry(parent.to_path_buf()).or_insert(Node::Dir);
+        if !files.contains_key(parent) {
+            files.insert(parent.to_path_buf(), Node::Dir);
+        }
     }
 }
 

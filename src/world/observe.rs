@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 use super::at::{Below, Dir, Kind, Link, Opened, Use};
 use super::routes::{RouteError, observe_routes};
-use crate::model::{Deployment, Node, Project, World, join_all, valid_id, valid_project_id};
+use crate::model::{Deployment, Files, Node, Project, World, join_all, path_order, valid_id, valid_project_id};
 use crate::spec::Specs;
 use crate::store::{RELEASE_WINDOW, Store, StoreError};
 
@@ -156,7 +156,7 @@ pub fn observe_with_stats(
         (scan.take_files(), more.transpose(), sourced.join())
     });
     let mut sourced = sourced?;
-    under.retain(|path| !files.contains_key(*path));
+    under.retain(|path| !files.contains_key(path));
     sourced.paths(&under)?;
     if let Some((more, bad_rows)) = more? {
         merge(&mut deployments, more);
@@ -348,7 +348,7 @@ struct Scan {
 
 impl Scan {
     /// The paths seen since the last call, as a map.
-    fn take_files(&mut self) -> BTreeMap<PathBuf, Node> {
+    fn take_files(&mut self) -> Files {
         // `collect` sorts its input with a stable sort, which sees in one pass that a
         // sorted list is sorted (and sorts one that is not), then builds the tree in
         // another.
@@ -632,20 +632,6 @@ impl Scan {
         };
         self.files.push((path.to_owned(), node));
         Ok(kind)
-    }
-}
-
-/// How `a` and `b` compare as paths, read as bytes: a separator sorts before any other
-/// byte, so that a path comes before the paths below it and those before a longer name
-/// (`/r/a`, `/r/a/b`, `/r/a-b`), as [`Path`]'s own order has it, component by component,
-/// for paths spelled plainly ([`crate::model::is_plain_absolute`]).
-fn path_order(a: &Path, b: &Path) -> Ordering {
-    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
-    // No path holds a NUL byte, so 0 is free for the separator.
-    let rank = |byte: u8| if byte == b'/' { 0 } else { byte };
-    match a.iter().zip(b).position(|(x, y)| x != y) {
-        Some(i) => rank(a[i]).cmp(&rank(b[i])),
-        None => a.len().cmp(&b.len()),
     }
 }
 
@@ -1008,7 +994,7 @@ mod tests {
             scan.files.push((PathBuf::from(path), Node::Dir));
         }
         scan.webroot_links.push((PathBuf::from("/r/webroot"), Node::Dir));
-        let paths: Vec<PathBuf> = scan.take_files().into_keys().collect();
+        let paths: Vec<PathBuf> = scan.take_files().keys().cloned().collect();
         let want = ["/r/a", "/r/a/deployments", "/r/a/deployments/x", "/r/a-b", "/r/b", "/r/webroot"];
         assert_eq!(paths, want.map(PathBuf::from));
     }

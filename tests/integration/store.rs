@@ -940,9 +940,8 @@ fn a_verdict_is_refused_when_its_worker_progressed_or_holds_a_live_claim() {
 }
 
 mod observe {
-    use std::collections::BTreeMap;
     use std::os::unix::fs::symlink;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use trueup::model::{Node, Route, World};
     use trueup::store::Store;
@@ -1034,7 +1033,7 @@ mod observe {
 
         let (projects, deployments) = store.load().unwrap();
         let link = |p: &Path| Node::Symlink(p.to_owned());
-        let expected_files: BTreeMap<PathBuf, Node> = [
+        let expected_files: trueup::model::Files = [
             (root.clone(), Node::Dir),
             (root.join("webroot"), Node::Dir),
             (root.join("p1"), Node::Dir),

@@ -32,6 +32,7 @@
 //! a folder; a link's missing parents are added as explicit [`Node::Dir`] entries.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use crate::model::valid_id;
@@ -176,7 +177,11 @@ impl MemoryWorld {
     /// `path` and every path below it, in order (paths sort component by component, so
     /// a subtree is one contiguous range).
     fn subtree<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
-        self.world.files.range(path.to_path_buf()..).map(|(k, _)| k).take_while(move |k| k.starts_with(path))
+        self.world
+            .files
+            .range((Bound::Included(path), Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(move |k| k.starts_with(path))
     }
 
     /// The parents of `path` below the root that are missing, after checking that the
