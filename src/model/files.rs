@@ -179,29 +179,36 @@ impl<'f> IntoIterator for &'f Files {
 /// - if they are the same name, and one path ends with it while the other goes on with
 ///   another name, the one that ends comes first, as a folder before what is in it.
 ///
-/// Otherwise `Path` decides.
+/// Otherwise `Path` decides: for no two paths spelled plainly but the root itself
+/// ([`crate::model::is_plain_absolute`]).
 pub(crate) fn path_order(a: &Path, b: &Path) -> Ordering {
-    let (x, y) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    by_bytes(a.as_os_str().as_bytes(), b.as_os_str().as_bytes()).unwrap_or_else(|| a.cmp(b))
+}
+
+/// The order of the paths spelled `x` and `y`, when their bytes decide it (see
+/// [`path_order`]).
+fn by_bytes(x: &[u8], y: &[u8]) -> Option<Ordering> {
     let at = first_difference(x, y);
     if at == x.len() && at == y.len() {
-        return Ordering::Equal;
+        return Some(Ordering::Equal);
     }
-    if x.first() == Some(&b'/') && y.first() == Some(&b'/') {
-        // Both absolute, so a separator comes before the difference.
-        let part = x[..at].iter().rposition(|&byte| byte == b'/').map_or(0, |sep| sep + 1);
-        if starts_with_name(&x[part..]) && starts_with_name(&y[part..]) {
-            // Where the part of each ends at the difference: the path's end, or a separator.
-            match (x.get(at), y.get(at)) {
-                (None, Some(b'/')) if starts_with_name(&y[at + 1..]) => return Ordering::Less,
-                (Some(b'/'), None) if starts_with_name(&x[at + 1..]) => return Ordering::Greater,
-                (None | Some(b'/'), None | Some(b'/')) => {}
-                (None | Some(b'/'), _) => return Ordering::Less,
-                (_, None | Some(b'/')) => return Ordering::Greater,
-                (Some(p), Some(q)) => return p.cmp(q),
-            }
-        }
+    if x.first() != Some(&b'/') || y.first() != Some(&b'/') {
+        return None;
     }
-    a.cmp(b)
+    // Both absolute, so a separator comes before the difference.
+    let part = x[..at].iter().rposition(|&byte| byte == b'/').map_or(0, |sep| sep + 1);
+    if !starts_with_name(&x[part..]) || !starts_with_name(&y[part..]) {
+        return None;
+    }
+    // Where the part of each ends at the difference: the path's end, or a separator.
+    match (x.get(at), y.get(at)) {
+        (None, Some(b'/')) if starts_with_name(&y[at + 1..]) => Some(Ordering::Less),
+        (Some(b'/'), None) if starts_with_name(&x[at + 1..]) => Some(Ordering::Greater),
+        (None | Some(b'/'), None | Some(b'/')) => None,
+        (None | Some(b'/'), _) => Some(Ordering::Less),
+        (_, None | Some(b'/')) => Some(Ordering::Greater),
+        (Some(p), Some(q)) => Some(p.cmp(q)),
+    }
 }
 
 /// True when the part that starts `rest` is a name: not empty, nor `.` nor `..`.
@@ -245,6 +252,12 @@ mod tests {
         Path::new(std::ffi::OsStr::from_bytes(bytes))
     }
 
+    /// A path spelled plainly, as those of a real world are, other than the root: one
+    /// whose order with another such is found from their bytes alone.
+    fn plain(path: &Path) -> bool {
+        crate::model::is_plain_absolute(path) && path != Path::new("/")
+    }
+
     #[test]
     fn every_pair_of_short_paths_is_ordered_as_path_orders_it() {
         // `/`, `.`, a byte below `/` and one above it: every spelling up to 5 bytes
@@ -252,8 +265,11 @@ mod tests {
         let all = spellings(b"/.-a", 5);
         for a in &all {
             for b in &all {
-                let (a, b) = (path(a), path(b));
-                assert_eq!(path_order(a, b), a.cmp(b), "{a:?} against {b:?}");
+                let (x, y) = (path(a), path(b));
+                assert_eq!(path_order(x, y), x.cmp(y), "{x:?} against {y:?}");
+                if plain(x) && plain(y) {
+                    assert!(by_bytes(a, b).is_some(), "{x:?} against {y:?} are left to `Path`");
+                }
             }
         }
     }
@@ -287,6 +303,9 @@ mod tests {
                 let (x, y) = (path(&a), path(b));
                 prop_assert_eq!(path_order(x, y), x.cmp(y), "{:?} against {:?}", x, y);
                 prop_assert_eq!(path_order(y, x), y.cmp(x));
+                if plain(x) && plain(y) {
+                    prop_assert!(by_bytes(&a, b).is_some(), "{:?} against {:?} are left to `Path`", x, y);
+                }
             }
         }
 
@@ -321,6 +340,7 @@ mod tests {
             [("/r/p1-x", Node::Dir), ("/r/p1", Node::Dir), ("/r/p1/current", Node::File)].into_iter().collect();
         let order: Vec<_> = files.keys().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(order, ["/r/p1", "/r/p1/current", "/r/p1-x"], "by parts, not by bytes");
+        assert!(Key(PathBuf::from("/r/p1/current")) < Key(PathBuf::from("/r/p1-x")));
         assert_eq!(files.insert(PathBuf::from("/r/p1//current/"), Node::Dir), Some(Node::File), "the same path");
         assert_eq!(files.get(Path::new("/r/p1/current")), Some(&Node::Dir));
         assert_eq!(files[Path::new("/r/p1")], Node::Dir);
@@ -331,7 +351,7 @@ mod tests {
         assert_eq!(files.remove(Path::new("/r/p1-x")), Some(Node::Dir));
         let mut more: Files = [("/s", Node::File), ("/r/p1", Node::File)].into_iter().collect();
         files.append(&mut more);
-        assert!(more.is_empty());
+        assert!(more.is_empty() && !files.is_empty());
         assert_eq!((files.len(), files.get(Path::new("/r/p1"))), (3, Some(&Node::File)));
         assert_eq!(format!("{files:?}"), r#"{"/r/p1": File, "/r/p1/current": Dir, "/s": File}"#);
         let map: BTreeMap<PathBuf, Node> = files.iter().map(|(p, n)| (p.clone(), n.clone())).collect();
