@@ -192,10 +192,11 @@ fn by_bytes(x: &[u8], y: &[u8]) -> Option<Ordering> {
     if at == x.len() && at == y.len() {
         return Some(Ordering::Equal);
     }
-    if x.first() != Some(&b'/') || y.first() != Some(&b'/') {
+    // Both absolute, so a separator comes before the difference: when only `x` is, they
+    // differ at their first byte, and `x`'s part there is empty.
+    if x.first() != Some(&b'/') {
         return None;
     }
-    // Both absolute, so a separator comes before the difference.
     let part = x[..at].iter().rposition(|&byte| byte == b'/').map_or(0, |sep| sep + 1);
     if !starts_with_name(&x[part..]) || !starts_with_name(&y[part..]) {
         return None;
@@ -294,7 +295,36 @@ mod tests {
         })
     }
 
+    /// The parts of a plainly spelled path: names, some long, some with dots.
+    fn plain_parts() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let name = prop_oneof![
+            Just(b"srv".to_vec()),
+            Just(b"trueup-root-of-some-length".to_vec()),
+            Just(b"p1".to_vec()),
+            Just(b"p1-x".to_vec()),
+            proptest::collection::vec(prop_oneof![Just(b'.'), Just(b'-'), Just(b'0'), Just(b'a')], 1..12).prop_map(
+                |name| if matches!(name.as_slice(), b"." | b"..") { [b"a", &name[..]].concat() } else { name }
+            ),
+        ];
+        proptest::collection::vec(name, 1..8)
+    }
+
+    fn spelled(parts: &[Vec<u8>]) -> Vec<u8> {
+        parts.iter().flat_map(|part| [&b"/"[..], part]).flatten().copied().collect()
+    }
+
     proptest! {
+        #[test]
+        fn plain_paths_are_ordered_from_their_bytes_alone(a in plain_parts(), b in plain_parts(), shared in 0..8_usize) {
+            // `b` starting with some of `a`'s parts: a long root, the difference late.
+            let b = [&a[..shared.min(a.len())], &b].concat();
+            let (a, b) = (spelled(&a), spelled(&b));
+            let (x, y) = (path(&a), path(&b));
+            prop_assert!(plain(x) && plain(y));
+            prop_assert_eq!(by_bytes(&a, &b), Some(x.cmp(y)), "{:?} against {:?}", x, y);
+            prop_assert_eq!(by_bytes(&b, &a), Some(y.cmp(x)));
+        }
+
         #[test]
         fn long_paths_are_ordered_as_path_orders_them(a in long_path(), b in long_path(), cut in 0..40_usize) {
             // Also with `b` starting as `a` does, so the difference comes late.
