@@ -481,9 +481,7 @@ pub fn is_plain_absolute(path: &Path) -> bool {
         _ => return false,
     }
     // The part after the separator at `at` is neither empty nor `.` nor `..`.
-    let plain_after = |at: usize| {
-        !matches!(&bytes[at + 1..], [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..])
-    };
+    let plain_after = |at: usize| starts_with_name(&bytes[at + 1..]);
     let mut at = 0;
     // Eight separators at a time, with the eight bytes after them: a byte of `suspect`
     // is set where a separator is followed by `/` or `.`.
@@ -500,6 +498,12 @@ pub fn is_plain_absolute(path: &Path) -> bool {
         at += 8;
     }
     (at..bytes.len()).all(|i| bytes[i] != b'/' || plain_after(i))
+}
+
+/// True when the part that starts `rest` (the bytes after a separator) is a name: not
+/// empty, nor `.` nor `..`.
+fn starts_with_name(rest: &[u8]) -> bool {
+    !matches!(rest, [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..])
 }
 
 /// Eight bytes of a path, read as one word, so that a comparison of each with a byte is a

@@ -6,9 +6,10 @@
 //! and for those the order of their components is the order of their bytes with `/` below
 //! every other byte. A map of `PathBuf`s compares every key it is built from with the one
 //! before it, twice (to find the list sorted, then to drop repeats), each time through
-//! `Path`'s parse of both: at 10,000 projects that was 140 million instructions, a fifth
-//! of a plan's time after the scan, on one core. [`Files`] orders the same keys the same
-//! way ([`path_order`]), from their bytes where that is the same answer.
+//! `Path`'s parse of both: at 10,000 projects that was 140 million instructions, 12% of
+//! a plan's, about 20 ms on one core after the scan. [`Files`] orders the same keys the
+//! same way ([`path_order`]), from their bytes where that is the same answer (the map's
+//! build: 62 million instructions).
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Serialize, Serializer};
 
-use super::{Bytes8, Node};
+use super::{Bytes8, Node, starts_with_name};
 
 /// Every observed path of a world, each with what is there, in the order of paths.
 ///
@@ -210,11 +211,6 @@ fn by_bytes(x: &[u8], y: &[u8]) -> Option<Ordering> {
         (_, None | Some(b'/')) => Some(Ordering::Greater),
         (Some(p), Some(q)) => Some(p.cmp(q)),
     }
-}
-
-/// True when the part that starts `rest` is a name: not empty, nor `.` nor `..`.
-fn starts_with_name(rest: &[u8]) -> bool {
-    !matches!(rest, [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..])
 }
 
 /// Where `x` and `y` first differ: the length of the shorter when one starts the other.
