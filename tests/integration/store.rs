@@ -247,6 +247,54 @@ fn a_release_recorded_as_finished_before_it_was_created_is_read_when_it_may_supe
 }
 
 #[test]
+fn of_a_project_the_store_does_not_list_only_open_and_claimed_rows_are_read() {
+    // p9's rows were written with the foreign keys off (an operator's sqlite3 shell): its
+    // releases, a backwards one and a newer one among them, may supersede its open
+    // deployment, but no project p9 has links to heal. Only its open and claimed rows are
+    // read, which the plan reports as belonging to an unknown project; p1's, alike, are
+    // all read.
+    let dir = Scratch::new("unlisted");
+    let db = dir.join("state.db");
+    let store = open(&db);
+    store.upsert_projects(&[project("p1"), project("p9")]).unwrap();
+    let mut rows = Vec::new();
+    for p in ["p1", "p9"] {
+        let at = |id: &str, created: &str, finished: Option<&str>| {
+            let mut d = deployment(&format!("{p}-{id}"), p, if finished.is_some() { "ACTIVE" } else { "BUILDING" });
+            d.created_at = Some(t(created));
+            d.finished_at = finished.map(t);
+            d
+        };
+        rows.extend([
+            at("d1", "2025-10-01T10:00:00Z", None),
+            at("d2", "2025-10-01T07:00:00Z", Some("2025-10-01T07:30:00Z")),
+            at("d3", "2025-10-01T08:00:00Z", Some("2025-10-01T08:30:00Z")),
+            // Created after d1, finished before it was created: backwards.
+            at("d4", "2025-10-01T11:00:00Z", Some("2025-10-01T09:00:00Z")),
+            // Created after d1 and finished after it: a newer release, and the window.
+            at("d5", "2025-10-01T12:00:00Z", Some("2025-10-01T12:30:00Z")),
+        ]);
+    }
+    rows.last_mut().unwrap().owner = Some(Claim::new("w", t("2025-10-02T12:00:00Z")));
+    store.insert_deployments(&rows, t("2025-10-01T06:00:00Z")).unwrap();
+    drop(store);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF; DELETE FROM services WHERE project = 'p9';
+                        DELETE FROM projects WHERE id = 'p9';",
+        )
+        .unwrap();
+    let (store, _) = Store::open_read_only(&db).unwrap();
+    let (projects, read) = store.load_reconcilable(&["ACTIVE"]).unwrap();
+    assert_eq!(projects.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["p1"]);
+    let read: Vec<&str> = read.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(read, ["p1-d1", "p1-d4", "p1-d5", "p9-d1", "p9-d5"]);
+    let of_p9 = store.reconcilable_of("p9", &["ACTIVE"]).unwrap();
+    assert_eq!(of_p9.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["p9-d1", "p9-d5"]);
+}
+
+#[test]
 fn a_schema_5_claim_is_read_with_its_workers_process_and_a_schema_4_one_without() {
     for (schema, process) in [(5, true), (4, false)] {
         let dir = Scratch::new("schema5-claim");
