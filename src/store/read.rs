@@ -119,8 +119,8 @@ pub const RELEASE_WINDOW: u32 = 1;
 /// `+` keeps the phase filter off the `deployments_by_phase` index, and the claimed rows
 /// on the index of claims rather than a walk of every finished row, for the same reason.
 ///
-/// `{OF}`, `{OF_P}`, `{OF_O}` and `{OF_H}` narrow it to one project (see [`Of`]): each part then
-/// starts from that project's entries of the same indexes.
+/// `{OF}`, `{OF_P}`, `{OF_O}` and `{OF_H}` narrow it to one project (see [`Of`]): each
+/// part then starts from that project's entries of the same indexes.
 const RECONCILABLE: &str = "WHERE finished_at IS NULL{OF} \
      UNION ALL SELECT {COLUMNS} FROM deployments WHERE finished_at IS NOT NULL AND rowid IN ( \
          SELECT n.rowid FROM projects p CROSS JOIN deployments n ON n.rowid IN ( \

@@ -251,8 +251,8 @@ fn of_a_project_the_store_does_not_list_only_open_and_claimed_rows_are_read() {
     // p9's rows were written with the foreign keys off (an operator's sqlite3 shell): its
     // releases, a backwards one and a newer one among them, may supersede its open
     // deployment, but no project p9 has links to heal. Only its open and claimed rows are
-    // read, which the plan reports as belonging to an unknown project; p1's, alike, are
-    // all read.
+    // read, which the plan reports as belonging to an unknown project; of p1's same rows,
+    // the open one, the backwards release and the newer one are read.
     let dir = Scratch::new("unlisted");
     let db = dir.join("state.db");
     let store = open(&db);
@@ -281,8 +281,8 @@ fn of_a_project_the_store_does_not_list_only_open_and_claimed_rows_are_read() {
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute_batch(
-            "PRAGMA foreign_keys = OFF; DELETE FROM services WHERE project = 'p9';
-                        DELETE FROM projects WHERE id = 'p9';",
+            "PRAGMA foreign_keys = OFF;
+             DELETE FROM services WHERE project = 'p9'; DELETE FROM projects WHERE id = 'p9';",
         )
         .unwrap();
     let (store, _) = Store::open_read_only(&db).unwrap();
