@@ -3,7 +3,10 @@
 //!
 //! It only looks. Under the root it reads exactly the paths the planner reasons about,
 //! for each project with a valid id: `ROOT/P`, `ROOT/P/current`, `ROOT/P/deployments`
-//! (one entry per release, plus `ROOT/P/deployments/ID/public`) and `ROOT/webroot/P`. It
+//! (one entry per release), `ROOT/webroot/P`, and `ROOT/P/deployments/ID/public` of the
+//! releases the planner may ask it of: the one `current` leads to, the one the webroot
+//! link leads to, and, once the store has said which they are, the live releases (one
+//! `fstatat` a project, where one for each release cost 4% of `plan`'s CPU). It
 //! never walks a release's tree, follows no symbolic link but the root itself (a root
 //! that is a link to a folder is observed as that folder; links below it are recorded with
 //! their target, as `readlink` gives it), and only descends through real directories,
@@ -35,7 +38,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::FileType;
 use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt as _;
@@ -43,7 +46,9 @@ use std::path::{Path, PathBuf};
 
 use super::at::{Below, Dir, Kind, Link, Opened, Use};
 use super::routes::{RouteError, observe_routes};
-use crate::model::{Deployment, Files, Node, Project, World, join_all, path_order, valid_id, valid_project_id};
+use crate::model::{
+    Deployment, Files, Layout, Node, Project, World, join_all, path_order, resolved_link, valid_id, valid_project_id,
+};
 use crate::spec::Specs;
 use crate::store::{RELEASE_WINDOW, Store, StoreError};
 
@@ -146,12 +151,14 @@ pub fn observe_with_stats(
     // deployments all, are looked for and read: none needs another. Those under the root
     // are looked up after, unless the scan saw them.
     let (outside, mut under) = source_paths(&cfg.root, &deployments);
+    let folders = std::mem::take(&mut scan.folders);
+    let listed = folders.by_project();
     let (mut files, more, sourced) = std::thread::scope(|s| {
         let sourced = crate::threads::spawn(s, || {
             let mut sourced = Scan::default();
             sourced.split(&outside, Share::of(outside.len()), Scan::paths).map(|()| sourced)
         });
-        let fallbacks = fallbacks_needed(specs, &deployments, &scan.folders);
+        let fallbacks = fallbacks_needed(specs, &deployments, &listed);
         let more = (!fallbacks.is_empty()).then(|| store.load_live_of(&fallbacks, &specs.live_phases()));
         (scan.take_files(), more.transpose(), sourced.join())
     });
@@ -164,6 +171,24 @@ pub fn observe_with_stats(
             unreadable.entry(project).or_insert_with(|| error.to_string());
         }
     }
+    // The `public` of a live release the scan did not look at (not the one `current` or
+    // the webroot link leads to), and of another project's release a webroot link leads
+    // to: nearly always none.
+    let mut publics = publics_unseen(specs, &cfg.root, &deployments, &listed);
+    publics.extend(
+        scan.elsewhere
+            .iter()
+            .filter(|public| {
+                let release = public.parent().expect("a `public` below a release");
+                release.file_name().and_then(OsStr::to_str).is_some_and(valid_id)
+                    && files.get(release) == Some(&Node::Dir)
+                    && !files.contains_key(public.as_path())
+            })
+            .cloned(),
+    );
+    publics.sort_unstable_by(|a, b| path_order(a, b));
+    publics.dedup();
+    sourced.paths(&publics.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
     scan.stats.add(&sourced.stats);
     files.append(&mut sourced.take_files());
     scan.stats.stat += 1;
@@ -193,9 +218,8 @@ pub fn observe_with_stats(
 /// `deployments` are sorted by project, as the store returns them; `folders` are the
 /// names the scan listed in each project's `deployments` ([`Folders`]), walked beside
 /// them in the order of their ids: no path is made, searched or compared.
-fn fallbacks_needed<'a>(specs: &Specs, deployments: &'a [Deployment], folders: &Folders) -> Vec<&'a str> {
+fn fallbacks_needed<'a>(specs: &Specs, deployments: &'a [Deployment], listed: &[(&[u8], &[u8])]) -> Vec<&'a str> {
     debug_assert!(deployments.is_sorted_by(|a, b| a.project <= b.project), "deployments sorted by project");
-    let listed = folders.by_project();
     let mut needed = Vec::new();
     let mut window: Vec<&Deployment> = Vec::new();
     let mut at = 0;
@@ -221,7 +245,7 @@ fn fallbacks_needed<'a>(specs: &Specs, deployments: &'a [Deployment], folders: &
         let candidates = window.iter().filter(|d| valid_id(&d.id));
         let mut present = candidates.clone().any(|d| !d.kind.has_release_folder());
         let mut other = false;
-        for name in Folders::names(names) {
+        for (name, _) in Folders::names(names) {
             if candidates.clone().any(|d| d.id.as_bytes() == name) {
                 present = true;
             } else if !of_project.iter().any(|d| d.id.as_bytes() == name) {
@@ -235,6 +259,37 @@ fn fallbacks_needed<'a>(specs: &Specs, deployments: &'a [Deployment], folders: &
     needed
 }
 
+/// The `public` of each release of `deployments` (sorted by project) that the planner may
+/// take for live, whose folder the scan listed (`listed`, [`Folders::by_project`]) but
+/// whose `public` it did not look at ([`Scan::releases`]): the planner asks for the live
+/// release's, which is the one `current` leads to unless `current` is wrong.
+fn publics_unseen(specs: &Specs, root: &Path, deployments: &[Deployment], listed: &[(&[u8], &[u8])]) -> Vec<PathBuf> {
+    debug_assert!(deployments.is_sorted_by(|a, b| a.project <= b.project), "deployments sorted by project");
+    let mut unseen = Vec::new();
+    let mut at = 0;
+    for of_project in deployments.chunk_by(|a, b| a.project == b.project) {
+        let project = of_project[0].project.as_str();
+        // As the planner has them ([`crate::plan::releases`]).
+        let mut live =
+            of_project.iter().filter(|d| specs.is_live(d) && d.kind.has_release_folder() && valid_id(&d.id)).peekable();
+        if live.peek().is_none() {
+            continue;
+        }
+        while listed.get(at).is_some_and(|(id, _)| *id < project.as_bytes()) {
+            at += 1;
+        }
+        let Some((_, names)) = listed.get(at).filter(|(id, _)| *id == project.as_bytes()) else {
+            continue;
+        };
+        for d in live {
+            if Folders::names(names).any(|(name, looked)| name == d.id.as_bytes() && !looked) {
+                unseen.push(join_all(&Layout::new(root, project).release(&d.id), &["public"]));
+            }
+        }
+    }
+    unseen
+}
+
 /// The names of the folders in each project's `deployments`, as the scan lists them, for
 /// [`fallbacks_needed`]: kept where the listing is at hand, so that finding whether a
 /// project needs more of its releases read searches no list of paths (that search, and
@@ -243,7 +298,8 @@ fn fallbacks_needed<'a>(specs: &Specs, deployments: &'a [Deployment], folders: &
 #[derive(Debug, Default)]
 struct Folders {
     /// Each project's id, then the names of its folders, each followed by `/`, which no
-    /// name holds.
+    /// name holds, and preceded by a NUL, which no name holds either, when the scan
+    /// looked at its `public`.
     bytes: Vec<u8>,
     /// Where each project's part of `bytes` ends, in the order the projects were scanned.
     ends: Vec<usize>,
@@ -257,8 +313,12 @@ impl Folders {
         self.ends.push(self.bytes.len());
     }
 
-    /// Adds the folder `name` to the project started last.
-    fn folder(&mut self, name: &OsStr) {
+    /// Adds the folder `name` to the project started last, `looked` when the scan looked
+    /// at its `public`.
+    fn folder(&mut self, name: &OsStr, looked: bool) {
+        if looked {
+            self.bytes.push(0);
+        }
         self.bytes.extend_from_slice(name.as_bytes());
         self.bytes.push(b'/');
         if let Some(end) = self.ends.last_mut() {
@@ -291,9 +351,13 @@ impl Folders {
         listed
     }
 
-    /// The names in a part of [`Folders::by_project`] (which starts with a separator).
-    fn names(part: &[u8]) -> impl Iterator<Item = &[u8]> {
-        part.split(|&b| b == b'/').filter(|name| !name.is_empty())
+    /// The names in a part of [`Folders::by_project`] (which starts with a separator),
+    /// each with whether the scan looked at its `public`.
+    fn names(part: &[u8]) -> impl Iterator<Item = (&[u8], bool)> {
+        part.split(|&b| b == b'/').filter(|name| !name.is_empty()).map(|name| match name {
+            [0, name @ ..] => (name, true),
+            name => (name, false),
+        })
     }
 }
 
@@ -343,6 +407,9 @@ struct Scan {
     webroot_links: Vec<(PathBuf, Node)>,
     /// The folders in each project's `deployments`, by name.
     folders: Folders,
+    /// The `public` of another project's release that a webroot link leads to, looked at
+    /// once the scan is done, when the release is there ([`publics_unseen`]).
+    elsewhere: Vec<PathBuf>,
     stats: ObserveStats,
 }
 
@@ -429,6 +496,7 @@ impl Scan {
             self.files.append(&mut run.files);
             self.webroot_links.append(&mut run.webroot_links);
             self.folders.append(run.folders);
+            self.elsewhere.append(&mut run.elsewhere);
             self.stats.add(&run.stats);
         }
         Ok(())
@@ -447,6 +515,16 @@ impl Scan {
         for project in projects {
             self.folders.project(&project.id);
             let path = join_all(root, &[&project.id]);
+            let releases_dir = join_all(&path, &["deployments"]);
+            // The webroot link first: the release it leads to, as the one `current` leads
+            // to, has its `public` looked at (see `Scan::releases`).
+            let mut wanted: [Option<OsString>; 2] = [None, None];
+            if let Some(webroot) = webroot {
+                let before = self.files.len();
+                self.read_link(webroot, &webroot_path, &project.id)?;
+                wanted[0] = self.webroot_release(root, &releases_dir, before);
+                self.webroot_links.extend(self.files.drain(before..));
+            }
             // Most projects have both folders, opened in one call when neither is a link;
             // the others, and all on a kernel without that call, are looked at one name
             // at a time, which tells what is there.
@@ -459,28 +537,56 @@ impl Scan {
             if let Below::Opened(releases) = below {
                 self.files.push((path.clone(), Node::Dir));
                 // `current` beside the folder opened: `..` of a folder is the one it is in.
-                self.read_link_to(&releases, "../current".as_ref(), join_all(&path, &["current"]))?;
-                let dir = join_all(&path, &["deployments"]);
-                self.files.push((dir.clone(), Node::Dir));
-                self.releases(releases, dir)?;
-            } else if let Some(dir) = self.open(top, root, &project.id, Use::Lookups)? {
-                self.read_link(&dir, &path, "current")?;
-                if let Some(releases) = self.open(&dir, &path, "deployments", Use::Listing)? {
-                    self.releases(releases, join_all(&path, &["deployments"]))?;
-                }
-            }
-            if let Some(webroot) = webroot {
                 let before = self.files.len();
-                self.read_link(webroot, &webroot_path, &project.id)?;
-                self.webroot_links.extend(self.files.drain(before..));
+                self.read_link_to(&releases, "../current".as_ref(), join_all(&path, &["current"]))?;
+                wanted[1] = self.linked_release(&releases_dir, before);
+                self.files.push((releases_dir.clone(), Node::Dir));
+                self.releases(releases, releases_dir, &wanted)?;
+            } else if let Some(dir) = self.open(top, root, &project.id, Use::Lookups)? {
+                let before = self.files.len();
+                self.read_link(&dir, &path, "current")?;
+                wanted[1] = self.linked_release(&releases_dir, before);
+                if let Some(releases) = self.open(&dir, &path, "deployments", Use::Listing)? {
+                    self.releases(releases, releases_dir, &wanted)?;
+                }
             }
         }
         Ok(())
     }
 
+    /// The release of `releases_dir` (`ROOT/P/deployments`) that the link recorded at
+    /// `at`, if a link was recorded there, leads to, by name.
+    fn linked_release(&self, releases_dir: &Path, at: usize) -> Option<OsString> {
+        let (link, Node::Symlink(target)) = self.files.get(at)? else { return None };
+        entry_of(releases_dir, &resolved_link(link, target)).map(OsStr::to_owned)
+    }
+
+    /// The release of `releases_dir` whose `public` the webroot link recorded at `at`
+    /// leads to, by name; the `public` of another project's release is kept for later
+    /// (`Scan::elsewhere`).
+    fn webroot_release(&mut self, root: &Path, releases_dir: &Path, at: usize) -> Option<OsString> {
+        let (link, Node::Symlink(target)) = self.files.get(at)? else { return None };
+        let public = resolved_link(link, target);
+        let release = public.parent().filter(|_| public.file_name() == Some(OsStr::new("public")))?;
+        if let Some(name) = entry_of(releases_dir, release) {
+            return Some(name.to_owned());
+        }
+        // `ROOT/X/deployments/R/public`, for another project X.
+        let project_dir =
+            release.parent().filter(|dir| dir.file_name() == Some(OsStr::new("deployments")))?.parent()?;
+        if project_dir.parent() == Some(root) {
+            self.elsewhere.push(public.into_owned());
+        }
+        None
+    }
+
     /// The entries of `ROOT/P/deployments` (open as `releases`, at `dir`), one per
-    /// release, and each release's `public`.
-    fn releases(&mut self, mut releases: Dir, dir: PathBuf) -> Result<(), ObserveError> {
+    /// release, and the `public` of those `wanted`: the releases `current` and the
+    /// webroot link lead to. The planner asks for the `public` of the live release only,
+    /// which is `current`'s but when `current` is wrong; another's, also when the
+    /// webroot link leads there, for what it says of the link: those are looked at once
+    /// the store has said which is live ([`publics_unseen`]).
+    fn releases(&mut self, mut releases: Dir, dir: PathBuf, wanted: &[Option<OsString>]) -> Result<(), ObserveError> {
         self.stats.read_dir += 1;
         let mut entries = Vec::new();
         for (name, kind) in releases.entries().map_err(fs_error(&dir))? {
@@ -498,8 +604,9 @@ impl Scan {
             if kind != Kind::Dir {
                 continue;
             }
-            self.folders.folder(&name);
-            if name.to_str().is_some_and(valid_id) {
+            let looked = name.to_str().is_some_and(valid_id) && wanted.iter().any(|w| w.as_deref() == Some(&*name));
+            self.folders.folder(&name, looked);
+            if looked {
                 let public = join_all(Path::new(&name), &["public"]);
                 if let Some(kind) = self.stat(&releases, &dir, public.as_os_str())? {
                     self.found(&releases, &dir, public.as_os_str(), kind)?;
@@ -662,6 +769,12 @@ impl Share {
             threads => Share { threads, chunk: SCAN_CHUNK },
         }
     }
+}
+
+/// The name of `path` in `dir`, when `path` is `dir/NAME`.
+fn entry_of<'p>(dir: &Path, path: &'p Path) -> Option<&'p OsStr> {
+    let (parent, name) = (path.parent()?, path.file_name()?);
+    (parent.as_os_str() == dir.as_os_str() || parent == dir).then_some(name)
 }
 
 /// The error of a look at `path` that failed.
@@ -929,7 +1042,8 @@ mod tests {
             let mut folders = Folders::default();
             for (project, names) in listed {
                 folders.project(project);
-                names.iter().for_each(|name| folders.folder(name.as_ref()));
+                // Whether the scan looked at a release's `public` changes nothing here.
+                names.iter().enumerate().for_each(|(i, name)| folders.folder(name.as_ref(), i % 2 == 1));
             }
             folders
         };
@@ -944,7 +1058,7 @@ mod tests {
         let folders = listing(&mut worlds.iter().map(|&(p, _, names)| (p, names)));
         deployments.sort_by(|a, b| (&a.project, &a.id).cmp(&(&b.project, &b.id)));
         deployments.iter_mut().filter(|d| d.id == "i2").for_each(|d| d.kind = crate::model::DeploymentType::Image);
-        let needed = |folders: &Folders| fallbacks_needed(&specs, &deployments, folders);
+        let needed = |folders: &Folders| fallbacks_needed(&specs, &deployments, &folders.by_project());
         assert_eq!(needed(&folders), ["b", "h"]);
         // Listed in another order, in runs appended one after the other, they say the same.
         let mut reversed = Folders::default();
@@ -965,25 +1079,39 @@ mod tests {
         let dir = crate::test_dir::TestDir::new("scan-folders");
         let root = dir.join("root");
         // `a` has two releases and a file, `b` none, `c` no folder of its own, `d` a
-        // release and a link to another: only folders are releases.
-        for folder in ["a/deployments/a1/public", "a/deployments/a2", "b/deployments", "d/deployments/d1"] {
+        // release and a link to another: only folders are releases. `current` leads to
+        // `a1`, and `d`'s webroot link to `d1/public`: theirs are the `public`s looked at.
+        // `b`'s webroot link leads to `a2/public`, another project's: kept for later.
+        for folder in ["a/deployments/a1/public", "a/deployments/a2", "b/deployments", "d/deployments/d1", "webroot"] {
             std::fs::create_dir_all(root.join(folder)).unwrap();
         }
         std::fs::write(root.join("a/deployments/notes.txt"), "x").unwrap();
         std::os::unix::fs::symlink(root.join("a/deployments/a1"), root.join("d/deployments/d0")).unwrap();
+        std::os::unix::fs::symlink("deployments/a1", root.join("a/current")).unwrap();
+        std::os::unix::fs::symlink(root.join("d/deployments/d1/public"), root.join("webroot/d")).unwrap();
+        std::os::unix::fs::symlink("../a/deployments/a2/public", root.join("webroot/b")).unwrap();
         let projects: Vec<Project> = ["a", "b", "c", "d"]
             .iter()
             .map(|id| Project { id: (*id).into(), active: true, domain: None, services: Vec::new() })
             .collect();
-        let want: Vec<(&[u8], Vec<&[u8]>)> =
-            vec![(b"a", vec![b"a1", b"a2"]), (b"b", vec![]), (b"c", vec![]), (b"d", vec![b"d1"])];
+        // Each project's id, and its folders' names with whether their `public` was looked at.
+        type Listed<'a> = Vec<(&'a [u8], Vec<(&'a [u8], bool)>)>;
+        let want: Listed = vec![
+            (b"a", vec![(b"a1", true), (b"a2", false)]),
+            (b"b", vec![]),
+            (b"c", vec![]),
+            (b"d", vec![(b"d1", true)]),
+        ];
         for (threads, chunk) in [(1, SCAN_CHUNK), (3, 1), (2, 3)] {
             let mut scan = Scan::default();
             scan.root(&root, &projects, Share { threads, chunk }).unwrap();
             let listed = scan.folders.by_project();
-            let seen: Vec<(&[u8], Vec<&[u8]>)> =
-                listed.iter().map(|(id, names)| (*id, Folders::names(names).collect())).collect();
+            let seen: Listed = listed.iter().map(|(id, names)| (*id, Folders::names(names).collect())).collect();
             assert_eq!(seen, want, "with {threads} threads, runs of {chunk}");
+            assert_eq!(scan.elsewhere, [root.join("a/deployments/a2/public")], "with {threads} threads");
+            let publics: Vec<PathBuf> =
+                scan.files.iter().map(|(p, _)| p).filter(|p| p.ends_with("public")).cloned().collect();
+            assert_eq!(publics, [root.join("a/deployments/a1/public")], "a1's, the one there");
         }
     }
 

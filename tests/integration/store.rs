@@ -1153,6 +1153,55 @@ mod observe {
         assert_eq!(world.projects.iter().filter(|p| p.id == "..").count(), 1, "invalid ids stay in the world");
     }
 
+    #[test]
+    fn the_public_of_a_release_is_looked_at_where_the_plan_may_ask_for_it() {
+        let dir = Scratch::new("observe-publics");
+        let (root, routes) = (dir.join("www"), dir.join("routes"));
+        mkdir(&routes);
+        mkdir(&root.join("webroot"));
+        // p1's releases all have a `public`. `current` leads to d2, the webroot link to
+        // d1's; d3 is the live release (the newest in the store); p2's webroot link leads
+        // to p1's d4; d5 is a folder of no row that nothing leads to.
+        mkdir(&root.join("p2/deployments/e1/public"));
+        symlink(root.join("p2/deployments/e1"), root.join("p2/current")).unwrap();
+        for release in ["d1", "d2", "d3", "d4", "d5"] {
+            mkdir(&root.join(format!("p1/deployments/{release}/public")));
+        }
+        symlink(root.join("p1/deployments/d2"), root.join("p1/current")).unwrap();
+        symlink("../p1/deployments/d1/public", root.join("webroot/p1")).unwrap();
+        symlink(root.join("p1/deployments/d4/public"), root.join("webroot/p2")).unwrap();
+        let store = Store::open(&dir.join("state.db")).unwrap().0;
+        store.upsert_projects(&[project("p1"), project("p2")]).unwrap();
+        let releases: Vec<_> = [("d1", "p1", "07"), ("d2", "p1", "08"), ("d3", "p1", "09"), ("e1", "p2", "09")]
+            .into_iter()
+            .map(|(id, project, hour)| {
+                let mut d = deployment(id, project, "ACTIVE");
+                d.finished_at = Some(t(&format!("2025-10-01T{hour}:00:00Z")));
+                d
+            })
+            .collect();
+        store.insert_deployments(&releases, t("2025-10-01T00:00:00Z")).unwrap();
+        let cfg = ObserveConfig { root: root.clone(), routes_dir: routes };
+        let specs: trueup::spec::Specs = trueup::spec::default_spec().into();
+        let world = observe(&store, &specs, &cfg).unwrap();
+        let public = |release: &str| root.join(format!("p1/deployments/{release}/public"));
+        for release in ["d1", "d2", "d3", "d4"] {
+            assert_eq!(world.files.get(&public(release)), Some(&Node::Dir), "{release}");
+        }
+        assert_eq!(world.files.get(&public("d5")), None, "nothing leads to d5: its `public` is never asked for");
+        // What the scan left out changes no plan.
+        let mut whole = world.clone();
+        whole.files.insert(public("d5"), Node::Dir);
+        let now = t("2025-10-02T12:00:00Z");
+        let plan = trueup::plan::plan_unsealed(&specs, &world, now, &Default::default());
+        assert_eq!(plan, trueup::plan::plan_unsealed(&specs, &whole, now, &Default::default()));
+        let reasons: Vec<&str> = plan.actions.iter().map(|a| a.reason.as_str()).collect();
+        // Links that lead to releases there, not dangling ones.
+        for there in ["d2`", "d1/public`", "d4/public`"] {
+            assert!(reasons.iter().any(|r| r.contains("points at") && r.contains(there)), "{there}: {reasons:?}");
+        }
+    }
+
     /// Builds `n` projects, each with one release, `current`, a webroot link, and a
     /// deployment in flight whose upload, in one folder apart, exists for every other
     /// project; and observes them.
