@@ -581,11 +581,12 @@ impl Scan {
     }
 
     /// The entries of `ROOT/P/deployments` (open as `releases`, at `dir`), one per
-    /// release, and the `public` of those `wanted`: the releases `current` and the
-    /// webroot link lead to. The planner asks for the `public` of the live release only,
-    /// which is `current`'s but when `current` is wrong; another's, also when the
-    /// webroot link leads there, for what it says of the link: those are looked at once
-    /// the store has said which is live ([`publics_unseen`]).
+    /// release, and the `public` of the releases `wanted`: those `current` and the
+    /// webroot link lead to. The planner asks for the `public` of the live release, to
+    /// say whether the webroot link will lead anywhere, and of the release the webroot
+    /// link leads to, to say whether it dangles. The live release is `current`'s unless
+    /// `current` is wrong: then its `public` is looked at once the store has said which
+    /// it is ([`publics_unseen`]).
     fn releases(&mut self, mut releases: Dir, dir: PathBuf, wanted: &[Option<OsString>]) -> Result<(), ObserveError> {
         self.stats.read_dir += 1;
         let mut entries = Vec::new();
@@ -1113,6 +1114,18 @@ mod tests {
                 scan.files.iter().map(|(p, _)| p).filter(|p| p.ends_with("public")).cloned().collect();
             assert_eq!(publics, [root.join("a/deployments/a1/public")], "a1's, the one there");
         }
+    }
+
+    #[test]
+    fn a_path_is_an_entry_of_a_folder_however_the_folder_is_spelled() {
+        let path = Path::new("/r/p/deployments/d2");
+        for dir in ["/r/p/deployments", "/r//p/deployments", "/r/p/./deployments/"] {
+            assert_eq!(entry_of(Path::new(dir), path), Some(OsStr::new("d2")), "{dir}");
+        }
+        for dir in ["/r/p", "/r/q/deployments", "/r/p/deployments/d2"] {
+            assert_eq!(entry_of(Path::new(dir), path), None, "{dir}");
+        }
+        assert_eq!(entry_of(Path::new("/"), Path::new("/")), None);
     }
 
     #[test]

@@ -1161,9 +1161,19 @@ mod observe {
         mkdir(&root.join("webroot"));
         // p1's releases all have a `public`. `current` leads to d2, the webroot link to
         // d1's; d3 is the live release (the newest in the store); p2's webroot link leads
-        // to p1's d4; d5 is a folder of no row that nothing leads to.
-        mkdir(&root.join("p2/deployments/e1/public"));
+        // to p1's d4; d5 is a folder of no row that nothing leads to, f1 one of a failed
+        // deployment, "x y" one whose name is no id, d6 a link to d1.
+        // p2's `current` leads to e1, its live release is e2. p3's webroot link leads to
+        // p1's d6, p4's to p1's "x y".
+        for release in ["e1", "e2"] {
+            mkdir(&root.join(format!("p2/deployments/{release}/public")));
+        }
         symlink(root.join("p2/deployments/e1"), root.join("p2/current")).unwrap();
+        mkdir(&root.join("p1/deployments/f1/public"));
+        mkdir(&root.join("p1/deployments/x y/public"));
+        symlink(root.join("p1/deployments/d1"), root.join("p1/deployments/d6")).unwrap();
+        symlink(root.join("p1/deployments/d6/public"), root.join("webroot/p3")).unwrap();
+        symlink(root.join("p1/deployments/x y/public"), root.join("webroot/p4")).unwrap();
         for release in ["d1", "d2", "d3", "d4", "d5"] {
             mkdir(&root.join(format!("p1/deployments/{release}/public")));
         }
@@ -1171,11 +1181,19 @@ mod observe {
         symlink("../p1/deployments/d1/public", root.join("webroot/p1")).unwrap();
         symlink(root.join("p1/deployments/d4/public"), root.join("webroot/p2")).unwrap();
         let store = Store::open(&dir.join("state.db")).unwrap().0;
-        store.upsert_projects(&[project("p1"), project("p2")]).unwrap();
-        let releases: Vec<_> = [("d1", "p1", "07"), ("d2", "p1", "08"), ("d3", "p1", "09"), ("e1", "p2", "09")]
+        store.upsert_projects(&[project("p1"), project("p2"), project("p3"), project("p4")]).unwrap();
+        let rows = [
+            ("d1", "p1", "ACTIVE", "07"),
+            ("d2", "p1", "ACTIVE", "08"),
+            ("d3", "p1", "ACTIVE", "09"),
+            ("f1", "p1", "FAILED", "10"),
+            ("e1", "p2", "ACTIVE", "09"),
+            ("e2", "p2", "ACTIVE", "10"),
+        ];
+        let releases: Vec<_> = rows
             .into_iter()
-            .map(|(id, project, hour)| {
-                let mut d = deployment(id, project, "ACTIVE");
+            .map(|(id, project, phase, hour)| {
+                let mut d = deployment(id, project, phase);
                 d.finished_at = Some(t(&format!("2025-10-01T{hour}:00:00Z")));
                 d
             })
@@ -1184,20 +1202,30 @@ mod observe {
         let cfg = ObserveConfig { root: root.clone(), routes_dir: routes };
         let specs: trueup::spec::Specs = trueup::spec::default_spec().into();
         let world = observe(&store, &specs, &cfg).unwrap();
-        let public = |release: &str| root.join(format!("p1/deployments/{release}/public"));
-        for release in ["d1", "d2", "d3", "d4"] {
+        let public = |release: &str| root.join(format!("{release}/public"));
+        for release in ["p1/deployments/d1", "p1/deployments/d2", "p1/deployments/d3", "p1/deployments/d4"] {
             assert_eq!(world.files.get(&public(release)), Some(&Node::Dir), "{release}");
         }
-        assert_eq!(world.files.get(&public("d5")), None, "nothing leads to d5: its `public` is never asked for");
+        assert_eq!(world.files.get(&public("p2/deployments/e2")), Some(&Node::Dir), "p2's live release");
+        for (release, why) in [
+            ("p1/deployments/d5", "nothing leads to d5"),
+            ("p1/deployments/f1", "f1 failed: it is never live"),
+            ("p1/deployments/x y", "`x y` is no id"),
+            ("p1/deployments/d6", "d6 is a link, never followed"),
+        ] {
+            assert_eq!(world.files.get(&public(release)), None, "{why}: its `public` is never asked for");
+        }
         // What the scan left out changes no plan.
         let mut whole = world.clone();
-        whole.files.insert(public("d5"), Node::Dir);
+        for release in ["p1/deployments/d5", "p1/deployments/f1", "p1/deployments/x y"] {
+            whole.files.insert(public(release), Node::Dir);
+        }
         let now = t("2025-10-02T12:00:00Z");
         let plan = trueup::plan::plan_unsealed(&specs, &world, now, &Default::default());
         assert_eq!(plan, trueup::plan::plan_unsealed(&specs, &whole, now, &Default::default()));
         let reasons: Vec<&str> = plan.actions.iter().map(|a| a.reason.as_str()).collect();
         // Links that lead to releases there, not dangling ones.
-        for there in ["d2`", "d1/public`", "d4/public`"] {
+        for there in ["d2`", "d1/public`", "d4/public`", "e1`"] {
             assert!(reasons.iter().any(|r| r.contains("points at") && r.contains(there)), "{there}: {reasons:?}");
         }
     }
