@@ -1162,7 +1162,8 @@ mod observe {
         // p1's releases all have a `public`. `current` leads to d2, the webroot link to
         // d1's; d3 is the live release (the newest in the store); p2's webroot link leads
         // to p1's d4; d5 is a folder of no row that nothing leads to, f1 one of a failed
-        // deployment, "x y" one whose name is no id, d6 a link to d1.
+        // deployment, g1 one of a deployment in flight, "x y" one whose name is no id, d6
+        // a link to d1.
         // p2's `current` leads to e1, its live release is e2. p3's webroot link leads to
         // p1's d6, p4's to p1's "x y".
         for release in ["e1", "e2"] {
@@ -1170,6 +1171,7 @@ mod observe {
         }
         symlink(root.join("p2/deployments/e1"), root.join("p2/current")).unwrap();
         mkdir(&root.join("p1/deployments/f1/public"));
+        mkdir(&root.join("p1/deployments/g1/public"));
         mkdir(&root.join("p1/deployments/x y/public"));
         symlink(root.join("p1/deployments/d1"), root.join("p1/deployments/d6")).unwrap();
         symlink(root.join("p1/deployments/d6/public"), root.join("webroot/p3")).unwrap();
@@ -1197,6 +1199,7 @@ mod observe {
                 d.finished_at = Some(t(&format!("2025-10-01T{hour}:00:00Z")));
                 d
             })
+            .chain([deployment("g1", "p1", "BUILDING")])
             .collect();
         store.insert_deployments(&releases, t("2025-10-01T00:00:00Z")).unwrap();
         let cfg = ObserveConfig { root: root.clone(), routes_dir: routes };
@@ -1210,6 +1213,7 @@ mod observe {
         for (release, why) in [
             ("p1/deployments/d5", "nothing leads to d5"),
             ("p1/deployments/f1", "f1 failed: it is never live"),
+            ("p1/deployments/g1", "g1 is in flight: not live yet"),
             ("p1/deployments/x y", "`x y` is no id"),
             ("p1/deployments/d6", "d6 is a link, never followed"),
         ] {
@@ -1217,7 +1221,7 @@ mod observe {
         }
         // What the scan left out changes no plan.
         let mut whole = world.clone();
-        for release in ["p1/deployments/d5", "p1/deployments/f1", "p1/deployments/x y"] {
+        for release in ["p1/deployments/d5", "p1/deployments/f1", "p1/deployments/g1", "p1/deployments/x y"] {
             whole.files.insert(public(release), Node::Dir);
         }
         let now = t("2025-10-02T12:00:00Z");
