@@ -353,7 +353,7 @@ impl Store {
     ///
     /// As [`Store::load`].
     pub fn load_reconcilable(&self, live: &[&str]) -> Result<(Vec<Project>, Vec<Deployment>), StoreError> {
-        let ((projects, deployments, mut unreadable), ()) = self.load_readable(live, |_| ())?;
+        let ((projects, deployments, mut unreadable), (), ()) = self.load_readable(live, |_| (), |_| ())?;
         match unreadable.pop() {
             Some((_, error)) => Err(error),
             None => Ok((projects, deployments)),
@@ -393,27 +393,33 @@ impl Store {
     /// `beside` is given the projects as soon as they are read, and runs on a thread of its
     /// own while the deployments are read and parsed: the observer scans their folders meanwhile.
     /// What it sees comes after what the store says, as when it runs after the load: the
-    /// transaction's snapshot is taken by the first read, that of the projects.
+    /// transaction's snapshot is taken by the first read, that of the projects. `then` is
+    /// given the deployments as soon as they are parsed, and runs on this thread while
+    /// `beside` may still run: the observer looks up their sources meanwhile.
     ///
     /// # Errors
     ///
     /// [`StoreError::Sql`] when the database fails; [`StoreError::Corrupt`] for a
-    /// `services` row without its project. When the projects cannot be read, `beside`
-    /// does not run; when the deployments cannot, what it returned is dropped.
-    pub fn load_readable<T: Send>(
+    /// `services` row without its project. When the projects cannot be read, neither
+    /// `beside` nor `then` runs; when the deployments cannot, `then` does not run and what
+    /// `beside` returned is dropped.
+    pub fn load_readable<T: Send, U>(
         &self,
         live: &[&str],
         beside: impl FnOnce(&[Project]) -> T + Send,
-    ) -> Result<(Loaded, T), StoreError> {
+        then: impl FnOnce(&[Deployment]) -> U,
+    ) -> Result<(Loaded, T, U), StoreError> {
         self.transaction(TransactionBehavior::Deferred, "load the state", || {
             let projects = self.projects()?;
             let (parsed, beside) = std::thread::scope(|s| {
                 let beside = crate::threads::spawn(s, || beside(&projects));
-                let parsed = self.parsed_deployments_where(&reconcilable(live, Of::All), live);
+                let parsed = self
+                    .parsed_deployments_where(&reconcilable(live, Of::All), live)
+                    .map(|parsed| (then(&parsed.0), parsed));
                 (parsed, beside.join())
             });
-            let (deployments, unreadable) = parsed?;
-            Ok(((projects, deployments, unreadable), beside))
+            let (then, (deployments, unreadable)) = parsed?;
+            Ok(((projects, deployments, unreadable), beside, then))
         })
     }
 
@@ -635,11 +641,14 @@ mod tests {
                    ('d7', 'a', 'upload', 'BUILDING', 'never', NULL),
                    ('d2', 'a', 'upload', 'BUILDING', '2025-10-01T00:00:00Z', NULL);",
         );
-        let ((projects, deployments, unreadable), ()) = store.load_readable(&["ACTIVE"], |_| ()).unwrap();
+        // `then` is given the deployments read, as they are returned.
+        let ids_of = |ds: &[Deployment]| ds.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+        let ((projects, deployments, unreadable), (), given) = store.load_readable(&["ACTIVE"], |_| (), ids_of).unwrap();
         let ids = |ps: &[Project]| ps.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&projects), ["a", "b"]);
         let rows: Vec<(&str, &str)> = deployments.iter().map(|d| (d.project.as_str(), d.id.as_str())).collect();
         assert_eq!(rows, [("a", "d2"), ("a", "d9"), ("b", "d5")]);
+        assert_eq!(given, ids_of(&deployments));
         let failed: Vec<(&str, &str)> = unreadable.iter().map(|(p, e)| (p.as_str(), corrupt_row(e))).collect();
         assert_eq!(failed, [("a", "d7"), ("b", "d1"), ("b", "d3")]);
         assert!(unreadable.iter().all(|(_, e)| e.to_string().contains("column `created_at`")), "{unreadable:?}");
@@ -661,7 +670,8 @@ mod tests {
                      UPDATE deployments SET {column} = CAST(x'ff' AS TEXT);"
                 ),
             );
-            let cause = format!("{:?}", store.load_readable(&["ACTIVE"], |_| ()).unwrap_err());
+            let then = |_: &[Deployment]| panic!("`then` runs only once the deployments are read");
+            let cause = format!("{:?}", store.load_readable(&["ACTIVE"], |_| (), then).unwrap_err());
             assert!(cause.contains(&format!("Utf8Error({}, ", index(column))), "{column}: {cause}");
         }
     }

@@ -33,8 +33,12 @@
 //!
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist: those
-//! outside the root (split among threads like the projects) while the scan's paths become
-//! a map, those under it after, unless the scan saw them.
+//! outside the root as soon as the store has parsed the deployments, while the scan goes
+//! on (split among threads like the projects), those under it once the scan is done,
+//! unless it saw them. What was seen then becomes one map, on a thread of its own while
+//! the fallbacks are looked for: the scan's paths and the sources' are one list, sorted
+//! once, where adding the sources to a map of the scan's rebuilt the whole map (about
+//! 4 ms at 10,000 projects, on one core while the other idled).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -129,52 +133,62 @@ pub fn observe_with_stats(
     cfg: &ObserveConfig,
 ) -> Result<(World, ObserveStats), ObserveError> {
     let before = store.statements();
-    // The route files are read on a thread of their own from the start, and the projects'
-    // folders are scanned while the store reads and parses their deployments.
+    // The route files are read on a thread of their own from the start, the projects'
+    // folders are scanned while the store reads and parses their deployments, and the
+    // sources of the unfinished ones outside the root are looked up as soon as they are
+    // parsed, while the scan goes on.
     let mut scan = Scan::default();
     let (loaded, routes) = std::thread::scope(|s| {
         let routes = crate::threads::spawn(s, || observe_routes(&cfg.routes_dir));
-        let loaded = store
-            .load_readable(&specs.live_phases(), |projects| scan.root(&cfg.root, projects, Share::of(projects.len())));
+        let loaded = store.load_readable(
+            &specs.live_phases(),
+            |projects| scan.root(&cfg.root, projects, Share::of(projects.len())),
+            |deployments| Sources::look(&cfg.root, deployments),
+        );
         (loaded, routes.join())
     });
-    let ((projects, mut deployments, bad_rows), scanned) = loaded?;
+    let ((projects, mut deployments, bad_rows), scanned, sources) = loaded?;
     scanned?;
+    let Sources { seen: sourced, under: mut under_root } = sources;
+    let mut sourced = sourced?;
     let routes = routes?;
     mark_gone_workers(&mut deployments, &crate::host::hostname());
     let mut unreadable = BTreeMap::new();
     for (project, error) in bad_rows {
         unreadable.entry(project).or_insert_with(|| error.to_string());
     }
-    // The sources of unfinished deployments outside the root are looked up on threads of
-    // their own while the paths the scan saw become a map and the fallbacks, finished
-    // deployments all, are looked for and read: none needs another. Those under the root
-    // are looked up after, unless the scan saw them.
-    let (outside, mut under) = source_paths(&cfg.root, &deployments);
+    // The paths seen so far become a map on a thread of its own while the fallbacks,
+    // finished deployments all, are looked for and read, and the `public`s the scan did
+    // not look at are found: none needs another.
     let folders = std::mem::take(&mut scan.folders);
     let listed = folders.by_project();
-    let (mut files, more, sourced) = std::thread::scope(|s| {
-        let sourced = crate::threads::spawn(s, || {
-            let mut sourced = Scan::default();
-            sourced.split(&outside, Share::of(outside.len()), Scan::paths).map(|()| sourced)
+    let (files, more) = std::thread::scope(|s| {
+        let files = crate::threads::spawn(s, || {
+            let mut list = scan.take_list();
+            list.append(&mut sourced.take_list());
+            list.into_iter().collect::<Files>()
         });
         let fallbacks = fallbacks_needed(specs, &deployments, &listed);
         let more = (!fallbacks.is_empty()).then(|| store.load_live_of(&fallbacks, &specs.live_phases()));
-        (scan.take_files(), more.transpose(), sourced.join())
+        let more = more.transpose().map(|more| {
+            if let Some((more, bad_rows)) = more {
+                merge(&mut deployments, more);
+                for (project, error) in bad_rows {
+                    unreadable.entry(project).or_insert_with(|| error.to_string());
+                }
+            }
+            // The `public` of a live release the scan did not look at (not the one
+            // `current` or the webroot link leads to): nearly always none.
+            publics_unseen(specs, &cfg.root, &deployments, &listed)
+        });
+        (files.join(), more)
     });
-    let mut sourced = sourced?;
-    under.retain(|path| !files.contains_key(path));
-    sourced.paths(&under)?;
-    if let Some((more, bad_rows)) = more? {
-        merge(&mut deployments, more);
-        for (project, error) in bad_rows {
-            unreadable.entry(project).or_insert_with(|| error.to_string());
-        }
-    }
-    // The `public` of a live release the scan did not look at (not the one `current` or
-    // the webroot link leads to), and of another project's release a webroot link leads
-    // to: nearly always none.
-    let mut publics = publics_unseen(specs, &cfg.root, &deployments, &listed);
+    let mut files = files;
+    let mut publics = more?;
+    // The sources under the root the scan did not see, and the `public` of another
+    // project's release a webroot link leads to: nearly always none.
+    under_root.retain(|path| !files.contains_key(path));
+    sourced.paths(&under_root.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
     publics.extend(
         scan.elsewhere
             .iter()
@@ -388,6 +402,25 @@ fn source_paths<'d>(root: &Path, deployments: &'d [Deployment]) -> (Vec<&'d Path
     paths.sort_unstable_by_key(|p| p.as_os_str().as_bytes());
     paths.dedup_by_key(|p| p.as_os_str().as_bytes());
     paths.into_iter().partition(|p| !p.starts_with(root))
+}
+
+/// The sources of unfinished deployments ([`source_paths`]), as the store gives them.
+struct Sources {
+    /// What a look at those outside the root saw.
+    seen: Result<Scan, ObserveError>,
+    /// Those under the root: looked up once the scan is done, unless it saw them.
+    under: Vec<PathBuf>,
+}
+
+impl Sources {
+    /// Looks up the sources of `deployments` outside `root`, split among threads as the
+    /// projects are, and keeps those under it for later.
+    fn look(root: &Path, deployments: &[Deployment]) -> Self {
+        let (outside, under) = source_paths(root, deployments);
+        let mut seen = Scan::default();
+        let seen = seen.split(&outside, Share::of(outside.len()), Scan::paths).map(|()| seen);
+        Sources { seen, under: under.into_iter().map(Path::to_path_buf).collect() }
+    }
 }
 
 /// Adds `more` to `deployments`, each id once, keeping them sorted by project then id.
