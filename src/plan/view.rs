@@ -975,10 +975,14 @@ mod tests {
         let mut by_id = JudgedById::default();
         by_id.extend(ds.iter().map(|d| judged(d, false)).collect());
         assert_eq!(ids(&by_id), ["d1", "d2", "d5", "d9"]);
-        // Out of order, or with an id twice (the later judgement wins, as by `insert`).
+        // Out of order, backwards, or with an id twice (the later judgement wins, as by
+        // `insert`).
         let mut by_id = JudgedById::default();
         by_id.extend(vec![judged(&ds[3], false), judged(&ds[0], false), judged(&ds[2], false)]);
         assert_eq!(ids(&by_id), ["d1", "d5", "d9"]);
+        let mut by_id = JudgedById::default();
+        by_id.extend(ds.iter().rev().map(|d| judged(d, false)).collect());
+        assert_eq!(ids(&by_id), ["d1", "d2", "d5", "d9"]);
         let mut by_id = JudgedById::default();
         by_id.extend(vec![judged(&ds[0], false), judged(&ds[0], true)]);
         assert_eq!(ids(&by_id), ["d1"]);
