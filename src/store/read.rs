@@ -647,7 +647,8 @@ mod tests {
         );
         // `then` is given the deployments read, as they are returned.
         let ids_of = |ds: &[Deployment]| ds.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
-        let ((projects, deployments, unreadable), (), given) = store.load_readable(&["ACTIVE"], |_| (), ids_of).unwrap();
+        let ((projects, deployments, unreadable), (), given) =
+            store.load_readable(&["ACTIVE"], |_| (), ids_of).unwrap();
         let ids = |ps: &[Project]| ps.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&projects), ["a", "b"]);
         let rows: Vec<(&str, &str)> = deployments.iter().map(|d| (d.project.as_str(), d.id.as_str())).collect();
