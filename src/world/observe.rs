@@ -162,7 +162,7 @@ pub fn observe_with_stats(
     // not look at are found: none needs another.
     let folders = std::mem::take(&mut scan.folders);
     let listed = folders.by_project();
-    let (files, more) = std::thread::scope(|s| {
+    let (mut files, publics) = std::thread::scope(|s| {
         let files = crate::threads::spawn(s, || {
             let mut list = scan.take_list();
             list.append(&mut sourced.take_list());
@@ -170,7 +170,7 @@ pub fn observe_with_stats(
         });
         let fallbacks = fallbacks_needed(specs, &deployments, &listed);
         let more = (!fallbacks.is_empty()).then(|| store.load_live_of(&fallbacks, &specs.live_phases()));
-        let more = more.transpose().map(|more| {
+        let publics = more.transpose().map(|more| {
             if let Some((more, bad_rows)) = more {
                 merge(&mut deployments, more);
                 for (project, error) in bad_rows {
@@ -181,10 +181,9 @@ pub fn observe_with_stats(
             // `current` or the webroot link leads to): nearly always none.
             publics_unseen(specs, &cfg.root, &deployments, &listed)
         });
-        (files.join(), more)
+        (files.join(), publics)
     });
-    let mut files = files;
-    let mut publics = more?;
+    let mut publics = publics?;
     // The sources under the root the scan did not see, and the `public` of another
     // project's release a webroot link leads to: nearly always none.
     under_root.retain(|path| !files.contains_key(path));
