@@ -993,7 +993,7 @@ mod observe {
 
     use trueup::model::{Node, Route, World};
     use trueup::store::Store;
-    use trueup::world::observe::{ObserveConfig, ObserveStats, SCAN_CHUNK, observe, observe_with_stats};
+    use trueup::world::observe::{ObserveConfig, ObserveStats, observe, observe_with_stats};
     use trueup::world::routes::render_route;
 
     use super::{Scratch, deployment, project, t};
@@ -1282,25 +1282,21 @@ mod observe {
         eprintln!("observe of {n} projects: {large:?}");
         assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
         assert_eq!(large.statements, 5);
-        // The uploads, one per project in one folder, are looked up like the projects:
-        // from 2,000 on, on a machine of several cores, in runs shared among threads (the
-        // calling thread takes them all when no thread can be had), each run after the
-        // first opening the folder again.
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        let again = if n >= 2_000 && cores > 1 { n.div_ceil(SCAN_CHUNK) as u64 - 1 } else { 0 };
+        // The uploads, one per project in one folder, are looked up in one run on the
+        // store's thread, beside the scan: the folder is opened once, however many.
         let n = n as u64;
         if crate::seccomp::openat2_denied().is_some() {
             // The first observation asked `openat2` once, and learned it is missing.
             assert_eq!(small.opened, 3 + 2 * 10 + 1, "P and P/deployments, one name at a time");
             assert_eq!(
                 large.opened,
-                3 + 2 * n + again,
+                3 + 2 * n,
                 "the root, ROOT/webroot and the uploads' folder, then P and P/deployments"
             );
         } else {
             assert_eq!(
                 large.opened,
-                3 + n + again,
+                3 + n,
                 "the root, ROOT/webroot and the uploads' folder, then P/deployments through P"
             );
         }
