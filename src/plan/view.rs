@@ -323,7 +323,8 @@ impl<'a> JudgedById<'a> {
 
     /// Adds `more`: taken whole when there is no judgement yet and they come by id, as a
     /// run of the store's deployments does (one project's, sorted), rather than put in
-    /// place one by one (at 10,000 projects about 3 ms, on one core while the other idled).
+    /// place one by one on the thread that joins the chunks while the other core idles
+    /// (at 10,000 projects about 4 million instructions of the join's 3 to 5 ms).
     fn extend(&mut self, more: Vec<Judged<'a>>) {
         if self.0.is_empty() && more.is_sorted_by(|a, b| a.deployment.id < b.deployment.id) {
             self.0 = more;
