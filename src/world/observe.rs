@@ -165,7 +165,7 @@ pub fn observe_with_stats(
     let (mut files, publics) = std::thread::scope(|s| {
         let files = crate::threads::spawn(s, || {
             let mut list = scan.take_list();
-            list.append(&mut sourced.take_list());
+            insert_in_order(&mut list, sourced.take_list());
             list.into_iter().collect::<Files>()
         });
         let mut find_publics = || -> Result<Vec<PathBuf>, ObserveError> {
@@ -404,6 +404,24 @@ fn source_paths<'d>(root: &Path, deployments: &'d [Deployment]) -> (Vec<&'d Path
     paths.into_iter().partition(|p| !p.starts_with(root))
 }
 
+/// Puts `block`, a sorted list of paths, into `list`, another, where it goes when it goes
+/// in one piece (between two paths of `list`, or before or after all of them): the
+/// sources outside the root, in one folder as a PaaS keeps its uploads, go in among the
+/// scan's paths after one search, rather than leave [`Files`]' sort a merge of the two
+/// lists, a comparison of paths for each (14 million instructions at 10,000 projects).
+/// Otherwise `block` goes at the end, and that sort puts each of its paths in place.
+fn insert_in_order(list: &mut Vec<(PathBuf, Node)>, block: Vec<(PathBuf, Node)>) {
+    let (Some((first, _)), Some((last, _))) = (block.first(), block.last()) else { return };
+    let at = list.partition_point(|(path, _)| path_order(path, first) == Ordering::Less);
+    // Strictly before the path after it: a path in both lists stays after the list's, as
+    // at the end, so the map keeps the block's node, as it keeps the later of two.
+    if list.get(at).is_none_or(|(next, _)| path_order(last, next) == Ordering::Less) {
+        list.splice(at..at, block);
+    } else {
+        list.extend(block);
+    }
+}
+
 /// The sources of unfinished deployments ([`source_paths`]), as the store gives them.
 struct Sources {
     /// What a look at those outside the root saw.
@@ -446,9 +464,9 @@ fn mark_gone_workers(deployments: &mut [crate::model::Deployment], host: &str) {
 /// The paths seen so far and what seeing them cost.
 ///
 /// Paths are gathered in a list, in the order of paths (each project's, and apart from
-/// them `ROOT/webroot` and its links), and made a map once, by [`Scan::take_files`]: a
-/// check that the list is sorted and a bulk build cost a couple of path comparisons per
-/// path, where inserting each into the map cost a descent of the tree, about twenty.
+/// them `ROOT/webroot` and its links), and made a [`Files`] once, by [`Scan::take_files`]:
+/// the check that the list is sorted costs a path comparison a path, where inserting each
+/// into a map cost a descent of the tree, about twenty.
 #[derive(Default)]
 struct Scan {
     files: Vec<(PathBuf, Node)>,
@@ -465,9 +483,8 @@ struct Scan {
 impl Scan {
     /// The paths seen since the last call, as a map.
     fn take_files(&mut self) -> Files {
-        // `collect` sorts its input with a stable sort, which sees in one pass that a
-        // sorted list is sorted (and sorts one that is not), then builds the tree in
-        // another.
+        // `collect` sees in one pass that a sorted list is sorted, and sorts one that is
+        // not.
         self.take_list().into_iter().collect()
     }
 
@@ -476,8 +493,8 @@ impl Scan {
     ///
     /// The webroot's paths all sort together, where `ROOT/webroot` sorts among the
     /// projects: they go in there as one block, found by a search of the bytes, rather
-    /// than leave the map's sort a merge of the two lists, each of its steps a comparison
-    /// of paths component by component. Each list is sorted, the projects coming by id as
+    /// than leave [`Files`]' sort a merge of the two lists, each of its steps a comparison
+    /// of paths. Each list is sorted, the projects coming by id as
     /// the store gives them.
     fn take_list(&mut self) -> Vec<(PathBuf, Node)> {
         let mut files = std::mem::take(&mut self.files);
@@ -936,6 +953,39 @@ mod tests {
             let paths: Vec<&Path> = list.iter().map(|(path, _)| path.as_path()).collect();
             assert!(paths.is_sorted_by(|a, b| a < b), "with {threads} threads: {paths:#?}");
         }
+    }
+
+    #[test]
+    fn a_block_of_paths_goes_in_among_the_others_in_one_piece_or_at_the_end() {
+        let list =
+            |paths: &[&str]| -> Vec<(PathBuf, Node)> { paths.iter().map(|p| (PathBuf::from(p), Node::Dir)).collect() };
+        let paths = |list: &[(PathBuf, Node)]| -> Vec<String> {
+            list.iter().map(|(p, _)| p.to_str().unwrap().to_owned()).collect()
+        };
+        let scan = ["/r/a", "/r/a/current", "/r/b", "/r/c"];
+        // Between two paths, before all and after all: in place, so the list is sorted.
+        // `/r/a-x` goes after `/r/a/current` as a path, though `-` is below `/` as a byte.
+        for (block, at) in [(&["/r/a-x", "/r/a-y"][..], 2), (&["/o/u1", "/o/u2"][..], 0), (&["/s/u"][..], 4)] {
+            let mut into = list(&scan);
+            insert_in_order(&mut into, list(block));
+            let mut want: Vec<&str> = scan.to_vec();
+            want.splice(at..at, block.iter().copied());
+            assert_eq!(paths(&into), want, "{block:?}");
+        }
+        // Paths on both sides of one of the list's, or one the list has: left at the end,
+        // for the sort of `Files`, which keeps the block's node for the path of both.
+        let mut into = list(&scan);
+        insert_in_order(&mut into, list(&["/r/a-x", "/r/bb"]));
+        assert_eq!(paths(&into), ["/r/a", "/r/a/current", "/r/b", "/r/c", "/r/a-x", "/r/bb"]);
+        let mut into = list(&scan);
+        insert_in_order(&mut into, vec![(PathBuf::from("/r/b"), Node::File)]);
+        assert_eq!(paths(&into), ["/r/a", "/r/a/current", "/r/b", "/r/c", "/r/b"]);
+        let files: Files = into.into_iter().collect();
+        assert_eq!(files.get(Path::new("/r/b")), Some(&Node::File), "the block's node");
+        // An empty block changes nothing.
+        let mut into = list(&scan);
+        insert_in_order(&mut into, Vec::new());
+        assert_eq!(paths(&into), scan);
     }
 
     #[test]
