@@ -238,7 +238,7 @@ impl<'a> Index<'a> {
     {
         let files = &world.files;
         let half = files.len() / 2;
-        // Skipping walks the leaves of the map, not the paths' bytes.
+        // Skipping steps over the list's entries, not the paths' bytes.
         let second = crate::threads::defer(scope, apart, move || Half::of(files.iter().skip(half), files.len() - half));
         let first = Half::of(files.iter().take(half), half);
         let also = meanwhile();
