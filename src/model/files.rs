@@ -252,7 +252,7 @@ fn by_bytes(x: &[u8], y: &[u8]) -> Option<Ordering> {
 
 /// Where `x` and `y` first differ: the length of the shorter when one starts the other.
 /// Eight bytes at a time ([`Bytes8`]), as most keys of a map share a long root.
-fn first_difference(x: &[u8], y: &[u8]) -> usize {
+pub(super) fn first_difference(x: &[u8], y: &[u8]) -> usize {
     let shorter = x.len().min(y.len());
     let mut at = 0;
     while at + 8 <= shorter {
