@@ -605,8 +605,13 @@ pub fn is_managed(text: &str) -> bool {
 
 /// The project and deployment named by a header line.
 fn header(line: &str) -> Option<(&str, &str)> {
+    const DEPLOYMENT: &str = " deployment=";
     let rest = line.strip_prefix(HEADER_PREFIX)?.strip_suffix(HEADER_SUFFIX)?;
-    rest.split_once(" deployment=")
+    // The first ` deployment=`, as `split_once` finds it, but through a search for its
+    // space, a byte: a search for the whole string set up its searcher for each file
+    // (about 700 instructions a route file, 7 million at 10,000 projects).
+    let at = rest.match_indices(' ').map(|(at, _)| at).find(|&at| rest[at..].starts_with(DEPLOYMENT))?;
+    Some((&rest[..at], &rest[at + DEPLOYMENT.len()..]))
 }
 
 fn broken(deployment: Option<String>, problem: String) -> Route {
@@ -965,6 +970,14 @@ http:
             let read = preview_of(&project, &text);
             let want = preview.map(|p| PreviewRoute { deployment: p.deployment.to_owned(), upstream: p.upstream.to_owned() });
             proptest::prop_assert_eq!(read, want);
+        }
+
+        /// A header line is cut at its first ` deployment=`, as `split_once` cuts it,
+        /// however many there are and whatever spaces come before.
+        #[test]
+        fn a_header_is_cut_at_its_first_deployment(rest in "[ a-z=]{0,12}( deployment=[ a-z=]{0,12}){0,3}") {
+            let line = [HEADER_PREFIX, &rest, HEADER_SUFFIX].concat();
+            proptest::prop_assert_eq!(header(&line), rest.split_once(" deployment="));
         }
     }
 }
