@@ -588,6 +588,18 @@ pub(crate) fn resolved_link<'t>(link: &Path, target: &'t Path) -> Cow<'t, Path> 
     Cow::Owned(normalize(&base.join(target)))
 }
 
+/// `path.starts_with(base)`: from their bytes when both are plain ([`is_plain_absolute`]),
+/// as a world's are, where `Path` compares them part by part (about 2,000 instructions for
+/// an upload beside a root ten parts deep, 250 this way).
+pub(crate) fn starts_with_path(path: &Path, base: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    if !(is_plain_absolute(base) && is_plain_absolute(path)) {
+        return path.starts_with(base);
+    }
+    let (path, base) = (path.as_os_str().as_bytes(), base.as_os_str().as_bytes());
+    base == b"/" || (path.starts_with(base) && matches!(path.get(base.len()), None | Some(b'/')))
+}
+
 /// True when `path` (normalized) is `root` or lies below it.
 pub fn inside(root: &Path, path: &Path) -> bool {
     normalized(path).starts_with(normalized(root))
@@ -719,6 +731,16 @@ mod tests {
                     plain_by_parts(&path),
                     "{:?} after {:?}", path, before
                 );
+            }
+        }
+
+        /// A path starts with another as `Path` has it, whatever their spelling.
+        #[test]
+        fn a_path_starts_with_another_as_path_says(base in "/?[/.ab]{0,12}", rest in "[/.ab]{0,12}", cut in 0..13_usize) {
+            let path = format!("{}{rest}", &base[..cut.min(base.len())]);
+            for (path, base) in [(&path, &base), (&base, &path)] {
+                let (path, base) = (Path::new(path), Path::new(base));
+                proptest::prop_assert_eq!(starts_with_path(path, base), path.starts_with(base), "{:?} {:?}", path, base);
             }
         }
 
