@@ -476,8 +476,7 @@ pub fn is_plain_absolute(path: &Path) -> bool {
     let bytes = path.as_os_str().as_bytes();
     match bytes {
         [b'/'] => true,
-        // No trailing separator: every separator has a part after it.
-        [b'/', .., last] if *last != b'/' => names_after_separators(bytes, 0),
+        [b'/', ..] => names_after_separators(bytes, 0),
         _ => false,
     }
 }

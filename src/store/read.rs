@@ -171,10 +171,6 @@ fn reconcilable(live: &[&str], of: Of) -> String {
         ),
     };
     RECONCILABLE
-        .replace(
-            "{N_COLUMNS}",
-            &DEPLOYMENT_COLUMNS.split(", ").map(|c| format!("n.{}", c.trim())).collect::<Vec<_>>().join(", "),
-        )
         .replace("{N_COLUMNS}", &columns_of("n"))
         .replace("{COLUMNS}", DEPLOYMENT_COLUMNS)
         .replace("{LIVE}", &placeholders(live.len()))

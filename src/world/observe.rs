@@ -1246,6 +1246,8 @@ mod tests {
             assert_eq!(entry_of(Path::new(dir), path), None, "{dir}");
         }
         assert_eq!(entry_of(Path::new("/"), Path::new("/")), None);
+        // No folder at all: `/d2` is in `/`, not in it.
+        assert_eq!(entry_of(Path::new(""), Path::new("/d2")), None);
     }
 
     proptest::proptest! {
