@@ -30,8 +30,8 @@ use super::{Bytes8, Node, starts_with_name};
 /// is made from them with one comparison a path, where a tree's build made two (one to
 /// find the list sorted, one to drop repeats) and a node to allocate a dozen paths; a
 /// lookup is a binary search, as many comparisons as a descent of the tree. Adding or
-/// removing one path moves those after it, which only the small worlds of the in-memory
-/// effects do, path by path.
+/// removing one path moves those after it, which only the in-memory effects and the
+/// fixtures do, path by path, on small worlds.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Files(Vec<(PathBuf, Node)>);
 
@@ -87,8 +87,10 @@ impl Files {
     /// `other`'s node, as a map's `append` does), leaving `other` empty.
     ///
     /// When `other`'s paths all go between two of these (or before or after all of them),
-    /// as the few paths looked up after a scan mostly do, they go in after one search;
-    /// otherwise both lists are merged, a comparison a path.
+    /// as the sources looked up beside a scan mostly do, they go in after one search,
+    /// where a merge of the two lists would compare a path of one with a path of the
+    /// other for each (14 million instructions at 10,000 projects); otherwise both are
+    /// merged.
     pub fn append(&mut self, other: &mut Files) {
         let more = std::mem::take(&mut other.0);
         let (Some((first, _)), Some((last, _))) = (more.first(), more.last()) else { return };
@@ -451,6 +453,26 @@ mod tests {
             0 => Node::Dir,
             1 => Node::File,
             _ => Node::Symlink(PathBuf::from(format!("t{i}"))),
+        }
+    }
+
+    #[test]
+    fn appended_files_go_in_one_piece_where_they_fit_and_are_merged_where_not() {
+        let files = |paths: &[&str], node: Node| -> Files { paths.iter().map(|p| (*p, node.clone())).collect() };
+        let keys = |files: &Files| files.keys().map(|p| p.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let scan = ["/r/a", "/r/a/current", "/r/b", "/r/c"];
+        // Between two paths, before all, after all, in among them, or on a path of both.
+        // `/r/a-x` goes after `/r/a/current` as a path, though `-` is below `/` as a byte.
+        for block in [&["/r/a-x", "/r/a-y"][..], &["/o/u1", "/o/u2"], &["/s/u"], &["/r/a-x", "/r/bb"], &["/r/b"], &[]] {
+            let mut into = files(&scan, Node::Dir);
+            into.append(&mut files(block, Node::File));
+            let mut want: Vec<&str> = scan.iter().chain(block).copied().collect();
+            want.sort_by(|a, b| path_order(Path::new(a), Path::new(b)));
+            want.dedup();
+            assert_eq!(keys(&into), want, "{block:?}");
+            for path in block {
+                assert_eq!(into.get(Path::new(path)), Some(&Node::File), "the appended node at {path}");
+            }
         }
     }
 

@@ -199,7 +199,7 @@ impl<'a> Half<'a> {
         let mut by_bytes = HashMap::with_capacity_and_hasher(count, foldhash::fast::RandomState::default());
         // Each path is checked as it is hashed, its bytes at hand (a second walk of the
         // map read them all again), and from where it first differs from the one before:
-        // 14 million instructions fewer at 10,000 projects than each path whole.
+        // 11.6 million instructions fewer at 10,000 projects than each path whole.
         let mut plain = true;
         let mut before: Option<&Path> = None;
         by_bytes.extend(paths.map(|(path, node)| {

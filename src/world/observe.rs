@@ -165,9 +165,11 @@ pub fn observe_with_stats(
     let listed = folders.by_project();
     let (mut files, publics) = std::thread::scope(|s| {
         let files = crate::threads::spawn(s, || {
-            let mut list = scan.take_list();
-            insert_in_order(&mut list, sourced.take_list());
-            list.into_iter().collect::<Files>()
+            // The sources outside the root, in one folder as a PaaS keeps its uploads,
+            // mostly go in among the scan's paths in one piece (see `Files::append`).
+            let mut files = scan.take_files();
+            files.append(&mut sourced.take_files());
+            files
         });
         let mut find_publics = || -> Result<Vec<PathBuf>, ObserveError> {
             let fallbacks = fallbacks_needed(specs, &deployments, &listed);
@@ -405,24 +407,6 @@ fn source_paths<'d>(root: &Path, deployments: &'d [Deployment]) -> (Vec<&'d Path
     paths.into_iter().partition(|p| !starts_with_path(p, root))
 }
 
-/// Puts `block`, a sorted list of paths, into `list`, another, where it goes when it goes
-/// in one piece (between two paths of `list`, or before or after all of them): the
-/// sources outside the root, in one folder as a PaaS keeps its uploads, go in among the
-/// scan's paths after one search, rather than leave [`Files`]' sort a merge of the two
-/// lists, a comparison of paths for each (14 million instructions at 10,000 projects).
-/// Otherwise `block` goes at the end, and that sort puts each of its paths in place.
-fn insert_in_order(list: &mut Vec<(PathBuf, Node)>, block: Vec<(PathBuf, Node)>) {
-    let (Some((first, _)), Some((last, _))) = (block.first(), block.last()) else { return };
-    let at = list.partition_point(|(path, _)| path_order(path, first) == Ordering::Less);
-    // Strictly before the path after it: a path in both lists stays after the list's, as
-    // at the end, so the map keeps the block's node, as it keeps the later of two.
-    if list.get(at).is_none_or(|(next, _)| path_order(last, next) == Ordering::Less) {
-        list.splice(at..at, block);
-    } else {
-        list.extend(block);
-    }
-}
-
 /// The sources of unfinished deployments ([`source_paths`]), as the store gives them.
 struct Sources {
     /// What a look at those outside the root saw.
@@ -482,7 +466,7 @@ struct Scan {
 }
 
 impl Scan {
-    /// The paths seen since the last call, as a map.
+    /// The paths seen since the last call, as [`Files`].
     fn take_files(&mut self) -> Files {
         // `collect` sees in one pass that a sorted list is sorted, and sorts one that is
         // not.
@@ -495,8 +479,7 @@ impl Scan {
     /// The webroot's paths all sort together, where `ROOT/webroot` sorts among the
     /// projects: they go in there as one block, found by a search of the bytes, rather
     /// than leave [`Files`]' sort a merge of the two lists, each of its steps a comparison
-    /// of paths. Each list is sorted, the projects coming by id as
-    /// the store gives them.
+    /// of paths. Each list is sorted, the projects coming by id as the store gives them.
     fn take_list(&mut self) -> Vec<(PathBuf, Node)> {
         let mut files = std::mem::take(&mut self.files);
         let links = std::mem::take(&mut self.webroot_links);
@@ -852,7 +835,7 @@ impl Share {
 ///
 /// A path spelled as `dir`, a `/` and a name (not empty, nor `.` nor `..`, no `/`), as the
 /// links trueup writes are, is that name without a parse of its parts (`Path`'s `parent`
-/// and `file_name` took about 570 instructions, at two links a project).
+/// and `file_name` took about 570 instructions, at a link or two a project).
 fn entry_of<'p>(dir: &Path, path: &'p Path) -> Option<&'p OsStr> {
     let spelled = (!dir.as_os_str().is_empty())
         .then(|| path.as_os_str().as_bytes().strip_prefix(dir.as_os_str().as_bytes())?.strip_prefix(b"/"))
@@ -973,39 +956,6 @@ mod tests {
             let paths: Vec<&Path> = list.iter().map(|(path, _)| path.as_path()).collect();
             assert!(paths.is_sorted_by(|a, b| a < b), "with {threads} threads: {paths:#?}");
         }
-    }
-
-    #[test]
-    fn a_block_of_paths_goes_in_among_the_others_in_one_piece_or_at_the_end() {
-        let list =
-            |paths: &[&str]| -> Vec<(PathBuf, Node)> { paths.iter().map(|p| (PathBuf::from(p), Node::Dir)).collect() };
-        let paths = |list: &[(PathBuf, Node)]| -> Vec<String> {
-            list.iter().map(|(p, _)| p.to_str().unwrap().to_owned()).collect()
-        };
-        let scan = ["/r/a", "/r/a/current", "/r/b", "/r/c"];
-        // Between two paths, before all and after all: in place, so the list is sorted.
-        // `/r/a-x` goes after `/r/a/current` as a path, though `-` is below `/` as a byte.
-        for (block, at) in [(&["/r/a-x", "/r/a-y"][..], 2), (&["/o/u1", "/o/u2"][..], 0), (&["/s/u"][..], 4)] {
-            let mut into = list(&scan);
-            insert_in_order(&mut into, list(block));
-            let mut want: Vec<&str> = scan.to_vec();
-            want.splice(at..at, block.iter().copied());
-            assert_eq!(paths(&into), want, "{block:?}");
-        }
-        // Paths on both sides of one of the list's, or one the list has: left at the end,
-        // for the sort of `Files`, which keeps the block's node for the path of both.
-        let mut into = list(&scan);
-        insert_in_order(&mut into, list(&["/r/a-x", "/r/bb"]));
-        assert_eq!(paths(&into), ["/r/a", "/r/a/current", "/r/b", "/r/c", "/r/a-x", "/r/bb"]);
-        let mut into = list(&scan);
-        insert_in_order(&mut into, vec![(PathBuf::from("/r/b"), Node::File)]);
-        assert_eq!(paths(&into), ["/r/a", "/r/a/current", "/r/b", "/r/c", "/r/b"]);
-        let files: Files = into.into_iter().collect();
-        assert_eq!(files.get(Path::new("/r/b")), Some(&Node::File), "the block's node");
-        // An empty block changes nothing.
-        let mut into = list(&scan);
-        insert_in_order(&mut into, Vec::new());
-        assert_eq!(paths(&into), scan);
     }
 
     #[test]
