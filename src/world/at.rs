@@ -109,6 +109,9 @@ fn with_c_name<T>(name: &OsStr, f: impl FnOnce(&CStr) -> io::Result<T>) -> io::R
     }
 }
 
+/// The entries of a folder, with their kind when its listing gives it ([`Dir::entries`]).
+pub(crate) type Entries = Vec<(OsString, Option<Kind>)>;
+
 /// What a folder is opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Use {
@@ -277,7 +280,13 @@ impl Dir {
     /// calls more per folder). Once: the listing reads the descriptor to its end, so it
     /// takes the folder mutably (a shared one would be listed from where another left).
     /// The folder must be open for [`Use::Listing`].
-    pub(crate) fn entries(&mut self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+    pub(crate) fn entries(&mut self) -> io::Result<Entries> {
+        Ok(self.entries_up_to(usize::MAX)?.unwrap_or_default())
+    }
+
+    /// [`Dir::entries`], or `None` as soon as more than `max` were read: a folder much
+    /// larger than the caller needs is not read to its end.
+    pub(crate) fn entries_up_to(&mut self, max: usize) -> io::Result<Option<Entries>> {
         // 8-byte aligned, as the kernel's records are; only what the kernel wrote is read,
         // so the buffer is not cleared first.
         let mut buf = std::mem::MaybeUninit::<[u64; 1024]>::uninit();
@@ -290,7 +299,7 @@ impl Dir {
                 return Err(io::Error::last_os_error());
             }
             if n == 0 {
-                return Ok(entries);
+                return Ok(Some(entries));
             }
             // SAFETY: the kernel filled the first `n` bytes of `buf`, at most `size`.
             let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n.unsigned_abs() as usize) };
@@ -308,6 +317,9 @@ impl Dir {
                     entries.push((OsStr::from_bytes(name).to_owned(), Kind::of_dirent(record[18])));
                 }
                 at += len;
+            }
+            if entries.len() > max {
+                return Ok(None);
             }
         }
     }
@@ -440,6 +452,30 @@ mod tests {
         assert_eq!(top.read_link(deep.as_ref()).unwrap(), Link::Other(Kind::File));
         for nul in [format!("{}\0", "a".repeat(254)), format!("{}\0", "a".repeat(300))] {
             assert_eq!(top.stat(nul.as_ref()).unwrap_err().kind(), io::ErrorKind::InvalidInput, "{}", nul.len());
+        }
+    }
+
+    #[test]
+    fn a_listing_up_to_a_bound_stops_past_it_and_reads_a_smaller_folder_whole() {
+        let dir = crate::test_dir::TestDir::new("at-bound");
+        // More entries than one read of the listing returns (8 KiB of records).
+        let names: Vec<String> = (0..700).map(|i| format!("entry-{i:04}")).collect();
+        for name in &names {
+            std::fs::write(dir.join(name), "x").unwrap();
+        }
+        let list = |max| {
+            let Opened::Dir(mut folder) = Dir::open(&dir, Use::Listing).unwrap() else { panic!("the folder opens") };
+            folder.entries_up_to(max).unwrap().map(|mut entries| {
+                entries.sort();
+                entries.into_iter().map(|(name, kind)| (name.into_string().unwrap(), kind)).collect::<Vec<_>>()
+            })
+        };
+        let whole: Vec<_> = names.iter().map(|name| (name.clone(), Some(Kind::File))).collect();
+        for max in [700, 701, usize::MAX] {
+            assert_eq!(list(max).as_ref(), Some(&whole), "at most {max}");
+        }
+        for max in [0, 1, 100, 699] {
+            assert_eq!(list(max), None, "at most {max}");
         }
     }
 

@@ -34,11 +34,12 @@
 //! The sources of unfinished deployments (`source.file_path`, a local `source.repo`) are
 //! looked at too, wherever they are, so the planner knows whether they still exist: those
 //! outside the root as soon as the store has parsed the deployments, on its thread while
-//! the scan goes on, those under it once the scan is done, unless it saw them. What was
-//! seen then becomes one map, on a thread of its own while the fallbacks are looked for:
-//! the scan's paths and the sources' are one list, sorted once, where adding the sources
-//! to a map of the scan's rebuilt the whole map (about 4 ms at 10,000 projects, on one
-//! core while the other idled).
+//! the scan goes on, those under it once the scan is done, unless it saw them; a folder
+//! holding many of them (a PaaS's uploads) is listed rather than looked in name by name.
+//! What was seen then becomes one map, on a thread of its own while the fallbacks are
+//! looked for: the scan's paths and the sources' are one list, sorted once, where adding
+//! the sources to a map of the scan's rebuilt the whole map (about 4 ms at 10,000
+//! projects, on one core while the other idled).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -748,31 +749,70 @@ impl Scan {
 
     /// Looks up each of `paths` (sorted) relative to its folder, opened once for a run of
     /// paths in it (a PaaS mostly keeps its uploads in one): a call then resolves one
-    /// name, not the whole path again.
+    /// name, not the whole path again. A run of [`LIST_FROM`] paths or more is found in
+    /// a listing of their folder instead, which tells what each entry is (about 0.3 µs an
+    /// entry where a look cost 1.5 µs, with 10,000 uploads), unless the folder holds more
+    /// than [`LIST_PER_PATH`] entries a path: the listing then stops, and each path is
+    /// looked up.
     fn paths<P: AsRef<Path>>(&mut self, paths: &[P]) -> Result<(), ObserveError> {
-        let mut folder: Option<(&Path, Option<Dir>)> = None;
-        for path in paths {
-            let path = path.as_ref();
-            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        let mut rest = paths;
+        while let Some(path) = rest.first().map(AsRef::as_ref) {
+            let Some(parent) = path.parent().filter(|_| path.file_name().is_some()) else {
                 self.lstat(path)?;
+                rest = &rest[1..];
                 continue;
             };
-            if folder.as_ref().is_none_or(|(open, _)| open.as_os_str() != parent.as_os_str()) {
-                self.stats.opened += 1;
-                let dir = match Dir::open(parent, Use::Lookups).map_err(fs_error(parent))? {
-                    Opened::Dir(dir) => Some(dir),
-                    // No folder there, so nothing in it.
-                    Opened::Other(_) | Opened::Absent => None,
-                };
-                folder = Some((parent, dir));
+            let names: Vec<&OsStr> = rest
+                .iter()
+                .map_while(|p| {
+                    let (dir, name) = (p.as_ref().parent()?, p.as_ref().file_name()?);
+                    (dir.as_os_str() == parent.as_os_str()).then_some(name)
+                })
+                .collect();
+            rest = &rest[names.len()..];
+            self.stats.opened += 1;
+            if names.len() >= LIST_FROM && self.listed(parent, &names)? {
+                continue;
             }
-            if let Some((_, Some(dir))) = &folder
-                && let Some(kind) = self.stat(dir, parent, name)?
-            {
-                self.found(dir, parent, name, kind)?;
+            let dir = match Dir::open(parent, Use::Lookups).map_err(fs_error(parent))? {
+                Opened::Dir(dir) => dir,
+                // No folder there, so nothing in it.
+                Opened::Other(_) | Opened::Absent => continue,
+            };
+            for name in names {
+                if let Some(kind) = self.stat(&dir, parent, name)? {
+                    self.found(&dir, parent, name, kind)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Records what of `names` is in the folder `parent`, from a listing of it: false,
+    /// with nothing recorded, when the folder cannot be listed (no read permission) or
+    /// holds more than [`LIST_PER_PATH`] entries a name.
+    fn listed(&mut self, parent: &Path, names: &[&OsStr]) -> Result<bool, ObserveError> {
+        let Ok(opened) = Dir::open(parent, Use::Listing) else { return Ok(false) };
+        let mut dir = match opened {
+            Opened::Dir(dir) => dir,
+            // No folder there, so nothing in it.
+            Opened::Other(_) | Opened::Absent => return Ok(true),
+        };
+        self.stats.read_dir += 1;
+        let Ok(Some(mut entries)) = dir.entries_up_to(LIST_PER_PATH * names.len()) else { return Ok(false) };
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for name in names {
+            let Ok(at) = entries.binary_search_by(|(entry, _)| entry.as_os_str().cmp(name)) else { continue };
+            let kind = match entries[at].1 {
+                Some(kind) => Some(kind),
+                // The listing did not say: one call more for this entry.
+                None => self.stat(&dir, parent, name)?,
+            };
+            if let Some(kind) = kind {
+                self.found(&dir, parent, name, kind)?;
+            }
+        }
+        Ok(true)
     }
 
     /// Records what is at `path` without following a final link; `None` when absent.
@@ -801,6 +841,16 @@ impl Scan {
         Ok(kind)
     }
 }
+
+/// How many paths in one folder are found by listing it rather than one look each
+/// ([`Scan::paths`]): below that, the looks cost less than a millisecond.
+const LIST_FROM: usize = 64;
+
+/// How many entries a folder listed for [`Scan::paths`] may hold for each path looked
+/// for: past that, the listing stops. A folder of old uploads a hundred times larger than
+/// those in flight costs then at most about a third of a look more per path than the
+/// looks alone; one that holds little else, a fifth of them.
+const LIST_PER_PATH: usize = 2;
 
 /// The most threads a scan uses.
 const MAX_THREADS: usize = 4;
@@ -1047,18 +1097,71 @@ mod tests {
         // Two thirds of the uploads and the link are there; the rest is absent.
         assert_eq!(one.len(), 1_400 + 1, "{:?}", one.iter().take(3).collect::<Vec<_>>());
         assert_eq!(one.get(&dir.join("a/link.tar.gz")), Some(&Node::Symlink(dir.join("a/u1.tar.gz"))));
+        // On one thread both folders of uploads are listed, once each, and the folder
+        // that does not exist is not.
+        assert_eq!((one_stats.read_dir, one_stats.stat, one_stats.read_link), (2, 0, 1));
         for (threads, chunk) in [(1, 100), (2, SCAN_CHUNK), (3, 7), (7, 1_000)] {
             let mut split = Scan::default();
             split.split(&paths, Share { threads, chunk }, Scan::paths).unwrap();
             let stats = split.stats;
             let with = format!("with {threads} threads, runs of {chunk}");
             assert_eq!(split.take_files(), one, "{with}");
-            // A run that starts inside a folder opens it once more.
+            // A run that starts inside a folder opens it once more; a run of a few paths
+            // of a folder looks them up rather than list it.
             let runs = paths.len().div_ceil(chunk) as u64;
             let opened = one_stats.opened..=one_stats.opened + runs - 1;
             assert!(opened.contains(&stats.opened), "{} opened {with}", stats.opened);
-            assert_eq!((stats.stat, stats.read_link), (one_stats.stat, one_stats.read_link), "{with}");
+            assert_eq!(stats.read_link, one_stats.read_link, "{with}");
         }
+    }
+
+    #[test]
+    fn a_folder_of_many_paths_is_listed_once_and_seen_as_by_a_look_at_each() {
+        let dir = crate::test_dir::TestDir::new("listed");
+        let mut paths = Vec::new();
+        // `many`: LIST_FROM paths and as many other entries, so listed; one in three
+        // absent, a link, a folder, a pipe among them. `crowded`: more other entries than
+        // LIST_PER_PATH a path, so each is looked up after all. `few`: one path too few
+        // to list.
+        for (folder, wanted, others) in
+            [("many", LIST_FROM, LIST_FROM), ("crowded", LIST_FROM, 2 * LIST_FROM), ("few", LIST_FROM - 1, 0)]
+        {
+            std::fs::create_dir_all(dir.join(folder)).unwrap();
+            for i in 0..others {
+                std::fs::write(dir.join(folder).join(format!("other-{i}")), "x").unwrap();
+            }
+            for i in 0..wanted {
+                let path = dir.join(folder).join(format!("u{i:03}"));
+                match i % 6 {
+                    0 | 3 => {}
+                    1 => std::os::unix::fs::symlink("other-0", &path).unwrap(),
+                    2 => std::fs::create_dir(&path).unwrap(),
+                    4 => {
+                        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+                        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+                    }
+                    _ => std::fs::write(&path, "x").unwrap(),
+                }
+                paths.push(path);
+            }
+        }
+        paths.sort_by(|a, b| path_order(a, b));
+        let mut seen = Scan::default();
+        seen.paths(&paths).unwrap();
+        let mut looked = Scan::default();
+        for path in &paths {
+            looked.lstat(path).unwrap();
+        }
+        let present = |wanted: usize| (0..wanted).filter(|i| i % 3 != 0).count();
+        assert_eq!(seen.files.len(), 2 * present(LIST_FROM) + present(LIST_FROM - 1));
+        assert_eq!(seen.take_files(), looked.take_files());
+        // `many` listed; `crowded` listed until past its bound, then looked up; `few`
+        // looked up. Each link read once.
+        assert_eq!(seen.stats.read_dir, 2);
+        assert_eq!(seen.stats.stat, (LIST_FROM + LIST_FROM - 1) as u64);
+        let links = |wanted: usize| (0..wanted).filter(|i| i % 6 == 1).count();
+        assert_eq!(seen.stats.read_link, (2 * links(LIST_FROM) + links(LIST_FROM - 1)) as u64);
+        assert_eq!(seen.stats.opened, 3);
     }
 
     /// A finished deployment of `project` in `phase`, finished `minutes` after the epoch.

@@ -1282,8 +1282,9 @@ mod observe {
         eprintln!("observe of {n} projects: {large:?}");
         assert_eq!(large.statements, small.statements, "the store is read in a fixed number of statements");
         assert_eq!(large.statements, 5);
-        // The uploads, one per project in one folder, are looked up in one run on the
-        // store's thread, beside the scan: the folder is opened once, however many.
+        // The uploads, one per project in one folder, are found in one run on the
+        // store's thread, beside the scan: the folder is opened and listed once, however
+        // many (half of them are there, so it holds fewer entries than paths asked).
         let n = n as u64;
         if crate::seccomp::openat2_denied().is_some() {
             // The first observation asked `openat2` once, and learned it is missing.
@@ -1300,12 +1301,8 @@ mod observe {
                 "the root, ROOT/webroot and the uploads' folder, then P/deployments through P"
             );
         }
-        assert_eq!(
-            large.stat,
-            2 + 2 * n,
-            "the root itself and the routes folder, then each release's `public` and upload"
-        );
+        assert_eq!(large.stat, 2 + n, "the root itself and the routes folder, then each release's `public`");
         assert_eq!(large.read_link, 2 * n, "current and webroot/P");
-        assert_eq!(large.read_dir, n, "one listing of P/deployments");
+        assert_eq!(large.read_dir, n + 1, "one listing of P/deployments, and one of the uploads' folder");
     }
 }
