@@ -97,11 +97,15 @@ fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn digits(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// The number the ASCII digits `b` spell, at most four of them; `None` for anything else.
+///
+/// Folded from the bytes where a check of the digits then `str::parse` cost about 75
+/// instructions a field, 50,000 timestamps read by a `plan` of 10,000 projects.
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 4 {
         return None;
     }
-    s.parse().ok()
+    b.iter().try_fold(0, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
 }
 
 impl FromStr for Timestamp {
@@ -120,7 +124,7 @@ impl FromStr for Timestamp {
         if seps.iter().any(|&(i, c)| b[i] != c) || !matches!(b[10], b'T' | b't' | b' ') {
             return Err(err());
         }
-        let field = |r: std::ops::Range<usize>| digits(&date_time[r]).ok_or_else(err);
+        let field = |r: std::ops::Range<usize>| digits(&b[r]).ok_or_else(err);
         let (y, mo, d) = (field(0..4)?, field(5..7)?, field(8..10)?);
         let (h, mi, sec) = (field(11..13)?, field(14..16)?, field(17..19)?);
         let month_days = [31, 28 + i64::from(leap(y)), 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
@@ -145,7 +149,7 @@ impl FromStr for Timestamp {
                 if zb.len() != 6 || zb[3] != b':' || !matches!(zb[0], b'+' | b'-') {
                     return Err(err());
                 }
-                let (oh, om) = (digits(&zone[1..3]).ok_or_else(err)?, digits(&zone[4..6]).ok_or_else(err)?);
+                let (oh, om) = (digits(&zb[1..3]).ok_or_else(err)?, digits(&zb[4..6]).ok_or_else(err)?);
                 if oh > 23 || om > 59 {
                     return Err(err());
                 }
@@ -265,6 +269,21 @@ mod tests {
             "2025-10-02T1é:00:00Z",
         ] {
             assert!(text.parse::<Timestamp>().is_err(), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn digits_are_the_number_a_parse_of_the_text_gives(text in "[0-9]{0,5}|[0-9a+ é-]{0,5}") {
+            let parsed = (!text.is_empty() && text.len() <= 4 && text.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse::<i64>().unwrap());
+            proptest::prop_assert_eq!(digits(text.as_bytes()), parsed);
+        }
+
+        #[test]
+        fn a_time_printed_reads_back(secs in -62_135_596_800i64..253_402_300_800) {
+            let t = Timestamp::from_unix(secs);
+            proptest::prop_assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
         }
     }
 
