@@ -776,14 +776,20 @@ impl Scan {
                 .collect();
             rest = &rest[names.len()..];
             self.stats.opened += 1;
-            if names.len() >= LIST_FROM && self.listed(parent, &names)? {
+            // Opened for a listing when it may pay, for lookups alone otherwise or when it
+            // cannot be read (search permission is enough for a look); either serves the
+            // looks of a listing that stopped.
+            let listing = (names.len() >= LIST_FROM).then(|| Dir::open(parent, Use::Listing).ok()).flatten();
+            let listable = listing.is_some();
+            let opened = match listing {
+                Some(opened) => opened,
+                None => Dir::open(parent, Use::Lookups).map_err(fs_error(parent))?,
+            };
+            // No folder there, so nothing in it.
+            let Opened::Dir(mut dir) = opened else { continue };
+            if listable && self.listed(&mut dir, parent, &names)? {
                 continue;
             }
-            let dir = match Dir::open(parent, Use::Lookups).map_err(fs_error(parent))? {
-                Opened::Dir(dir) => dir,
-                // No folder there, so nothing in it.
-                Opened::Other(_) | Opened::Absent => continue,
-            };
             for name in names {
                 if let Some(kind) = self.stat(&dir, parent, name)? {
                     self.found(&dir, parent, name, kind)?;
@@ -793,39 +799,26 @@ impl Scan {
         Ok(())
     }
 
-    /// Records what of `names` is in the folder `parent`, from a listing of it: false,
-    /// with nothing recorded, when the folder cannot be listed (no read permission) or
-    /// holds more than [`LIST_PER_PATH`] entries a name.
-    fn listed(&mut self, parent: &Path, names: &[&OsStr]) -> Result<bool, ObserveError> {
-        let Ok(opened) = Dir::open(parent, Use::Listing) else { return Ok(false) };
-        let mut dir = match opened {
-            Opened::Dir(dir) => dir,
-            // No folder there, so nothing in it.
-            Opened::Other(_) | Opened::Absent => return Ok(true),
-        };
+    /// Records what of `names` is in `dir` (the folder `parent`, open for a listing), from
+    /// a listing of it: false, with nothing recorded, when it holds more than
+    /// [`LIST_PER_PATH`] entries a name or cannot be listed to its end.
+    fn listed(&mut self, dir: &mut Dir, parent: &Path, names: &[&OsStr]) -> Result<bool, ObserveError> {
         self.stats.read_dir += 1;
         let Ok(Some(entries)) = dir.entries_up_to(LIST_PER_PATH * names.len()) else { return Ok(false) };
-        // Each entry looked for among the names by its hash, where a sort of the listing
-        // by name and a search in it cost about 1,200 instructions an entry more; what is
-        // there is then recorded in the order of the names.
-        let mut wanted: HashMap<&[u8], usize, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(names.len(), foldhash::fast::RandomState::default());
-        wanted.extend(names.iter().enumerate().map(|(i, name)| (name.as_bytes(), i)));
-        let mut there: Vec<Option<Option<Kind>>> = vec![None; names.len()];
-        for (entry, kind) in &entries {
-            if let Some(&i) = wanted.get(entry.as_bytes()) {
-                there[i] = Some(*kind);
-            }
-        }
-        for (name, there) in names.iter().zip(there) {
-            let kind = match there {
+        // Each name looked for by its hash among the entries, where a sort of the listing
+        // and a search in it cost about 1,200 instructions an entry more.
+        let mut kinds: HashMap<&[u8], Option<Kind>, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(entries.len(), foldhash::fast::RandomState::default());
+        kinds.extend(entries.iter().map(|(entry, kind)| (entry.as_bytes(), *kind)));
+        for name in names {
+            let kind = match kinds.get(name.as_bytes()) {
                 None => continue,
-                Some(Some(kind)) => Some(kind),
+                Some(Some(kind)) => Some(*kind),
                 // The listing did not say: one call more for this entry.
-                Some(None) => self.stat(&dir, parent, name)?,
+                Some(None) => self.stat(dir, parent, name)?,
             };
             if let Some(kind) = kind {
-                self.found(&dir, parent, name, kind)?;
+                self.found(dir, parent, name, kind)?;
             }
         }
         Ok(true)
@@ -859,13 +852,14 @@ impl Scan {
 }
 
 /// How many paths in one folder are found by listing it rather than one look each
-/// ([`Scan::paths`]): below that, the looks cost less than a millisecond.
+/// ([`Scan::paths`]): below that, the looks cost about a tenth of a millisecond.
 const LIST_FROM: usize = 64;
 
 /// How many entries a folder listed for [`Scan::paths`] may hold for each path looked
-/// for: past that, the listing stops. A folder of old uploads a hundred times larger than
-/// those in flight costs then at most about a third of a look more per path than the
-/// looks alone; one that holds little else, a fifth of them.
+/// for: past that, the listing stops. By the costs in [`Scan::paths`], a folder of old
+/// uploads a hundred times larger than those in flight then costs at most about a third
+/// of a look more per path than the looks alone; one that holds little else, a fifth of
+/// the looks.
 const LIST_PER_PATH: usize = 2;
 
 /// The most threads a scan uses.
