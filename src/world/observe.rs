@@ -856,10 +856,11 @@ impl Scan {
 const LIST_FROM: usize = 64;
 
 /// How many entries a folder listed for [`Scan::paths`] may hold for each path looked
-/// for: past that, the listing stops. By the costs in [`Scan::paths`], a folder of old
-/// uploads a hundred times larger than those in flight then costs at most about a third
-/// of a look more per path than the looks alone; one that holds little else, a fifth of
-/// the looks.
+/// for: past that, the listing stops. By the costs in [`Scan::paths`] (0.3 µs an entry,
+/// 1.5 µs a look), a folder of old uploads a hundred times larger than those in flight
+/// then costs about two fifths of a look more per path than the looks alone (the two
+/// entries a path read before it stops), and at most one read of the listing (8 KiB of
+/// entries) past its bound; one that holds little else, a fifth of the looks.
 const LIST_PER_PATH: usize = 2;
 
 /// The most threads a scan uses.
